@@ -1,0 +1,3 @@
+from cniprof.cli.main import main
+
+raise SystemExit(main())
