@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* The ABI between bpf/hops.bpf.c and cniprof/probes/hops.py: fixed-width types only, never vmlinux.h.
+ * cniprof/probes/hops_abi.py mirrors these structs; tests check both against the object's BTF. */
+#ifndef CNIPROF_HOPS_H
+#define CNIPROF_HOPS_H
+
+/* Log-linear histogram: 16 linear sub-buckets per power of two (width <= 6.25 % of the value). */
+#define HIST_SUB_BITS 4
+#define HIST_SUB (1 << HIST_SUB_BITS)
+#define HIST_BUCKETS 512
+
+#define MAX_POINTS 64        /* probe points: (event, netns, ifindex) */
+#define MAX_HOPS 128         /* histogram slots for expected (from, to) point pairs; slot 0 is unused */
+#define MAX_DIRS 8           /* directions: end-to-end histograms live after the hop slots */
+#define HIST_SLOTS (MAX_HOPS + MAX_DIRS)
+
+enum hop_event {
+	EV_QUEUE = 0,   /* net:net_dev_queue */
+	EV_XMIT = 1,    /* net:net_dev_start_xmit */
+	EV_RX = 2,      /* net:netif_rx */
+	EV_RECEIVE = 3, /* net:netif_receive_skb */
+	EV_COPY = 4,    /* skb:skb_copy_datagram_iovec; ifindex 0, netns of the reading task */
+	EV_COUNT = 5,
+};
+
+/* point flags */
+#define PT_START 1 /* a tracked packet begins here (if it matches the flow filter) */
+#define PT_END 2   /* the last point of the path: arrival here records the end-to-end time */
+
+struct point_key {
+	__u32 netns;   /* net->ns.inum, equals the inode of /run/netns/<name> */
+	__u32 ifindex;
+	__u32 event;
+};
+
+struct point_val {
+	__u32 id;      /* < MAX_POINTS */
+	__u32 flags;   /* PT_* */
+	__u32 dir;     /* direction started at a PT_START point, < MAX_DIRS */
+	__u32 pad;
+};
+
+struct flow_key {
+	__u32 saddr; /* network byte order */
+	__u32 daddr;
+};
+
+struct hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 buckets[HIST_BUCKETS];
+};
+
+struct pair_stat {
+	__u64 count;
+	__u64 sum_ns;
+};
+
+struct drop_key {
+	__u32 point;
+	__u32 reason; /* enum skb_drop_reason */
+};
+
+/* settings, written into .rodata before load (the only variable there) */
+struct hops_cfg {
+	__u64 stale_ns;     /* a tracked skb not seen for this long is stale (address reused or lost) */
+	__u32 sample_every; /* track 1 in N matching packets; 0 or 1 = all */
+	__u32 filter_flows; /* 1: only (saddr, daddr) pairs in the flows map start tracking */
+};
+
+enum hop_counter {
+	C_STARTED = 0,    /* packets whose tracking began */
+	C_UNEXPECTED = 1, /* hops between points that are not consecutive in the expected chain */
+	C_STALE = 2,      /* tracking abandoned: not seen for stale_ns */
+	C_END_COPY = 3,   /* tracking ended by a copy to a socket reader */
+	C_END_FREE = 4,   /* tracking ended by consume_skb */
+	C_END_DROP = 5,   /* tracking ended by kfree_skb (a drop) */
+	C_SAMPLED_OUT = 6,
+	C_COUNT = 8,
+};
+
+#endif

@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: Apache-2.0
+"""User-space half of bpf/hops.bpf.c: registers probe points, flows and expected hop pairs, attaches only the
+programs the points need, and reads the in-kernel aggregates into a Snapshot (see ARCHITECTURE.md)."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cniprof.bpf.libbpf import Object, possible_cpus
+from cniprof.errors import CniprofError, EnvironmentProblem
+from cniprof.probes import hops_abi as abi
+
+if TYPE_CHECKING:
+    from cniprof.probes.plan import ExpectedHop
+
+
+@dataclass(frozen=True)
+class Point:
+    """A probe point with the names analysis uses; id is assigned by HopProbe in list order."""
+
+    event: str
+    netns: str
+    netns_ino: int
+    ifindex: int
+    device: str
+    role: str
+    node: str
+    pod: str | None = None
+    start_dir: int | None = None  # a packet of the traced flows starts tracking here, in this direction
+    end: bool = False  # tracking that ends after this point counts towards end-to-end
+
+
+@dataclass(frozen=True)
+class Direction:
+    dir: int
+    src_pod: str
+    dst_pod: str
+    src_ip: str
+    dst_ip: str
+
+
+def _ip_u32(ip: str) -> int:
+    # network byte order as the kernel stores it, read back as a little/big-endian-native u32
+    return int.from_bytes(ipaddress.IPv4Address(ip).packed, "little" if _LITTLE else "big")
+
+
+_LITTLE = np.little_endian
+
+
+class HopProbe:
+    """Load, configure and attach the hop tracker; read snapshots; detach on close (also on errors)."""
+
+    def __init__(self, obj_path: Path, points: Sequence[Point], expected: Sequence[ExpectedHop],
+                 directions: Sequence[Direction], stale_ms: float = 1000.0, sample_every: int = 1,
+                 filter_flows: bool = True):
+        if len(points) > abi.MAX_POINTS:
+            raise CniprofError(f"{len(points)} probe points; at most {abi.MAX_POINTS} are supported")
+        if len(expected) >= abi.MAX_HOPS:
+            raise CniprofError(f"{len(expected)} expected hops; at most {abi.MAX_HOPS - 1} are supported")
+        if len({(h.src, h.dst) for h in expected}) != len(expected):
+            raise CniprofError("two expected hops share the same pair of points; the chains are ambiguous")
+        self.points = points
+        self.expected = expected
+        self.directions = directions
+        self.obj = Object(obj_path)
+        self.ncpu = possible_cpus()
+        self.started_at: float | None = None
+        self.attached: list[str] = []
+        try:
+            self._configure(stale_ms, sample_every, filter_flows)
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def _configure(self, stale_ms: float, sample_every: int, filter_flows: bool) -> None:
+        rodata = self.obj.rodata()
+        if len(rodata) != ctypes.sizeof(abi.HopsCfg):
+            raise EnvironmentProblem(f"{self.obj.path.name}: .rodata is {len(rodata)} bytes, expected "
+                                     f"{ctypes.sizeof(abi.HopsCfg)}: rebuild with scripts/setup.sh")
+        cfg = abi.HopsCfg(int(stale_ms * 1e6), max(1, sample_every), int(filter_flows))
+        ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
+        events = {p.event for p in self.points}
+        wanted = {abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS)
+        for name in self.obj.program_names():
+            self.obj.set_autoload(name, name in wanted)
+        self.programs = [n for n in self.obj.program_names() if n in wanted]
+
+    def start(self) -> None:
+        self.obj.load()
+        for name, (kt, vt) in abi.MAP_TYPES.items():
+            m = self.obj.map(name)
+            if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
+                raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
+                                         "rebuild with scripts/setup.sh")
+        points = self.obj.map("points")
+        for pid, p in enumerate(self.points):
+            flags = (abi.PT_START if p.start_dir is not None else 0) | (abi.PT_END if p.end else 0)
+            key = abi.PointKey(p.netns_ino, p.ifindex, abi.EVENTS[p.event])
+            points.update(key, abi.PointVal(pid, flags, p.start_dir or 0, 0))
+        flows = self.obj.map("flows")
+        for d in self.directions:
+            flows.update(abi.FlowKey(_ip_u32(d.src_ip), _ip_u32(d.dst_ip)), ctypes.c_uint32(d.dir))
+        slots = self.obj.map("pair_slot")
+        for slot, h in enumerate(self.expected, start=1):
+            slots.update(ctypes.c_uint32(h.src * abi.MAX_POINTS + h.dst), ctypes.c_uint32(slot))
+        for name in self.programs:
+            self.obj.attach(name)
+            self.attached.append(name)
+        self.started_at = time.monotonic()
+
+    def close(self) -> None:
+        self.obj.close()
+
+    def __enter__(self) -> "HopProbe":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading ---
+    def _percpu(self, m, key, ctype) -> np.ndarray | None:
+        stride = (ctypes.sizeof(ctype) + 7) // 8 * 8
+        raw = m.lookup_raw(key, stride * self.ncpu)
+        if raw is None:
+            return None
+        arr = np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, stride // 8)
+        return arr.sum(axis=0)
+
+    def _hist(self, slot: int) -> dict:
+        v = self._percpu(self.obj.map("hists"), ctypes.c_uint32(slot), abi.Hist)
+        if v is None:
+            return {"count": 0, "sum_ns": 0, "buckets": {}}
+        buckets = v[2:2 + abi.HIST_BUCKETS]
+        nz = np.nonzero(buckets)[0]
+        return {"count": int(v[0]), "sum_ns": int(v[1]), "buckets": {str(int(i)): int(buckets[i]) for i in nz}}
+
+    def snapshot(self) -> dict:
+        from cniprof.bpf.btf import drop_reason_names
+
+        hops = []
+        for slot, e in enumerate(self.expected, start=1):
+            hops.append({"from": e.src, "to": e.dst, "expected": True, "dir": e.dir, "seq": e.seq, "role": e.role,
+                         "in_e2e": e.in_e2e, **self._hist(slot)})
+        odd = self.obj.map("odd_pairs")
+        for key in odd.keys(ctypes.c_uint32):
+            v = self._percpu(odd, key, abi.PairStat)
+            if v is None:
+                continue
+            a, b = divmod(key.value, abi.MAX_POINTS)
+            hops.append({"from": a, "to": b, "expected": False, "count": int(v[0]), "sum_ns": int(v[1]),
+                         "buckets": {}})
+        e2e = [{"dir": d.dir, **self._hist(abi.MAX_HOPS + d.dir)} for d in self.directions]
+        names = drop_reason_names()
+        drops = []
+        dm = self.obj.map("drops")
+        for key in dm.keys(abi.DropKey):
+            v = self._percpu(dm, key, ctypes.c_uint64)
+            if v is not None:
+                drops.append({"point": key.point, "reason": key.reason,
+                              "reason_name": names.get(key.reason, f"reason_{key.reason}"), "count": int(v[0])})
+        cm = self.obj.map("counters")
+        counters = {}
+        for i, name in enumerate(abi.COUNTERS):
+            v = self._percpu(cm, ctypes.c_uint32(i), ctypes.c_uint64)
+            counters[name] = int(v[0]) if v is not None else 0
+        return {
+            "version": 1,
+            "elapsed_s": time.monotonic() - self.started_at if self.started_at else 0.0,
+            "points": [{"id": i, **{k: v for k, v in asdict(p).items()}} for i, p in enumerate(self.points)],
+            "hops": hops,
+            "e2e": e2e,
+            "drops": drops,
+            "counters": counters,
+            "directions": [asdict(d) for d in self.directions],
+            "programs": list(self.attached),
+        }

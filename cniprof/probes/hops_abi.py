@@ -1,0 +1,83 @@
+# SPDX-License-Identifier: Apache-2.0
+"""ctypes mirror of bpf/hops.h. tests/root/test_hops_abi.py checks every struct against the object's BTF, and
+HopProbe checks map key/value sizes at load, so a drift between the C and Python sides fails loudly."""
+
+from __future__ import annotations
+
+import ctypes
+
+HIST_SUB_BITS = 4
+HIST_BUCKETS = 512
+MAX_POINTS = 64
+MAX_HOPS = 128
+MAX_DIRS = 8
+HIST_SLOTS = MAX_HOPS + MAX_DIRS
+
+EVENTS = {"queue": 0, "xmit": 1, "rx": 2, "receive": 3, "copy": 4}
+PROGRAM_OF_EVENT = {
+    "queue": "on_dev_queue",
+    "xmit": "on_dev_start_xmit",
+    "rx": "on_netif_rx",
+    "receive": "on_netif_receive_skb",
+    "copy": "on_copy",
+}
+# always attached: they end tracking (and record drops)
+END_PROGRAMS = ("on_consume_skb", "on_kfree_skb")
+
+PT_START = 1
+PT_END = 2
+
+COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "sampled_candidates")
+C_COUNT = 8
+
+u32, u64 = ctypes.c_uint32, ctypes.c_uint64
+
+
+class PointKey(ctypes.Structure):
+    _fields_ = [("netns", u32), ("ifindex", u32), ("event", u32)]
+
+
+class PointVal(ctypes.Structure):
+    _fields_ = [("id", u32), ("flags", u32), ("dir", u32), ("pad", u32)]
+
+
+class FlowKey(ctypes.Structure):
+    _fields_ = [("saddr", u32), ("daddr", u32)]
+
+
+class Hist(ctypes.Structure):
+    _fields_ = [("count", u64), ("sum_ns", u64), ("buckets", u64 * HIST_BUCKETS)]
+
+
+class PairStat(ctypes.Structure):
+    _fields_ = [("count", u64), ("sum_ns", u64)]
+
+
+class DropKey(ctypes.Structure):
+    _fields_ = [("point", u32), ("reason", u32)]
+
+
+class HopsCfg(ctypes.Structure):
+    _fields_ = [("stale_ns", u64), ("sample_every", u32), ("filter_flows", u32)]
+
+
+# (map name, key type, value type) for the load-time size check
+MAP_TYPES = {
+    "points": (PointKey, PointVal),
+    "flows": (FlowKey, u32),
+    "pair_slot": (u32, u32),
+    "hists": (u32, Hist),
+    "odd_pairs": (u32, PairStat),
+    "drops": (DropKey, u64),
+    "counters": (u32, u64),
+}
+# C struct name -> ctypes mirror, for the BTF check
+STRUCTS = {
+    "point_key": PointKey,
+    "point_val": PointVal,
+    "flow_key": FlowKey,
+    "hist": Hist,
+    "pair_stat": PairStat,
+    "drop_key": DropKey,
+    "hops_cfg": HopsCfg,
+}

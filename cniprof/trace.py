@@ -1,0 +1,185 @@
+# SPDX-License-Identifier: Apache-2.0
+"""One trace run: lab (reused or built) -> hop probe attached -> generator -> snapshots -> detach -> lab removed.
+
+Everything acquired goes on one ExitStack, so an error or Ctrl-C at any step releases it in reverse order: the
+generator is killed, BPF links are destroyed, and a lab this run built is torn down. A lab that was already up
+is left up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from cniprof.bpf.build import object_path
+from cniprof.cni import registry
+from cniprof.cni.model import Model
+from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.lab import cleanup, realize, state
+from cniprof.lab.topology import Pod, Topology
+from cniprof.probes import plan as planning
+from cniprof.probes.hops import HopProbe
+
+log = logging.getLogger(__name__)
+
+TRAFFIC = ("iperf3", "udp", "ping", "none")
+PATHS = ("cross-node", "same-node")
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+
+
+@dataclass
+class TraceOptions:
+    cni: str = "flannel"
+    path: str = "cross-node"
+    src: str | None = None
+    dst: str | None = None
+    duration_s: float = 10.0
+    traffic: str = "iperf3"
+    count: int = 100  # packets for udp/ping
+    sample_every: int = 1
+    stale_ms: float = 1000.0
+    interval_s: float = 0.5  # snapshot period for the live view
+
+
+@dataclass
+class TraceResult:
+    model: Model
+    topology: Topology
+    plan: planning.Plan
+    snapshot: dict[str, Any]
+    traffic: dict[str, Any]
+    probes: list[str]
+    lab_created: bool
+    duration_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def preflight(opts: TraceOptions) -> Model:
+    """Check everything a user can fix before touching the kernel; one clear error each."""
+    model = registry.parse(opts.cni)
+    if opts.path not in PATHS:
+        raise UsageError(f"unknown --path {opts.path!r}; supported: {', '.join(PATHS)}")
+    if opts.traffic not in TRAFFIC:
+        raise UsageError(f"unknown --traffic {opts.traffic!r}; supported: {', '.join(TRAFFIC)}")
+    if opts.duration_s <= 0:
+        raise UsageError(f"--duration must be positive, not {opts.duration_s}")
+    if opts.count < 1:
+        raise UsageError(f"--count must be at least 1, not {opts.count}")
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("tracing needs root (BPF programs and network namespaces): run with sudo")
+    if not os.path.exists(BTF_PATH):
+        raise EnvironmentProblem(f"{BTF_PATH} is missing: cniprof needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+    tools = {"iperf3": ["iperf3"], "ping": ["ping"]}.get(opts.traffic, []) + ["ip"]
+    for tool in tools:
+        if shutil.which(tool) is None:
+            raise EnvironmentProblem(f"{tool} is not installed: run scripts/setup.sh")
+    object_path("hops")  # raises with a hint when the BPF objects were not built
+    return model
+
+
+def pick_pods(topo: Topology, path: str, src: str | None, dst: str | None) -> tuple[Pod, Pod]:
+    try:
+        a = topo.pod(src) if src else topo.pods[0]
+        if dst:
+            b = topo.pod(dst)
+        else:
+            same = path == "same-node"
+            b = next(p for p in topo.pods if p.name != a.name and (p.node == a.node) == same)
+    except (KeyError, StopIteration):
+        names = ", ".join(p.name for p in topo.pods)
+        raise UsageError(f"no such pod pair for {path}; pods in the lab: {names}") from None
+    if (a.node == b.node) != (path == "same-node"):
+        raise UsageError(f"{a.name} and {b.name} do not form a {path} pair")
+    return a, b
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (e.g. from a timeout) unwinds like Ctrl-C, so cleanup runs the same way."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _lab(stack: ExitStack, model: Model) -> tuple[Topology, bool]:
+    topo, created = realize.up(model.cni, model.mode)
+    if created:
+        def down() -> None:
+            cleanup.teardown()
+        stack.callback(down)
+    return topo, created
+
+
+def _generator(opts: TraceOptions, a: Pod, b: Pod, topo: Topology):
+    if opts.traffic == "iperf3":
+        from cniprof.traffic.iperf3 import Iperf3
+        return Iperf3(a.netns, b.netns, b.ip, opts.duration_s)
+    if opts.traffic == "udp":
+        from cniprof.traffic.udp_burst import UdpBurst
+        return UdpBurst(a.netns, b.netns, b.ip, opts.count)
+    if opts.traffic == "ping":
+        from cniprof.traffic.ping import Ping
+        return Ping(a.netns, b.ip, opts.count)
+    return None
+
+
+def _running(gen: Any) -> bool:
+    running = getattr(gen, "running", None)
+    return bool(running()) if callable(running) else True
+
+
+def _result_dict(tool: str, res: Any) -> dict[str, Any]:
+    if res is None:
+        return {"tool": tool, "throughput_bps": None, "retransmits": None}
+    d = {k: v for k, v in vars(res).items() if k != "raw"} if hasattr(res, "__dict__") else {}
+    d.setdefault("throughput_bps", None)
+    d.setdefault("retransmits", None)
+    return {"tool": tool, **d}
+
+
+def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] | None = None) -> TraceResult:
+    model = preflight(opts)
+    chain = model.chain(opts.path)
+    with _sigterm_as_interrupt(), ExitStack() as stack:
+        topo, created = _lab(stack, model)
+        a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
+        plan = planning.build(topo, chain, a.name, b.name)
+        probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
+                         stale_ms=opts.stale_ms, sample_every=opts.sample_every)
+        stack.callback(probe.close)
+        probe.start()
+        gen = _generator(opts, a, b, topo)
+        if gen is not None:
+            stack.callback(gen.stop)
+            gen.start()
+        t0 = time.monotonic()
+        deadline = t0 + (opts.duration_s if opts.traffic in ("iperf3", "none") else opts.duration_s * 3)
+        result = None
+        while True:
+            time.sleep(opts.interval_s)
+            now = time.monotonic()
+            done = gen is not None and not _running(gen)
+            if on_update is not None:
+                on_update(probe.snapshot(), now - t0)
+            if done or now >= deadline:
+                break
+        if gen is not None:
+            result = gen.wait(timeout=max(5.0, opts.duration_s))
+        # let the last packets of the run reach their final points before the last read
+        time.sleep(0.2)
+        snapshot = probe.snapshot()
+        duration = time.monotonic() - t0
+        return TraceResult(model, topo, plan, snapshot, _result_dict(opts.traffic, result), list(probe.attached),
+                           created, duration)
