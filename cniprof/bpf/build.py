@@ -1,0 +1,178 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Compile bpf/*.bpf.c into BPF ELF objects (cniprof/bpf/obj/<name>.bpf.o).
+
+Why a Python module and not a Makefile: the flags (target arch define, include paths that make libbpf-dev's
+<bpf/bpf_helpers.h> and the checked-in vmlinux.h work without kernel headers) are needed both by
+scripts/setup.sh and by tests that compile for both architectures, and failures must become one-line
+EnvironmentProblem messages like every other environment failure in cniprof.
+
+Usage: python -m cniprof.bpf.build [--arch x86|arm64] [--src DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from cniprof.errors import CniprofError, EnvironmentProblem
+
+log = logging.getLogger(__name__)
+
+ARCHES = ("x86", "arm64")
+PACKAGE_DIR = Path(__file__).resolve().parent
+OBJ_DIR = PACKAGE_DIR / "obj"
+# The sources live at the repository root (bpf/), next to the checked-in vmlinux.h.
+SRC_DIR = PACKAGE_DIR.parent.parent / "bpf"
+COMPILE_TIMEOUT_S = 300
+
+# platform.machine() spellings -> (__TARGET_ARCH_ suffix used by bpf_tracing.h, Debian multiarch triplet)
+_MACHINES = {
+    "x86_64": ("x86", "x86_64-linux-gnu"),
+    "amd64": ("x86", "x86_64-linux-gnu"),
+    "aarch64": ("arm64", "aarch64-linux-gnu"),
+    "arm64": ("arm64", "aarch64-linux-gnu"),
+}
+
+
+def host_arch() -> str:
+    """The __TARGET_ARCH_ name of this machine ('x86' or 'arm64'); the only two the project supports."""
+    machine = platform.machine().lower()
+    if machine not in _MACHINES:
+        raise EnvironmentProblem(f"unsupported CPU architecture {machine!r}: cniprof supports x86_64 and arm64")
+    return _MACHINES[machine][0]
+
+
+def object_path(name: str) -> Path:
+    """Path of the compiled object for bpf/<name>.bpf.c; raises EnvironmentProblem when it was not built."""
+    path = OBJ_DIR / f"{name}.bpf.o"
+    if not path.is_file():
+        raise EnvironmentProblem(f"BPF object {path} is missing: run scripts/setup.sh (it compiles bpf/*.bpf.c)")
+    return path
+
+
+def find_clang() -> str:
+    """The clang binary: plain `clang` if present, else the newest versioned clang-NN on PATH."""
+    found = shutil.which("clang")
+    if found:
+        return found
+    versioned: list[tuple[int, str]] = []
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        for candidate in glob.glob(os.path.join(directory, "clang-[0-9]*")):
+            match = re.fullmatch(r"clang-(\d+)", os.path.basename(candidate))
+            if match and os.access(candidate, os.X_OK):
+                versioned.append((int(match.group(1)), candidate))
+    if not versioned:
+        raise EnvironmentProblem("clang not found: run scripts/setup.sh (installs clang, llvm, libbpf-dev)")
+    return max(versioned)[1]
+
+
+def include_flags(src_dir: Path) -> list[str]:
+    """-I flags: the source dir (vmlinux.h, shared headers) and the host's multiarch include dir.
+
+    <bpf/bpf_helpers.h> comes from libbpf-dev in /usr/include, which clang searches by default. The multiarch
+    dir supplies <asm/types.h> should a source include uapi headers; with vmlinux.h no kernel headers are needed.
+    """
+    flags = ["-I", str(src_dir)]
+    machine = platform.machine().lower()
+    if machine in _MACHINES:
+        multiarch = Path("/usr/include") / _MACHINES[machine][1]
+        if multiarch.is_dir():
+            flags += ["-I", str(multiarch)]
+    return flags
+
+
+def compile_command(clang: str, source: Path, output: Path, arch: str, src_dir: Path) -> list[str]:
+    """The clang command line for one object.
+
+    -g is what makes clang emit .BTF/.BTF.ext (needed for CO-RE and for tp_btf typed arguments).
+    -mcpu=v3 (kernel >= 5.1; BTF-typed tracepoints need 5.5 anyway) allows 32-bit jumps and atomics.
+    """
+    flags = ["-O2", "-g", "-Wall", "-target", "bpf", "-mcpu=v3", f"-D__TARGET_ARCH_{arch}"]
+    return [clang, *flags, *include_flags(src_dir), "-c", str(source), "-o", str(output)]
+
+
+def sources(src_dir: Path) -> list[Path]:
+    """Every <name>.bpf.c in src_dir, sorted for a stable build order."""
+    return sorted(Path(src_dir).glob("*.bpf.c"))
+
+
+def build(src_dir: Path | str, out_dir: Path | str, arch: str) -> list[Path]:
+    """Compile every src_dir/*.bpf.c for arch into out_dir/<name>.bpf.o; returns the object paths.
+
+    Objects are written to a temporary name and renamed, so a loader never sees a half-written file.
+    """
+    if arch not in ARCHES:
+        raise EnvironmentProblem(f"unknown BPF target arch {arch!r}: use one of {', '.join(ARCHES)}")
+    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    if not src_dir.is_dir():
+        raise EnvironmentProblem(f"BPF source directory {src_dir} does not exist")
+    clang = find_clang()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    built: list[Path] = []
+    for source in sources(src_dir):
+        name = source.name[: -len(".bpf.c")]
+        target = out_dir / f"{name}.bpf.o"
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".o.tmp", dir=out_dir)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            _compile(compile_command(clang, source, tmp, arch, src_dir), source)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        built.append(target)
+    return built
+
+
+def _compile(cmd: list[str], source: Path) -> None:
+    """Run clang; on failure put its output on stderr and raise a one-line EnvironmentProblem."""
+    log.info("compiling %s", " ".join(cmd))
+    try:
+        proc = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as e:
+        raise EnvironmentProblem(f"clang did not finish compiling {source} within {COMPILE_TIMEOUT_S} s") from e
+    except OSError as e:
+        raise EnvironmentProblem(f"cannot run {cmd[0]}: {e.strerror}; run scripts/setup.sh") from e
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        if output:
+            print(output, file=sys.stderr)
+        first_error = next((line for line in output.splitlines() if "error:" in line), "see compiler output above")
+        raise EnvironmentProblem(f"compiling {source.name} failed: {first_error.strip()}")
+    if output:
+        log.warning("clang warnings for %s:\n%s", source.name, output)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI used by scripts/setup.sh; prints the objects built, errors as one line (exit code 3)."""
+    parser = argparse.ArgumentParser(prog="python -m cniprof.bpf.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", choices=ARCHES, help="BPF target arch (default: this machine's)")
+    parser.add_argument("--src", type=Path, default=SRC_DIR, help=f"source dir (default: {SRC_DIR})")
+    parser.add_argument("--out", type=Path, default=OBJ_DIR, help=f"output dir (default: {OBJ_DIR})")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        built = build(args.src, args.out, args.arch or host_arch())
+    except CniprofError as e:
+        print(f"cniprof: {e}", file=sys.stderr)
+        return e.exit_code
+    for path in built:
+        print(path)
+    if not built:
+        print(f"no *.bpf.c sources in {args.src}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# Set the machine up (scripts/setup.sh), then run the whole test suite. Extra arguments go to pytest.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 1
+bash scripts/setup.sh || exit $?
+exec .venv/bin/pytest -q tests "$@"
