@@ -1,0 +1,156 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`cniprof lab up|down|status`: the embedded lab (namespaces emulating a CNI on two nodes).
+
+Thin layer: parsing, printing and exit codes only; building is cniprof.lab.realize, removing
+cniprof.lab.cleanup.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from cniprof.errors import CniprofError
+from cniprof.lab import cleanup, realize, state
+from cniprof.lab.topology import Device, Topology, netns_inode
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "lab", help="build, show or remove the embedded CNI lab (network namespaces)"
+    )
+    parser.set_defaults(func=run, lab_parser=parser)
+    sub = parser.add_subparsers(dest="lab_command", metavar="ACTION")
+
+    up = sub.add_parser("up", help="build the lab (root)")
+    up.add_argument(
+        "--cni",
+        default="flannel",
+        help=f"CNI[:MODE] to emulate (default flannel; supported: {', '.join(realize.supported())})",
+    )
+    up.add_argument("--mode", default=None, help="datapath mode, if not given as CNI:MODE (flannel: vxlan)")
+    up.set_defaults(func=run)
+
+    down = sub.add_parser(
+        "down", help="remove every cniprof lab namespace, even without the state file (root)"
+    )
+    down.set_defaults(func=run)
+
+    status = sub.add_parser("status", help="show the lab that is up")
+    status.add_argument("--json", action="store_true", help="print the topology as JSON")
+    status.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    command = getattr(args, "lab_command", None)
+    if command == "up":
+        return _up(args)
+    if command == "down":
+        return _down()
+    if command == "status":
+        return _status(args)
+    args.lab_parser.print_help()
+    return 2
+
+
+def _up(args: argparse.Namespace) -> int:
+    console = Console()
+    topology, created = realize.up(args.cni, args.mode)
+    if not created:
+        console.print(f"a {topology.cni}/{topology.mode} lab is already up; nothing to do")
+        return 0
+    try:
+        console.print(
+            f"lab {topology.cni}/{topology.mode} is up: "
+            f"{len(topology.nodes)} nodes, {len(topology.pods)} pods "
+            f"(state in {state.STATE_FILE})"
+        )
+        console.print(_table(topology))
+    except KeyboardInterrupt:
+        # Ctrl-C while `lab up` is still running means "undo", even once the build itself has finished
+        cleanup.teardown()
+        raise
+    return 0
+
+
+def _down() -> int:
+    realize.require_root("removing the lab")
+    console = Console()
+    removed, had_state, lingering = cleanup.teardown()
+    for name in removed:
+        console.print(f"removed netns {name}")
+    if had_state:
+        console.print(f"removed {state.STATE_FILE}")
+    for name, pids in lingering.items():
+        console.print(
+            f"[yellow]note:[/] processes {', '.join(map(str, pids))} were still in {name}; "
+            "the namespace is freed when they exit"
+        )
+    if not removed and not had_state:
+        console.print("no lab was up; nothing to remove")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    topology = state.load()
+    if topology is None:
+        leftovers = cleanup.list_lab_namespaces()
+        if leftovers:
+            raise CniprofError(
+                f"no lab is recorded, but lab namespaces exist ({', '.join(leftovers)}); "
+                "run `cniprof lab down`"
+            )
+        raise CniprofError("no lab is up; start one with `cniprof lab up --cni flannel`")
+    existing = set(cleanup.list_lab_namespaces())
+    missing = [n for n in topology.namespaces() if n not in existing]
+    if missing:
+        raise CniprofError(
+            f"the recorded lab is incomplete (missing {', '.join(missing)}); run `cniprof lab down`"
+        )
+    if args.json:
+        print(topology.to_json())
+    else:
+        Console().print(_table(topology))
+    return 0
+
+
+def _table(topology: Topology) -> Table:
+    """One row per device, grouped by namespace; the netns inode is what BPF programs report."""
+    table = Table(
+        title=f"cniprof lab: {topology.cni}/{topology.mode}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for column in ("netns", "inode", "device", "role", "ifindex", "address"):
+        table.add_column(column, justify="right" if column in ("inode", "ifindex") else "left", no_wrap=True)
+    for node in topology.nodes:
+        _rows(table, node.netns, node.devices, {"underlay": topology.underlay_ips.get(node.name, "")})
+        for pod in (p for p in topology.pods if p.node == node.name):
+            _rows(table, pod.netns, pod.devices, {"pod_veth": pod.ip})
+        table.add_section()
+    return table
+
+
+def _rows(table: Table, netns: str, devices: tuple[Device, ...], addresses: dict[str, str]) -> None:
+    inode = _inode(netns)
+    for i, dev in enumerate(devices):
+        first = i == 0
+        table.add_row(
+            netns if first else "",
+            inode if first else "",
+            dev.name,
+            dev.role,
+            str(dev.ifindex),
+            addresses.get(dev.role, ""),
+        )
+
+
+def _inode(netns: str) -> str:
+    try:
+        return str(netns_inode(netns))
+    except OSError:
+        return "?"

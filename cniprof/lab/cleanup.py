@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Removing a lab: delete its namespaces, which takes every device, route and neighbour with them.
+
+Cleanup works from the namespace names alone (the `cniprof-node` prefix), never from the state file only, so a
+lab left behind by a crash, a kill -9 or a half-finished build is still removed. Namespaces of other tools
+(and of other engineers on the same machine) never match the prefix and are never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+
+from pyroute2 import netns as pr_netns
+
+from cniprof.lab import state
+from cniprof.lab.topology import LAB_NETNS_PREFIX, NETNS_DIR, netns_inode
+
+log = logging.getLogger(__name__)
+
+
+def list_lab_namespaces(prefix: str = LAB_NETNS_PREFIX) -> list[str]:
+    """Names of existing lab namespaces, sorted (`cniprof-node1` before its pods `cniprof-node1-...`)."""
+    try:
+        names = pr_netns.listnetns(NETNS_DIR)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def remove_netns(name: str) -> bool:
+    """Unmount and unlink /run/netns/<name>; True if it existed.
+
+    The kernel frees the namespace (and its devices) once nothing else holds it: open netlink sockets or
+    processes still inside it keep it alive invisibly, see `pids_in`.
+    """
+    if not name.startswith(LAB_NETNS_PREFIX):
+        raise ValueError(f"refusing to remove {name!r}: not a cniprof lab namespace")
+    try:
+        pr_netns.remove(name)
+    except FileNotFoundError:
+        return False
+    log.info("removed netns %s", name)
+    return True
+
+
+def remove_namespaces(names: Iterable[str]) -> list[str]:
+    """Remove the given lab namespaces, pods first; return those that existed."""
+    removed = []
+    for name in sorted(set(names), key=lambda n: (-n.count("-"), n)):
+        if remove_netns(name):
+            removed.append(name)
+    return removed
+
+
+def pids_in(netns_name: str) -> list[int]:
+    """Processes whose network namespace is the named one (left-over generators keep a netns alive)."""
+    try:
+        inode = netns_inode(netns_name)
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino == inode:
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def teardown() -> tuple[list[str], bool, dict[str, list[int]]]:
+    """Remove every lab namespace and then the state file; safe to run any number of times.
+
+    Returns (removed namespaces, whether a state file was removed, pids found inside removed namespaces).
+    """
+    with state.locked():
+        names = list_lab_namespaces()
+        lingering = {n: p for n in names if (p := pids_in(n))}
+        removed = remove_namespaces(names)
+        had_state = state.clear()
+    return removed, had_state, lingering

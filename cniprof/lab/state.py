@@ -1,0 +1,62 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The realized lab's topology on disk, so `lab status` and `trace` in later processes know what is up.
+
+It lives under /run (tmpfs): after a reboot the namespaces are gone, and so is the file that described them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from cniprof.errors import CniprofError
+from cniprof.lab.topology import Topology
+
+STATE_DIR = Path("/run/cniprof")
+STATE_FILE = STATE_DIR / "lab.json"
+LOCK_FILE = STATE_DIR / "lab.lock"
+
+
+def save(topology: Topology, path: Path = STATE_FILE) -> None:
+    """Write atomically (temp file + rename) so a reader never sees half a topology."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(topology.to_json() + "\n")
+    os.chmod(tmp, 0o644)  # readable without root: `lab status` and reports need it
+    os.replace(tmp, path)
+
+
+def load(path: Path = STATE_FILE) -> Topology | None:
+    """The saved topology, or None when no lab was recorded."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        return Topology.from_json(text)
+    except (ValueError, KeyError, TypeError) as e:
+        raise CniprofError(f"{path} is unreadable ({e}); run `cniprof lab down` to reset the lab") from None
+
+
+def clear(path: Path = STATE_FILE) -> bool:
+    """Remove the state file; True if there was one."""
+    try:
+        path.unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+@contextlib.contextmanager
+def locked(path: Path = LOCK_FILE) -> Iterator[None]:
+    """Serialise `lab up` / `lab down` between processes (two builds of the same names would fight)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
