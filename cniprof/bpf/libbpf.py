@@ -217,3 +217,130 @@ def prog_info(fd: int, size: int = 256) -> bytes:
     if lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(n)) != 0:
         raise OSError(ctypes.get_errno(), _err("bpf_obj_get_info_by_fd"))
     return buf.raw[: n.value]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Additions for feature calibration (cniprof doctor) and CPU sampling: perf events, raw bpf(), map creation.
+# Appended, not merged into the classes above, so existing users of this module are untouched.
+
+# Syscall numbers for the two supported arches (arm64 uses the generic table).
+_SYSCALLS = {
+    "x86_64": {"bpf": 321, "perf_event_open": 298},
+    "aarch64": {"bpf": 280, "perf_event_open": 241},
+}
+
+PERF_TYPE_SOFTWARE = 1
+PERF_COUNT_SW_CPU_CLOCK = 0
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_ATTR_FLAG_DISABLED = 1 << 0
+PERF_ATTR_FLAG_FREQ = 1 << 10
+
+
+class PerfEventAttr(ctypes.Structure):
+    """struct perf_event_attr up to PERF_ATTR_SIZE_VER0 (64 bytes); the kernel treats newer fields as zero.
+
+    The bitfield word (disabled, inherit, ..., freq, ...) is one u64 `flags` so callers set bits explicitly.
+    """
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("size", ctypes.c_uint32),
+        ("config", ctypes.c_uint64),
+        ("sample_period_or_freq", ctypes.c_uint64),
+        ("sample_type", ctypes.c_uint64),
+        ("read_format", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+        ("wakeup_events", ctypes.c_uint32),
+        ("bp_type", ctypes.c_uint32),
+        ("config1", ctypes.c_uint64),
+    ]
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _syscall(name: str, *args: object) -> int:
+    """Call a raw syscall by name; returns its result or raises OSError with the kernel's errno."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.syscall.restype = ctypes.c_long
+    machine = os.uname().machine
+    if machine not in _SYSCALLS:
+        raise EnvironmentProblem(f"unsupported CPU architecture {machine!r}: cniprof supports x86_64 and arm64")
+    rc = _libc.syscall(ctypes.c_long(_SYSCALLS[machine][name]), *args)
+    if rc < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{name}: {os.strerror(e)}")
+    return int(rc)
+
+
+def perf_event_open(attr: PerfEventAttr, pid: int = -1, cpu: int = 0, group_fd: int = -1,
+                    flags: int = PERF_FLAG_FD_CLOEXEC) -> int:
+    """perf_event_open(2); glibc has no wrapper. Returns the event fd (the caller closes it)."""
+    attr.size = ctypes.sizeof(attr)
+    return _syscall("perf_event_open", ctypes.byref(attr), ctypes.c_int(pid), ctypes.c_int(cpu),
+                    ctypes.c_int(group_fd), ctypes.c_ulong(flags))
+
+
+def cpu_clock_attr(sample_freq: int) -> PerfEventAttr:
+    """A disabled cpu-clock sampling event at sample_freq Hz (libbpf enables it when attaching)."""
+    attr = PerfEventAttr()
+    attr.type = PERF_TYPE_SOFTWARE
+    attr.config = PERF_COUNT_SW_CPU_CLOCK
+    attr.sample_period_or_freq = sample_freq
+    attr.flags = PERF_ATTR_FLAG_FREQ | PERF_ATTR_FLAG_DISABLED
+    return attr
+
+
+def bpf_syscall(cmd: int, attr: ctypes.Array | ctypes.Structure) -> int:
+    """Raw bpf(cmd, attr, sizeof attr), for commands libbpf 1.1 cannot express (e.g. netfilter links).
+
+    Returns the syscall's result (usually a new fd the caller must close) or raises OSError.
+    """
+    return _syscall("bpf", ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
+
+
+def attach_perf_event(obj: Object, name: str, perf_fd: int) -> None:
+    """Attach program `name` of a loaded object to an open perf event (bpf_program__attach_perf_event).
+
+    On success the link owns perf_fd: obj.close() (bpf_link__destroy) disables and closes it, so the caller
+    must not close it again. On failure the caller still owns perf_fd.
+    """
+    f = lib().bpf_program__attach_perf_event
+    f.restype, f.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int]
+    link = f(obj._prog(name), perf_fd)
+    if not link:
+        raise OSError(ctypes.get_errno(), _err(f"attach of {name} to perf event fd {perf_fd}"))
+    obj.links.append((name, link))
+
+
+def map_create(map_type: int, name: str, key_size: int, value_size: int, max_entries: int) -> int:
+    """bpf_map_create without options; returns the map fd (close it with os.close) or raises OSError."""
+    f = lib().bpf_map_create
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32,
+                  ctypes.c_void_p]
+    fd = f(map_type, name.encode(), key_size, value_size, max_entries, None)
+    if fd < 0:
+        e = -fd if fd < -1 else ctypes.get_errno()
+        raise OSError(e, f"bpf_map_create({name}): {os.strerror(e)}")
+    return fd
+
+
+def version() -> str:
+    """libbpf's version, e.g. 'v1.1', plus the shared object's full name when it can be found ('libbpf.so.1.1.2').
+
+    The file name matters because Debian's 1.1.2 and upstream 1.1.0 differ in fixes, not in the version string.
+    """
+    f = lib().libbpf_version_string
+    f.restype, f.argtypes = ctypes.c_char_p, []
+    text = f().decode()
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "libbpf.so" in line}
+    except OSError:
+        paths = set()
+    if paths:
+        text += f" ({Path(os.path.realpath(min(paths))).name})"
+    return text
