@@ -102,8 +102,16 @@ def pick_pods(topo: Topology, path: str, src: str | None, dst: str | None) -> tu
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (e.g. from a timeout) unwinds like Ctrl-C, so cleanup runs the same way."""
+    """SIGTERM (e.g. from a timeout) unwinds like Ctrl-C, so cleanup runs the same way.
+
+    pyroute2 forks helper processes to open sockets in other namespaces; they inherit this handler and must
+    not run our cleanup (which would tear down the lab under the parent), so a forked child just exits.
+    """
+    owner = os.getpid()
+
     def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGTERM, handler)
