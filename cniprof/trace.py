@@ -43,6 +43,7 @@ class TraceOptions:
     duration_s: float = 10.0
     traffic: str = "iperf3"
     count: int = 100  # packets for udp/ping
+    payload_size: int = 64  # bytes per udp datagram
     sample_every: int = 1
     stale_ms: float = 1000.0
     interval_s: float = 0.5  # snapshot period for the live view
@@ -136,7 +137,7 @@ def _generator(opts: TraceOptions, a: Pod, b: Pod, topo: Topology):
         return Iperf3(a.netns, b.netns, b.ip, opts.duration_s)
     if opts.traffic == "udp":
         from cniprof.traffic.udp_burst import UdpBurst
-        return UdpBurst(a.netns, b.netns, b.ip, opts.count)
+        return UdpBurst(a.netns, b.netns, b.ip, opts.count, payload_size=opts.payload_size)
     if opts.traffic == "ping":
         from cniprof.traffic.ping import Ping
         return Ping(a.netns, b.ip, opts.count)
