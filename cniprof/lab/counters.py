@@ -10,7 +10,7 @@ from pyroute2 import NetNS
 
 
 def rx_bytes(netns: str, ifindex: int) -> int:
-    with NetNS(netns) as ipr:
+    with NetNS(netns, flags=0) as ipr:  # flags=0: never create a namespace by mistake
         link = ipr.get_links(ifindex)[0]
         stats = link.get_attr("IFLA_STATS64")
         return int(stats["rx_bytes"])
