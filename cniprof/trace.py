@@ -22,7 +22,7 @@ from cniprof.bpf.build import object_path
 from cniprof.cni import registry
 from cniprof.cni.model import Model
 from cniprof.errors import EnvironmentProblem, UsageError
-from cniprof.lab import cleanup, realize, state
+from cniprof.lab import cleanup, realize
 from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
 from cniprof.probes.hops import HopProbe

@@ -203,7 +203,7 @@ class Object:
             lib().bpf_object__close(self.ptr)
             self.ptr = None
 
-    def __enter__(self) -> "Object":
+    def __enter__(self) -> Object:
         return self
 
     def __exit__(self, *exc: object) -> None:

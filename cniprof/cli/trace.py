@@ -16,6 +16,7 @@ from rich.console import Console
 from cniprof import trace
 from cniprof.analysis.summary import analyze
 from cniprof.lab.counters import RxBytes
+from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.report.export import export
 from cniprof.ui.live import LiveView, render_final_table
 
@@ -65,11 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     analysis = analyze(result.snapshot, chain)
     console.print(render_final_table(analysis, title=title, throughput_bps=result.traffic.get("throughput_bps")))
-    console.print(f"probes: {', '.join(result.probes)} (tp_btf) · kernel {platform.release()} "
+    attach_points = [ATTACH_POINT[p] for p in result.probes]
+    console.print(f"probes: {', '.join(attach_points)} · kernel {platform.release()} "
                   f"{platform.machine()} · lab {'built and removed' if result.lab_created else 'reused, left up'}")
     if args.export:
         paths = export(args.export, result.snapshot, analysis=analysis, cni=model.cni, mode=model.mode,
                        duration_s=result.duration_s, traffic=result.traffic,
-                       probes=[f"tp_btf:{p}" for p in result.probes])
+                       probes=attach_points)
         console.print(f"exported {', '.join(sorted(p.name for p in paths.values()))} to {args.export}")
     return 0

@@ -119,7 +119,7 @@ class HopProbe:
     def close(self) -> None:
         self.obj.close()
 
-    def __enter__(self) -> "HopProbe":
+    def __enter__(self) -> HopProbe:
         return self
 
     def __exit__(self, *exc: object) -> None:

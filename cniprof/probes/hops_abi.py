@@ -21,6 +21,16 @@ PROGRAM_OF_EVENT = {
     "receive": "on_netif_receive_skb",
     "copy": "on_copy",
 }
+# the attach point of each program, as users know it (tp_btf = BTF-typed tracepoint)
+ATTACH_POINT = {
+    "on_dev_queue": "tp_btf/net:net_dev_queue",
+    "on_dev_start_xmit": "tp_btf/net:net_dev_start_xmit",
+    "on_netif_rx": "tp_btf/net:netif_rx",
+    "on_netif_receive_skb": "tp_btf/net:netif_receive_skb",
+    "on_copy": "tp_btf/skb:skb_copy_datagram_iovec",
+    "on_consume_skb": "tp_btf/skb:consume_skb",
+    "on_kfree_skb": "tp_btf/skb:kfree_skb",
+}
 # always attached: they end tracking (and record drops)
 END_PROGRAMS = ("on_consume_skb", "on_kfree_skb")
 
