@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cniprof.errors import CniprofError
-from cniprof.lab.topology import Topology
+from cniprof.lab.topology import LAB_ID, Topology
 
 STATE_DIR = Path("/run/cniprof")
-STATE_FILE = STATE_DIR / "lab.json"
-LOCK_FILE = STATE_DIR / "lab.lock"
+STATE_FILE = STATE_DIR / (f"lab-{LAB_ID}.json" if LAB_ID else "lab.json")
+LOCK_FILE = STATE_DIR / (f"lab-{LAB_ID}.lock" if LAB_ID else "lab.lock")
 
 
 def save(topology: Topology, path: Path = STATE_FILE) -> None:

@@ -15,9 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = ("underlay", "bridge", "vxlan", "host_veth", "pod_veth")
-NETNS_PREFIX = "cniprof-"
+# CNIPROF_LAB_ID runs an independent lab instance (parallel test sessions, two users): its namespaces are
+# `cniprof_<id>-node...`, which the default instance's `cniprof-` prefix never matches, and vice versa.
+LAB_ID = os.environ.get("CNIPROF_LAB_ID", "")
+NETNS_PREFIX = f"cniprof_{LAB_ID}-" if LAB_ID else "cniprof-"
 # every namespace a lab creates starts with this, so `lab down` can find them without the state file
-LAB_NETNS_PREFIX = "cniprof-node"
+LAB_NETNS_PREFIX = f"{NETNS_PREFIX}node"
 NETNS_DIR = "/run/netns"
 
 
