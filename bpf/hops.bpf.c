@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Per-hop latency of the packets of chosen flows along a CNI datapath.
  *
- * Every tracked skb carries (first time, last time, last point) in a hash keyed by its address. Each time it
- * passes a registered point, the time since its previous point goes into the histogram of that (from, to) pair;
- * nothing per packet crosses to user space. Points are (event, netns, ifindex) mapped to small ids by user space,
- * so the hot path never touches a string. */
+ * Every tracked skb holds (first time, last time, last point) in a slot keyed by its address. Each time it passes
+ * a registered point, the time since its previous point goes into the histogram of that (from, to) pair; nothing
+ * per packet crosses to user space. Points are (event, netns, ifindex) mapped to small ids by user space, so the
+ * hot path never touches a string.
+ *
+ * Cost matters more than anything else here (these programs run for every packet on the node): every map on the
+ * hot path is a plain or per-CPU array, whose lookups the verifier inlines into a bounds check and an address
+ * computation, and the clock is read only for packets that are tracked. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -18,33 +22,24 @@ const volatile struct hops_cfg cfg = {};
 
 #define ETH_P_IP 0x0800
 
-struct skb_track {
-	__u64 first_ns;
-	__u64 last_ns;
-	__u32 last_pt;
-	__u32 dir;
-};
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, DEV_SLOTS);
+	__type(key, __u32);
+	__type(value, struct dev_slot);
+} devs SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4 * MAX_POINTS);
-	__type(key, struct point_key);
-	__type(value, struct point_val);
-} points SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_POINTS);
+	__type(key, __u32);
+	__type(value, struct point_info);
+} point_info SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, struct flow_key);
-	__type(value, __u32);
-} flows SEC(".maps");
-
-/* LRU: entries of skbs freed on paths without a tracepoint (e.g. GRO's stolen heads) age out instead of
- * filling the map; the age check below keeps a reused address from being mistaken for the old packet. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TRACK_SLOTS);
+	__type(key, __u32);
 	__type(value, struct skb_track);
 } tracks SEC(".maps");
 
@@ -153,30 +148,71 @@ static __always_inline void hop(__u32 from, __u32 to, __u64 delta)
 	ps->sum_ns += delta;
 }
 
-static __always_inline bool flow_matches(struct sk_buff *skb)
+/* point id + 1 of (netns, ifindex, event), 0 if none */
+static __always_inline __u32 point_of(__u32 netns, __u32 ifindex, __u32 event)
 {
-	struct flow_key fk;
-	struct iphdr iph;
+	__u32 base = DEV_HASH(netns, ifindex);
+	struct dev_slot *d;
 
-	if (skb->protocol != bpf_htons(ETH_P_IP))
-		return false;
-	if (bpf_probe_read_kernel(&iph, sizeof(iph), skb->head + skb->network_header))
-		return false;
-	if (!cfg.filter_flows)
-		return true;
-	fk.saddr = iph.saddr;
-	fk.daddr = iph.daddr;
-	return bpf_map_lookup_elem(&flows, &fk) != NULL;
+#pragma unroll
+	for (int i = 0; i < DEV_PROBES; i++) {
+		__u32 idx = (base + i) & (DEV_SLOTS - 1);
+
+		d = bpf_map_lookup_elem(&devs, &idx);
+		if (!d || !d->netns)
+			return 0;
+		if (d->netns == netns && d->ifindex == ifindex)
+			return event < EV_COUNT ? d->pt[event & 7] : 0;
+	}
+	return 0;
 }
 
-static __always_inline bool sampled_in(void)
+/* The skb's address as a plain number. The verifier forbids arithmetic on a trusted pointer, but a privileged
+ * program may store a pointer in a map value, and what it loads back is a scalar (only hashed and compared). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} scratch SEC(".maps");
+
+static __always_inline __u64 addr_of(const void *p)
 {
+	__u32 zero = 0;
+	volatile __u64 *v = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (!v)
+		return 0;
+	*v = (__u64)p;
+	return *v;
+}
+
+static __always_inline struct skb_track *slot_of(__u64 skb)
+{
+	__u32 idx = TRACK_HASH(skb);
+
+	if (!skb)  /* 0 marks a free slot */
+		return NULL;
+	return bpf_map_lookup_elem(&tracks, &idx);
+}
+
+static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *pi)
+{
+	__u32 addrs[2];
 	__u32 which = C_SAMPLED_OUT;
 	__u64 *c;
 
+	if (!(pi->flags & PT_START) || skb->protocol != bpf_htons(ETH_P_IP))
+		return false;
+	if (cfg.filter_flows) {
+		/* saddr and daddr are adjacent in the IPv4 header, 12 bytes in */
+		if (bpf_probe_read_kernel(addrs, sizeof(addrs), skb->head + skb->network_header + 12))
+			return false;
+		if (addrs[0] != pi->saddr || addrs[1] != pi->daddr)
+			return false;
+	}
 	if (cfg.sample_every <= 1)
 		return true;
-	/* per-CPU counter of candidates: every N-th one is tracked */
 	c = bpf_map_lookup_elem(&counters, &which);
 	if (!c)
 		return true;
@@ -184,58 +220,56 @@ static __always_inline bool sampled_in(void)
 	return (*c % cfg.sample_every) == 0;
 }
 
-static __always_inline void end_tracking(__u64 key, __u32 reason_counter)
-{
-	count(reason_counter);
-	bpf_map_delete_elem(&tracks, &key);
-}
-
 static __always_inline int at_point(struct sk_buff *skb, const struct net_device *dev, __u32 event)
 {
-	struct point_key pk;
-	struct point_val *pt;
+	struct point_info *pi;
 	struct skb_track *t;
-	__u64 key, now;
+	__u64 key = addr_of(skb), now;
+	__u32 pt;
 
 	if (!dev)
 		return 0;
-	pk.netns = dev->nd_net.net->ns.inum;
-	pk.ifindex = dev->ifindex;
-	pk.event = event;
-	pt = bpf_map_lookup_elem(&points, &pk);
-	if (!pt)
+	pt = point_of(dev->nd_net.net->ns.inum, dev->ifindex, event);
+	if (!pt--)
+		return 0;
+	pi = bpf_map_lookup_elem(&point_info, &pt);
+	t = slot_of(key);
+	if (!pi || !t)
 		return 0;
 
-	key = (__u64)skb;
-	now = bpf_ktime_get_ns();
-	if (pt->flags & PT_START) {
-		struct skb_track nt = {};
-
-		if (!flow_matches(skb) || !sampled_in())
+	if (pi->flags & (PT_START | PT_RESET)) {
+		if (!starts_here(skb, pi)) {
+			/* whatever this address carried before is over: a new packet enters the topology here */
+			if (t->skb == key)
+				t->skb = 0;
 			return 0;
-		nt.first_ns = now;
-		nt.last_ns = now;
-		nt.last_pt = pt->id;
-		nt.dir = pt->dir;
-		bpf_map_update_elem(&tracks, &key, &nt, BPF_ANY);
+		}
+		now = bpf_ktime_get_ns();
+		if (t->skb && t->skb != key && now - t->last_ns < cfg.stale_ns)
+			count(C_LOST);
+		t->skb = key;
+		t->first_ns = now;
+		t->last_ns = now;
+		t->last_pt = pt;
+		t->dir = pi->dir;
 		count(C_STARTED);
 		return 0;
 	}
 
-	t = bpf_map_lookup_elem(&tracks, &key);
-	if (!t)
+	if (t->skb != key)
 		return 0;
+	now = bpf_ktime_get_ns();
 	if (now - t->last_ns > cfg.stale_ns) {
 		count(C_STALE);
-		bpf_map_delete_elem(&tracks, &key);
+		t->skb = 0;
 		return 0;
 	}
-	hop(t->last_pt, pt->id, now - t->last_ns);
+	hop(t->last_pt, pt, now - t->last_ns);
 	t->last_ns = now;
-	t->last_pt = pt->id;
+	t->last_pt = pt;
 	/* End-to-end is recorded on arrival at the path's last point (the destination's stack entry): later
 	 * events (socket copy, free) are not observable for every protocol, e.g. UDP frees without a tracepoint. */
-	if (pt->flags & PT_END)
+	if (pi->flags & PT_END)
 		hist_add(MAX_HOPS + (t->dir & (MAX_DIRS - 1)), now - t->first_ns);
 	return 0;
 }
@@ -264,57 +298,51 @@ int BPF_PROG(on_netif_receive_skb, struct sk_buff *skb)
 	return at_point(skb, skb->dev, EV_RECEIVE);
 }
 
-/* skb->dev is not usable here (UDP reuses it as dev_scratch), so the point is the reader's netns socket layer. */
+/* skb->dev is not usable here (UDP reuses it as dev_scratch), so the point is the reader's netns socket layer.
+ * The first copy delivers the packet; later partial copies of the same skb are not hops. */
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 {
+	__u64 key = addr_of(skb), now;
+	struct skb_track *t = slot_of(key);
 	struct task_struct *task;
-	struct point_key pk = {};
-	struct point_val *pt;
-	struct skb_track *t;
-	__u64 key = (__u64)skb, now;
+	__u32 pt;
 
-	t = bpf_map_lookup_elem(&tracks, &key);
-	if (!t)
+	if (!t || t->skb != key)
 		return 0;
-	now = bpf_ktime_get_ns();
-	if (now - t->last_ns > cfg.stale_ns) {
-		count(C_STALE);
-		bpf_map_delete_elem(&tracks, &key);
-		return 0;
-	}
+	t->skb = 0;
+	count(C_END_COPY);
 	task = bpf_get_current_task_btf();
-	pk.netns = task->nsproxy->net_ns->ns.inum;
-	pk.event = EV_COPY;
-	pt = bpf_map_lookup_elem(&points, &pk);
-	if (pt) {
-		hop(t->last_pt, pt->id, now - t->last_ns);
-	}
-	/* the first copy delivers the packet; later partial copies of the same skb are not hops */
-	end_tracking(key, C_END_COPY);
+	pt = point_of(task->nsproxy->net_ns->ns.inum, 0, EV_COPY);
+	now = bpf_ktime_get_ns();
+	if (pt-- && now - t->last_ns <= cfg.stale_ns)
+		hop(t->last_pt, pt, now - t->last_ns);
 	return 0;
 }
 
 SEC("tp_btf/consume_skb")
 int BPF_PROG(on_consume_skb, struct sk_buff *skb)
 {
-	__u64 key = (__u64)skb;
-	struct skb_track *t = bpf_map_lookup_elem(&tracks, &key);
+	__u64 key = addr_of(skb);
+	struct skb_track *t = slot_of(key);
 
-	if (t)
-		end_tracking(key, C_END_FREE);
+	if (t && t->skb == key) {
+		t->skb = 0;
+		count(C_END_FREE);
+	}
 	return 0;
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	__u64 key = (__u64)skb, one = 1, *c;
-	struct skb_track *t = bpf_map_lookup_elem(&tracks, &key);
+	__u64 key = addr_of(skb), one = 1, *c;
+	struct skb_track *t = slot_of(key);
 	struct drop_key dk = {};
 
-	if (!t)
+	if (!t || t->skb != key)
 		return 0;
+	t->skb = 0;
 	dk.point = t->last_pt;
 	dk.reason = reason;
 	c = bpf_map_lookup_elem(&drops, &dk);
@@ -323,6 +351,5 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	else
 		bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
 	count(C_END_DROP);
-	bpf_map_delete_elem(&tracks, &key);
 	return 0;
 }

@@ -24,25 +24,41 @@ enum hop_event {
 };
 
 /* point flags */
-#define PT_START 1 /* a tracked packet begins here (if it matches the flow filter) */
+#define PT_START 1 /* a tracked packet begins here (if it matches the point's addresses) */
 #define PT_END 2   /* the last point of the path: arrival here records the end-to-end time */
+#define PT_RESET 4 /* an entry point of the topology: any other packet passing here is not tracked */
 
-struct point_key {
-	__u32 netns;   /* net->ns.inum, equals the inode of /run/netns/<name> */
+/* Device table: open addressing in a plain array (lookups are inlined by the verifier, unlike a hash map).
+ * Slot of (netns, ifindex) = DEV_HASH(netns, ifindex), then the next DEV_PROBES - 1 slots. ifindex 0 with
+ * the reading task's netns stands for that namespace's socket layer (the copy event). */
+#define DEV_SLOTS 1024
+#define DEV_PROBES 4
+#define DEV_HASH(netns, ifindex) ((((__u32)(netns) * 2654435761u) ^ (__u32)(ifindex)) & (DEV_SLOTS - 1))
+
+struct dev_slot {
+	__u32 netns;   /* net->ns.inum, equals the inode of /run/netns/<name>; 0 = empty slot */
 	__u32 ifindex;
-	__u32 event;
+	__u8 pt[8];    /* per enum hop_event: point id + 1, 0 = no point for that event */
 };
 
-struct point_val {
-	__u32 id;      /* < MAX_POINTS */
+struct point_info {  /* indexed by point id */
 	__u32 flags;   /* PT_* */
 	__u32 dir;     /* direction started at a PT_START point, < MAX_DIRS */
-	__u32 pad;
+	__u32 saddr;   /* PT_START: the direction's IPv4 addresses, network byte order */
+	__u32 daddr;
 };
 
-struct flow_key {
-	__u32 saddr; /* network byte order */
-	__u32 daddr;
+/* Packets in flight: a direct-mapped table keyed by skb address (no hash-map insert/delete on the hot path).
+ * A start that lands on a slot held by another live packet evicts it and counts C_LOST. */
+#define TRACK_SLOTS 65536
+#define TRACK_HASH(skb) ((__u32)(((__u64)(skb) * 0x9E3779B97F4A7C15ULL) >> 48) & (TRACK_SLOTS - 1))
+
+struct skb_track {
+	__u64 skb;       /* 0 = free */
+	__u64 first_ns;
+	__u64 last_ns;
+	__u32 last_pt;
+	__u32 dir;
 };
 
 struct hist {
@@ -65,7 +81,7 @@ struct drop_key {
 struct hops_cfg {
 	__u64 stale_ns;     /* a tracked skb not seen for this long is stale (address reused or lost) */
 	__u32 sample_every; /* track 1 in N matching packets; 0 or 1 = all */
-	__u32 filter_flows; /* 1: only (saddr, daddr) pairs in the flows map start tracking */
+	__u32 filter_flows; /* 1: a start point tracks only its direction's (saddr, daddr) */
 };
 
 enum hop_counter {
@@ -76,6 +92,7 @@ enum hop_counter {
 	C_END_FREE = 4,   /* tracking ended by consume_skb */
 	C_END_DROP = 5,   /* tracking ended by kfree_skb (a drop) */
 	C_SAMPLED_OUT = 6,
+	C_LOST = 7,       /* a live packet's slot was taken by a new start (table too small or a hash clash) */
 	C_COUNT = 8,
 };
 

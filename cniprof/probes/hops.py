@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""User-space half of bpf/hops.bpf.c: registers probe points, flows and expected hop pairs, attaches only the
+"""User-space half of bpf/hops.bpf.c: registers probe points, their directions and expected hop pairs, attaches only the
 programs the points need, and reads the in-kernel aggregates into a Snapshot (see ARCHITECTURE.md)."""
 
 from __future__ import annotations
@@ -100,14 +100,7 @@ class HopProbe:
             if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
                                          "rebuild with scripts/setup.sh")
-        points = self.obj.map("points")
-        for pid, p in enumerate(self.points):
-            flags = (abi.PT_START if p.start_dir is not None else 0) | (abi.PT_END if p.end else 0)
-            key = abi.PointKey(p.netns_ino, p.ifindex, abi.EVENTS[p.event])
-            points.update(key, abi.PointVal(pid, flags, p.start_dir or 0, 0))
-        flows = self.obj.map("flows")
-        for d in self.directions:
-            flows.update(abi.FlowKey(_ip_u32(d.src_ip), _ip_u32(d.dst_ip)), ctypes.c_uint32(d.dir))
+        self._write_points()
         slots = self.obj.map("pair_slot")
         for slot, h in enumerate(self.expected, start=1):
             slots.update(ctypes.c_uint32(h.src * abi.MAX_POINTS + h.dst), ctypes.c_uint32(slot))
@@ -115,6 +108,30 @@ class HopProbe:
             self.obj.attach(name)
             self.attached.append(name)
         self.started_at = time.monotonic()
+
+    def _write_points(self) -> None:
+        by_dev: dict[tuple[int, int], abi.DevSlot] = {}
+        infos = self.obj.map("point_info")
+        addrs = {d.dir: (_ip_u32(d.src_ip), _ip_u32(d.dst_ip)) for d in self.directions}
+        for pid, p in enumerate(self.points):
+            slot = by_dev.setdefault((p.netns_ino, p.ifindex), abi.DevSlot(p.netns_ino, p.ifindex))
+            slot.pt[abi.EVENTS[p.event]] = pid + 1
+            # a pod's eth0 is where packets enter the topology: other packets seen there end any stale tracking
+            reset = p.event == "queue" and p.role == "pod_veth"
+            flags = ((abi.PT_START if p.start_dir is not None else 0) | (abi.PT_END if p.end else 0)
+                     | (abi.PT_RESET if reset else 0))
+            saddr, daddr = addrs.get(p.start_dir, (0, 0)) if p.start_dir is not None else (0, 0)
+            infos.update(ctypes.c_uint32(pid), abi.PointInfo(flags, p.start_dir or 0, saddr, daddr))
+        table: dict[int, abi.DevSlot] = {}
+        for (netns, ifindex), slot in by_dev.items():
+            base = abi.dev_hash(netns, ifindex)
+            free = next((i for i in range(abi.DEV_PROBES) if (base + i) % abi.DEV_SLOTS not in table), None)
+            if free is None:
+                raise CniprofError(f"too many probe points hash together (netns {netns}, ifindex {ifindex})")
+            table[(base + free) % abi.DEV_SLOTS] = slot
+        devs = self.obj.map("devs")
+        for idx, slot in table.items():
+            devs.update(ctypes.c_uint32(idx), slot)
 
     def close(self) -> None:
         self.obj.close()

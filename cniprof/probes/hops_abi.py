@@ -36,23 +36,34 @@ END_PROGRAMS = ("on_consume_skb", "on_kfree_skb")
 
 PT_START = 1
 PT_END = 2
+PT_RESET = 4
 
-COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "sampled_candidates")
+DEV_SLOTS = 1024
+DEV_PROBES = 4
+TRACK_SLOTS = 65536
+
+
+def dev_hash(netns: int, ifindex: int) -> int:
+    """DEV_HASH of hops.h, in u32 arithmetic."""
+    return (((netns * 2654435761) & 0xFFFFFFFF) ^ ifindex) & (DEV_SLOTS - 1)
+
+COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "sampled_candidates",
+            "lost")
 C_COUNT = 8
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
 
-class PointKey(ctypes.Structure):
-    _fields_ = [("netns", u32), ("ifindex", u32), ("event", u32)]
+class DevSlot(ctypes.Structure):
+    _fields_ = [("netns", u32), ("ifindex", u32), ("pt", ctypes.c_uint8 * 8)]
 
 
-class PointVal(ctypes.Structure):
-    _fields_ = [("id", u32), ("flags", u32), ("dir", u32), ("pad", u32)]
+class PointInfo(ctypes.Structure):
+    _fields_ = [("flags", u32), ("dir", u32), ("saddr", u32), ("daddr", u32)]
 
 
-class FlowKey(ctypes.Structure):
-    _fields_ = [("saddr", u32), ("daddr", u32)]
+class SkbTrack(ctypes.Structure):
+    _fields_ = [("skb", u64), ("first_ns", u64), ("last_ns", u64), ("last_pt", u32), ("dir", u32)]
 
 
 class Hist(ctypes.Structure):
@@ -73,8 +84,9 @@ class HopsCfg(ctypes.Structure):
 
 # (map name, key type, value type) for the load-time size check
 MAP_TYPES = {
-    "points": (PointKey, PointVal),
-    "flows": (FlowKey, u32),
+    "devs": (u32, DevSlot),
+    "point_info": (u32, PointInfo),
+    "tracks": (u32, SkbTrack),
     "pair_slot": (u32, u32),
     "hists": (u32, Hist),
     "odd_pairs": (u32, PairStat),
@@ -83,9 +95,9 @@ MAP_TYPES = {
 }
 # C struct name -> ctypes mirror, for the BTF check
 STRUCTS = {
-    "point_key": PointKey,
-    "point_val": PointVal,
-    "flow_key": FlowKey,
+    "dev_slot": DevSlot,
+    "point_info": PointInfo,
+    "skb_track": SkbTrack,
     "hist": Hist,
     "pair_stat": PairStat,
     "drop_key": DropKey,
