@@ -31,6 +31,13 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct hops_settings);
+} settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_POINTS);
 	__type(key, __u32);
 	__type(value, struct point_info);
@@ -198,8 +205,8 @@ static __always_inline struct skb_track *slot_of(__u64 skb)
 
 static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *pi)
 {
-	__u32 addrs[2];
-	__u32 which = C_SAMPLED_OUT;
+	__u32 addrs[2], zero = 0, which = C_CANDIDATES;
+	struct hops_settings *set;
 	__u64 *c;
 
 	if (!(pi->flags & PT_START) || skb->protocol != bpf_htons(ETH_P_IP))
@@ -211,13 +218,13 @@ static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *
 		if (addrs[0] != pi->saddr || addrs[1] != pi->daddr)
 			return false;
 	}
-	if (cfg.sample_every <= 1)
-		return true;
+	/* every candidate is counted, so user space can choose the sampling rate from the offered load */
 	c = bpf_map_lookup_elem(&counters, &which);
-	if (!c)
+	set = bpf_map_lookup_elem(&settings, &zero);
+	if (!c || !set)
 		return true;
 	*c += 1;
-	return (*c % cfg.sample_every) == 0;
+	return set->sample_every <= 1 || (*c % set->sample_every) == 0;
 }
 
 static __always_inline int at_point(struct sk_buff *skb, const struct net_device *dev, __u32 event)

@@ -77,10 +77,16 @@ struct drop_key {
 	__u32 reason; /* enum skb_drop_reason */
 };
 
-/* settings, written into .rodata before load (the only variable there) */
+/* run-time settings, changed by user space while attached (ARRAY map "settings", one entry) */
+struct hops_settings {
+	__u32 sample_every; /* track 1 in N packets that match a start point; 0 or 1 = all */
+	__u32 pad;
+};
+
+/* load-time settings, written into .rodata before load (the only variable there) */
 struct hops_cfg {
 	__u64 stale_ns;     /* a tracked skb not seen for this long is stale (address reused or lost) */
-	__u32 sample_every; /* track 1 in N matching packets; 0 or 1 = all */
+	__u32 unused;
 	__u32 filter_flows; /* 1: a start point tracks only its direction's (saddr, daddr) */
 };
 
@@ -91,7 +97,7 @@ enum hop_counter {
 	C_END_COPY = 3,   /* tracking ended by a copy to a socket reader */
 	C_END_FREE = 4,   /* tracking ended by consume_skb */
 	C_END_DROP = 5,   /* tracking ended by kfree_skb (a drop) */
-	C_SAMPLED_OUT = 6,
+	C_CANDIDATES = 6, /* packets that matched a start point (tracked or sampled out) */
 	C_LOST = 7,       /* a live packet's slot was taken by a new start (table too small or a hash clash) */
 	C_COUNT = 8,
 };

@@ -25,6 +25,7 @@ from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.lab import cleanup, realize
 from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
+from cniprof.probes import sampling as sampling_mod
 from cniprof.probes.hops import HopProbe
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,10 @@ class TraceOptions:
     traffic: str = "iperf3"
     count: int = 100  # packets for udp/ping
     payload_size: int = 64  # bytes per udp datagram
-    sample_every: int = 1
+    sample_every: int = 0  # 1 in N packets; 0 = auto (N = 1 unless the offered load is high)
     stale_ms: float = 1000.0
     interval_s: float = 0.5  # snapshot period for the live view
+    events: tuple[str, ...] = planning.DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
 
 
 @dataclass
@@ -164,9 +166,9 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
     with _sigterm_as_interrupt(), ExitStack() as stack:
         topo, created = _lab(stack, model)
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
-        plan = planning.build(topo, chain, a.name, b.name)
+        plan = planning.build(topo, chain, a.name, b.name, events=opts.events)
         probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
-                         stale_ms=opts.stale_ms, sample_every=opts.sample_every)
+                         stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
         stack.callback(probe.close)
         probe.start()
         gen = _generator(opts, a, b, topo)
@@ -174,6 +176,14 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             stack.callback(gen.stop)
             gen.start()
         t0 = time.monotonic()
+        sampling = {"mode": "fixed" if opts.sample_every else "auto", "every": probe.sample_every}
+        if not opts.sample_every:
+            time.sleep(min(sampling_mod.CALIBRATION_S, opts.duration_s / 4))
+            n = sampling_mod.choose_sample_every(probe.counter("candidates"), time.monotonic() - t0)
+            sampling.update(every=n, calibration_s=round(time.monotonic() - t0, 3))
+            if n > 1:
+                probe.set_sample_every(n)
+                probe.reset_stats()
         deadline = t0 + (opts.duration_s if opts.traffic in ("iperf3", "none") else opts.duration_s * 3)
         result = None
         while True:
@@ -191,4 +201,4 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         snapshot = probe.snapshot()
         duration = time.monotonic() - t0
         return TraceResult(model, topo, plan, snapshot, _result_dict(opts.traffic, result), list(probe.attached),
-                           created, duration)
+                           created, duration, extra={"sampling": sampling})

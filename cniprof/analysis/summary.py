@@ -135,8 +135,9 @@ def summary_dict(
     probes: Iterable[str] | None = None,
     kernel: str | None = None,
     arch: str | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The content of summary.json.
+    """The content of summary.json (`extra`: further top-level blocks, e.g. sampling, measured elsewhere).
 
     end_to_end holds the forward direction (the snapshot's first) at the top level and every direction under
     "directions"; hop_mean_sum_us and unattributed_pct at the top level are the forward direction's too.
@@ -165,4 +166,5 @@ def summary_dict(
         "probes": list(analysis.programs if probes is None else probes),
         "lost_events": analysis.lost_events,
         "counters": dict(analysis.counters),
+        **dict(extra or {}),
     }

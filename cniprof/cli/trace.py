@@ -15,8 +15,10 @@ from rich.console import Console
 
 from cniprof import trace
 from cniprof.analysis.summary import analyze
+from cniprof.errors import UsageError
 from cniprof.lab.counters import RxBytes
 from cniprof.probes.hops_abi import ATTACH_POINT
+from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 from cniprof.report.export import export
 from cniprof.ui.live import LiveView, render_final_table
 
@@ -33,15 +35,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="generator: iperf3 TCP stream, udp (exactly --count datagrams), ping (--count echo "
                         "requests), or none (trace whatever flows between the pods)")
     p.add_argument("--count", type=int, default=100, help="packets for --traffic udp/ping (default 100)")
-    p.add_argument("--sample", type=int, default=1, metavar="N", help="track 1 in N packets (default: all)")
+    p.add_argument("--sample", default="auto", metavar="N|auto",
+                   help="track 1 in N packets; auto (default) tracks all unless the offered load is high, then "
+                        "picks N after 0.5 s so that ~15k packets/s are tracked (the report says which N)")
+    p.add_argument("--points", choices=("default", "full"), default="default",
+                   help="full adds netif_rx points: veth transfer and CPU backlog wait as separate hops (costs "
+                        "one more event per veth crossing)")
     p.add_argument("--export", type=Path, metavar="DIR", help="write hops.csv/.parquet, drops.csv, summary.json")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
     p.set_defaults(func=run)
 
 
+def _sample(value: str) -> int:
+    if value == "auto":
+        return 0
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"--sample takes a positive integer or auto, not {value!r}")
+    return int(value)
+
+
 def run(args: argparse.Namespace) -> int:
     opts = trace.TraceOptions(cni=args.cni, path=args.path, src=args.src, dst=args.dst, duration_s=args.duration,
-                              traffic=args.traffic, count=args.count, sample_every=args.sample)
+                              traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
+                              events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS)
     model = trace.preflight(opts)
     chain = model.chain(opts.path)
     console = Console()
@@ -67,11 +83,14 @@ def run(args: argparse.Namespace) -> int:
     analysis = analyze(result.snapshot, chain)
     console.print(render_final_table(analysis, title=title, throughput_bps=result.traffic.get("throughput_bps")))
     attach_points = [ATTACH_POINT[p] for p in result.probes]
+    s = result.extra["sampling"]
+    console.print(f"sampling: 1 in {s['every']} packets ({s['mode']}"
+                  + (f", chosen from the first {s['calibration_s']} s)" if "calibration_s" in s else ")"))
     console.print(f"probes: {', '.join(attach_points)} · kernel {platform.release()} "
                   f"{platform.machine()} · lab {'built and removed' if result.lab_created else 'reused, left up'}")
     if args.export:
         paths = export(args.export, result.snapshot, analysis=analysis, cni=model.cni, mode=model.mode,
                        duration_s=result.duration_s, traffic=result.traffic,
-                       probes=attach_points)
+                       probes=attach_points, extra=result.extra)
         console.print(f"exported {', '.join(sorted(p.name for p in paths.values()))} to {args.export}")
     return 0

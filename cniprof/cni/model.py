@@ -5,17 +5,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cniprof.errors import UsageError
+
 EVENTS = ("queue", "xmit", "rx", "receive", "copy")
 PLACES = ("src_pod", "src_node", "dst_node", "dst_pod")
+PATHS = ("cross-node", "same-node", "pod-to-host")
 
 
 @dataclass(frozen=True)
 class Step:
     """One expected probe point on the path.
 
-    place:   whose namespace (src_pod, src_node, dst_node, dst_pod)
-    device:  a device role resolved against the topology: pod_veth, host_veth, bridge, vxlan, underlay,
-             or "socket" for the copy event (ifindex 0)
+    place:   whose namespace (src_pod, src_node, dst_node, dst_pod); in pod-to-host the destination "pod" is
+             the node's own stack, so its points are dst_node ones
+    device:  a device role resolved against the topology: pod_veth, host_veth, bridge, vxlan, tunnel, underlay,
+             macvlan, or "socket" for the copy event (ifindex 0)
     event:   one of EVENTS
     hop_role: what the segment that *ends* at this point is (e.g. "vxlan encap"); empty for the first step
     """
@@ -28,21 +32,71 @@ class Step:
 
 @dataclass(frozen=True)
 class Chain:
-    """The expected points of one direction of one path, in order."""
+    """The expected points of one path, in order.
+
+    `steps` is direction 0 (src -> dst); direction 1 is the same steps with src and dst swapped, unless the path
+    is not symmetric (pod-to-host: the reply leaves the node's stack, not a pod), in which case `reverse` lists
+    direction 1's steps, again relative to that direction's own src (the node) and dst (the pod).
+    """
 
     path: str  # cross-node | same-node | pod-to-host
     steps: tuple[Step, ...]
+    reverse: tuple[Step, ...] = ()
+
+    def steps_for(self, direction: int) -> tuple[Step, ...]:
+        return self.reverse if direction == 1 and self.reverse else self.steps
+
+    def restricted(self, events: set[str] | frozenset[str]) -> Chain:
+        """The chain seen with only these probe events: dropped steps merge into the next kept step's hop.
+
+        e.g. without `rx`, "pod veth xmit" (queue -> rx) and "host veth backlog" (rx -> receive) become one hop
+        "pod veth xmit + host veth backlog" (queue -> receive). The first step is always kept.
+        """
+        return Chain(self.path, _restrict(self.steps, events), _restrict(self.reverse, events))
+
+
+def _restrict(steps: tuple[Step, ...], events: set[str] | frozenset[str]) -> tuple[Step, ...]:
+    if not steps:
+        return steps
+    kept: list[Step] = [steps[0]]
+    pending: list[str] = []
+    for step in steps[1:]:
+        if step.event not in events:
+            pending.append(step.hop_role)
+            continue
+        role = " + ".join([*pending, step.hop_role]) if pending else step.hop_role
+        kept.append(Step(step.place, step.device, step.event, role))
+        pending = []
+    return tuple(kept)
 
 
 @dataclass(frozen=True)
 class Model:
+    """One CNI datapath. `requires` lists (device kind, kernel option) the lab needs, checked before building."""
+
     cni: str
     mode: str
     description: str
     chains: tuple[Chain, ...]
+    requires: tuple[tuple[str, str], ...] = ()
+    notes: str = ""  # what a user should know (e.g. a path the datapath cannot take)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.cni}:{self.mode}"
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(c.path for c in self.chains)
+
+    @property
+    def default_path(self) -> str:
+        """cross-node when the model has it (the CLI's default), else its first path."""
+        return "cross-node" if "cross-node" in self.paths else self.paths[0]
 
     def chain(self, path: str) -> Chain:
         for c in self.chains:
             if c.path == path:
                 return c
-        raise KeyError(path)
+        why = f" ({self.notes})" if self.notes else ""
+        raise UsageError(f"{self.spec} has no {path} path; it supports: {', '.join(self.paths)}{why}")

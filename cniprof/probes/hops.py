@@ -85,7 +85,8 @@ class HopProbe:
         if len(rodata) != ctypes.sizeof(abi.HopsCfg):
             raise EnvironmentProblem(f"{self.obj.path.name}: .rodata is {len(rodata)} bytes, expected "
                                      f"{ctypes.sizeof(abi.HopsCfg)}: rebuild with scripts/setup.sh")
-        cfg = abi.HopsCfg(int(stale_ms * 1e6), max(1, sample_every), int(filter_flows))
+        cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows))
+        self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
         events = {p.event for p in self.points}
         wanted = {abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS)
@@ -101,6 +102,7 @@ class HopProbe:
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
                                          "rebuild with scripts/setup.sh")
         self._write_points()
+        self.set_sample_every(self.sample_every)
         slots = self.obj.map("pair_slot")
         for slot, h in enumerate(self.expected, start=1):
             slots.update(ctypes.c_uint32(h.src * abi.MAX_POINTS + h.dst), ctypes.c_uint32(slot))
@@ -132,6 +134,31 @@ class HopProbe:
         devs = self.obj.map("devs")
         for idx, slot in table.items():
             devs.update(ctypes.c_uint32(idx), slot)
+
+    def set_sample_every(self, n: int) -> None:
+        """Track 1 in n packets from now on (takes effect immediately in the kernel)."""
+        self.sample_every = max(1, int(n))
+        self.obj.map("settings").update(ctypes.c_uint32(0), abi.HopsSettings(self.sample_every, 0))
+
+    def reset_stats(self) -> None:
+        """Zero every aggregate (histograms, counters, drops, unexpected pairs); packets in flight stay tracked.
+
+        Used when auto sampling switches N after calibration, so a report never mixes two sampling rates."""
+        zero_hist = (ctypes.c_uint8 * (ctypes.sizeof(abi.Hist) * self.ncpu))()
+        for slot in [*range(1, len(self.expected) + 1), *(abi.MAX_HOPS + d.dir for d in self.directions)]:
+            self.obj.map("hists").update(ctypes.c_uint32(slot), zero_hist)
+        zero_u64 = (ctypes.c_uint64 * self.ncpu)()
+        for i in range(abi.C_COUNT):
+            self.obj.map("counters").update(ctypes.c_uint32(i), zero_u64)
+        for name, key_type in (("odd_pairs", ctypes.c_uint32), ("drops", abi.DropKey)):
+            m = self.obj.map(name)
+            for key in m.keys(key_type):
+                m.delete(key)
+        self.started_at = time.monotonic()
+
+    def counter(self, name: str) -> int:
+        v = self._percpu(self.obj.map("counters"), ctypes.c_uint32(abi.COUNTERS.index(name)), ctypes.c_uint64)
+        return int(v[0]) if v is not None else 0
 
     def close(self) -> None:
         self.obj.close()
@@ -198,4 +225,5 @@ class HopProbe:
             "counters": counters,
             "directions": [asdict(d) for d in self.directions],
             "programs": list(self.attached),
+            "sample_every": self.sample_every,
         }

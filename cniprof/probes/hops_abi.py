@@ -47,8 +47,7 @@ def dev_hash(netns: int, ifindex: int) -> int:
     """DEV_HASH of hops.h, in u32 arithmetic."""
     return (((netns * 2654435761) & 0xFFFFFFFF) ^ ifindex) & (DEV_SLOTS - 1)
 
-COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "sampled_candidates",
-            "lost")
+COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "candidates", "lost")
 C_COUNT = 8
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
@@ -79,7 +78,11 @@ class DropKey(ctypes.Structure):
 
 
 class HopsCfg(ctypes.Structure):
-    _fields_ = [("stale_ns", u64), ("sample_every", u32), ("filter_flows", u32)]
+    _fields_ = [("stale_ns", u64), ("unused", u32), ("filter_flows", u32)]
+
+
+class HopsSettings(ctypes.Structure):
+    _fields_ = [("sample_every", u32), ("pad", u32)]
 
 
 # (map name, key type, value type) for the load-time size check
@@ -92,6 +95,7 @@ MAP_TYPES = {
     "odd_pairs": (u32, PairStat),
     "drops": (DropKey, u64),
     "counters": (u32, u64),
+    "settings": (u32, HopsSettings),
 }
 # C struct name -> ctypes mirror, for the BTF check
 STRUCTS = {
@@ -102,4 +106,5 @@ STRUCTS = {
     "pair_stat": PairStat,
     "drop_key": DropKey,
     "hops_cfg": HopsCfg,
+    "hops_settings": HopsSettings,
 }

@@ -15,9 +15,13 @@ from cniprof.errors import CniprofError
 from cniprof.lab.topology import Pod, Topology, netns_inode
 from cniprof.probes.hops import Direction, Point
 
-# net_dev_start_xmit is left out by default: on the noqueue devices of a CNI path it adds an event per device
-# and ~0.2 us of nothing; qdisc time still shows in the hop that starts at the device's queue point.
-DEFAULT_EVENTS = ("queue", "rx", "receive")
+# Each event a tracked packet passes costs a clock read and a histogram update (benchmarks/overhead.py), so the
+# default is one point where a packet is handed to a device (queue) and one where a device hands it to the stack
+# (receive). FULL_EVENTS adds netif_rx, which splits a veth transfer from the wait in the CPU backlog.
+# net_dev_start_xmit is left out: on the noqueue devices of a CNI path it adds ~0.2 us of nothing; qdisc time
+# still shows in the hop that starts at the device's queue point.
+DEFAULT_EVENTS = ("queue", "receive")
+FULL_EVENTS = ("queue", "rx", "receive")
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def resolve(step: Step, src: Pod, dst: Pod, topo: Topology) -> tuple[str, str, s
 def build(topo: Topology, chain: Chain, src_name: str, dst_name: str,
           events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
     src, dst = topo.pod(src_name), topo.pod(dst_name)
-    pts = all_points(topo, tuple(sorted(set(events) | {s.event for s in chain.steps if s.event != "copy"})))
+    chain = chain.restricted(set(events) | {"copy"})
+    pts = all_points(topo, tuple(sorted(set(events) - {"copy"})))
     index = {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
     expected: list[ExpectedHop] = []
     directions = []

@@ -46,6 +46,7 @@ def export(
     probes: Iterable[str] | None = None,
     topology: Any = None,
     analysis: Analysis | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the five files into out_dir (created if needed) and return {file name: path}.
 
@@ -65,7 +66,7 @@ def export(
     drops: pd.DataFrame = analysis.drops.reindex(columns=DROPS_EXPORT_COLUMNS)
     drops.to_csv(paths[DROPS_CSV], index=False)
     summary = summary_dict(
-        analysis, cni=cni, mode=mode, duration_s=duration_s, traffic=traffic, probes=probes
+        analysis, cni=cni, mode=mode, duration_s=duration_s, traffic=traffic, probes=probes, extra=extra
     )
     _write_json(paths[SUMMARY_JSON], summary)
     _write_json(paths[SNAPSHOT_JSON], snapshot)

@@ -41,7 +41,7 @@ def test_iperf3_trace_exports_consistent_files(lab, tmp_path: Path) -> None:
         assert col in hops.columns, col
     assert hops.equals(pd.read_parquet(out / "hops.parquet")) or len(hops) == len(pd.read_parquet(out / "hops.parquet"))
     fwd = hops[(hops["direction"] == "pod-a→pod-c") & hops["expected"] & hops["in_e2e"]]
-    assert len(fwd) == 12 and (fwd["packets"] > 0).all()
+    assert len(fwd) == 9 and (fwd["packets"] > 0).all()
     assert list(fwd["seq"]) == sorted(fwd["seq"])
     summary = json.loads((out / "summary.json").read_text())
     for key in ("cni", "mode", "kernel", "arch", "duration_s", "traffic", "end_to_end", "hop_mean_sum_us",
@@ -80,7 +80,8 @@ def test_ctrl_c_leaves_nothing_behind(no_lab, after_s: float) -> None:
     time.sleep(after_s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode in (130, 1), err
+    # -2: the signal came before Python installed its handler (nothing was created yet)
+    assert proc.returncode in (130, -2), err
     assert "Traceback" not in err
     assert cleanup.list_lab_namespaces() == []
     assert _links() <= links_before

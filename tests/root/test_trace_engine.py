@@ -17,12 +17,21 @@ from cniprof.analysis.summary import analyze
 pytestmark = pytest.mark.root
 
 N = 23
+UNDERLAY = "underlay xmit + underlay backlog"
 
 
 def _expected(snapshot: dict, direction: int) -> list[dict]:
     return sorted(
         (h for h in snapshot["hops"] if h["expected"] and h["dir"] == direction), key=lambda h: h["seq"]
     )
+
+
+def test_full_points_split_veth_xmit_from_backlog(lab) -> None:
+    res = _run(traffic="udp", count=N, events=("queue", "rx", "receive"))
+    fwd = [h for h in _expected(res.snapshot, 0) if h["in_e2e"]]
+    roles = [h["role"] for h in fwd]
+    assert roles[:2] == ["pod veth xmit", "host veth backlog"] and "underlay xmit" in roles
+    assert len(fwd) == 12 and {h["count"] for h in fwd} == {N}
 
 
 def _run(**kw) -> trace.TraceResult:
@@ -35,8 +44,9 @@ def test_udp_burst_counts_exactly_n_per_hop(lab) -> None:
     assert res.traffic["received"] == N
     fwd = _expected(res.snapshot, 0)
     roles = [h["role"] for h in fwd]
-    assert roles[:5] == ["pod veth xmit", "host veth backlog", "bridge input", "ip forward", "vxlan encap"]
-    assert "vxlan decap" in roles and "underlay xmit" in roles
+    assert roles == ["pod veth xmit + host veth backlog", "bridge input", "ip forward", "vxlan encap",
+                     "underlay xmit + underlay backlog", "vxlan decap", "ip forward", "bridge xmit",
+                     "host veth xmit + pod backlog", "socket delivery"]
     for h in fwd:
         if h["in_e2e"]:
             assert h["count"] == N, (h["role"], h["count"])
@@ -52,7 +62,7 @@ def test_ping_counts_both_directions(lab) -> None:
     res = _run(traffic="ping", count=5)
     for d in (0, 1):
         hops = [h for h in _expected(res.snapshot, d) if h["in_e2e"]]
-        assert len(hops) == 12
+        assert len(hops) == 9
         assert {h["count"] for h in hops} == {5}, [(h["role"], h["count"]) for h in hops]
     a = analyze(res.snapshot, res.model.chain("cross-node"))
     for _, row in a.reconciliation.iterrows():
@@ -63,11 +73,9 @@ def test_same_node_path_has_no_tunnel(lab) -> None:
     res = _run(traffic="udp", count=N, path="same-node")
     fwd = [h for h in _expected(res.snapshot, 0) if h["in_e2e"]]
     assert [h["role"] for h in fwd] == [
-        "pod veth xmit",
-        "host veth backlog",
+        "pod veth xmit + host veth backlog",
         "bridge forward",
-        "host veth xmit",
-        "pod backlog",
+        "host veth xmit + pod backlog",
     ]
     assert {h["count"] for h in fwd} == {N}
 
@@ -101,9 +109,9 @@ def test_netem_delay_shows_on_its_hop_only(lab) -> None:
     finally:
         _ns(node1, "tc", "qdisc", "del", "dev", "eth0", "root")
     fwd = _fwd_hops(res)
-    delayed = fwd[fwd["role"] == "underlay xmit"].iloc[0]
+    delayed = fwd[fwd["role"] == UNDERLAY].iloc[0]
     assert 4500 <= delayed["p50_us"] <= 6500, delayed["p50_us"]
-    assert (fwd[fwd["role"] != "underlay xmit"]["p50_us"] < 1000).all()
+    assert (fwd[fwd["role"] != UNDERLAY]["p50_us"] < 1000).all()
 
 
 def test_qdisc_queueing_shows_on_its_hop_only(lab) -> None:
@@ -120,10 +128,10 @@ def test_qdisc_queueing_shows_on_its_hop_only(lab) -> None:
         _ns(node1, "tc", "qdisc", "del", "dev", "eth0", "root")
     assert res.traffic["received"] == N
     fwd = _fwd_hops(res)
-    queued = fwd[fwd["role"] == "underlay xmit"].iloc[0]
+    queued = fwd[fwd["role"] == UNDERLAY].iloc[0]
     assert queued["packets"] == N
     assert 20_000 <= queued["mean_us"] <= 60_000, queued["mean_us"]  # model: mean wait ~ 3.3 ms * 11 = 36 ms
-    others = fwd[fwd["role"] != "underlay xmit"]
+    others = fwd[fwd["role"] != UNDERLAY]
     assert (others["p99_us"] < 5_000).all(), others[["role", "p99_us"]]
     assert queued["share_pct"] > 90
 

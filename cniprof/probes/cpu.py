@@ -1,0 +1,225 @@
+# SPDX-License-Identifier: Apache-2.0
+"""User-space half of bpf/cpu.bpf.c: one cpu-clock perf event per online CPU, the softirq tracepoints, and the
+reading of the in-kernel aggregates into a CPU snapshot.
+
+The CPU snapshot (written as cpu.json, consumed by cniprof.analysis.cpu and the flame graphs) is plain JSON:
+
+    {"version": 1, "freq_hz", "elapsed_s", "cpus": [0, 1], "profiler_tgid",
+     "stacks":  [[frame, ...], ...],                       # unique stacks, innermost frame first, symbolized
+     "samples": [{"tgid", "comm", "cpu", "softirq": "NET_RX" | null,
+                  "kstack": index into stacks | null, "ustack": index | null, "count", "period_ns"}],
+     "softirq": [{"cpu", "vec", "name", "count", "time_ns"}],
+     "counters": {"samples", "kstack_lost", "ustack_lost", "keys_full", "softirq_orphan"},
+     "programs": ["on_cpu_sample", ...]}
+
+Everything acquired (the BPF object, its links, the perf event fds they own) is released by close(), which the
+trace's ExitStack calls on every exit path; a failure half-way through start() closes what was opened so far.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cniprof.analysis.symbols import Kallsyms, UserSymbols
+from cniprof.bpf import libbpf
+from cniprof.bpf.libbpf import Object, possible_cpus
+from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.probes import cpu_abi as abi
+
+DEFAULT_FREQ_HZ = 999
+MAX_SAMPLE_RATE = "/proc/sys/kernel/perf_event_max_sample_rate"
+ONLINE_CPUS = "/sys/devices/system/cpu/online"
+SNAPSHOT_VERSION = 1
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """ "0-3,5" -> [0, 1, 2, 3, 5] (the kernel's cpulist format)."""
+    cpus: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        cpus.extend(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+def online_cpus() -> list[int]:
+    try:
+        return parse_cpu_list(Path(ONLINE_CPUS).read_text())
+    except OSError:
+        return list(range(os.cpu_count() or 1))
+
+
+def check_freq(freq_hz: int) -> int:
+    """A usable sampling frequency, or a one-line UsageError naming the kernel's limit."""
+    limit = 100_000
+    try:
+        limit = int(Path(MAX_SAMPLE_RATE).read_text())
+    except (OSError, ValueError):
+        pass
+    if not 1 <= freq_hz <= limit:
+        raise UsageError(f"--cpu-freq must be between 1 and {limit} Hz (kernel.perf_event_max_sample_rate), "
+                         f"not {freq_hz}")
+    return freq_hz
+
+
+class CpuSampler:
+    """Load, attach (perf events on every online CPU + softirq tracepoints), read snapshots, close."""
+
+    def __init__(self, obj_path: Path, freq_hz: int = DEFAULT_FREQ_HZ, user_stacks: bool = True,
+                 cpus: list[int] | None = None):
+        self.freq_hz = check_freq(int(freq_hz))
+        self.cpus = list(cpus) if cpus is not None else online_cpus()
+        self.ncpu = possible_cpus()
+        self.obj = Object(obj_path)
+        self.attached: list[str] = []
+        self.started_at: float | None = None
+        self.kallsyms: Kallsyms | None = None
+        self.users = UserSymbols()
+        self._kcache: dict[int, tuple[str, ...]] = {}
+        self._ucache: dict[tuple[int, int], tuple[str, ...]] = {}
+        try:
+            rodata = self.obj.rodata()
+            if len(rodata) != ctypes.sizeof(abi.CpuCfg):
+                raise EnvironmentProblem(f"{obj_path.name}: .rodata is {len(rodata)} bytes, expected "
+                                         f"{ctypes.sizeof(abi.CpuCfg)}: rebuild with scripts/setup.sh")
+            cfg = abi.CpuCfg(int(user_stacks), 0)
+            ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
+        except BaseException:
+            self.obj.close()
+            raise
+
+    def start(self) -> None:
+        """Symbols first (fails without root before anything is attached), then load and attach."""
+        self.kallsyms = Kallsyms.load()
+        self.obj.load()
+        for name, (kt, vt) in abi.MAP_TYPES.items():
+            m = self.obj.map(name)
+            if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
+                raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
+                                         "rebuild with scripts/setup.sh")
+        for name in ("on_softirq_entry", "on_softirq_exit"):
+            try:
+                self.obj.attach(name)
+            except OSError as e:
+                raise EnvironmentProblem(f"cannot attach {abi.ATTACH_POINT[name]}: {os.strerror(e.errno)}") from None
+            self.attached.append(name)
+        for cpu in self.cpus:
+            self._attach_cpu(cpu)
+        self.attached.append("on_cpu_sample")
+        self.started_at = time.monotonic()
+
+    def _attach_cpu(self, cpu: int) -> None:
+        try:
+            fd = libbpf.perf_event_open(libbpf.cpu_clock_attr(self.freq_hz), pid=-1, cpu=cpu)
+        except OSError as e:
+            hint = " (kernel.perf_event_paranoid or not root?)" if e.errno in (errno.EACCES, errno.EPERM) else ""
+            raise EnvironmentProblem(f"perf_event_open(cpu-clock, CPU {cpu}) failed: "
+                                     f"{os.strerror(e.errno)}{hint}") from None
+        try:
+            libbpf.attach_perf_event(self.obj, "on_cpu_sample", fd)
+        except OSError as e:
+            os.close(fd)  # a failed attach leaves the fd with us; a link owns it otherwise
+            raise EnvironmentProblem(f"attaching the CPU sampler to CPU {cpu} failed: "
+                                     f"{os.strerror(e.errno)}") from None
+
+    def close(self) -> None:
+        """Destroy the links (which disable and close their perf event fds) and the object. Idempotent."""
+        self.obj.close()
+
+    def __enter__(self) -> CpuSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading ---
+    def _percpu(self, m: libbpf.Map, key: Any, ctype: type) -> np.ndarray | None:
+        """Per-CPU values as a (possible CPUs, u64 words) array."""
+        stride = (ctypes.sizeof(ctype) + 7) // 8 * 8
+        raw = m.lookup_raw(key, stride * self.ncpu)
+        if raw is None:
+            return None
+        return np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, stride // 8)
+
+    def _raw_stack(self, map_name: str, stack_id: int) -> list[int]:
+        raw = self.obj.map(map_name).lookup_raw(ctypes.c_uint32(stack_id), ctypes.sizeof(abi.STACK_VALUE))
+        if raw is None:
+            return []
+        ips = np.frombuffer(raw, dtype=np.uint64)
+        return [int(a) for a in ips if a]
+
+    def _kstack(self, stack_id: int) -> tuple[str, ...]:
+        # a stack id always names the same stack while the map lives (collisions return -EEXIST instead)
+        if stack_id not in self._kcache:
+            assert self.kallsyms is not None
+            self._kcache[stack_id] = tuple(self.kallsyms.frame(a) for a in self._raw_stack("kstacks", stack_id))
+        return self._kcache[stack_id]
+
+    def _ustack(self, tgid: int, stack_id: int) -> tuple[str, ...]:
+        key = (tgid, stack_id)
+        if key not in self._ucache:
+            self._ucache[key] = tuple(self.users.stack(tgid, self._raw_stack("ustacks", stack_id)))
+        return self._ucache[key]
+
+    def snapshot(self) -> dict[str, Any]:
+        """The CPU snapshot (module docstring): counts so far, every stack symbolized, softirq time per CPU."""
+        stacks: list[tuple[str, ...]] = []
+        index: dict[tuple[str, ...], int] = {}
+
+        def intern(frames: tuple[str, ...]) -> int | None:
+            if not frames:
+                return None
+            if frames not in index:
+                index[frames] = len(stacks)
+                stacks.append(frames)
+            return index[frames]
+
+        counts = self.obj.map("counts")
+        samples = []
+        for key in counts.keys(abi.CpuKey):
+            raw = counts.lookup_raw(key, ctypes.sizeof(abi.CpuVal))
+            if raw is None:
+                continue
+            val = abi.CpuVal.from_buffer_copy(raw)
+            ks = self._kstack(key.kstack) if key.kstack >= 0 else ()
+            us = self._ustack(key.tgid, key.ustack) if key.ustack >= 0 else ()
+            samples.append({
+                "tgid": key.tgid, "comm": key.comm.decode(errors="replace"), "cpu": key.cpu,
+                "softirq": abi.SOFTIRQ_NAMES[key.softirq - 1] if 0 < key.softirq <= abi.CPU_NR_SOFTIRQS else None,
+                "kstack": intern(ks), "ustack": intern(us), "count": int(val.count), "period_ns": int(val.period_ns),
+            })
+        softirq = []
+        sm = self.obj.map("softirqs")
+        for vec, name in enumerate(abi.SOFTIRQ_NAMES):
+            per_cpu = self._percpu(sm, ctypes.c_uint32(vec), abi.SoftirqStat)
+            if per_cpu is None:
+                continue
+            for cpu, (count, time_ns) in enumerate(per_cpu[:, :2]):
+                if count:
+                    softirq.append({"cpu": cpu, "vec": vec, "name": name, "count": int(count),
+                                    "time_ns": int(time_ns)})
+        counters = {}
+        cm = self.obj.map("cpu_counters")
+        for i, name in enumerate(abi.COUNTERS):
+            v = self._percpu(cm, ctypes.c_uint32(i), ctypes.c_uint64)
+            counters[name] = int(v.sum()) if v is not None else 0
+        return {
+            "version": SNAPSHOT_VERSION,
+            "freq_hz": self.freq_hz,
+            "elapsed_s": time.monotonic() - self.started_at if self.started_at else 0.0,
+            "cpus": list(self.cpus),
+            "profiler_tgid": os.getpid(),
+            "stacks": [list(s) for s in stacks],
+            "samples": sorted(samples, key=lambda s: -s["count"]),
+            "softirq": softirq,
+            "counters": counters,
+            "programs": list(self.attached),
+        }
