@@ -53,6 +53,7 @@ from cniprof.lab import cleanup, realize
 from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
 from cniprof.probes.hops import HopProbe
+from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
 from cniprof.traffic.iperf3 import Iperf3, Iperf3Result
 
 CNI, MODE, PATH = "flannel", "vxlan", "cross-node"
@@ -134,10 +135,20 @@ def _lab(stack: ExitStack) -> tuple[Topology, bool]:
 # ---------------------------------------------------------------------------------------------- runs
 
 
-def _iperf(a: Pod, b: Pod, duration_s: float) -> Iperf3Result:
+def _iperf(a: Pod, b: Pod, duration_s: float, probe: HopProbe | None = None) -> Iperf3Result:
+    """One iperf3 run; with a probe in auto sampling mode (sample_every 0), calibrate N as `cniprof trace` does."""
     gen = Iperf3(a.netns, b.netns, b.ip, duration_s)
     try:
         gen.start()
+        if probe is not None:
+            t0 = time.monotonic()
+            time.sleep(CALIBRATION_S)
+            n = choose_sample_every(probe.counter("candidates"), time.monotonic() - t0)
+            print(f"      (auto sampling: 1 in {n} from {probe.counter('candidates')} candidates in "
+                  f"{time.monotonic() - t0:.2f} s)", flush=True)
+            if n > 1:
+                probe.set_sample_every(n)
+                probe.reset_stats()
         return gen.wait()
     finally:
         gen.stop()
@@ -179,11 +190,11 @@ def traced_run(pair: int, position: int, a: Pod, b: Pod, duration_s: float, plan
                sample_every: int, obj: Path, stats: bool) -> Run:
     """One iperf3 run with the hop probe attached exactly as `cniprof trace` attaches it."""
     with ExitStack() as stack:
-        probe = HopProbe(obj, plan.points, plan.expected, plan.directions, sample_every=sample_every)
+        probe = HopProbe(obj, plan.points, plan.expected, plan.directions, sample_every=sample_every or 1)
         stack.callback(probe.close)
         probe.start()
         t0 = time.monotonic()
-        res = _iperf(a, b, duration_s)
+        res = _iperf(a, b, duration_s, probe if sample_every == 0 else None)
         # counters first: nothing after the transfer should count towards it
         programs = {}
         if stats:
@@ -354,7 +365,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 "lab (iperf3 TCP, cross-node), traced vs untraced in alternating pairs.")
     p.add_argument("--pairs", type=int, default=5, help="untraced/traced pairs (default 5)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per iperf3 run (default 4)")
-    p.add_argument("--sample", type=int, default=1, metavar="N", help="track 1 in N packets when traced")
+    p.add_argument("--sample", default="auto", metavar="N|auto",
+                   help="track 1 in N packets when traced; auto (default, as `cniprof trace`) picks N from the "
+                        "offered load in the first 0.5 s")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of untraced, uncounted iperf3 first; 0: none")
     p.add_argument("--no-stats", action="store_true",
                    help="leave kernel.bpf_stats_enabled alone: a ratio without the accounting's own cost, "
@@ -369,8 +382,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError(f"--pairs must be at least 1, not {args.pairs}")
     if args.duration < 1:
         raise UsageError(f"--duration must be at least 1 s (iperf3 runs whole seconds), not {args.duration}")
-    if args.sample < 1:
-        raise UsageError(f"--sample must be at least 1, not {args.sample}")
+    if args.sample == "auto":
+        args.sample = 0
+    elif not str(args.sample).isdigit() or int(args.sample) < 1:
+        raise UsageError(f"--sample takes a positive integer or auto, not {args.sample!r}")
+    else:
+        args.sample = int(args.sample)
     if args.warmup < 0:
         raise UsageError(f"--warmup cannot be negative, not {args.warmup}")
     return args
@@ -416,7 +433,7 @@ def benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], list[Run]]:
             floor = floor_run(a, b, args.duration)
     summary = summarize(runs, ncpu, stats, floor)
     header = (f"cniprof hop-probe overhead: {CNI}/{MODE} {PATH}, iperf3 TCP {a.name} ({a.node}) -> {b.name} "
-              f"({b.node}), {args.pairs} pairs x {args.duration:g} s, sampling 1/{args.sample}, "
+              f"({b.node}), {args.pairs} pairs x {args.duration:g} s, sampling {'auto' if not args.sample else f'1/{args.sample}'}, "
               f"bpf stats {'on' if stats else 'off'}, {ncpu} CPUs, kernel {os.uname().release}, "
               f"lab {'built' if created else 'reused'}" + (f", object {obj}" if args.object else ""))
     header = "\n".join([header, *(f"note: {n}" for n in notes)])
