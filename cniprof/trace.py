@@ -20,9 +20,9 @@ from typing import Any
 
 from cniprof.bpf.build import object_path
 from cniprof.cni import registry
-from cniprof.cni.model import Model
+from cniprof.cni.model import PATHS, Model
 from cniprof.errors import EnvironmentProblem, UsageError
-from cniprof.lab import cleanup, realize
+from cniprof.lab import cleanup, kernel, realize
 from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
 from cniprof.probes import sampling as sampling_mod
@@ -31,14 +31,14 @@ from cniprof.probes.hops import HopProbe
 log = logging.getLogger(__name__)
 
 TRAFFIC = ("iperf3", "udp", "ping", "none")
-PATHS = ("cross-node", "same-node")
+__all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 
 
 @dataclass
 class TraceOptions:
     cni: str = "flannel"
-    path: str = "cross-node"
+    path: str | None = "cross-node"  # None: the model's default path (cross-node, or its only path)
     src: str | None = None
     dst: str | None = None
     duration_s: float = 10.0
@@ -65,16 +65,23 @@ class TraceResult:
 
 
 def preflight(opts: TraceOptions) -> Model:
-    """Check everything a user can fix before touching the kernel; one clear error each."""
+    """Check everything a user can fix before touching the kernel; one clear error each.
+
+    Resolves opts.path when it is None (the model's default path).
+    """
     model = registry.parse(opts.cni)
+    if opts.path is None:
+        opts.path = model.default_path
     if opts.path not in PATHS:
         raise UsageError(f"unknown --path {opts.path!r}; supported: {', '.join(PATHS)}")
+    model.chain(opts.path)  # UsageError naming the paths the model has
     if opts.traffic not in TRAFFIC:
         raise UsageError(f"unknown --traffic {opts.traffic!r}; supported: {', '.join(TRAFFIC)}")
     if opts.duration_s <= 0:
         raise UsageError(f"--duration must be positive, not {opts.duration_s}")
     if opts.count < 1:
         raise UsageError(f"--count must be at least 1, not {opts.count}")
+    kernel.require(model.spec, model.requires)
     if os.geteuid() != 0:
         raise EnvironmentProblem("tracing needs root (BPF programs and network namespaces): run with sudo")
     if not os.path.exists(BTF_PATH):
@@ -88,6 +95,10 @@ def preflight(opts: TraceOptions) -> Model:
 
 
 def pick_pods(topo: Topology, path: str, src: str | None, dst: str | None) -> tuple[Pod, Pod]:
+    """The traced pair. pod-to-host: the pod and its own node's stack (`topo.host_endpoint`); dst may name that
+    node. Otherwise two pods on different nodes (cross-node) or the same node (same-node)."""
+    if path == "pod-to-host":
+        return _pod_and_host(topo, src, dst)
     try:
         a = topo.pod(src) if src else topo.pods[0]
         if dst:
@@ -101,6 +112,17 @@ def pick_pods(topo: Topology, path: str, src: str | None, dst: str | None) -> tu
     if (a.node == b.node) != (path == "same-node"):
         raise UsageError(f"{a.name} and {b.name} do not form a {path} pair")
     return a, b
+
+
+def _pod_and_host(topo: Topology, src: str | None, dst: str | None) -> tuple[Pod, Pod]:
+    try:
+        a = topo.pod(src) if src else topo.pods[0]
+    except (KeyError, IndexError):
+        names = ", ".join(p.name for p in topo.pods)
+        raise UsageError(f"no pod {src!r} for pod-to-host; pods in the lab: {names}") from None
+    if dst and dst != a.node:
+        raise UsageError(f"pod-to-host goes from {a.name} to its own node {a.node}, not to {dst!r}")
+    return a, topo.host_endpoint(a.node)
 
 
 @contextmanager
@@ -166,7 +188,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
     with _sigterm_as_interrupt(), ExitStack() as stack:
         topo, created = _lab(stack, model)
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
-        plan = planning.build(topo, chain, a.name, b.name, events=opts.events)
+        plan = planning.build(topo, chain, a, b, events=opts.events)
         probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
                          stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
         stack.callback(probe.close)

@@ -31,7 +31,7 @@ from cniprof.cni.model import Chain, Step
 
 log = logging.getLogger(__name__)
 
-NODE_ROLES = frozenset({"underlay", "bridge", "vxlan", "host_veth"})
+NODE_ROLES = frozenset({"underlay", "bridge", "vxlan", "tunnel", "host_veth"})
 """Device roles that live in a node's namespace (a point with one of these roles is never a pod-namespace point,
 even when the probe consumer tagged it with the pod it serves)."""
 
@@ -244,7 +244,7 @@ def steps_for(chain: ChainLike, direction: Mapping[str, Any]) -> tuple[Step, ...
                 return steps_for(chain[key], direction)
         return ()
     if isinstance(chain, Chain):
-        return tuple(chain.steps)
+        return tuple(chain.steps_for(int(direction.get("dir", 0))))  # pod-to-host has its own reply chain
     return tuple(chain)
 
 

@@ -43,6 +43,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status.add_argument("--json", action="store_true", help="print the topology as JSON")
     status.set_defaults(func=run)
 
+    explore = sub.add_parser(
+        "explore",
+        help="send packets through the lab with every point and no expected hop; print the chain they took (root)",
+    )
+    explore.add_argument("--path", default=None, choices=("cross-node", "same-node", "pod-to-host"),
+                         help="which pair (default cross-node, or the lab model's only path)")
+    explore.add_argument("--src", help="source pod (default: the first pod)")
+    explore.add_argument("--dst", help="destination pod (default: the first pod matching --path)")
+    explore.add_argument("--traffic", choices=("udp", "ping"), default="ping",
+                         help="udp: one direction; ping (default): both directions")
+    explore.add_argument("--count", type=int, default=10, help="packets (default 10)")
+    explore.set_defaults(func=run)
+
 
 def run(args: argparse.Namespace) -> int:
     command = getattr(args, "lab_command", None)
@@ -52,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
         return _down()
     if command == "status":
         return _status(args)
+    if command == "explore":
+        return _explore(args)
     args.lab_parser.print_help()
     return 2
 
@@ -117,6 +132,33 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explore(args: argparse.Namespace) -> int:
+    from cniprof import trace
+    from cniprof.cni import registry
+    from cniprof.lab.explore import explore, format_steps
+
+    realize.require_root("exploring the lab")
+    topology = state.load()
+    if topology is None:
+        raise CniprofError("no lab is up; start one with `cniprof lab up --cni ...`")
+    model = registry.parse(f"{topology.cni}:{topology.mode}")
+    path = args.path or model.default_path
+    model.chain(path)  # UsageError naming the paths the model has (macvlan: no pod-to-host)
+    a, b = trace.pick_pods(topology, path, args.src, args.dst)
+    console = Console()
+    for seen in explore(topology, a, b, traffic=args.traffic, count=args.count):
+        table = Table(title=f"{topology.cni}/{topology.mode} · {path} · {seen.direction}", box=box.SIMPLE_HEAD)
+        for column in ("from", "to", "packets", "mean µs"):
+            table.add_column(column, justify="right" if column in ("packets", "mean µs") else "left")
+        for h in seen.hops:
+            table.add_row(h.src, h.dst, str(h.count), f"{h.mean_us:.1f}")
+        for h in seen.others:
+            table.add_row(f"[dim]{h.src}", f"[dim]{h.dst}", f"[dim]{h.count}", f"[dim]{h.mean_us:.1f}")
+        console.print(table)
+        console.print(format_steps(seen.chain), markup=False, highlight=False)
+    return 0
+
+
 def _table(topology: Topology) -> Table:
     """One row per device, grouped by namespace; the netns inode is what BPF programs report."""
     table = Table(
@@ -130,7 +172,7 @@ def _table(topology: Topology) -> Table:
     for node in topology.nodes:
         _rows(table, node.netns, node.devices, {"underlay": topology.underlay_ips.get(node.name, "")})
         for pod in (p for p in topology.pods if p.node == node.name):
-            _rows(table, pod.netns, pod.devices, {"pod_veth": pod.ip})
+            _rows(table, pod.netns, pod.devices, {"pod_veth": pod.ip, "macvlan": pod.ip})
         table.add_section()
     return table
 

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from cniprof import trace
+from cniprof.analysis import path_check
 from cniprof.analysis.summary import analyze
 from cniprof.errors import UsageError
 from cniprof.lab.counters import RxBytes
@@ -27,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="per-hop latency of a CNI datapath under real traffic",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cni", default="flannel", help="CNI model, NAME[:MODE] (default flannel = flannel:vxlan)")
-    p.add_argument("--path", default="cross-node", choices=trace.PATHS, help="which pod pair (default cross-node)")
+    p.add_argument("--path", default=None, choices=trace.PATHS,
+                   help="which pair: two pods on different nodes, on one node, or a pod and its own node's stack "
+                        "(default cross-node, or the model's only path)")
     p.add_argument("--src", help="source pod (default: the first pod)")
     p.add_argument("--dst", help="destination pod (default: the first pod matching --path)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of traffic and tracing (default 10)")
@@ -82,6 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
     analysis = analyze(result.snapshot, chain)
     console.print(render_final_table(analysis, title=title, throughput_bps=result.traffic.get("throughput_bps")))
+    check = path_check.check(result.snapshot)
+    for i, line in enumerate(check.lines()):
+        console.print(line, style=("green" if check.ok else "bold red") if i == 0 else None, markup=False,
+                      highlight=False)
     attach_points = [ATTACH_POINT[p] for p in result.probes]
     s = result.extra["sampling"]
     console.print(f"sampling: 1 in {s['every']} packets ({s['mode']}"

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-ROLES = ("underlay", "bridge", "vxlan", "host_veth", "pod_veth")
+# underlay: the node's NIC; bridge: cni0; vxlan: a VXLAN VTEP (flannel.1, vxlan.calico); tunnel: another L3
+# tunnel (Calico's tunl0); host_veth/pod_veth: the two ends of a pod's veth; macvlan: a pod's macvlan eth0
+ROLES = ("underlay", "bridge", "vxlan", "tunnel", "host_veth", "pod_veth", "macvlan")
 # CNIPROF_LAB_ID runs an independent lab instance (parallel test sessions, two users): its namespaces are
 # `cniprof_<id>-node...`, which the default instance's `cniprof-` prefix never matches, and vice versa.
 LAB_ID = os.environ.get("CNIPROF_LAB_ID", "")
@@ -101,7 +103,12 @@ class Pod:
 
 @dataclass(frozen=True)
 class Topology:
-    """A whole lab. underlay_ips maps node name -> the node's underlay address (the VXLAN outer IP)."""
+    """A whole lab. underlay_ips maps node name -> the node's underlay address (the VXLAN outer IP); host_ips
+    maps node name -> the address pod-to-host traffic is sent to (the node's own stack; underlay IP if absent).
+
+    In the `host` model the "pods" are the node endpoints themselves: Pods whose netns is the node's namespace,
+    with no devices of their own and no host veth.
+    """
 
     cni: str
     mode: str
@@ -109,6 +116,7 @@ class Topology:
     pods: tuple[Pod, ...]
     # a dict cannot be hashed; keep it out of the generated __hash__ so the dataclass stays usable as a key
     underlay_ips: dict[str, str] = field(default_factory=dict, hash=False)
+    host_ips: dict[str, str] = field(default_factory=dict, hash=False)
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -121,6 +129,17 @@ class Topology:
             if p.name == name:
                 return p
         raise KeyError(f"no pod {name!r} in the topology")
+
+    def host_endpoint(self, node_name: str) -> Pod:
+        """The node's own IP stack as a traffic endpoint (pod-to-host): a Pod-shaped view of the node namespace.
+
+        Its name is the node's name; it has no devices (the node's devices carry the points) and no host veth.
+        """
+        node = self.node(node_name)
+        ip = self.host_ips.get(node_name) or self.underlay_ips.get(node_name)
+        if not ip:
+            raise KeyError(f"node {node_name!r} has no address for pod-to-host traffic")
+        return Pod(node.name, node.name, node.netns, ip, "", ())
 
     def devices(self) -> Iterator[Device]:
         """Every device of every node and pod."""
@@ -136,8 +155,9 @@ class Topology:
         raise KeyError(f"no device {name!r} in namespace {netns!r}")
 
     def namespaces(self) -> tuple[str, ...]:
-        """Node namespaces first, then pod namespaces (the order they are created in)."""
-        return tuple(n.netns for n in self.nodes) + tuple(p.netns for p in self.pods)
+        """Node namespaces first, then pod namespaces (the order they are created in), each once (the host
+        model's endpoints live in the node namespaces)."""
+        return tuple(dict.fromkeys([n.netns for n in self.nodes] + [p.netns for p in self.pods]))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +166,7 @@ class Topology:
             "nodes": [n.to_dict() for n in self.nodes],
             "pods": [p.to_dict() for p in self.pods],
             "underlay_ips": dict(self.underlay_ips),
+            "host_ips": dict(self.host_ips),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -159,6 +180,7 @@ class Topology:
             nodes=tuple(Node.from_dict(x) for x in d["nodes"]),
             pods=tuple(Pod.from_dict(x) for x in d["pods"]),
             underlay_ips=dict(d.get("underlay_ips", {})),
+            host_ips=dict(d.get("host_ips", {})),
         )
 
     @classmethod

@@ -39,6 +39,7 @@ class Plan:
     points: tuple[Point, ...]
     expected: tuple[ExpectedHop, ...]
     directions: tuple[Direction, ...]
+    shared: tuple[ExpectedHop, ...] = ()  # expected hops whose pair another direction already labels
 
 
 def _pod_points(pod: Pod, events: tuple[str, ...]) -> list[Point]:
@@ -50,14 +51,27 @@ def _pod_points(pod: Pod, events: tuple[str, ...]) -> list[Point]:
 
 
 def all_points(topo: Topology, events: tuple[str, ...] = DEFAULT_EVENTS) -> list[Point]:
+    """A point per device and event, plus each namespace's socket layer (copy), each (netns, ifindex, event) once.
+
+    Node namespaces get a socket point too (pod-to-host traffic is delivered there), and the host model's
+    endpoints share their node's namespace, so the first point of a key wins: the kernel keeps one per key.
+    """
     pts: list[Point] = []
     for node in topo.nodes:
         ino = netns_inode(node.netns)
         pts += [Point(ev, node.netns, ino, d.ifindex, d.name, d.role, node.name) for d in node.devices
                 for ev in events]
+        pts.append(Point("copy", node.netns, ino, 0, "socket", "socket", node.name))
     for pod in topo.pods:
         pts += _pod_points(pod, events)
-    return pts
+    seen: set[tuple[int, int, str]] = set()
+    unique = []
+    for p in pts:
+        key = (p.netns_ino, p.ifindex, p.event)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
 
 
 def resolve(step: Step, src: Pod, dst: Pod, topo: Topology) -> tuple[str, str, str]:
@@ -72,6 +86,8 @@ def resolve(step: Step, src: Pod, dst: Pod, topo: Topology) -> tuple[str, str, s
         return pod.netns, devs[0].name, step.event
     node = topo.node(pod.node)
     if step.device == "host_veth":
+        if not pod.host_veth:
+            raise CniprofError(f"{pod.name} has no host veth, which the chain's {step.place} step needs")
         return node.netns, pod.host_veth, step.event
     devs = node.by_role(step.device)
     if len(devs) != 1:
@@ -79,29 +95,52 @@ def resolve(step: Step, src: Pod, dst: Pod, topo: Topology) -> tuple[str, str, s
     return node.netns, devs[0].name, step.event
 
 
-def build(topo: Topology, chain: Chain, src_name: str, dst_name: str,
+def _endpoint(topo: Topology, ref: str | Pod) -> Pod:
+    return ref if isinstance(ref, Pod) else topo.pod(ref)
+
+
+def build(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod,
           events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
-    src, dst = topo.pod(src_name), topo.pod(dst_name)
+    """The points, labelled expected hops and directions of tracing `chain` between two endpoints.
+
+    src/dst are pod names or Pods (pod-to-host passes `topo.host_endpoint(node)`, which is not in topo.pods).
+    Direction 1 follows `chain.steps_for(1)` (the mirrored chain, or the path's own reply chain). A hop whose
+    pair of points is already expected in direction 0 (same-node macvlan: both directions cross the parent's
+    rx -> receive) is listed in `Plan.shared` instead, since the kernel keeps one histogram per pair.
+    """
+    src, dst = _endpoint(topo, src_name), _endpoint(topo, dst_name)
+    # the chain as seen with these events only (e.g. without rx, veth xmit and backlog are one hop)
     chain = chain.restricted(set(events) | {"copy"})
-    pts = all_points(topo, tuple(sorted(set(events) - {"copy"})))
+    used = {s.event for d in (0, 1) for s in chain.steps_for(d) if s.event != "copy"}
+    pts = all_points(topo, tuple(sorted(set(events) | used)))
     index = {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
     expected: list[ExpectedHop] = []
+    shared: list[ExpectedHop] = []
     directions = []
     flags: dict[int, dict] = {}
+    path_ids: list[list[int]] = []
     for d, (a, b) in enumerate(((src, dst), (dst, src))):
+        steps = chain.steps_for(d)
         directions.append(Direction(d, a.name, b.name, a.ip, b.ip))
         ids = []
-        for step in chain.steps:
+        for step in steps:
             key = resolve(step, a, b, topo)
             if key not in index:
                 raise CniprofError(f"the {chain.path} chain needs {key[1]} ({key[2]}) in {key[0]}, "
                                    "which the topology lacks")
             ids.append(index[key])
         # the path ends at the last point before socket delivery
-        last = max(i for i, s in enumerate(chain.steps) if s.device != "socket")
-        flags[ids[0]] = {"start_dir": d}
-        flags[ids[last]] = {"end": True}
+        last = max(i for i, s in enumerate(steps) if s.device != "socket")
+        if any(ids[0] in other[1:] for other in path_ids):
+            # a start point clears the tracking of packets that do not start there: it would cut the other path
+            raise CniprofError(f"the {chain.path} chain starts direction {d} at a point the other direction "
+                               "passes through; the directions cannot be told apart")
+        path_ids.append(ids)
+        flags.setdefault(ids[0], {})["start_dir"] = d
+        flags.setdefault(ids[last], {})["end"] = True
+        taken = {(h.src, h.dst) for h in expected}
         for seq in range(1, len(ids)):
-            expected.append(ExpectedHop(ids[seq - 1], ids[seq], d, seq, chain.steps[seq].hop_role, seq <= last))
+            hop = ExpectedHop(ids[seq - 1], ids[seq], d, seq, steps[seq].hop_role, seq <= last)
+            (shared if (hop.src, hop.dst) in taken else expected).append(hop)
     pts = [Point(**{**p.__dict__, **flags.get(i, {})}) for i, p in enumerate(pts)]
-    return Plan(tuple(pts), tuple(expected), tuple(directions))
+    return Plan(tuple(pts), tuple(expected), tuple(directions), tuple(shared))

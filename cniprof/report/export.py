@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from cniprof.analysis.hops import ChainLike
+from cniprof.analysis import path_check
+from cniprof.analysis.hops import ChainLike, is_labelled
 from cniprof.analysis.summary import Analysis, analyze, summary_dict
 
 HOPS_CSV = "hops.csv"
@@ -68,6 +69,8 @@ def export(
     summary = summary_dict(
         analysis, cni=cni, mode=mode, duration_s=duration_s, traffic=traffic, probes=probes, extra=extra
     )
+    # observed vs the model's chain; needs the probe's labels (an unlabelled snapshot has no chain in it)
+    summary["path_check"] = path_check.check(snapshot).to_dict() if is_labelled(snapshot) else None
     _write_json(paths[SUMMARY_JSON], summary)
     _write_json(paths[SNAPSHOT_JSON], snapshot)
     return paths

@@ -23,7 +23,8 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.lab import cleanup, realize, state
 from cniprof.lab.realize import run_in_netns
-from cniprof.lab.topology import Topology, netns_inode
+from cniprof.lab.recipes import flannel as flannel_recipe
+from cniprof.lab.topology import LAB_NETNS_PREFIX, NETNS_PREFIX, Topology, netns_inode
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +82,7 @@ def test_status_json_has_the_contract_fields(lab: Topology) -> None:
     assert (doc["cni"], doc["mode"]) == ("flannel", "vxlan")
     assert [n["name"] for n in doc["nodes"]] == ["node1", "node2"]
     for node in doc["nodes"]:
-        assert node["netns"] == f"cniprof-{node['name']}"
+        assert node["netns"] == f"{NETNS_PREFIX}{node['name']}"
         roles = {d["role"] for d in node["devices"]}
         assert roles == {"underlay", "bridge", "vxlan", "host_veth"}
         for dev in node["devices"]:
@@ -91,7 +92,7 @@ def test_status_json_has_the_contract_fields(lab: Topology) -> None:
     assert pods["pod-a"] == {
         **pods["pod-a"],
         "node": "node1",
-        "netns": "cniprof-node1-pod-a",
+        "netns": f"{LAB_NETNS_PREFIX}1-pod-a",
         "ip": "10.244.1.2",
         "host_veth": "veth-pod-a",
     }
@@ -105,8 +106,8 @@ def test_status_table_is_readable(lab: Topology) -> None:
     assert res.returncode == 0, res.stderr
     for word in (
         "flannel/vxlan",
-        "cniprof-node1",
-        "cniprof-node2-pod-d",
+        f"{LAB_NETNS_PREFIX}1",
+        f"{LAB_NETNS_PREFIX}2-pod-d",
         "flannel.1",
         "veth-pod-c",
         "10.244.2.2",
@@ -116,11 +117,11 @@ def test_status_table_is_readable(lab: Topology) -> None:
 
 @pytest.mark.root
 def test_up_when_the_same_lab_is_up_is_a_noop(lab: Topology) -> None:
-    inode = netns_inode("cniprof-node1")
+    inode = netns_inode(f"{LAB_NETNS_PREFIX}1")
     res = cli("lab", "up", "--cni", "flannel:vxlan")
     assert res.returncode == 0, res.stderr
     assert "already up" in res.stdout
-    assert netns_inode("cniprof-node1") == inode
+    assert netns_inode(f"{LAB_NETNS_PREFIX}1") == inode
     assert state.load() == lab
 
 
@@ -136,10 +137,10 @@ def test_up_with_a_different_lab_up_refuses(lab: Topology, monkeypatch: pytest.M
 
 
 def test_unknown_cni_is_a_one_line_usage_error() -> None:
-    res = cli("lab", "up", "--cni", "calico")
+    res = cli("lab", "up", "--cni", "weave")
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "Traceback" not in res.stderr
-    assert "calico" in res.stderr and "flannel:vxlan" in res.stderr
+    assert "weave" in res.stderr and "flannel:vxlan" in res.stderr
 
 
 def test_parse_cni_accepts_both_spellings() -> None:
@@ -170,8 +171,8 @@ def test_topology_matches_the_kernel(lab: Topology) -> None:
         assert netns_inode(netns) == inside
     assert lab.pod("pod-c").node == "node2"
     assert lab.node("node1").device("flannel.1").role == "vxlan"
-    assert lab.device("cniprof-node2", "veth-pod-d").role == "host_veth"
-    assert lab.device("cniprof-node1-pod-b", "eth0").role == "pod_veth"
+    assert lab.device(f"{LAB_NETNS_PREFIX}2", "veth-pod-d").role == "host_veth"
+    assert lab.device(f"{LAB_NETNS_PREFIX}1-pod-b", "eth0").role == "pod_veth"
 
 
 @pytest.mark.root
@@ -243,10 +244,10 @@ def test_namespace_settings(lab: Topology) -> None:
 
 @pytest.mark.root
 def test_ping_cross_node_through_vxlan(lab: Topology) -> None:
-    before = stats("cniprof-node1", "flannel.1")["tx_packets"]
+    before = stats(f"{LAB_NETNS_PREFIX}1", "flannel.1")["tx_packets"]
     res = ping(lab.pod("pod-a").netns, lab.pod("pod-c").ip)
     assert res.returncode == 0 and " 0% packet loss" in res.stdout, res.stdout + res.stderr
-    assert stats("cniprof-node1", "flannel.1")["tx_packets"] - before >= 3
+    assert stats(f"{LAB_NETNS_PREFIX}1", "flannel.1")["tx_packets"] - before >= 3
 
 
 @pytest.mark.root
@@ -296,13 +297,13 @@ def test_udp_cross_node_is_vxlan_on_the_underlay(lab: Topology) -> None:
         s.bind(("eth0", 0x0800))
         return s
 
-    tap = run_in_netns("cniprof-node2", capture_socket)
+    tap = run_in_netns(f"{LAB_NETNS_PREFIX}2", capture_socket)
     rx = run_in_netns(dst.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     tx = run_in_netns(src.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     before = {
-        "underlay_rx": stats("cniprof-node2", "eth0")["rx_packets"],
-        "vtep_rx": stats("cniprof-node2", "flannel.1")["rx_packets"],
-        "vtep_tx": stats("cniprof-node1", "flannel.1")["tx_packets"],
+        "underlay_rx": stats(f"{LAB_NETNS_PREFIX}2", "eth0")["rx_packets"],
+        "vtep_rx": stats(f"{LAB_NETNS_PREFIX}2", "flannel.1")["rx_packets"],
+        "vtep_tx": stats(f"{LAB_NETNS_PREFIX}1", "flannel.1")["tx_packets"],
     }
     with tap, rx, tx:
         rx.bind((dst.ip, 5555))
@@ -332,9 +333,9 @@ def test_udp_cross_node_is_vxlan_on_the_underlay(lab: Topology) -> None:
         "inner_dst": dst.ip,
         "inner_proto": 17,
     }
-    assert stats("cniprof-node2", "eth0")["rx_packets"] - before["underlay_rx"] >= n
-    assert stats("cniprof-node2", "flannel.1")["rx_packets"] - before["vtep_rx"] >= n
-    assert stats("cniprof-node1", "flannel.1")["tx_packets"] - before["vtep_tx"] >= n
+    assert stats(f"{LAB_NETNS_PREFIX}2", "eth0")["rx_packets"] - before["underlay_rx"] >= n
+    assert stats(f"{LAB_NETNS_PREFIX}2", "flannel.1")["rx_packets"] - before["vtep_rx"] >= n
+    assert stats(f"{LAB_NETNS_PREFIX}1", "flannel.1")["tx_packets"] - before["vtep_tx"] >= n
 
 
 @pytest.mark.root
@@ -342,14 +343,14 @@ def test_udp_same_node_stays_off_the_underlay(lab: Topology) -> None:
     src, dst = lab.pod("pod-a"), lab.pod("pod-b")
     rx = run_in_netns(dst.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     tx = run_in_netns(src.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    underlay_before = stats("cniprof-node1", "eth0")["tx_packets"]
+    underlay_before = stats(f"{LAB_NETNS_PREFIX}1", "eth0")["tx_packets"]
     with rx, tx:
         rx.bind((dst.ip, 5556))
         rx.settimeout(2)
         for i in range(10):
             tx.sendto(b"same %d" % i, (dst.ip, 5556))
         assert len({rx.recvfrom(2048)[0] for _ in range(10)}) == 10
-    assert stats("cniprof-node1", "eth0")["tx_packets"] == underlay_before
+    assert stats(f"{LAB_NETNS_PREFIX}1", "eth0")["tx_packets"] == underlay_before
 
 
 # ---------------------------------------------------------------- cleanup (these remove the shared lab: last)
@@ -367,7 +368,7 @@ def test_down_removes_everything_and_is_idempotent(no_lab: None) -> None:
     assert len(_lab_namespaces()) == 6
     down = cli("lab", "down")
     assert down.returncode == 0, down.stderr
-    assert "cniprof-node1-pod-a" in down.stdout and "cniprof-node2" in down.stdout
+    assert f"{LAB_NETNS_PREFIX}1-pod-a" in down.stdout and f"{LAB_NETNS_PREFIX}2" in down.stdout
     assert _lab_namespaces() == []
     assert not state.STATE_FILE.exists()
     again = cli("lab", "down")
@@ -394,7 +395,7 @@ def test_down_after_a_crash_without_state_file(no_lab: None) -> None:
 @pytest.mark.lab_destructive
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_failed_build_leaves_nothing(no_lab: None, monkeypatch: pytest.MonkeyPatch, error: type) -> None:
-    real_pod = realize._pod
+    real_pod = flannel_recipe._pod
     calls = []
 
     def failing_pod(node: realize.NodeSpec, pod: realize.PodSpec) -> None:
@@ -403,7 +404,7 @@ def test_failed_build_leaves_nothing(no_lab: None, monkeypatch: pytest.MonkeyPat
             raise error("injected")
         real_pod(node, pod)
 
-    monkeypatch.setattr(realize, "_pod", failing_pod)
+    monkeypatch.setattr(flannel_recipe, "_pod", failing_pod)
     with pytest.raises(error):
         realize.up("flannel")
     assert len(calls) == 3
@@ -416,9 +417,9 @@ def test_failed_build_leaves_nothing(no_lab: None, monkeypatch: pytest.MonkeyPat
 def test_stale_state_is_forgotten_and_a_partial_lab_refused(no_lab: None) -> None:
     topology, created = realize.up("flannel")
     assert created
-    cleanup.remove_namespaces(["cniprof-node2-pod-d"])  # someone deleted one namespace by hand
+    cleanup.remove_namespaces([f"{LAB_NETNS_PREFIX}2-pod-d"])  # someone deleted one namespace by hand
     status = cli("lab", "status")
-    assert status.returncode == 1 and "cniprof-node2-pod-d" in status.stderr
+    assert status.returncode == 1 and f"{LAB_NETNS_PREFIX}2-pod-d" in status.stderr
     with pytest.raises(CniprofError, match="lab down"):
         realize.up("flannel")
     cleanup.remove_namespaces(topology.namespaces())  # ... and then all of them: the record is just stale

@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Flannel labs: two nodes as flanneld and the CNI bridge plugin set them up, with the vxlan or host-gw backend."""
+
+from __future__ import annotations
+
+from cniprof.lab.nsutil import (
+    NTF_SELF,
+    NUD_PERMANENT,
+    RTNH_F_ONLINK,
+    RTPROT_BOOT,
+    Namespaces,
+    index,
+    ipr,
+    mac,
+)
+from cniprof.lab.recipes.common import (
+    UNDERLAY_DEV,
+    Layout,
+    NodeSpec,
+    PodSpec,
+    collect,
+    create_namespaces,
+    two_nodes,
+    underlay,
+    veth_pod,
+)
+from cniprof.lab.topology import Topology
+
+FLANNEL_NODES = two_nodes()
+BRIDGE_DEV = "cni0"
+VXLAN_DEV = "flannel.1"
+VXLAN_VNI = 1
+VXLAN_PORT = 8472
+POD_MTU = 1450  # 1500 underlay - 50 bytes of VXLAN encapsulation, what flannel configures
+HOST_GW_MTU = 1500  # host-gw adds no header: the underlay's MTU
+
+
+def flannel_vxlan(ns: Namespaces) -> Topology:
+    """Two nodes as flanneld (vxlan backend) and the CNI bridge plugin set them up."""
+    nodes = FLANNEL_NODES
+    create_namespaces(ns, nodes)
+    underlay(nodes)
+    macs = {node.name: _node_devices(node) for node in nodes}
+    for node in nodes:
+        _flannel_peers(node, [(peer, macs[peer.name]) for peer in nodes if peer is not node])
+        for pod in node.pods:
+            _pod(node, pod)
+    layout = Layout(((UNDERLAY_DEV, "underlay"), (BRIDGE_DEV, "bridge"), (VXLAN_DEV, "vxlan")))
+    return collect("flannel", "vxlan", nodes, layout)
+
+
+def flannel_host_gw(ns: Namespaces) -> Topology:
+    """host-gw backend: cni0 per node and, per remote lease, `<subnet> via <node underlay IP> dev eth0`."""
+    nodes = FLANNEL_NODES
+    create_namespaces(ns, nodes)
+    underlay(nodes)
+    for node in nodes:
+        _bridge(node)
+    for node in nodes:
+        with ipr(node.netns) as sock:
+            eth0 = index(sock, UNDERLAY_DEV)
+            for peer in nodes:
+                if peer is not node:
+                    sock.route("replace", dst=peer.pod_cidr, gateway=peer.underlay_ip, oif=eth0, proto=RTPROT_BOOT)
+        for pod in node.pods:
+            veth_pod(node, pod, HOST_GW_MTU, master=BRIDGE_DEV)
+    layout = Layout(((UNDERLAY_DEV, "underlay"), (BRIDGE_DEV, "bridge")))
+    return collect("flannel", "host-gw", nodes, layout)
+
+
+def _bridge(node: NodeSpec) -> None:
+    """cni0 with the node's gateway address, as the bridge plugin (isGateway) creates it."""
+    with ipr(node.netns) as sock:
+        sock.link("add", ifname=BRIDGE_DEV, kind="bridge")
+        br = index(sock, BRIDGE_DEV)
+        sock.addr("add", index=br, address=node.gateway, prefixlen=24)
+        sock.link("set", index=br, state="up")
+
+
+def _node_devices(node: NodeSpec) -> str:
+    """cni0 bridge and the flannel.1 VTEP of one node; returns the VTEP MAC the other nodes must learn."""
+    _bridge(node)
+    with ipr(node.netns) as sock:
+        eth0 = index(sock, UNDERLAY_DEV)
+        sock.link(
+            "add",
+            ifname=VXLAN_DEV,
+            kind="vxlan",
+            vxlan_id=VXLAN_VNI,
+            vxlan_local=node.underlay_ip,
+            vxlan_link=eth0,
+            vxlan_port=VXLAN_PORT,
+            vxlan_learning=0,
+            mtu=POD_MTU,
+        )
+        vx = index(sock, VXLAN_DEV)
+        sock.addr("add", index=vx, address=node.vtep_ip, prefixlen=32)
+        sock.link("set", index=vx, state="up")
+        return mac(sock, vx)
+
+
+def _flannel_peers(node: NodeSpec, peers: list[tuple[NodeSpec, str]]) -> None:
+    """What flanneld programs per remote subnet lease: neighbour, fdb entry, onlink route (in that order)."""
+    with ipr(node.netns) as sock:
+        vx = index(sock, VXLAN_DEV)
+        for peer, peer_mac in peers:
+            # ARP answer for the peer VTEP (so the kernel never ARPs over VXLAN)
+            sock.neigh("replace", dst=peer.vtep_ip, lladdr=peer_mac, ifindex=vx, state=NUD_PERMANENT)
+            # which underlay IP owns that VTEP MAC
+            sock.fdb(
+                "replace", ifindex=vx, lladdr=peer_mac, dst=peer.underlay_ip, state=NUD_PERMANENT, flags=NTF_SELF
+            )
+            # the peer's pod subnet, via its VTEP address, which is not on any local subnet: onlink
+            sock.route(
+                "replace",
+                dst=peer.pod_cidr,
+                gateway=peer.vtep_ip,
+                oif=vx,
+                flags=RTNH_F_ONLINK,
+                proto=RTPROT_BOOT,
+            )
+
+
+def _pod(node: NodeSpec, pod: PodSpec) -> None:
+    """What the bridge CNI plugin does: veth pair, host end on cni0, pod end eth0 with address and route."""
+    veth_pod(node, pod, POD_MTU, master=BRIDGE_DEV)
+
+
+RECIPES = {("flannel", "vxlan"): flannel_vxlan, ("flannel", "host-gw"): flannel_host_gw}
