@@ -29,7 +29,7 @@ class RxBytes:
         """Meter on the forward direction's destination pod device."""
         dst = snapshot["directions"][0]["dst_pod"]
         for p in snapshot["points"]:
-            if p.get("pod") == dst and p["role"] == "pod_veth":
+            if p.get("pod") == dst and p["role"] in ("pod_veth", "macvlan"):  # the pod's own eth0
                 return cls(p["netns"], p["ifindex"])
         return cls(None, 0)
 

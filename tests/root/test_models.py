@@ -144,3 +144,15 @@ def test_ipip_without_kernel_support_is_one_line(argv: tuple[str, ...]) -> None:
     assert p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
     assert "CONFIG_NET_IPIP" in p.stderr and "calico:ipip" in p.stderr
     assert set(cleanup.list_lab_namespaces()) == before
+
+
+def test_explore_reads_the_chain_off_the_lab(lab) -> None:
+    """`cniprof lab explore`'s engine on the flannel lab: the walked chain is the model's, step for step."""
+    from cniprof.lab.explore import explore
+
+    a, b = trace.pick_pods(lab, "cross-node", None, None)
+    (seen,) = explore(lab, a, b, traffic="udp", count=5)
+    model = registry.parse("flannel:vxlan").chain("cross-node")
+    strip = [(s.place, s.device, s.event) for s in model.steps if s.device != "socket"]
+    assert [(s.place, s.device, s.event) for s in seen.chain] == strip
+    assert {h.count for h in seen.hops} == {5}
