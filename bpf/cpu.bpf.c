@@ -3,8 +3,8 @@
  *
  * on_cpu_sample runs on every cpu-clock tick of every CPU (user space opens one perf event per CPU and attaches
  * it). It records the interrupted context's kernel stack (and the task's user stack) in STACK_TRACE maps and
- * bumps a counter per (process, thread name, cpu, softirq, kstack, ustack): aggregation stays in the kernel, nothing per sample
- * crosses to user space. Symbolization and charging stacks to components happen in user space.
+ * bumps a counter per (process, thread name, cpu, softirq, kstack, ustack): aggregation stays in the kernel,
+ * nothing per sample crosses to user space. Symbolization and charging stacks to components happen in user space.
  *
  * on_softirq_entry/exit keep, per CPU, the vector being run and when it started, so that (a) a sample knows
  * whether it interrupted a softirq handler, which a perf_event program cannot tell from its registers, and
@@ -37,7 +37,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
 	__uint(max_entries, CPU_USTACK_ENTRIES);
 	__uint(key_size, sizeof(__u32));
-	__uint(value_size, CPU_MAX_DEPTH * sizeof(__u64));
+	__uint(value_size, CPU_USER_DEPTH * sizeof(__u64));
 } ustacks SEC(".maps");
 
 struct {

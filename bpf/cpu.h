@@ -5,10 +5,12 @@
 #ifndef CNIPROF_CPU_H
 #define CNIPROF_CPU_H
 
-#define CPU_MAX_DEPTH 127       /* frames per stack: the kernel's default kernel.perf_event_max_stack */
-#define CPU_KSTACK_ENTRIES 16384 /* distinct kernel stacks */
-#define CPU_USTACK_ENTRIES 8192  /* distinct user stacks (own map: junk walks of code without frame pointers
-                                  * must not crowd out or collide with kernel stacks) */
+#define CPU_MAX_DEPTH 127        /* kernel frames per stack: the kernel's default kernel.perf_event_max_stack */
+#define CPU_USER_DEPTH 32        /* user frames per stack (innermost kept) */
+#define CPU_KSTACK_ENTRIES 32768 /* distinct kernel stacks: a new stack hashing to a taken bucket is lost
+                                  * (-EEXIST), so the table is kept sparse (~34 MB while a capture runs) */
+#define CPU_USTACK_ENTRIES 16384 /* distinct user stacks, in their own map: walks of code built without frame
+                                  * pointers produce junk callers that must not crowd out kernel stacks */
 #define CPU_MAX_KEYS 32768      /* distinct (task, cpu, softirq, kstack, ustack) keys */
 #define CPU_NR_SOFTIRQS 10      /* NR_SOFTIRQS; vec 2 = NET_TX, 3 = NET_RX */
 #define CPU_COMM_LEN 16

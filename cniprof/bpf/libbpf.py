@@ -344,3 +344,34 @@ def version() -> str:
     if paths:
         text += f" ({Path(os.path.realpath(min(paths))).name})"
     return text
+
+
+def lookup_batch(m: Map, capacity: int) -> tuple[bytes, bytes, int]:
+    """Every (key, value) of a hash map in a few syscalls (bpf_map_lookup_batch, kernel >= 5.6).
+
+    Returns (keys, values, n): the first n keys and values packed at m.key_size / m.value_size strides.
+    Iterating with get_next_key + lookup costs two syscalls per entry, which for the CPU sampler's thousands of
+    stack keys is what made reading a snapshot take a tenth of a CPU second.
+    """
+    f = lib().bpf_map_lookup_batch
+    f.restype = ctypes.c_int
+    f.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                  ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p]
+    keys = ctypes.create_string_buffer(m.key_size * capacity)
+    values = ctypes.create_string_buffer(m.value_size * capacity)
+    token = ctypes.create_string_buffer(max(8, m.key_size))
+    total = 0
+    first = True
+    while total < capacity:
+        count = ctypes.c_uint32(capacity - total)
+        rc = f(m.fd, None if first else token, token,
+               ctypes.byref(keys, total * m.key_size), ctypes.byref(values, total * m.value_size),
+               ctypes.byref(count), None)
+        err = ctypes.get_errno() if rc != 0 else 0
+        total += count.value
+        first = False
+        if rc != 0:
+            if err == errno.ENOENT:  # the end of the map
+                break
+            raise OSError(err, _err(f"batch lookup in map {m.name}"))
+    return keys.raw[: total * m.key_size], values.raw[: total * m.value_size], total

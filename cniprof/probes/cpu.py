@@ -7,7 +7,9 @@ The CPU snapshot (written as cpu.json, consumed by cniprof.analysis.cpu and the 
     {"version": 1, "freq_hz", "elapsed_s", "cpus": [0, 1], "profiler_tgid",
      "stacks":  [[frame, ...], ...],                       # unique stacks, innermost frame first, symbolized
      "samples": [{"tgid", "comm", "cpu", "softirq": "NET_RX" | null,
-                  "kstack": index into stacks | null, "ustack": index | null, "count", "period_ns"}],
+                  "kstack": index into stacks | null, "ustack": index | null,
+                  "kstack_lost": bool,                      # a kernel stack existed but was not recorded
+                  "count", "period_ns"}],
      "softirq": [{"cpu", "vec", "name", "count", "time_ns"}],
      "counters": {"samples", "kstack_lost", "ustack_lost", "keys_full", "softirq_orphan"},
      "programs": ["on_cpu_sample", ...]}
@@ -85,6 +87,8 @@ class CpuSampler:
         self.users = UserSymbols()
         self._kcache: dict[int, tuple[str, ...]] = {}
         self._ucache: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._knames: dict[int, str | None] = {}
+        self._reloaded = False
         try:
             rodata = self.obj.rodata()
             if len(rodata) != ctypes.sizeof(abi.CpuCfg):
@@ -97,8 +101,8 @@ class CpuSampler:
             raise
 
     def start(self) -> None:
-        """Symbols first (fails without root before anything is attached), then load and attach."""
-        self.kallsyms = Kallsyms.load()
+        """Load and attach, then read kallsyms (after the load, so that BPF programs loaded so far, ours and
+        the hop probe's, have their symbols)."""
         self.obj.load()
         for name, (kt, vt) in abi.MAP_TYPES.items():
             m = self.obj.map(name)
@@ -114,6 +118,7 @@ class CpuSampler:
         for cpu in self.cpus:
             self._attach_cpu(cpu)
         self.attached.append("on_cpu_sample")
+        self.kallsyms = Kallsyms.load()
         self.started_at = time.monotonic()
 
     def _attach_cpu(self, cpu: int) -> None:
@@ -150,7 +155,8 @@ class CpuSampler:
         return np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, stride // 8)
 
     def _raw_stack(self, map_name: str, stack_id: int) -> list[int]:
-        raw = self.obj.map(map_name).lookup_raw(ctypes.c_uint32(stack_id), ctypes.sizeof(abi.STACK_VALUE))
+        size = ctypes.sizeof(abi.STACK_VALUE if map_name == "kstacks" else abi.USTACK_VALUE)
+        raw = self.obj.map(map_name).lookup_raw(ctypes.c_uint32(stack_id), size)
         if raw is None:
             return []
         ips = np.frombuffer(raw, dtype=np.uint64)
@@ -160,8 +166,22 @@ class CpuSampler:
         # a stack id always names the same stack while the map lives (collisions return -EEXIST instead)
         if stack_id not in self._kcache:
             assert self.kallsyms is not None
-            self._kcache[stack_id] = tuple(self.kallsyms.frame(a) for a in self._raw_stack("kstacks", stack_id))
+            addrs = self._raw_stack("kstacks", stack_id)
+            if not self._reloaded and any(self._kname(a) is None for a in addrs):
+                # code that appeared after kallsyms was read (a BPF program loaded later): read it again, once
+                # per capture (parsing costs ~0.2 s; addresses no symbol covers would trigger it every time)
+                self.kallsyms = Kallsyms.load()
+                self._knames.clear()
+                self._reloaded = True
+            self._kcache[stack_id] = tuple(self._kname(a) or f"0x{a:x}" for a in addrs)
         return self._kcache[stack_id]
+
+    def _kname(self, addr: int) -> str | None:
+        """kallsyms lookup with a cache: the same return addresses recur in most stacks."""
+        if addr not in self._knames:
+            assert self.kallsyms is not None
+            self._knames[addr] = self.kallsyms.lookup(addr)
+        return self._knames[addr]
 
     def _ustack(self, tgid: int, stack_id: int) -> tuple[str, ...]:
         key = (tgid, stack_id)
@@ -169,8 +189,24 @@ class CpuSampler:
             self._ucache[key] = tuple(self.users.stack(tgid, self._raw_stack("ustacks", stack_id)))
         return self._ucache[key]
 
+    def _counts(self, counts: libbpf.Map) -> list[tuple[abi.CpuKey, abi.CpuVal]]:
+        """All entries of the counts map: one batch syscall, or key by key where batching is unsupported."""
+        ks, vs = ctypes.sizeof(abi.CpuKey), ctypes.sizeof(abi.CpuVal)
+        try:
+            keys, values, n = libbpf.lookup_batch(counts, abi.CPU_MAX_KEYS)
+        except OSError:
+            out = []
+            for key in counts.keys(abi.CpuKey):
+                raw = counts.lookup_raw(key, vs)
+                if raw is not None:
+                    out.append((key, abi.CpuVal.from_buffer_copy(raw)))
+            return out
+        return [(abi.CpuKey.from_buffer_copy(keys, i * ks), abi.CpuVal.from_buffer_copy(values, i * vs))
+                for i in range(n)]
+
     def snapshot(self) -> dict[str, Any]:
         """The CPU snapshot (module docstring): counts so far, every stack symbolized, softirq time per CPU."""
+        self.users.new_round()
         stacks: list[tuple[str, ...]] = []
         index: dict[tuple[str, ...], int] = {}
 
@@ -184,17 +220,15 @@ class CpuSampler:
 
         counts = self.obj.map("counts")
         samples = []
-        for key in counts.keys(abi.CpuKey):
-            raw = counts.lookup_raw(key, ctypes.sizeof(abi.CpuVal))
-            if raw is None:
-                continue
-            val = abi.CpuVal.from_buffer_copy(raw)
+        for key, val in self._counts(counts):
             ks = self._kstack(key.kstack) if key.kstack >= 0 else ()
             us = self._ustack(key.tgid, key.ustack) if key.ustack >= 0 else ()
             samples.append({
                 "tgid": key.tgid, "comm": key.comm.decode(errors="replace"), "cpu": key.cpu,
                 "softirq": abi.SOFTIRQ_NAMES[key.softirq - 1] if 0 < key.softirq <= abi.CPU_NR_SOFTIRQS else None,
-                "kstack": intern(ks), "ustack": intern(us), "count": int(val.count), "period_ns": int(val.period_ns),
+                "kstack": intern(ks), "ustack": intern(us),
+                "kstack_lost": key.kstack < 0 and key.kstack != -errno.EFAULT,
+                "count": int(val.count), "period_ns": int(val.period_ns),
             })
         softirq = []
         sm = self.obj.map("softirqs")

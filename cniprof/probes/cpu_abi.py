@@ -7,8 +7,9 @@ from __future__ import annotations
 import ctypes
 
 CPU_MAX_DEPTH = 127
-CPU_KSTACK_ENTRIES = 16384
-CPU_USTACK_ENTRIES = 8192
+CPU_USER_DEPTH = 32
+CPU_KSTACK_ENTRIES = 32768
+CPU_USTACK_ENTRIES = 16384
 CPU_MAX_KEYS = 32768
 CPU_NR_SOFTIRQS = 10
 CPU_COMM_LEN = 16
@@ -49,11 +50,12 @@ class CpuCfg(ctypes.Structure):
 
 
 STACK_VALUE = ctypes.c_uint64 * CPU_MAX_DEPTH
+USTACK_VALUE = ctypes.c_uint64 * CPU_USER_DEPTH
 
 # (map name, key type, value type) for the load-time size check
 MAP_TYPES = {
     "kstacks": (u32, STACK_VALUE),
-    "ustacks": (u32, STACK_VALUE),
+    "ustacks": (u32, USTACK_VALUE),
     "counts": (CpuKey, CpuVal),
     "softirqs": (u32, SoftirqStat),
     "cpu_counters": (u32, u64),
