@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: Apache-2.0
+"""cniprof diff: compare the CPU profiles of two recorded runs; writes a differential flame graph.
+
+RUN_A and RUN_B are export directories of `cniprof trace --cpu --export DIR` (or cpu.json / folded files).
+Shares are normalised by each run's busy samples, so runs of different length or sampling frequency compare.
+Works without root: only files are read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from cniprof.errors import UsageError
+from cniprof.report.flamegraph import diff_svg
+from cniprof.report.profiles import component_changes, is_datapath, load_profile
+
+DEFAULT_OUT = "cpu-diff.svg"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("diff", help="differential CPU flame graph and component changes between two runs",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_a", type=Path, metavar="RUN_A", help="the baseline run (export dir, cpu.json or folded)")
+    p.add_argument("run_b", type=Path, metavar="RUN_B", help="the run compared against it")
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+                   help=f"differential flame graph SVG to write (default ./{DEFAULT_OUT})")
+    p.add_argument("--top", type=int, default=10, help="component changes to print (default 10)")
+    p.set_defaults(func=run)
+
+
+def _changes_table(changes, a_name: str, b_name: str, top: int) -> Table:
+    t = Table(title=f"CPU by component: {a_name} → {b_name} (share of busy samples)", title_justify="left")
+    t.add_column("component")
+    t.add_column(a_name, justify="right")
+    t.add_column(b_name, justify="right")
+    t.add_column("change", justify="right")
+    t.add_column("samples", justify="right")
+    for _, r in changes.head(top).iterrows():
+        d = float(r["delta_pp"])
+        style = "red" if d > 0.05 else "blue" if d < -0.05 else ""
+        name = Text(str(r["component"]), style="" if is_datapath(str(r["component"])) else "dim")
+        t.add_row(name, f"{r['a_pct']:.1f}%", f"{r['b_pct']:.1f}%", Text(f"{d:+.1f} pp", style=style),
+                  f"{int(r['a_samples']):,} → {int(r['b_samples']):,}")
+    return t
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise UsageError(f"--top must be at least 1, not {args.top}")
+    a, b = load_profile(args.run_a), load_profile(args.run_b)
+    if a.name == b.name:  # two runs called "run" in different places: keep the labels apart
+        a_name, b_name = f"A:{a.name}", f"B:{b.name}"
+    else:
+        a_name, b_name = a.name, b.name
+    svg = diff_svg(a.folded, b.folded, title=f"CPU: {a_name} → {b_name}", a_name=a_name, b_name=b_name)
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(svg, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as e:
+        raise UsageError(f"cannot write {out}: {e.strerror}") from None
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)
+    changes = component_changes(a, b)
+    console.print(_changes_table(changes, a_name, b_name, args.top))
+    top = changes.iloc[0] if len(changes) else None
+    if top is not None:
+        verb = "grew" if top["delta_pp"] > 0 else "shrank"
+        console.print(f"largest change: {top['component']} {verb} by {abs(top['delta_pp']):.1f} percentage points "
+                      f"of busy CPU")
+    console.print(f"wrote {out} (red = larger share in {b_name}, blue = smaller)")
+    return 0

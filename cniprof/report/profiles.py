@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Load a recorded CPU profile from whatever a user points at, and compare two by component.
+
+Accepted: an export directory (its cpu.json, else its cpu.folded), a cpu.json / recorded run JSON file, or any
+folded file (from cniprof, perf + stackcollapse, bpftrace...). The CPU snapshot is preferred because it knows
+which frames are kernel frames and whether a sample was in a softirq; from folded lines components are charged by
+the same rules, with the first frame taken as the process name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cniprof.analysis.cpu import component_table
+from cniprof.analysis.cpu_components import COMPONENTS, IDLE, classify
+from cniprof.errors import UsageError
+from cniprof.report.flames import CPU_FOLDED, CPU_JSON
+from cniprof.report.folded import fold, parse_folded
+
+CHANGE_COLUMNS = ["component", "a_pct", "b_pct", "delta_pp", "a_samples", "b_samples"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    folded: Counter[tuple[str, ...]]
+    components: pd.DataFrame  # component, samples, share_pct (busy samples, idle excluded)
+
+
+def _from_snapshot(name: str, cpu: dict[str, Any]) -> Profile:
+    comps = component_table(cpu)[["component", "samples", "share_pct"]]
+    return Profile(name, fold(cpu), comps.reset_index(drop=True))
+
+
+def _from_folded(name: str, folded: Counter[tuple[str, ...]]) -> Profile:
+    counts: Counter[str] = Counter()
+    busy: Counter[tuple[str, ...]] = Counter()
+    for frames, n in folded.items():
+        comm, rest = (frames[0], frames[1:]) if frames else ("?", ())
+        comp = classify(list(reversed(rest)), idle_task=comm.startswith("swapper"), user_mode=not rest)
+        if comp != IDLE:  # as cniprof's own folded files: the graphs compare busy CPU
+            counts[comp] += n
+            busy[frames] += n
+    total = sum(counts.values())
+    rows = [{"component": c, "samples": n, "share_pct": n / total * 100.0 if total else 0.0}
+            for c, n in counts.most_common()]
+    return Profile(name, busy, pd.DataFrame(rows, columns=["component", "samples", "share_pct"]))
+
+
+def load_profile(path: str | Path) -> Profile:
+    """A Profile from an export directory, a CPU snapshot (or recorded run) JSON file, or a folded file."""
+    p = Path(path)
+    name = p.name if p.is_dir() else p.stem
+    if p.is_dir():
+        if (p / CPU_JSON).is_file():
+            p = p / CPU_JSON
+        elif (p / CPU_FOLDED).is_file():
+            p = p / CPU_FOLDED
+        else:
+            raise UsageError(f"{path} has neither {CPU_JSON} nor {CPU_FOLDED}: was it exported with "
+                             "`cniprof trace --cpu --export DIR`?")
+    if not p.is_file():
+        raise UsageError(f"{path}: no such run directory or profile file")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {p}: {e}") from None
+    if p.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{p} is not valid JSON: {e.msg} (line {e.lineno})") from None
+        cpu = data.get("cpu", data) if isinstance(data, dict) else None
+        if not isinstance(cpu, dict) or "samples" not in cpu or "stacks" not in cpu:
+            raise UsageError(f"{p} is not a cniprof CPU snapshot (no samples/stacks)")
+        return _from_snapshot(name, cpu)
+    folded = parse_folded(text)
+    if not folded:
+        raise UsageError(f"{p} has no folded stack lines (`frame;frame;... count`)")
+    return _from_folded(name, folded)
+
+
+def component_changes(a: Profile, b: Profile) -> pd.DataFrame:
+    """Per component: share of busy samples in A and B and the change in percentage points, largest change first."""
+    sa = a.components.set_index("component")
+    sb = b.components.set_index("component")
+    names = list(dict.fromkeys([*sb.index, *sa.index]))
+    rows = []
+    for c in names:
+        ap = float(sa["share_pct"].get(c, 0.0))
+        bp = float(sb["share_pct"].get(c, 0.0))
+        rows.append({"component": c, "a_pct": ap, "b_pct": bp, "delta_pp": bp - ap,
+                     "a_samples": int(sa["samples"].get(c, 0)), "b_samples": int(sb["samples"].get(c, 0))})
+    df = pd.DataFrame(rows, columns=CHANGE_COLUMNS)
+    order = df["delta_pp"].abs().sort_values(ascending=False, kind="stable").index
+    return df.loc[order].reset_index(drop=True)
+
+
+def is_datapath(component: str) -> bool:
+    c = COMPONENTS.get(component)
+    return bool(c and c.datapath)
