@@ -49,6 +49,8 @@ class TraceOptions:
     stale_ms: float = 1000.0
     interval_s: float = 0.5  # snapshot period for the live view
     events: tuple[str, ...] = planning.DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
+    cpu: bool = False  # also sample CPU stacks and softirq time (cniprof.probes.cpu)
+    cpu_freq_hz: int = 999
 
 
 @dataclass
@@ -62,6 +64,7 @@ class TraceResult:
     lab_created: bool
     duration_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    cpu: dict[str, Any] | None = None  # the CPU sampler's last snapshot (--cpu)
 
 
 def preflight(opts: TraceOptions) -> Model:
@@ -91,6 +94,11 @@ def preflight(opts: TraceOptions) -> Model:
         if shutil.which(tool) is None:
             raise EnvironmentProblem(f"{tool} is not installed: run scripts/setup.sh")
     object_path("hops")  # raises with a hint when the BPF objects were not built
+    if opts.cpu:
+        from cniprof.probes.cpu import check_freq
+
+        check_freq(opts.cpu_freq_hz)
+        object_path("cpu")
     return model
 
 
@@ -182,7 +190,23 @@ def _result_dict(tool: str, res: Any) -> dict[str, Any]:
     return {"tool": tool, **d}
 
 
-def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] | None = None) -> TraceResult:
+def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> Any:
+    """The CPU sampler beside the hop probe (--cpu), released by the same stack; None without --cpu."""
+    if not opts.cpu:
+        return None
+    from cniprof.probes.cpu import CpuSampler
+
+    sampler = CpuSampler(object_path("cpu"), opts.cpu_freq_hz)
+    stack.callback(sampler.close)
+    sampler.start()
+    return sampler
+
+
+CPU_READ_S = 1.0  # CPU snapshots (symbolizing user stacks while the generators live) at most this often
+
+
+def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] | None = None,
+        on_cpu: Callable[[dict[str, Any]], None] | None = None) -> TraceResult:
     model = preflight(opts)
     chain = model.chain(opts.path)
     with _sigterm_as_interrupt(), ExitStack() as stack:
@@ -206,12 +230,19 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             if n > 1:
                 probe.set_sample_every(n)
                 probe.reset_stats()
+        # after calibration, so that CPU time and hop packet counts cover the same window
+        sampler = _cpu_sampler(stack, opts)
+        cpu_read = 0.0
         deadline = t0 + (opts.duration_s if opts.traffic in ("iperf3", "none") else opts.duration_s * 3)
         result = None
         while True:
             time.sleep(opts.interval_s)
             now = time.monotonic()
             done = gen is not None and not _running(gen)
+            if sampler is not None and now - cpu_read >= CPU_READ_S:
+                cpu_read, cpu_snapshot = now, sampler.snapshot()
+                if on_cpu is not None:
+                    on_cpu(cpu_snapshot)
             if on_update is not None:
                 on_update(probe.snapshot(), now - t0)
             if done or now >= deadline:
@@ -220,7 +251,9 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             result = gen.wait(timeout=max(5.0, opts.duration_s))
         # let the last packets of the run reach their final points before the last read
         time.sleep(0.2)
+        # CPU first: the hop snapshot's one-off work (reading the kernel's BTF) is not datapath cost
+        cpu_snapshot = sampler.snapshot() if sampler is not None else None
         snapshot = probe.snapshot()
         duration = time.monotonic() - t0
         return TraceResult(model, topo, plan, snapshot, _result_dict(opts.traffic, result), list(probe.attached),
-                           created, duration, extra={"sampling": sampling})
+                           created, duration, extra={"sampling": sampling}, cpu=cpu_snapshot)

@@ -15,12 +15,15 @@ from rich.console import Console
 
 from cniprof import trace
 from cniprof.analysis import path_check
+from cniprof.analysis.cpu import analyze_cpu, traffic_bytes, with_cpu
 from cniprof.analysis.summary import analyze
 from cniprof.errors import UsageError
 from cniprof.lab.counters import RxBytes
 from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 from cniprof.report.export import export
+from cniprof.report.flames import export_flames
+from cniprof.ui.cpu_panel import render_cpu_panel
 from cniprof.ui.live import LiveView, render_final_table
 
 
@@ -44,7 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--points", choices=("default", "full"), default="default",
                    help="full adds netif_rx points: veth transfer and CPU backlog wait as separate hops (costs "
                         "one more event per veth crossing)")
-    p.add_argument("--export", type=Path, metavar="DIR", help="write hops.csv/.parquet, drops.csv, summary.json")
+    p.add_argument("--cpu", action="store_true",
+                   help="also sample kernel/user stacks on every CPU (perf cpu-clock) and softirq time: CPU per "
+                        "component and hop, a live CPU panel, flame graphs in --export")
+    p.add_argument("--cpu-freq", type=int, default=999, metavar="HZ", help="CPU sampling frequency (default 999)")
+    p.add_argument("--export", type=Path, metavar="DIR",
+                   help="write hops.csv/.parquet, drops.csv, summary.json, hops-flame.svg (and with --cpu: "
+                        "cpu.json, cpu.folded, cpu.speedscope.json, cpu.svg)")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
     p.set_defaults(func=run)
 
@@ -60,7 +69,8 @@ def _sample(value: str) -> int:
 def run(args: argparse.Namespace) -> int:
     opts = trace.TraceOptions(cni=args.cni, path=args.path, src=args.src, dst=args.dst, duration_s=args.duration,
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
-                              events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS)
+                              events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
+                              cpu=args.cpu, cpu_freq_hz=args.cpu_freq)
     model = trace.preflight(opts)
     chain = model.chain(opts.path)
     console = Console()
@@ -80,8 +90,11 @@ def run(args: argparse.Namespace) -> int:
             view.update(analyze(snapshot, chain), progress=(min(elapsed, opts.duration_s), opts.duration_s),
                         throughput_bps=rx["meter"].bps())
 
+        def on_cpu(cpu_snapshot: dict) -> None:
+            view.cpu = render_cpu_panel(analyze_cpu(cpu_snapshot))
+
         with view:
-            result = trace.run(opts, on_update=on_update)
+            result = trace.run(opts, on_update=on_update, on_cpu=on_cpu)
 
     analysis = analyze(result.snapshot, chain)
     console.print(render_final_table(analysis, title=title, throughput_bps=result.traffic.get("throughput_bps")))
@@ -95,9 +108,18 @@ def run(args: argparse.Namespace) -> int:
                   + (f", chosen from the first {s['calibration_s']} s)" if "calibration_s" in s else ")"))
     console.print(f"probes: {', '.join(attach_points)} · kernel {platform.release()} "
                   f"{platform.machine()} · lab {'built and removed' if result.lab_created else 'reused, left up'}")
+    cpu = None
+    if result.cpu is not None:
+        cpu = analyze_cpu(result.cpu, analysis.hops, traffic_bytes(result.traffic), result.extra["sampling"]["every"])
+        console.print(render_cpu_panel(cpu))
     if args.export:
+        extra = result.extra
+        if cpu is not None:  # hops.csv gains the CPU columns, summary.json the "cpu" block
+            analysis, extra = with_cpu(analysis, cpu), {**result.extra, "cpu": cpu.summary}
         paths = export(args.export, result.snapshot, analysis=analysis, cni=model.cni, mode=model.mode,
                        duration_s=result.duration_s, traffic=result.traffic,
-                       probes=attach_points, extra=result.extra)
+                       probes=attach_points, extra=extra)
+        e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
+        paths.update(export_flames(args.export, analysis.hops, result.cpu, e2e_mean_us=e2e, title=title))
         console.print(f"exported {', '.join(sorted(p.name for p in paths.values()))} to {args.export}")
     return 0

@@ -107,8 +107,10 @@ def render_live(
     progress: tuple[float, float] | None = None,
     throughput_bps: float | None = None,
     counters: Mapping[str, int] | None = None,
+    cpu: RenderableType | None = None,
 ) -> RenderableType:
-    """One frame of the live view: header (progress bar, throughput so far), per-direction hops, counters.
+    """One frame of the live view: header (progress bar, throughput so far), per-direction hops, counters, and
+    the CPU panel (cniprof.ui.cpu_panel) when CPU sampling runs.
 
     `hops` is the hop table (DataFrame or its rows) or an Analysis, which also adds the end-to-end line.
     """
@@ -118,6 +120,8 @@ def render_live(
     parts: list[RenderableType] = [_header(title, progress, throughput_bps)]
     parts += _hop_tables(_hops_df(hops), analysis)
     parts.append(counters_text(counters))
+    if cpu is not None:
+        parts.append(cpu)
     return Group(*parts)
 
 
@@ -166,6 +170,7 @@ class LiveView:
         self.transient = transient
         self._frame: RenderableType = render_live(title, None, (0.0, total_s) if total_s else None)
         self._live: Live | None = None
+        self.cpu: RenderableType | None = None  # the CPU panel, set by the caller; shown from the next update
 
     @property
     def renderable(self) -> RenderableType:
@@ -204,6 +209,6 @@ class LiveView:
         total_s."""
         if isinstance(progress, (int, float)):
             progress = (float(progress), float(self.total_s or progress))
-        self._frame = render_live(self.title, hops, progress, throughput_bps, counters)
+        self._frame = render_live(self.title, hops, progress, throughput_bps, counters, self.cpu)
         if self._live is not None:
             self._live.update(self._frame, refresh=True)
