@@ -50,10 +50,11 @@ def _pod_points(pod: Pod, events: tuple[str, ...]) -> list[Point]:
     return pts
 
 
-def all_points(topo: Topology, events: tuple[str, ...] = DEFAULT_EVENTS) -> list[Point]:
+def all_points(topo: Topology, events: tuple[str, ...] = DEFAULT_EVENTS, node_sockets: bool = True) -> list[Point]:
     """A point per device and event, plus each namespace's socket layer (copy), each (netns, ifindex, event) once.
 
-    Node namespaces get a socket point too (pod-to-host traffic is delivered there), and the host model's
+    Node namespaces get a socket point too when `node_sockets` (pod-to-host and host-network traffic is delivered
+    there; other paths never are, and every point costs a slot in the kernel's device table). The host model's
     endpoints share their node's namespace, so the first point of a key wins: the kernel keeps one per key.
     """
     pts: list[Point] = []
@@ -61,7 +62,8 @@ def all_points(topo: Topology, events: tuple[str, ...] = DEFAULT_EVENTS) -> list
         ino = netns_inode(node.netns)
         pts += [Point(ev, node.netns, ino, d.ifindex, d.name, d.role, node.name) for d in node.devices
                 for ev in events]
-        pts.append(Point("copy", node.netns, ino, 0, "socket", "socket", node.name))
+        if node_sockets:
+            pts.append(Point("copy", node.netns, ino, 0, "socket", "socket", node.name))
     for pod in topo.pods:
         pts += _pod_points(pod, events)
     seen: set[tuple[int, int, str]] = set()
@@ -112,7 +114,9 @@ def build(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod
     # the chain as seen with these events only (e.g. without rx, veth xmit and backlog are one hop)
     chain = chain.restricted(set(events) | {"copy"})
     used = {s.event for d in (0, 1) for s in chain.steps_for(d) if s.event != "copy"}
-    pts = all_points(topo, tuple(sorted(set(events) | used)))
+    node_sockets = any(s.device == "socket" and s.place.endswith("_node")
+                       for d in (0, 1) for s in chain.steps_for(d))
+    pts = all_points(topo, tuple(sorted(set(events) | used)), node_sockets=node_sockets)
     index = {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
     expected: list[ExpectedHop] = []
     shared: list[ExpectedHop] = []
