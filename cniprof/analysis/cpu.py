@@ -99,7 +99,12 @@ def component_table(snapshot: Mapping[str, Any], packets: int = 0, traffic_bytes
 
 
 def softirq_table(snapshot: Mapping[str, Any]) -> pd.DataFrame:
-    """Per sampled CPU: NET_RX/NET_TX softirq time (ms and % of the wall time) and busy/idle % from samples."""
+    """Per sampled CPU: NET_RX/NET_TX softirq time (ms and % of the wall time) and busy/idle % of the wall time.
+
+    Busy is the time of the CPU's non-idle samples; idle is the rest of the wall time, not the idle task's
+    samples: a halted virtual CPU takes no cpu-clock samples at all (seen on a Firecracker guest, where one vCPU
+    produced no idle samples while the other did), so counting idle samples would call such a CPU 100 % busy.
+    """
     elapsed_ms = float(snapshot.get("elapsed_s") or 0.0) * 1e3
     cpus = sorted({int(c) for c in snapshot.get("cpus") or ()} |
                   {int(e["cpu"]) for e in snapshot.get("softirq") or ()})
@@ -109,16 +114,16 @@ def softirq_table(snapshot: Mapping[str, Any]) -> pd.DataFrame:
         mine = [e for e in snapshot.get("softirq") or () if int(e["cpu"]) == cpu]
         ms = {name: sum(e["time_ns"] for e in mine if e["name"] == name) / 1e6 for name in NET_SOFTIRQS}
         on = t[t["cpu"] == cpu]
-        total = float(on["ns"].sum())
-        idle = float(on[on["component"] == IDLE]["ns"].sum())
+        busy_ms = float(on[on["component"] != IDLE]["ns"].sum()) / 1e6
+        busy = min(100.0, busy_ms / elapsed_ms * 100.0) if elapsed_ms else math.nan
         rows.append({
             "cpu": cpu,
             "net_rx_ms": ms["NET_RX"],
             "net_rx_pct": ms["NET_RX"] / elapsed_ms * 100.0 if elapsed_ms else math.nan,
             "net_tx_ms": ms["NET_TX"],
             "net_tx_pct": ms["NET_TX"] / elapsed_ms * 100.0 if elapsed_ms else math.nan,
-            "busy_pct": (total - idle) / total * 100.0 if total else math.nan,
-            "idle_pct": idle / total * 100.0 if total else math.nan,
+            "busy_pct": busy,
+            "idle_pct": 100.0 - busy,
         })
     return pd.DataFrame(rows, columns=SOFTIRQ_COLUMNS)
 
@@ -229,9 +234,10 @@ def analyze_cpu(snapshot: Mapping[str, Any], hops: pd.DataFrame | None = None,
     saturated, findings = saturation(sirq)
     cols = hop_cpu(comps, hops, traffic_bytes, sample_every)
     t = samples_table(snapshot)
-    total_ns = float(t["ns"].sum())
-    idle_ns = float(t[t["component"] == IDLE]["ns"].sum())
-    busy_ns = total_ns - idle_ns
+    busy_ns = float(t[t["component"] != IDLE]["ns"].sum())
+    # capacity is wall time x CPUs, not the samples' time: idle CPUs may take no samples (softirq_table)
+    total_ns = float(snapshot.get("elapsed_s") or 0.0) * 1e9 * len(snapshot.get("cpus") or ()) or busy_ns
+    idle_ns = max(0.0, total_ns - busy_ns)
     top = comps.loc[comps["datapath"].astype(bool)]
     dp_ns = float(top["cpu_ms"].sum()) * 1e6
     summary = {

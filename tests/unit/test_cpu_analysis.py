@@ -82,6 +82,19 @@ def test_saturation_of_one_cpu_beside_an_idle_one() -> None:
     assert summary["softirq"]["0"]["net_rx_pct"] == pytest.approx(95.0)
 
 
+def test_idle_is_wall_time_minus_busy_samples() -> None:
+    """A halted vCPU takes no samples at all: CPU 1 below has 300 ms of busy samples in 1 s and no idle ones."""
+    snap = _softirq_snapshot({0: 10.0, 1: 10.0}, {0: 500, 1: 0})
+    snap["samples"] = [s for s in snap["samples"] if not (s["cpu"] == 1 and s["tgid"] == 7)]
+    snap["samples"].append({"tgid": 7, "comm": "iperf3", "cpu": 1, "softirq": None, "kstack": 1, "ustack": None,
+                            "count": 300, "period_ns": 300_000_000})
+    table = softirq_table(snap).set_index("cpu")
+    assert table.loc[1, "busy_pct"] == pytest.approx(30.0) and table.loc[1, "idle_pct"] == pytest.approx(70.0)
+    assert table.loc[0, "idle_pct"] == pytest.approx(50.0)
+    s = analyze_cpu(snap).summary
+    assert s["idle_pct"] == pytest.approx(60.0) and s["busy_ms"] == pytest.approx(800.0)
+
+
 def test_saturation_everywhere_and_nowhere() -> None:
     cpus, findings = saturation(softirq_table(_softirq_snapshot({0: 950.0, 1: 930.0}, {0: 0, 1: 10})))
     assert cpus == [0, 1] and findings[0].kind == "softirq_saturation_all"
