@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
                    help=f"differential flame graph SVG to write (default ./{DEFAULT_OUT})")
     p.add_argument("--top", type=int, default=10, help="component changes to print (default 10)")
+    p.add_argument("--comm", action="append", default=[], metavar="NAME",
+                   help="only samples of processes whose name starts with NAME (repeatable), e.g. --comm iperf3 "
+                        "--comm ksoftirqd: leaves out other work that ran on the machine during either run")
     p.set_defaults(func=run)
 
 
@@ -53,7 +56,11 @@ def _changes_table(changes, a_name: str, b_name: str, top: int) -> Table:
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UsageError(f"--top must be at least 1, not {args.top}")
-    a, b = load_profile(args.run_a), load_profile(args.run_b)
+    comms = tuple(args.comm)
+    a, b = load_profile(args.run_a, comms), load_profile(args.run_b, comms)
+    for prof, path in ((a, args.run_a), (b, args.run_b)):
+        if not prof.folded:
+            raise UsageError(f"{path}: no busy samples" + (f" of {', '.join(comms)}" if comms else ""))
     if a.name == b.name:  # two runs called "run" in different places: keep the labels apart
         a_name, b_name = f"A:{a.name}", f"B:{b.name}"
     else:
@@ -77,5 +84,6 @@ def run(args: argparse.Namespace) -> int:
         verb = "grew" if top["delta_pp"] > 0 else "shrank"
         console.print(f"largest change: {top['component']} {verb} by {abs(top['delta_pp']):.1f} percentage points "
                       f"of busy CPU")
-    console.print(f"wrote {out} (red = larger share in {b_name}, blue = smaller)")
+    scope = f" · processes {', '.join(comms)}*" if comms else ""
+    console.print(f"wrote {out} (red = larger share in {b_name}, blue = smaller){scope}")
     return 0

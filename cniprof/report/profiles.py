@@ -33,16 +33,24 @@ class Profile:
     components: pd.DataFrame  # component, samples, share_pct (busy samples, idle excluded)
 
 
-def _from_snapshot(name: str, cpu: dict[str, Any]) -> Profile:
+def _keep(comm: str, comms: tuple[str, ...]) -> bool:
+    return not comms or comm.startswith(comms)
+
+
+def _from_snapshot(name: str, cpu: dict[str, Any], comms: tuple[str, ...] = ()) -> Profile:
+    if comms:
+        cpu = {**cpu, "samples": [s for s in cpu.get("samples") or () if _keep(str(s.get("comm", "")), comms)]}
     comps = component_table(cpu)[["component", "samples", "share_pct"]]
     return Profile(name, fold(cpu), comps.reset_index(drop=True))
 
 
-def _from_folded(name: str, folded: Counter[tuple[str, ...]]) -> Profile:
+def _from_folded(name: str, folded: Counter[tuple[str, ...]], comms: tuple[str, ...] = ()) -> Profile:
     counts: Counter[str] = Counter()
     busy: Counter[tuple[str, ...]] = Counter()
     for frames, n in folded.items():
         comm, rest = (frames[0], frames[1:]) if frames else ("?", ())
+        if not _keep(comm, comms):
+            continue
         comp = classify(list(reversed(rest)), idle_task=comm.startswith("swapper"), user_mode=not rest)
         if comp != IDLE:  # as cniprof's own folded files: the graphs compare busy CPU
             counts[comp] += n
@@ -53,8 +61,12 @@ def _from_folded(name: str, folded: Counter[tuple[str, ...]]) -> Profile:
     return Profile(name, busy, pd.DataFrame(rows, columns=["component", "samples", "share_pct"]))
 
 
-def load_profile(path: str | Path) -> Profile:
-    """A Profile from an export directory, a CPU snapshot (or recorded run) JSON file, or a folded file."""
+def load_profile(path: str | Path, comms: tuple[str, ...] = ()) -> Profile:
+    """A Profile from an export directory, a CPU snapshot (or recorded run) JSON file, or a folded file.
+
+    comms: keep only samples of processes whose name starts with one of these (e.g. the generator and
+    ksoftirqd), to compare like with like on a machine where other work ran too.
+    """
     p = Path(path)
     name = p.name if p.is_dir() else p.stem
     if p.is_dir():
@@ -79,11 +91,11 @@ def load_profile(path: str | Path) -> Profile:
         cpu = data.get("cpu", data) if isinstance(data, dict) else None
         if not isinstance(cpu, dict) or "samples" not in cpu or "stacks" not in cpu:
             raise UsageError(f"{p} is not a cniprof CPU snapshot (no samples/stacks)")
-        return _from_snapshot(name, cpu)
+        return _from_snapshot(name, cpu, comms)
     folded = parse_folded(text)
     if not folded:
         raise UsageError(f"{p} has no folded stack lines (`frame;frame;... count`)")
-    return _from_folded(name, folded)
+    return _from_folded(name, folded, comms)
 
 
 def component_changes(a: Profile, b: Profile) -> pd.DataFrame:

@@ -206,3 +206,17 @@ def test_diff_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert main(["diff", str(tmp_path / "nope"), str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no such run directory" in err
+
+
+def test_diff_cli_comm_filter(tmp_path: Path, capsys) -> None:
+    a = _export_dir(tmp_path, "baseline", "recorded_cpu_tcp.json.gz")
+    b = _export_dir(tmp_path, "rules2000", TCP_RULES)
+    out = tmp_path / "diff.svg"
+    assert main(["diff", str(a), str(b), "--out", str(out), "--comm", "iperf3", "--comm", "ksoftirqd"]) == 0
+    text = capsys.readouterr().out
+    assert "largest change: netfilter/nftables grew" in text and "processes iperf3, ksoftirqd" in text
+    prof = load_profile(b, ("iperf3",))
+    assert prof.folded and all(st[0] == "iperf3" for st in prof.folded)
+    assert "cniprof" not in set(prof.components["component"])  # the profiler's own process is left out
+    assert main(["diff", str(a), str(b), "--out", str(out), "--comm", "nosuchprocess"]) == 2
+    assert "no busy samples of nosuchprocess" in capsys.readouterr().err
