@@ -15,6 +15,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "hops.h"
+#include "hist.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -93,30 +94,6 @@ static __always_inline void count(__u32 which)
 
 	if (c)
 		*c += 1;
-}
-
-static __always_inline __u32 log2_u64(__u64 v)
-{
-	__u32 r, shift;
-
-	r = (v > 0xFFFFFFFFULL) << 5; v >>= r;
-	shift = (v > 0xFFFF) << 4; v >>= shift; r |= shift;
-	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
-	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
-	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
-	r |= (v >> 1);
-	return r;
-}
-
-static __always_inline __u32 bucket_of(__u64 v)
-{
-	__u32 e, idx;
-
-	if (v < HIST_SUB)
-		return v;
-	e = log2_u64(v);
-	idx = (e - HIST_SUB_BITS + 1) * HIST_SUB + ((v >> (e - HIST_SUB_BITS)) & (HIST_SUB - 1));
-	return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
 }
 
 static __always_inline void hist_add(__u32 slot, __u64 delta)

@@ -25,7 +25,6 @@ import gzip
 import os
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,9 +33,12 @@ from typing import TypeVar
 
 from pyroute2 import netns as pr_netns
 
-from cniprof.bpf import btf, libbpf
+from cniprof.bpf import btf, libbpf, nflink
 from cniprof.bpf.build import object_path
 from cniprof.errors import CniprofError, EnvironmentProblem
+
+# re-exported: the doctor's helper-thread runner moved to nflink, which the netfilter probe shares
+in_thread = nflink.in_thread
 
 T = TypeVar("T")
 
@@ -446,27 +448,6 @@ def kernel_config(option: str) -> str | None:
     return None
 
 
-def in_thread(fn: Callable[[], T], setup: Callable[[], None] | None = None) -> T:
-    """Run setup() then fn() in a fresh thread, so per-thread state (netns, mount ns) dies with the thread."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            if setup:
-                setup()
-            result.append(fn())
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            error.append(e)
-
-    thread = threading.Thread(target=target, name="cniprof-calibrate", daemon=True)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
 def _tracefs_mounted() -> bool:
     return (TRACEFS / "events").is_dir() or (DEBUGFS_TRACING / "events").is_dir()
 
@@ -495,52 +476,19 @@ def _with_tracefs(fn: Callable[[], T]) -> T:
     return in_thread(fn, setup=_private_tracefs)
 
 
-# --- netfilter link (raw bpf(): libbpf 1.1 knows neither the program type nor the link)
-
-# union bpf_attr (uapi, stable layout), zero-filled beyond what is set:
-#   BPF_PROG_LOAD:   prog_type@0 insn_cnt@4 insns@8 license@16 log_level@24 log_size@28 log_buf@32 prog_name@48
-#                    expected_attach_type@68
-#   BPF_LINK_CREATE: prog_fd@0 target_fd@4 attach_type@8 flags@12 netfilter{pf@16 hooknum@20 priority@24 flags@28}
-_ATTR_SIZE = 128
-_NFPROTO_IPV4 = 2  # an anonymous enum in BTF; uapi value
-_BPF_INSNS = bytes([0xB7, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,   # r0 = 1 (NF_ACCEPT)
-                    0x95, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00])  # exit
+# --- netfilter link (raw bpf(): libbpf 1.1 knows neither the program type nor the link; see cniprof/bpf/nflink.py)
 
 
-def _netfilter_constants() -> dict[str, int]:
-    """Enum values from this kernel's BTF, so a kernel without netfilter programs says so by their absence."""
-    why = "BPF netfilter programs need Linux 6.4+"
-    return {
-        "prog_type": _enum_value("bpf_prog_type", "BPF_PROG_TYPE_NETFILTER", why),
-        "attach_type": _enum_value("bpf_attach_type", "BPF_NETFILTER", why),
-        "prog_load": _enum_value("bpf_cmd", "BPF_PROG_LOAD", why),
-        "link_create": _enum_value("bpf_cmd", "BPF_LINK_CREATE", why),
-        "hook": _enum_value("nf_inet_hooks", "NF_INET_LOCAL_OUT", why),
-    }
-
-
-def _netfilter_link_here(c: dict[str, int]) -> None:
+def _netfilter_link_here(c: nflink.NfConstants) -> None:
     """Load `r0 = NF_ACCEPT; exit` and link it at IPv4 LOCAL_OUT in the calling thread's netns; close both."""
-    insns = ctypes.create_string_buffer(_BPF_INSNS, len(_BPF_INSNS))
-    license_ = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(4096)
-    attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    struct.pack_into("=IIQQIIQ", attr, 0, c["prog_type"], len(_BPF_INSNS) // 8, ctypes.addressof(insns),
-                     ctypes.addressof(license_), 1, len(log), ctypes.addressof(log))
-    struct.pack_into("=16s", attr, 48, b"cpdoctor_nf")
-    struct.pack_into("=I", attr, 68, c["attach_type"])  # expected_attach_type
     try:
-        prog_fd = libbpf.bpf_syscall(c["prog_load"], attr)
-    except OSError as e:
-        last = log.value.decode(errors="replace").strip().splitlines()[-1:]
+        prog_fd = nflink.load_accept_program(c)
+    except nflink.ProgLoadError as e:
         raise Unavailable(f"BPF_PROG_LOAD of a netfilter program failed: {errno_text(e.errno)}"
-                          + (f" ({last[0]})" if last else "")) from None
+                          + (f" ({e.log_tail})" if e.log_tail else "")) from None
     try:
-        link = ctypes.create_string_buffer(_ATTR_SIZE)
-        struct.pack_into("=IIII", link, 0, prog_fd, 0, c["attach_type"], 0)
-        struct.pack_into("=IIiI", link, 16, _NFPROTO_IPV4, c["hook"], NETFILTER_PRIORITY, 0)
         try:
-            link_fd = libbpf.bpf_syscall(c["link_create"], link)
+            link_fd = nflink.link_create(c, prog_fd, c.hooks["OUTPUT"], NETFILTER_PRIORITY)
         except OSError as e:
             raise Unavailable(f"loaded, but BPF_LINK_CREATE (netfilter) failed: {errno_text(e.errno)}") from None
         os.close(link_fd)
@@ -549,15 +497,11 @@ def _netfilter_link_here(c: dict[str, int]) -> None:
 
 
 def _probe_netfilter_link() -> str:
-    constants = _netfilter_constants()
+    constants = nflink.constants()
     with probe_netns() as netns:
-        in_thread(lambda: _netfilter_link_here(constants), setup=lambda: _enter_netns(netns))
+        in_thread(lambda: _netfilter_link_here(constants), setup=lambda: nflink.enter_netns(netns))
     return (f"loaded and linked at IPv4 LOCAL_OUT, priority {NETFILTER_PRIORITY}, "
             f"in a throwaway netns ({PROBE_NETNS}, deleted)")
-
-
-def _enter_netns(name: str) -> None:
-    pr_netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
 
 
 @contextlib.contextmanager
