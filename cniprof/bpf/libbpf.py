@@ -375,3 +375,23 @@ def lookup_batch(m: Map, capacity: int) -> tuple[bytes, bytes, int]:
                 break
             raise OSError(err, _err(f"batch lookup in map {m.name}"))
     return keys.raw[: total * m.key_size], values.raw[: total * m.value_size], total
+
+
+def set_program_type(obj: Object, name: str, prog_type: int, expected_attach_type: int) -> None:
+    """Set a program's type and expected attach type before load (bpf_program__set_type / _set_expected_attach_type).
+
+    For program types this libbpf cannot guess from the SEC() name: Debian's 1.1 does not know SEC("netfilter")
+    (1.2 does), so bpf/nfhooks.bpf.c's programs open with no type and get BPF_PROG_TYPE_NETFILTER / BPF_NETFILTER
+    here, with the values read from the kernel's BTF.
+    """
+    if obj.loaded:
+        raise EnvironmentProblem(f"{obj.path.name}: program types must be set before load")
+    prog = obj._prog(name)
+    for fn, value in (("bpf_program__set_type", prog_type),
+                      ("bpf_program__set_expected_attach_type", expected_attach_type)):
+        f = getattr(lib(), fn)
+        f.restype, f.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_int]
+        rc = f(prog, value)
+        if rc != 0:
+            e = -rc if rc < 0 else ctypes.get_errno()
+            raise OSError(e, f"{fn}({name}, {value}): {os.strerror(e)}")

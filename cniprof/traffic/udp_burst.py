@@ -32,6 +32,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 BIND_TIMEOUT_S = 5.0
 RECV_GRACE_S = 1.0  # after the sender is done, how long stragglers may take to arrive
 MAX_PAYLOAD = 65507  # largest UDP payload over IPv4
+MAX_FLOWS = 4096  # one socket each, all open during the burst
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class UdpBurst(Generator):
     """Send count datagrams of payload_size bytes from sender_netns to dst_ip:port (in receiver_netns).
 
     src_port pins the sender's source port so a tracer can filter on the exact 5-tuple (0: any).
+    flows > 1 sends datagram i from the (i % flows)-th of `flows` sockets (source ports src_port, src_port + 1, ...
+    or distinct ephemeral ones): each is its own conntrack entry, so with flows == count every datagram is the
+    first of a connection and walks the NAT rules (kube-proxy's per-connection cost), like DNS queries do.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class UdpBurst(Generator):
         port: int = 5300,
         interval_s: float = 0.001,
         src_port: int = 0,
+        flows: int = 1,
     ) -> None:
         if count < 1:
             raise UsageError(f"udp burst count must be at least 1, not {count}")
@@ -88,6 +93,10 @@ class UdpBurst(Generator):
             raise UsageError(f"udp payload size must be 0..{MAX_PAYLOAD}, not {payload_size}")
         if interval_s < 0:
             raise UsageError(f"udp burst interval must not be negative, not {interval_s}")
+        if not 1 <= flows <= MAX_FLOWS:
+            raise UsageError(f"udp burst flows must be 1..{MAX_FLOWS}, not {flows}")
+        if src_port and src_port + flows - 1 > 65535:
+            raise UsageError(f"udp burst source ports {src_port}..{src_port + flows - 1} exceed 65535")
         self.sender_netns = sender_netns
         self.receiver_netns = receiver_netns
         self.dst_ip = dst_ip
@@ -96,6 +105,7 @@ class UdpBurst(Generator):
         self.port = port
         self.interval_s = interval_s
         self.src_port = src_port
+        self.flows = flows
         self._recv: BackgroundProcess | None = None
         self._send: BackgroundProcess | None = None
         self._started_at = 0.0
@@ -118,10 +128,11 @@ class UdpBurst(Generator):
         return self._argv("recv", "--port", str(self.port), "--count", str(self.count), "--timeout", f"{timeout}")
 
     def send_argv(self) -> list[str]:
-        return self._argv(
+        argv = self._argv(
             "send", "--dst", self.dst_ip, "--port", str(self.port), "--count", str(self.count),
             "--size", str(self.payload_size), "--interval", str(self.interval_s), "--src-port", str(self.src_port),
         )
+        return argv + ["--flows", str(self.flows)] if self.flows > 1 else argv
 
     def start(self) -> None:
         """Start the receiver, wait until its socket is bound, then start the sender; returns immediately."""
@@ -215,12 +226,29 @@ def run_receiver(port: int, count: int, timeout: float, bind: str = "") -> dict[
         return count_datagrams(sock, count, timeout, term.is_set)
 
 
-def run_sender(dst: str, port: int, count: int, size: int, interval: float, src_port: int = 0) -> dict[str, Any]:
-    """Send count datagrams on a fixed schedule (start + i * interval), so timing errors do not accumulate."""
-    sock = socket.socket(_family(dst), socket.SOCK_DGRAM)
-    if src_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("", src_port))
+def run_sender(dst: str, port: int, count: int, size: int, interval: float, src_port: int = 0,
+               flows: int = 1) -> dict[str, Any]:
+    """Send count datagrams on a fixed schedule (start + i * interval), so timing errors do not accumulate.
+
+    Datagram i leaves from socket i % flows (see UdpBurst: one conntrack entry per socket).
+    """
+    socks = []
+    try:
+        for k in range(flows):
+            sock = socket.socket(_family(dst), socket.SOCK_DGRAM)
+            socks.append(sock)
+            if src_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("", src_port + k))
+            elif flows > 1:
+                sock.bind(("", 0))  # all open at once: distinct ephemeral ports, distinct flows
+        return _send(socks, dst, port, count, size, interval)
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _send(socks: list[socket.socket], dst: str, port: int, count: int, size: int, interval: float) -> dict[str, Any]:
     payload = bytes(size)
     sent = nbytes = 0
     start = time.monotonic()
@@ -228,10 +256,9 @@ def run_sender(dst: str, port: int, count: int, size: int, interval: float, src_
         delay = start + i * interval - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        nbytes += sock.sendto(payload, (dst, port))
+        nbytes += socks[i % len(socks)].sendto(payload, (dst, port))
         sent += 1
     seconds = time.monotonic() - start
-    sock.close()
     return {"sent": sent, "bytes": nbytes, "seconds": seconds}
 
 
@@ -250,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--size", type=int, default=64)
     send.add_argument("--interval", type=float, default=0.001)
     send.add_argument("--src-port", type=int, default=0)
+    send.add_argument("--flows", type=int, default=1)
     args = parser.parse_args(argv)
     try:
         if args.role == "recv":
             result = run_receiver(args.port, args.count, args.timeout, args.bind)
         else:
-            result = run_sender(args.dst, args.port, args.count, args.size, args.interval, args.src_port)
+            result = run_sender(args.dst, args.port, args.count, args.size, args.interval, args.src_port, args.flows)
     except OSError as e:
         print(json.dumps({"error": f"{args.role}: {e.strerror or e}"}), flush=True)
         return 1

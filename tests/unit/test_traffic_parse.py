@@ -164,3 +164,23 @@ def test_udp_burst_local_ends_count_exactly():
         counter.join(15)
     assert sent["sent"] == 17 and sent["bytes"] == 17 * 200
     assert out == {"received": 17, "bytes": 17 * 200}
+
+
+def test_udp_burst_flows_argv_and_limits():
+    assert "--flows" not in UdpBurst("a", "b", "10.0.0.2", 5).send_argv()  # one flow: the argv is unchanged
+    send = UdpBurst("a", "b", "10.0.0.2", 50, flows=50).send_argv()
+    assert send[send.index("--flows") + 1] == "50"
+    for bad in ({"flows": 0}, {"flows": 5000}, {"flows": 10, "src_port": 65530}):
+        with pytest.raises(CniprofError):
+            UdpBurst("a", "b", "10.0.0.2", 5, **bad)
+
+
+def test_udp_burst_flows_send_from_distinct_ports():
+    """flows=N: datagram i leaves from the (i % N)-th socket, each with its own source port (its own flow)."""
+    with open_receiver(0, "127.0.0.1") as sock:
+        port = sock.getsockname()[1]
+        sent = run_sender("127.0.0.1", port, 12, 10, 0.0, flows=4)
+        sock.settimeout(2.0)
+        sources = [sock.recvfrom(100)[1][1] for _ in range(12)]
+    assert sent["sent"] == 12
+    assert len(set(sources)) == 4 and sources[:4] == sources[4:8] == sources[8:]

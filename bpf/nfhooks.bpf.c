@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Netfilter cost per IPv4 hook, without kprobes: two BPF_PROG_TYPE_NETFILTER programs per hook and namespace.
+ *
+ * nf_first is linked at NF_IP_PRI_FIRST + 1 and nf_last at NF_IP_PRI_LAST - 1 of each hook (the two extremes
+ * are reserved by the kernel), so every iptables/nftables chain, conntrack and NAT registered on the hook runs
+ * between them. nf_first stamps (skb, time) for packets of the chosen addresses; nf_last, when it sees the same
+ * skb, adds the elapsed time to the (netns, hook) histogram. A packet dropped or stolen inside the hook never
+ * reaches nf_last: its stamp stays, and is counted as "unclosed" when the next stamp needs the slot (user space
+ * adds the stamps still pending when it reads). Both programs always return NF_ACCEPT: traffic is never changed.
+ *
+ * Links, not the programs, know their namespace and hook; the programs read both from the hook state, and map
+ * the namespace inode to the small index user space assigned. Only plain and per-CPU arrays on the hot path.
+ * No arch-specific code (no PT_REGS): one object serves x86_64 and arm64. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include "hist.bpf.h"
+#include "nfhooks.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define NF_ACCEPT 1 /* uapi linux/netfilter.h, a macro: not in BTF */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nf_netns);
+} netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nf_filter);
+} filter SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nf_stamps);
+} stamps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NF_SLOTS);
+	__type(key, __u32);
+	__type(value, struct hist);
+} hists SEC(".maps");
+
+/* stamps overwritten before their packet reached nf_last: dropped or stolen inside the hook */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NF_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} unclosed SEC(".maps");
+
+static __always_inline int wanted(struct sk_buff *skb)
+{
+	__u32 zero = 0, addrs[2], i;
+	struct nf_filter *f = bpf_map_lookup_elem(&filter, &zero);
+
+	if (!f)
+		return 0;
+	if (f->count == 0)
+		return 1;
+	/* IPv4 hooks: the network header is the IP header; saddr and daddr are its bytes 12..19 */
+	if (bpf_probe_read_kernel(addrs, sizeof(addrs), skb->head + skb->network_header + 12))
+		return 0;
+	for (i = 0; i < NF_MAX_ADDRS; i++) {
+		if (i >= f->count)
+			break;
+		if (f->addr[i] == addrs[0] || f->addr[i] == addrs[1])
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int netns_index(__u32 ino)
+{
+	__u32 zero = 0, i;
+	struct nf_netns *n = bpf_map_lookup_elem(&netns, &zero);
+
+	if (!n)
+		return -1;
+	for (i = 0; i < NF_MAX_NETNS; i++) {
+		if (i >= n->count)
+			break;
+		if (n->ino[i] == ino)
+			return i;
+	}
+	return -1;
+}
+
+/* The stamp slot of skb in hook on this CPU; *addr gets the skb's address as a number.
+ * The verifier forbids arithmetic on the trusted skb pointer (the hash); a value read back from map memory is a
+ * plain scalar, so the pointer takes a round trip through the per-CPU scratch word (as in hops.bpf.c). */
+static __always_inline struct nf_stamp *stamp_of(struct sk_buff *skb, __u32 hook, __u64 *addr)
+{
+	__u32 zero = 0, slot;
+	struct nf_stamps *st = bpf_map_lookup_elem(&stamps, &zero);
+
+	if (!st)
+		return 0;
+	*(volatile __u64 *)&st->scratch = (__u64)skb;
+	*addr = *(volatile __u64 *)&st->scratch;
+	slot = hook * NF_STAMP_WAYS + NF_STAMP_HASH(*addr);
+	asm volatile("" : "+r"(slot)); /* keep the bound check: clang folds it into an OR the verifier cannot bound */
+	if (slot >= NF_HOOKS * NF_STAMP_WAYS)
+		return 0;
+	return &st->s[slot];
+}
+
+SEC("netfilter")
+int nf_first(struct bpf_nf_ctx *ctx)
+{
+	const struct nf_hook_state *state = ctx->state;
+	struct sk_buff *skb = ctx->skb;
+	struct nf_stamp *s;
+	__u32 hook = state->hook, slot;
+	__u64 *n, addr;
+	int idx;
+
+	if (hook >= NF_HOOKS || !wanted(skb))
+		return NF_ACCEPT;
+	idx = netns_index(state->net->ns.inum);
+	if (idx < 0)
+		return NF_ACCEPT;
+	s = stamp_of(skb, hook, &addr);
+	if (!s)
+		return NF_ACCEPT;
+	if (s->skb) {
+		/* a packet entered this hook on this CPU and never left it: dropped or stolen there */
+		slot = (s->netns_idx % NF_MAX_NETNS) * NF_HOOKS + hook;
+		n = bpf_map_lookup_elem(&unclosed, &slot);
+		if (n)
+			*n += 1;
+	}
+	s->skb = addr;
+	s->netns_idx = idx;
+	s->ts = bpf_ktime_get_ns();
+	return NF_ACCEPT;
+}
+
+SEC("netfilter")
+int nf_last(struct bpf_nf_ctx *ctx)
+{
+	struct sk_buff *skb = ctx->skb;
+	__u32 hook = ctx->state->hook, slot, b;
+	struct nf_stamp *s;
+	struct hist *h;
+	__u64 delta, addr;
+
+	if (hook >= NF_HOOKS)
+		return NF_ACCEPT;
+	s = stamp_of(skb, hook, &addr);
+	if (!s || s->skb != addr)
+		return NF_ACCEPT;
+	delta = bpf_ktime_get_ns() - s->ts;
+	s->skb = 0;
+	slot = (s->netns_idx % NF_MAX_NETNS) * NF_HOOKS + hook;
+	h = bpf_map_lookup_elem(&hists, &slot);
+	if (!h)
+		return NF_ACCEPT;
+	b = bucket_of(delta);
+	h->count += 1;
+	h->sum_ns += delta;
+	if (b < HIST_BUCKETS)
+		h->buckets[b] += 1;
+	return NF_ACCEPT;
+}

@@ -1,0 +1,292 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Netfilter cost per IPv4 hook (user-space half of bpf/nfhooks.bpf.c).
+
+What it measures: for each chosen namespace and each hook (PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING), the
+time from the first to the last priority of the hook for every packet of the chosen addresses, i.e. what every
+iptables/nftables chain, conntrack, defragmentation and NAT on that hook cost that packet; as a log-linear
+histogram with the hop histograms' buckets. Packets that entered a hook and never left it (dropped or stolen by
+a rule) are counted as `unclosed`.
+
+How: BPF netfilter links (Linux 6.4+), created with raw bpf() from a helper thread inside each namespace
+(cniprof/bpf/nflink.py). Where links are refused the fallbacks would be fentry, then kprobe, on nf_hook_slow;
+neither is implemented yet, and the probe says so in one line rather than reporting anything else.
+
+Snapshot:
+    {"version": 1, "attach": "netfilter_link", "elapsed_s": float, "addresses": [ip, ...],
+     "priorities": {"first": int, "last": int},
+     "hooks": [{"netns", "netns_ino", "node", "hook", "count", "sum_ns", "buckets": {"<idx>": n}, "unclosed"}]}
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cniprof.bpf import libbpf, nflink
+from cniprof.bpf.build import object_path
+from cniprof.bpf.libbpf import Object, possible_cpus
+from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.probes import nfhooks_abi as abi
+
+if TYPE_CHECKING:
+    from cniprof.bpf.features import Features
+    from cniprof.lab.topology import Topology
+
+OBJECT = "nfhooks"
+NETNS_DIR = Path("/run/netns")
+HOOKS = tuple(nflink.HOOK_ENUMS)  # PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING
+PRIORITY_FIRST = nflink.NF_IP_PRI_FIRST + 1
+PRIORITY_LAST = nflink.NF_IP_PRI_LAST - 1
+_NOT_IMPLEMENTED = ("the {what} fallback on nf_hook_slow is not implemented yet (KNOWN_ISSUES.md, "
+                    "\"Netfilter cost per hook\")")
+
+
+def select_attach(features: Features) -> str:
+    """The attach type for netfilter cost on this kernel, or a one-line EnvironmentProblem saying why none works.
+
+    Preference: netfilter links, then fentry, then kprobe on nf_hook_slow (features.PURPOSES["netfilter"]).
+    """
+    best = features.best_for("netfilter")
+    if best == "netfilter_link":
+        return best
+    refused = f"this kernel refuses BPF netfilter links ({features.netfilter_link.detail})"
+    if best in ("fentry", "kprobe"):
+        raise EnvironmentProblem(f"netfilter cost per hook: {refused}; "
+                                 + _NOT_IMPLEMENTED.format(what=best))
+    raise EnvironmentProblem(f"netfilter cost per hook is unavailable: {refused}, and neither fentry nor "
+                             "kprobes are allowed on nf_hook_slow")
+
+
+def netns_path(name: str) -> str:
+    """A name in /run/netns, or an nsfs path as is (e.g. /proc/1/ns/net for the root namespace)."""
+    return name if name.startswith("/") else str(NETNS_DIR / name)
+
+
+def _ip_u32(ip: str) -> int:
+    """An IPv4 address in network byte order, read back as a native u32 (how the program compares it)."""
+    return int.from_bytes(ipaddress.IPv4Address(ip).packed, sys.byteorder)
+
+
+class NfHookProbe:
+    """Time every IPv4 netfilter hook of some namespaces for packets of some addresses.
+
+    netns_names: namespaces in /run/netns (or nsfs paths); addresses: IPv4 addresses, a packet is timed when
+    its source or destination (as it enters the hook) is one of them, None = every packet; labels: netns ->
+    node name for the snapshot; features: a calibration to choose the attach type from (default: calibrate now).
+
+    Use as `with NfHookProbe(...) as p: p.start(); ...; p.snapshot()`; close() (also on errors, Ctrl-C and
+    exit of the with block) detaches every link and closes every fd.
+    """
+
+    def __init__(self, netns_names: Sequence[str], addresses: Iterable[str] | None = None,
+                 labels: Mapping[str, str] | None = None, features: Features | None = None,
+                 obj_path: Path | None = None):
+        names = list(dict.fromkeys(netns_names))
+        if not names:
+            raise UsageError("netfilter cost probe: no namespace given")
+        if len(names) > abi.NF_MAX_NETNS:
+            raise UsageError(f"netfilter cost probe: {len(names)} namespaces; at most {abi.NF_MAX_NETNS}")
+        self.addresses = [] if addresses is None else list(dict.fromkeys(addresses))
+        if addresses is not None and not self.addresses:
+            raise UsageError("netfilter cost probe: an empty address filter would time nothing; pass None for all")
+        if len(self.addresses) > abi.NF_MAX_ADDRS:
+            raise UsageError(f"netfilter cost probe: {len(self.addresses)} addresses; at most {abi.NF_MAX_ADDRS}")
+        for ip in self.addresses:
+            try:
+                ipaddress.IPv4Address(ip)
+            except ValueError:
+                raise UsageError(f"netfilter cost probe: {ip!r} is not an IPv4 address") from None
+        self.netns = names
+        self.labels = dict(labels or {})
+        self.features = features
+        self.obj_path = obj_path
+        self.inodes: list[int] = []
+        self.attach: str | None = None
+        self.obj: Object | None = None
+        self.links = nflink.LinkSet()
+        self.ncpu = 0
+        self.started_at: float | None = None
+
+    @classmethod
+    def for_topology(cls, topology: Topology, addresses: Iterable[str] | None = None,
+                     nodes: Sequence[str] | None = None, features: Features | None = None) -> NfHookProbe:
+        """Every node namespace of a lab (or the named nodes), labelled with the node names."""
+        chosen = [n for n in topology.nodes if nodes is None or n.name in nodes]
+        if nodes is not None and len(chosen) != len(set(nodes)):
+            missing = sorted(set(nodes) - {n.name for n in chosen})
+            raise UsageError(f"no node {', '.join(missing)} in the {topology.cni} lab")
+        return cls([n.netns for n in chosen], addresses, labels={n.netns: n.name for n in chosen},
+                   features=features)
+
+    # --- attaching
+    def start(self) -> None:
+        """Choose the attach type, load, configure and link in every namespace; on any failure close everything."""
+        if self.obj is not None:
+            raise UsageError("netfilter cost probe already started")
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
+        if os.geteuid() != 0:
+            raise EnvironmentProblem("the netfilter cost probe loads BPF programs: run as root")
+        self.inodes = [self._inode(n) for n in self.netns]
+        if self.features is None:
+            from cniprof.bpf.features import calibrate
+
+            self.features = calibrate()
+        self.attach = select_attach(self.features)
+        c = nflink.constants()
+        if [c.hooks[h] for h in HOOKS] != list(range(abi.NF_HOOKS)):
+            raise EnvironmentProblem(f"enum nf_inet_hooks has unexpected values {c.hooks} in this kernel's BTF; "
+                                     "bpf/nfhooks.bpf.c indexes hooks 0..4")
+        self.ncpu = possible_cpus()
+        self.obj = Object(self.obj_path or object_path(OBJECT))
+        for name in abi.PROGRAMS:
+            try:
+                libbpf.set_program_type(self.obj, name, c.prog_type, c.attach_type)
+            except KeyError:
+                raise EnvironmentProblem(f"{self.obj.path.name} has no program {name}: rebuild with "
+                                         "scripts/setup.sh") from None
+        self.obj.load()
+        self._check_maps()
+        self._configure()
+        fds = {name: self.obj.prog_fd(name) for name in abi.PROGRAMS}
+        for netns in self.netns:
+            nflink.in_netns(netns_path(netns), lambda netns=netns: self._link_all(c, fds, netns))
+        self.started_at = time.monotonic()
+
+    @staticmethod
+    def _inode(name: str) -> int:
+        try:
+            return os.stat(netns_path(name)).st_ino
+        except FileNotFoundError:
+            raise UsageError(f"network namespace {name!r} does not exist (no {netns_path(name)})") from None
+
+    def _check_maps(self) -> None:
+        for name, (kt, vt) in abi.MAP_TYPES.items():
+            m = self.obj.map(name)
+            if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
+                raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
+                                         "rebuild with scripts/setup.sh")
+
+    def _configure(self) -> None:
+        zero = ctypes.c_uint32(0)
+        ns = abi.NfNetns(len(self.inodes))
+        for i, ino in enumerate(self.inodes):
+            ns.ino[i] = ino
+        self.obj.map("netns").update(zero, ns)
+        flt = abi.NfFilter(len(self.addresses))
+        for i, ip in enumerate(self.addresses):
+            flt.addr[i] = _ip_u32(ip)
+        self.obj.map("filter").update(zero, flt)
+
+    def _link_all(self, c: nflink.NfConstants, fds: dict[str, int], netns: str) -> None:
+        """In a thread inside netns: link both programs on every hook (closing program first)."""
+        from cniprof.bpf.features import errno_text
+
+        for name in abi.PROGRAMS:
+            priority = PRIORITY_FIRST if name == "nf_first" else PRIORITY_LAST
+            for hook in HOOKS:
+                if self.links.closed:
+                    return  # the caller gave up (Ctrl-C): link nothing more
+                try:
+                    fd = nflink.link_create(c, fds[name], c.hooks[hook], priority)
+                except OSError as e:
+                    raise EnvironmentProblem(f"cannot link the netfilter cost probe at {hook} in {netns}: "
+                                             f"{errno_text(e.errno)}") from None
+                self.links.add(fd)
+
+    # --- reading
+    def _percpu_sum(self, name: str, key: int, ctype: type) -> np.ndarray:
+        stride = (ctypes.sizeof(ctype) + 7) // 8 * 8
+        raw = self.obj.map(name).lookup_raw(ctypes.c_uint32(key), stride * self.ncpu)
+        if raw is None:
+            return np.zeros(stride // 8, dtype=np.uint64)
+        return np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, stride // 8).sum(axis=0)
+
+    def _pending(self) -> dict[tuple[int, int], int]:
+        """Stamps not closed yet, per (netns index, hook): packets still inside a hook or dropped there."""
+        size = ctypes.sizeof(abi.NfStamps)
+        raw = self.obj.map("stamps").lookup_raw(ctypes.c_uint32(0), size * self.ncpu)
+        out: dict[tuple[int, int], int] = {}
+        if raw is None:
+            return out
+        n = abi.NF_HOOKS * abi.NF_STAMP_WAYS
+        rec = np.dtype([("skb", "u8"), ("ts", "u8"), ("idx", "u4"), ("pad", "u4")])
+        per_cpu = np.dtype([("s", rec, (n,)), ("scratch", "u8")])
+        assert per_cpu.itemsize == size
+        recs = np.frombuffer(raw, dtype=per_cpu)["s"].reshape(-1)  # CPU-major: index % n is the slot
+        for i in np.nonzero(recs["skb"])[0]:
+            hook = int(i) % n // abi.NF_STAMP_WAYS
+            key = (int(recs["idx"][i]), hook)
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def snapshot(self) -> dict:
+        """Histograms and unclosed counts per (netns, hook), summed over CPUs (plain data, JSON-serialisable)."""
+        if self.obj is None or self.started_at is None:
+            raise UsageError("netfilter cost probe not started")
+        pending = self._pending()
+        hooks = []
+        for idx, (netns, ino) in enumerate(zip(self.netns, self.inodes)):
+            for h, hook in enumerate(HOOKS):
+                slot = idx * abi.NF_HOOKS + h
+                v = self._percpu_sum("hists", slot, abi.Hist)
+                buckets = v[2:]
+                nz = np.nonzero(buckets)[0]
+                unclosed = int(self._percpu_sum("unclosed", slot, ctypes.c_uint64)[0]) + pending.get((idx, h), 0)
+                hooks.append({
+                    "netns": netns, "netns_ino": ino, "node": self.labels.get(netns), "hook": hook,
+                    "count": int(v[0]), "sum_ns": int(v[1]),
+                    "buckets": {str(int(i)): int(buckets[i]) for i in nz}, "unclosed": unclosed,
+                })
+        return {
+            "version": 1,
+            "attach": self.attach,
+            "elapsed_s": time.monotonic() - self.started_at,
+            "addresses": list(self.addresses),
+            "priorities": {"first": PRIORITY_FIRST, "last": PRIORITY_LAST},
+            "hooks": hooks,
+        }
+
+    def prog_stats(self) -> dict[str, dict[str, int]]:
+        """Kernel run time and run count of each program (kernel.bpf_stats_enabled must be on while it runs)."""
+        from cniprof.bpf.stats import prog_stats
+
+        if self.obj is None:
+            raise UsageError("netfilter cost probe not started")
+        out = {}
+        for name in abi.PROGRAMS:
+            run_time_ns, run_cnt = prog_stats(self.obj.prog_fd(name))
+            out[name] = {"run_time_ns": run_time_ns, "run_cnt": run_cnt}
+        return out
+
+    @property
+    def link_count(self) -> int:
+        return len(self.links)
+
+    # --- closing
+    def close(self) -> None:
+        """Detach every link, then unload the programs. Idempotent; safe after a failed or interrupted start."""
+        self.links.close()
+        if self.obj is not None:
+            self.obj.close()
+        self.obj = None
+        self.started_at = None
+
+    def __enter__(self) -> NfHookProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
