@@ -47,7 +47,7 @@ class TraceOptions:
     payload_size: int = 64  # bytes per udp datagram
     sample_every: int = 0  # 1 in N packets; 0 = auto (N = 1 unless the offered load is high)
     stale_ms: float = 1000.0
-    interval_s: float = 0.5  # snapshot period for the live view
+    interval_s: float = 1.0  # snapshot period for the live view
     events: tuple[str, ...] = planning.DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
     cpu: bool = False  # also sample CPU stacks and softirq time (cniprof.probes.cpu)
     cpu_freq_hz: int = 999
@@ -176,6 +176,15 @@ def _generator(opts: TraceOptions, a: Pod, b: Pod, topo: Topology):
     return None
 
 
+def _run_time(opts: TraceOptions, gen: Any) -> float:
+    """How long the run lasts: --duration, or for a packet count the time the generator needs to send it."""
+    if opts.traffic == "udp":
+        return max(opts.duration_s, gen.send_time_s + 2.0)
+    if opts.traffic == "ping":
+        return max(opts.duration_s, opts.count * gen.interval_s + 2.0)
+    return opts.duration_s
+
+
 def _running(gen: Any) -> bool:
     running = getattr(gen, "running", None)
     return bool(running()) if callable(running) else True
@@ -233,7 +242,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         # after calibration, so that CPU time and hop packet counts cover the same window
         sampler = _cpu_sampler(stack, opts)
         cpu_read = 0.0
-        deadline = t0 + (opts.duration_s if opts.traffic in ("iperf3", "none") else opts.duration_s * 3)
+        deadline = t0 + _run_time(opts, gen)
         result = None
         while True:
             time.sleep(opts.interval_s)

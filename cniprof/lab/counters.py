@@ -6,35 +6,44 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pyroute2 import NetNS
-
-
-def rx_bytes(netns: str, ifindex: int) -> int:
-    with NetNS(netns, flags=0) as ipr:  # flags=0: never create a namespace by mistake
-        link = ipr.get_links(ifindex)[0]
-        stats = link.get_attr("IFLA_STATS64")
-        return int(stats["rx_bytes"])
+from pyroute2 import IPRoute
 
 
 class RxBytes:
-    """Bits per second received on one device since the meter was created."""
+    """Bits per second received on one device since the meter was created.
+
+    One netlink socket stays open inside the namespace for the meter's life: pyroute2 forks a helper process to
+    open a socket in another namespace, far too costly to repeat on every refresh of the live view."""
 
     def __init__(self, netns: str | None, ifindex: int):
-        self.netns, self.ifindex = netns, ifindex
+        self.ifindex = ifindex
+        # flags=0: never create a namespace by mistake
+        self.ipr = IPRoute(netns=netns, flags=0) if netns else None
         self.t0 = time.monotonic()
-        self.b0 = rx_bytes(netns, ifindex) if netns else 0
+        self.b0 = self._bytes()
+
+    def _bytes(self) -> int:
+        if self.ipr is None:
+            return 0
+        stats = self.ipr.get_links(self.ifindex)[0].get_attr("IFLA_STATS64")
+        return int(stats["rx_bytes"])
 
     @classmethod
     def for_snapshot(cls, snapshot: dict[str, Any]) -> RxBytes:
         """Meter on the forward direction's destination pod device."""
         dst = snapshot["directions"][0]["dst_pod"]
         for p in snapshot["points"]:
-            if p.get("pod") == dst and p["role"] in ("pod_veth", "macvlan"):  # the pod's own eth0
+            if p.get("pod") == dst and p["role"] == "pod_veth":
                 return cls(p["netns"], p["ifindex"])
         return cls(None, 0)
 
     def bps(self) -> float | None:
-        if not self.netns:
+        if self.ipr is None:
             return None
         dt = time.monotonic() - self.t0
-        return (rx_bytes(self.netns, self.ifindex) - self.b0) * 8 / dt if dt > 0 else None
+        return (self._bytes() - self.b0) * 8 / dt if dt > 0 else None
+
+    def close(self) -> None:
+        if self.ipr is not None:
+            self.ipr.close()
+            self.ipr = None

@@ -95,6 +95,9 @@ class HopProbe:
         self.programs = [n for n in self.obj.program_names() if n in wanted]
 
     def start(self) -> None:
+        from cniprof.bpf.btf import drop_reason_names
+
+        drop_reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
         self.obj.load()
         for name, (kt, vt) in abi.MAP_TYPES.items():
             m = self.obj.map(name)

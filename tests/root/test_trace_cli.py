@@ -27,7 +27,7 @@ def _links() -> set[str]:
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*CNIPROF, *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*CNIPROF, *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_iperf3_trace_exports_consistent_files(lab, tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_unknown_cni_is_one_line_listing_supported() -> None:
 
 def test_not_root_is_one_line() -> None:
     p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *CNIPROF, "trace",
-                        "--no-ui"], capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/tmp"})
+                        "--no-ui"], capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": "/tmp"}, check=False)
     assert p.returncode != 0
     assert p.stderr.count("\n") == 1 and "root" in p.stderr and "Traceback" not in p.stderr
 
@@ -85,5 +85,5 @@ def test_ctrl_c_leaves_nothing_behind(no_lab, after_s: float) -> None:
     assert "Traceback" not in err
     assert cleanup.list_lab_namespaces() == []
     assert _links() <= links_before
-    ps = subprocess.run(["pgrep", "-f", "iperf3"], capture_output=True, text=True)
+    ps = subprocess.run(["pgrep", "-f", "iperf3"], capture_output=True, text=True, check=False)
     assert ps.stdout.strip() == ""
