@@ -29,11 +29,16 @@ enum hop_event {
 #define PT_RESET 4 /* an entry point of the topology: any other packet passing here is not tracked */
 
 /* Device table: open addressing in a plain array (lookups are inlined by the verifier, unlike a hash map).
- * Slot of (netns, ifindex) = DEV_HASH(netns, ifindex), then the next DEV_PROBES - 1 slots. ifindex 0 with
- * the reading task's netns stands for that namespace's socket layer (the copy event). */
+ * Slot of (netns, ifindex) = DEV_HASH(netns, ifindex), then the next DEV_PROBES - 1 slots. The hash mixes both
+ * halves fully (a namespace's devices have consecutive ifindexes and must not cluster). ifindex 0 with the
+ * reading task's netns stands for that namespace's socket layer (the copy event). */
 #define DEV_SLOTS 1024
-#define DEV_PROBES 4
-#define DEV_HASH(netns, ifindex) ((((__u32)(netns) * 2654435761u) ^ (__u32)(ifindex)) & (DEV_SLOTS - 1))
+#define DEV_PROBES 8
+#define DEV_MIX1(x) ((x) ^ ((x) >> 15))
+#define DEV_MIX2(x) (DEV_MIX1(x) * 2246822519u)
+#define DEV_MIX3(x) (DEV_MIX2(x) ^ (DEV_MIX2(x) >> 13))
+#define DEV_HASH(netns, ifindex) \
+	(DEV_MIX3((__u32)((__u32)(netns) * 2654435761u + (__u32)(ifindex) * 3266489917u)) & (DEV_SLOTS - 1))
 
 struct dev_slot {
 	__u32 netns;   /* net->ns.inum, equals the inode of /run/netns/<name>; 0 = empty slot */

@@ -121,8 +121,9 @@ class HopProbe:
         for pid, p in enumerate(self.points):
             slot = by_dev.setdefault((p.netns_ino, p.ifindex), abi.DevSlot(p.netns_ino, p.ifindex))
             slot.pt[abi.EVENTS[p.event]] = pid + 1
-            # a pod's eth0 is where packets enter the topology: other packets seen there end any stale tracking
-            reset = p.event == "queue" and p.role == "pod_veth"
+            # a pod's own device is where packets enter the topology: other packets seen there end any stale
+            # tracking (whatever the device's kind: veth, macvlan ...)
+            reset = p.event == "queue" and p.pod is not None and p.device != "socket"
             flags = ((abi.PT_START if p.start_dir is not None else 0) | (abi.PT_END if p.end else 0)
                      | (abi.PT_RESET if reset else 0))
             saddr, daddr = addrs.get(p.start_dir, (0, 0)) if p.start_dir is not None else (0, 0)

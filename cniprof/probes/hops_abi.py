@@ -39,13 +39,18 @@ PT_END = 2
 PT_RESET = 4
 
 DEV_SLOTS = 1024
-DEV_PROBES = 4
+DEV_PROBES = 8
 TRACK_SLOTS = 65536
 
 
 def dev_hash(netns: int, ifindex: int) -> int:
-    """DEV_HASH of hops.h, in u32 arithmetic."""
-    return (((netns * 2654435761) & 0xFFFFFFFF) ^ ifindex) & (DEV_SLOTS - 1)
+    """DEV_HASH of hops.h, in u32 arithmetic (tests/unit/test_dev_hash.py checks it against the C macro)."""
+    m = 0xFFFFFFFF
+    x = (netns * 2654435761 + ifindex * 3266489917) & m
+    x ^= x >> 15
+    x = (x * 2246822519) & m
+    x ^= x >> 13
+    return x & (DEV_SLOTS - 1)
 
 COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "candidates", "lost")
 C_COUNT = 8
