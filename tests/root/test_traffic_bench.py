@@ -1,0 +1,123 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The benchmark generators (sockperf, nginx + wrk, connect rate) for real, between two throwaway namespaces.
+
+`cpb5-a` (10.98.5.1/24) and `cpb5-b` (10.98.5.2/24), joined by a veth pair created inside cpb5-a with its peer
+placed directly in cpb5-b: the lab's `cniprof-*` namespaces and the root namespace are never touched. Each run
+is 1 s; the module takes ~10 s.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cniprof.errors import CniprofError
+from cniprof.traffic.connect_rate import ConnectRate
+from cniprof.traffic.http import HttpBench
+from cniprof.traffic.sockperf import Sockperf
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
+]
+
+NS_A, NS_B = "cpb5-a", "cpb5-b"
+IP_B = "10.98.5.2"
+
+
+def _remove(name: str) -> None:
+    from pyroute2 import netns
+
+    if Path("/run/netns", name).exists():
+        netns.remove(name)
+
+
+@pytest.fixture(scope="module")
+def veth_pair() -> Iterator[tuple[str, str]]:
+    from pyroute2 import NetNS, netns
+
+    for name in (NS_A, NS_B):
+        _remove(name)
+    try:
+        for name in (NS_A, NS_B):
+            netns.create(name)
+        with NetNS(NS_A) as a:
+            a.link("add", ifname="cpb5-x", kind="veth", peer={"ifname": "cpb5-y", "net_ns_fd": NS_B})
+        for name, ifname, ip in ((NS_A, "cpb5-x", "10.98.5.1"), (NS_B, "cpb5-y", IP_B)):
+            with NetNS(name) as ns:
+                index = ns.link_lookup(ifname=ifname)[0]
+                ns.addr("add", index=index, address=ip, prefixlen=24)
+                ns.link("set", index=index, state="up")
+                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+        yield NS_A, NS_B
+    finally:
+        for name in (NS_A, NS_B):
+            _remove(name)
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture(autouse=True)
+def no_process_left() -> Iterator[None]:
+    before = _children()
+    yield
+    deadline = time.monotonic() + 2
+    while _children() - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _children() - before == set(), "a generator left processes behind"
+
+
+@pytest.mark.parametrize("tcp", [True, False])
+def test_sockperf_ping_pong(veth_pair, tcp):
+    with Sockperf(NS_A, NS_B, IP_B, duration_s=1, tcp=tcp, port=11200 + tcp) as gen:
+        r = gen.wait()
+    assert r.proto == ("tcp" if tcp else "udp") and r.full_rtt
+    assert 0 < r.min_us <= r.p50_us <= r.p99_us <= r.p999_us <= r.max_us
+    assert r.observations > 100
+
+
+@pytest.mark.parametrize("body", [0, 100 * 1024])
+def test_nginx_wrk(veth_pair, body):
+    gen = HttpBench(NS_A, NS_B, IP_B, duration_s=1, body_bytes=body, port=8180)
+    with gen:
+        prefix = gen.prefix
+        assert prefix is not None and (prefix / "www" / "body").stat().st_size == body
+        r = gen.wait()
+    assert r.requests > 100 and r.errors == 0
+    assert 0 < r.p50_us <= r.p99_us
+    if body:
+        assert r.transfer_bytes_per_s > r.requests_per_s * body * 0.9
+    assert not prefix.exists(), "nginx prefix directory left behind"
+
+
+def test_wrk_against_nothing_fails_in_one_line(veth_pair):
+    gen = HttpBench(NS_A, NS_B, "10.98.5.1", duration_s=1, port=8181)  # nginx on the client's own address
+    gen.server_netns = NS_A
+    gen.start()
+    gen._client.kill()  # type: ignore[union-attr]
+    with pytest.raises(CniprofError) as err:
+        gen.wait()
+    assert "\n" not in str(err.value)
+
+
+def test_connect_rate(veth_pair):
+    with ConnectRate(NS_A, NS_B, IP_B, duration_s=1, port=5480) as gen:
+        r = gen.wait()
+    assert r.connects > 100 and r.errors == 0
+    assert r.p50_us is not None and r.p50_us > 0
+
+
+def test_sockperf_without_server_fails_in_one_line(veth_pair):
+    gen = Sockperf(NS_A, NS_B, IP_B, duration_s=1, port=11210)
+    gen.start()
+    gen._server.kill()  # type: ignore[union-attr]
+    with pytest.raises(CniprofError, match="sockperf failed") as err:
+        gen.wait()
+    assert "\n" not in str(err.value)
