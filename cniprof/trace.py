@@ -8,6 +8,7 @@ is left up.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -18,9 +19,11 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from cniprof import pod_to_service
 from cniprof.bpf.build import object_path
 from cniprof.cni import registry
-from cniprof.cni.model import PATHS, Model
+from cniprof.cni.model import PATHS as MODEL_PATHS
+from cniprof.cni.model import Chain, Model
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.lab import cleanup, kernel, realize
 from cniprof.lab.topology import Pod, Topology
@@ -31,6 +34,7 @@ from cniprof.probes.hops import HopProbe
 log = logging.getLogger(__name__)
 
 TRAFFIC = ("iperf3", "udp", "ping", "none")
+PATHS = (*MODEL_PATHS, pod_to_service.PATH)
 __all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 
@@ -51,6 +55,8 @@ class TraceOptions:
     events: tuple[str, ...] = planning.DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
     cpu: bool = False  # also sample CPU stacks and softirq time (cniprof.probes.cpu)
     cpu_freq_hz: int = 999
+    nf: bool = False  # also time every netfilter hook of the node namespaces (cniprof.probes.nfhooks)
+    services: int | None = None  # dummy kube-proxy services for pod-to-service (None: 0 there, else unused)
 
 
 @dataclass
@@ -65,6 +71,7 @@ class TraceResult:
     duration_s: float
     extra: dict[str, Any] = field(default_factory=dict)
     cpu: dict[str, Any] | None = None  # the CPU sampler's last snapshot (--cpu)
+    nf: dict[str, Any] | None = None  # the netfilter probe's last snapshot (--nf)
 
 
 def preflight(opts: TraceOptions) -> Model:
@@ -77,7 +84,9 @@ def preflight(opts: TraceOptions) -> Model:
         opts.path = model.default_path
     if opts.path not in PATHS:
         raise UsageError(f"unknown --path {opts.path!r}; supported: {', '.join(PATHS)}")
-    model.chain(opts.path)  # UsageError naming the paths the model has
+    chain_for(model, opts.path)  # UsageError naming the paths the model has
+    if opts.services is not None and opts.path != pod_to_service.PATH:
+        raise UsageError(f"--services adds kube-proxy services for --path {pod_to_service.PATH}, not {opts.path}")
     if opts.traffic not in TRAFFIC:
         raise UsageError(f"unknown --traffic {opts.traffic!r}; supported: {', '.join(TRAFFIC)}")
     if opts.duration_s <= 0:
@@ -99,7 +108,33 @@ def preflight(opts: TraceOptions) -> Model:
 
         check_freq(opts.cpu_freq_hz)
         object_path("cpu")
+    if opts.path == pod_to_service.PATH:
+        pod_to_service.check(opts.traffic, opts.services or 0, opts.count)
+    if opts.nf:
+        from cniprof.probes.nfhooks import select_attach
+
+        object_path("nfhooks")
+        select_attach(_features())  # no usable attach type: one line, before the lab is touched
     return model
+
+
+def chain_for(model: Model, path: str) -> Chain:
+    """The model chain a trace of `path` follows (pod-to-service: the cross-node one)."""
+    try:
+        return model.chain(pod_to_service.chain_path(path))
+    except UsageError:
+        if path != pod_to_service.PATH:
+            raise
+        raise UsageError(f"--path {path} follows the cross-node chain, which {model.spec} does not have "
+                         f"(it supports: {', '.join(model.paths)})") from None
+
+
+@functools.cache
+def _features() -> Any:
+    """One feature calibration per process (preflight runs twice: in the CLI and in run())."""
+    from cniprof.bpf.features import calibrate
+
+    return calibrate()
 
 
 def pick_pods(topo: Topology, path: str, src: str | None, dst: str | None) -> tuple[Pod, Pod]:
@@ -107,6 +142,7 @@ def pick_pods(topo: Topology, path: str, src: str | None, dst: str | None) -> tu
     node. Otherwise two pods on different nodes (cross-node) or the same node (same-node)."""
     if path == "pod-to-host":
         return _pod_and_host(topo, src, dst)
+    path = pod_to_service.chain_path(path)
     try:
         a = topo.pod(src) if src else topo.pods[0]
         if dst:
@@ -163,13 +199,18 @@ def _lab(stack: ExitStack, model: Model) -> tuple[Topology, bool]:
     return topo, created
 
 
-def _generator(opts: TraceOptions, a: Pod, b: Pod, topo: Topology):
+def _generator(opts: TraceOptions, a: Pod, b: Pod, topo: Topology, dst_ip: str | None = None):
+    """dst_ip: where a sends (default b's IP; a ClusterIP in front of b for pod-to-service)."""
+    service = dst_ip is not None
+    dst_ip = dst_ip or b.ip
     if opts.traffic == "iperf3":
         from cniprof.traffic.iperf3 import Iperf3
-        return Iperf3(a.netns, b.netns, b.ip, opts.duration_s)
+        return Iperf3(a.netns, b.netns, dst_ip, opts.duration_s)
     if opts.traffic == "udp":
         from cniprof.traffic.udp_burst import UdpBurst
-        return UdpBurst(a.netns, b.netns, b.ip, opts.count, payload_size=opts.payload_size)
+        # to a service: every datagram from its own socket, a new connection that walks the NAT rules
+        return UdpBurst(a.netns, b.netns, dst_ip, opts.count, payload_size=opts.payload_size,
+                        flows=opts.count if service else 1)
     if opts.traffic == "ping":
         from cniprof.traffic.ping import Ping
         return Ping(a.netns, b.ip, opts.count)
@@ -211,22 +252,40 @@ def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> Any:
     return sampler
 
 
+def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: list[str]) -> Any:
+    """The netfilter probe on the lab's node namespaces (--nf), released by the same stack; None without --nf."""
+    if not opts.nf:
+        return None
+    from cniprof.probes.nfhooks import NfHookProbe
+
+    probe = NfHookProbe.for_topology(topo, addresses=addresses, features=_features())
+    stack.callback(probe.close)
+    probe.start()
+    return probe
+
+
 CPU_READ_S = 1.0  # CPU snapshots (symbolizing user stacks while the generators live) at most this often
 
 
 def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] | None = None,
         on_cpu: Callable[[dict[str, Any]], None] | None = None) -> TraceResult:
     model = preflight(opts)
-    chain = model.chain(opts.path)
+    chain = chain_for(model, opts.path)
     with _sigterm_as_interrupt(), ExitStack() as stack:
         topo, created = _lab(stack, model)
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
         plan = planning.build(topo, chain, a, b, events=opts.events)
+        service, extra = None, {}
+        if opts.path == pod_to_service.PATH:
+            service = pod_to_service.install(stack, topo, b, opts.services or 0, opts.traffic)
+            plan = pod_to_service.retarget(plan, service.cluster_ip)
+            extra["service"] = pod_to_service.describe(service, b)
         probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
                          stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
         stack.callback(probe.close)
         probe.start()
-        gen = _generator(opts, a, b, topo)
+        nf = _nf_probe(stack, opts, topo, [a.ip, b.ip, *([service.cluster_ip] if service else [])])
+        gen = _generator(opts, a, b, topo, service.cluster_ip if service else None)
         if gen is not None:
             stack.callback(gen.stop)
             gen.start()
@@ -263,6 +322,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         # CPU first: the hop snapshot's one-off work (reading the kernel's BTF) is not datapath cost
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
         snapshot = probe.snapshot()
+        nf_snapshot = nf.snapshot() if nf is not None else None
         duration = time.monotonic() - t0
         return TraceResult(model, topo, plan, snapshot, _result_dict(opts.traffic, result), list(probe.attached),
-                           created, duration, extra={"sampling": sampling}, cpu=cpu_snapshot)
+                           created, duration, extra={"sampling": sampling, **extra}, cpu=cpu_snapshot,
+                           nf=nf_snapshot)

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from cniprof import trace
+from cniprof.analysis import nf as nf_analysis
 from cniprof.analysis import path_check
 from cniprof.analysis.cpu import analyze_cpu, traffic_bytes, with_cpu
 from cniprof.analysis.summary import analyze
@@ -23,8 +24,10 @@ from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 from cniprof.report.export import export
 from cniprof.report.flames import export_flames
+from cniprof.report.nf_export import export_nf
 from cniprof.ui.cpu_panel import render_cpu_panel
 from cniprof.ui.live import LiveView, render_final_table
+from cniprof.ui.nf_table import render_nf_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cni", default="flannel", help="CNI model, NAME[:MODE] (default flannel = flannel:vxlan)")
     p.add_argument("--path", default=None, choices=trace.PATHS,
                    help="which pair: two pods on different nodes, on one node, or a pod and its own node's stack "
-                        "(default cross-node, or the model's only path)")
+                        "(default cross-node, or the model's only path); pod-to-service: the cross-node pair, "
+                        "the source sending to a kube-proxy ClusterIP in front of the destination")
     p.add_argument("--src", help="source pod (default: the first pod)")
     p.add_argument("--dst", help="destination pod (default: the first pod matching --path)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of traffic and tracing (default 10)")
@@ -51,9 +55,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also sample kernel/user stacks on every CPU (perf cpu-clock) and softirq time: CPU per "
                         "component and hop, a live CPU panel, flame graphs in --export")
     p.add_argument("--cpu-freq", type=int, default=999, metavar="HZ", help="CPU sampling frequency (default 999)")
+    p.add_argument("--nf", action="store_true",
+                   help="also time every IPv4 netfilter hook of the lab's nodes (BPF netfilter links at the first "
+                        "and last priority) for the traced pods' packets: a netfilter table in the report, nf.csv "
+                        "in --export")
+    p.add_argument("--services", type=int, default=None, metavar="N",
+                   help="with --path pod-to-service (implied): N dummy kube-proxy services besides the real one, to "
+                        "scale the iptables rules (default 0). Traffic: iperf3 to ClusterIP:5201 (a long TCP "
+                        "stream walks the NAT rules once, on its first packet), or udp to ClusterIP:5300 with "
+                        "every datagram from its own socket, a new connection that pays the NAT rule lookup "
+                        "(--count at most 4096)")
     p.add_argument("--export", type=Path, metavar="DIR",
                    help="write hops.csv/.parquet, drops.csv, summary.json, hops-flame.svg (and with --cpu: "
-                        "cpu.json, cpu.folded, cpu.speedscope.json, cpu.svg)")
+                        "cpu.json, cpu.folded, cpu.speedscope.json, cpu.svg; with --nf: nf.csv, nf.json)")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
     p.set_defaults(func=run)
 
@@ -70,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
     opts = trace.TraceOptions(cni=args.cni, path=args.path, src=args.src, dst=args.dst, duration_s=args.duration,
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
-                              cpu=args.cpu, cpu_freq_hz=args.cpu_freq)
+                              cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services)
+    if args.services is not None and opts.path is None:
+        opts.path = "pod-to-service"
     model = trace.preflight(opts)
-    chain = model.chain(opts.path)
+    chain = trace.chain_for(model, opts.path)
     console = Console()
     if not console.is_terminal:  # scripts and CI: keep the table readable instead of 80 columns
         console = Console(width=140)
@@ -117,14 +133,26 @@ def run(args: argparse.Namespace) -> int:
     if result.cpu is not None:
         cpu = analyze_cpu(result.cpu, analysis.hops, traffic_bytes(result.traffic), result.extra["sampling"]["every"])
         console.print(render_cpu_panel(cpu))
+    nf = nf_analysis.analyze_nf(result.nf) if result.nf is not None else None
+    if nf is not None:
+        console.print(render_nf_table(nf))
+    if "service" in result.extra:
+        svc = result.extra["service"]
+        console.print(f"service: {svc['cluster_ip']}:{svc['port']}/{svc['protocol']} → {svc['target_pod']} · "
+                      f"{svc['dummy_services']} dummy services · {svc['rules_per_node']:,} rules per node "
+                      f"(applied in {svc['apply_s']:.1f} s, removed after the run)")
     if args.export:
         extra = result.extra
+        if nf is not None:
+            extra = {**extra, "netfilter": nf_analysis.summary(nf)}
         if cpu is not None:  # hops.csv gains the CPU columns, summary.json the "cpu" block
-            analysis, extra = with_cpu(analysis, cpu), {**result.extra, "cpu": cpu.summary}
+            analysis, extra = with_cpu(analysis, cpu), {**extra, "cpu": cpu.summary}
         paths = export(args.export, result.snapshot, analysis=analysis, cni=model.cni, mode=model.mode,
                        duration_s=result.duration_s, traffic=result.traffic,
                        probes=attach_points, extra=extra)
         e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
         paths.update(export_flames(args.export, analysis.hops, result.cpu, e2e_mean_us=e2e, title=title))
+        if nf is not None:
+            paths.update(export_nf(args.export, nf, result.nf))
         console.print(f"exported {', '.join(sorted(p.name for p in paths.values()))} to {args.export}")
     return 0

@@ -350,6 +350,17 @@ def remove(topology: Topology) -> int:
     return sum(_each(tuple(n.netns for n in topology.nodes), _remove_in))
 
 
+def installed(topology: Topology) -> tuple[str, ...]:
+    """The lab's node namespaces that hold kube-proxy chains (KUBE-*) now.
+
+    apply() replaces and remove() deletes whatever KUBE-* chains a namespace has, so a caller that must leave
+    rules it did not add alone (a trace on a reused lab) checks this first.
+    """
+    names = tuple(n.netns for n in topology.nodes)
+    saved = _each(names, lambda ns: _in_netns(ns, ["iptables-save"], what="iptables-save"))
+    return tuple(ns for ns, text in zip(names, saved) if removal(text))
+
+
 def _each(namespaces: Sequence[str], fn: Callable[[str], T]) -> list[T]:
     """fn(netns) for every namespace at once (each call mostly waits for its own iptables process; a 25 000-rule
     restore takes seconds). Every call finishes before the first error is raised."""

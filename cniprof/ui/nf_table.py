@@ -23,7 +23,9 @@ def render_nf_table(nf: NfAnalysis, title: str = "netfilter cost per hook") -> R
     if rows.empty:
         return Text(f"{title}: no traced packet crossed a netfilter hook (addresses {', '.join(nf.addresses)})",
                     style="dim")
-    t = Table(title=f"{title} ({nf.attach}; first → last priority)", title_justify="left")
+    # the probe filters on addresses, not flows: replies to the traced pods are counted on the same rows
+    t = Table(title=f"{title} ({nf.attach}; first → last priority)", title_justify="left",
+              caption=f"packets from or to {', '.join(nf.addresses)} (both directions)", caption_justify="left")
     for name in ("node", "hook"):
         t.add_column(name, no_wrap=True)
     for name in ("packets", "mean µs", "p50 µs", "p99 µs", "unclosed"):

@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`cniprof trace --path pod-to-service`: traffic to a kube-proxy ClusterIP in front of the destination pod.
+
+Why a path of its own: on a real node most pod traffic goes to a service, and kube-proxy's iptables mode makes
+the first packet of every connection walk a KUBE-SERVICES chain as long as the cluster has service ports. The lab
+gets the same rules (cniprof.lab.kubeproxy) for the run, with `services` dummy services to scale them.
+
+The packets take the cross-node chain: the client node DNATs the ClusterIP to the destination pod in PREROUTING
+(a netfilter hook inside the "ip forward" hop), then forwards as for pod-to-pod traffic. Only the forward
+direction's start-point filter changes (pod-a -> ClusterIP is what leaves pod-a's eth0); replies come from the
+pod's own IP and are un-DNATed on the client node, so direction 1 is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from contextlib import ExitStack
+from typing import Any
+
+from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.lab import kubeproxy
+from cniprof.lab.topology import Pod, Topology
+from cniprof.probes.plan import Plan
+from cniprof.traffic.udp_burst import MAX_FLOWS
+
+PATH = "pod-to-service"
+CHAIN_PATH = "cross-node"  # the model chain the packets follow (DNAT happens on the client node)
+PORTS = {"iperf3": 5201, "udp": 5300}  # the service port = the generator's server port (targetPort alike)
+PROTOCOLS = {"iperf3": "tcp", "udp": "udp"}
+
+
+def chain_path(path: str) -> str:
+    """The model path whose chain a trace of `path` follows."""
+    return CHAIN_PATH if path == PATH else path
+
+
+def check(traffic: str, services: int, count: int) -> None:
+    """Everything a user can fix before the lab is touched; one line each."""
+    if not 0 <= services <= kubeproxy.MAX_DUMMIES:
+        raise UsageError(f"--services must be 0..{kubeproxy.MAX_DUMMIES}, not {services}")
+    if traffic not in (*PORTS, "none"):
+        raise UsageError(f"--path {PATH} works with --traffic {', '.join(PORTS)} or none; kube-proxy does not "
+                         f"forward {traffic} to a ClusterIP")
+    if traffic == "udp" and count > MAX_FLOWS:
+        raise UsageError(f"--path {PATH} sends every udp datagram from its own socket (a new connection each): "
+                         f"--count at most {MAX_FLOWS}, not {count}")
+    for tool in ("iptables-restore", "iptables-save"):
+        if shutil.which(tool) is None:
+            raise EnvironmentProblem(f"{tool} not found: run scripts/setup.sh (Debian package iptables)")
+
+
+def install(stack: ExitStack, topo: Topology, target: Pod, services: int, traffic: str) -> kubeproxy.Applied:
+    """The ClusterIP service in front of `target` (+ `services` dummies) on every node, removed by `stack`.
+
+    Refuses a lab that already holds kube-proxy rules: apply() would replace them and the removal delete them,
+    and they are not this run's to touch.
+    """
+    held = kubeproxy.installed(topo)
+    if held:
+        raise UsageError(f"the lab already holds kube-proxy rules this run did not add ({', '.join(held)}); "
+                         "`cniprof lab down` removes them with the lab")
+    # registered before apply(): a Ctrl-C between apply() returning and the registration still removes them
+    stack.callback(kubeproxy.remove, topo)
+    port = PORTS.get(traffic, PORTS["udp"])
+    return kubeproxy.apply(topo, services=services, target_pod=target.name, port=port,
+                           protocol=PROTOCOLS.get(traffic, "udp"))
+
+
+def retarget(plan: Plan, cluster_ip: str) -> Plan:
+    """The plan with the forward direction's start-point filter on dst = the ClusterIP (as pod-a sends it)."""
+    dirs = tuple(dataclasses.replace(d, dst_ip=cluster_ip) if d.dir == 0 else d for d in plan.directions)
+    return dataclasses.replace(plan, directions=dirs)
+
+
+def describe(applied: kubeproxy.Applied, target: Pod) -> dict[str, Any]:
+    """The `service` block of the run's summary (JSON-ready)."""
+    return {"cluster_ip": applied.cluster_ip, "port": applied.port, "protocol": applied.protocol,
+            "target_pod": target.name, "endpoints": list(applied.endpoints),
+            "dummy_services": applied.dummy_services, "rules_per_node": applied.rules,
+            "apply_s": round(applied.seconds, 3)}

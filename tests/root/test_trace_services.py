@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: Apache-2.0
+"""`cniprof trace --path pod-to-service --nf` as a user runs it, on the (reused) flannel lab.
+
+pod-a sends 23 UDP datagrams to a kube-proxy ClusterIP in front of pod-c, each from its own socket. The hop
+probe must track all of them along the cross-node chain (its start-point filter is pod-a -> ClusterIP: DNAT only
+happens later, in node1's PREROUTING), the netfilter probe must see them in node1's PREROUTING, and afterwards
+the lab must hold no kube-proxy rule, no nftables table and no link of this run, also after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cniprof.lab import kubeproxy
+from cniprof.lab.topology import Topology
+from cniprof.probes import hops_abi
+from cniprof.probes import nfhooks_abi as nf_abi
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed"),
+    pytest.mark.skipif(shutil.which("iptables-restore") is None, reason="iptables not installed"),
+]
+
+CNIPROF = [sys.executable, "-m", "cniprof"]
+COUNT = 23
+# programs of this run's probes; other sessions may run the same ones, so only links that appear during a test
+# and stay after it count as left behind
+# (the kernel keeps 15 characters of a program name)
+NF_PROGRAMS = tuple(n[:15] for n in nf_abi.PROGRAMS)
+PROGRAMS = NF_PROGRAMS + tuple(n[:15] for n in hops_abi.ATTACH_POINT)
+
+
+def bpftool(*args: str) -> list[dict]:
+    out = subprocess.run(["bpftool", "-j", *args], check=True, capture_output=True, text=True, timeout=30).stdout
+    return json.loads(out or "[]")
+
+
+def probe_links(names: tuple[str, ...] = PROGRAMS) -> set[int]:
+    progs = {p["id"]: p.get("name", "") for p in bpftool("prog", "show")}
+    return {link["id"] for link in bpftool("link", "show") if progs.get(link.get("prog_id")) in names}
+
+
+def links_left(before: set[int], timeout_s: float = 5.0) -> set[int]:
+    """Links that appeared since `before` and are still there once the kernel had time to free them."""
+    deadline = time.monotonic() + timeout_s
+    while (left := probe_links() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def netns_exec(netns: str, *argv: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", netns, *argv], check=True, capture_output=True, text=True,
+                          timeout=60).stdout
+
+
+def nft_tables(netns: str) -> str:
+    return netns_exec(netns, "nft", "list", "tables") if shutil.which("nft") else ""
+
+
+def kube_chains(lab: Topology) -> dict[str, int]:
+    return {n.netns: netns_exec(n.netns, "iptables-save").count(":KUBE-") for n in lab.nodes}
+
+
+@pytest.fixture
+def clean_lab(lab: Topology) -> Iterator[Topology]:
+    """The session lab without kube-proxy rules; afterwards exactly the nftables tables it had before."""
+    assert not any(kube_chains(lab).values()), "the lab holds kube-proxy rules before the test"
+    tables = {n.netns: nft_tables(n.netns) for n in lab.nodes}
+    yield lab
+    assert not any(kube_chains(lab).values()), "kube-proxy rules left in the lab"
+    assert {n.netns: nft_tables(n.netns) for n in lab.nodes} == tables, "nftables tables left in the lab"
+
+
+def test_pod_to_service_udp_with_nf(clean_lab: Topology, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    before = probe_links()
+    t0 = time.monotonic()
+    p = subprocess.run([*CNIPROF, "trace", "--path", "pod-to-service", "--services", "0", "--traffic", "udp",
+                        "--count", str(COUNT), "--nf", "--no-ui", "--export", str(out)],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert p.returncode == 0, p.stderr
+    assert time.monotonic() - t0 < 60
+    assert "netfilter cost per hook" in p.stdout and "10.96.0.100" in p.stdout
+    assert "lab reused, left up" in p.stdout
+
+    for name in ("hops.csv", "summary.json", "snapshot.json", "nf.csv", "nf.json"):
+        assert (out / name).is_file(), name
+    hops = pd.read_csv(out / "hops.csv")
+    fwd = hops[(hops["direction"] == "pod-a→pod-c") & hops["expected"] & hops["in_e2e"]]
+    assert len(fwd) == 9 and (fwd["packets"] == COUNT).all(), fwd[["hop", "packets"]]
+
+    nf = pd.read_csv(out / "nf.csv")
+    pre = nf[(nf["node"] == "node1") & (nf["hook"] == "PREROUTING")]
+    assert len(pre) == 1 and int(pre["packets"].iloc[0]) == COUNT and int(pre["unclosed"].iloc[0]) == 0
+    assert pre["mean_us"].iloc[0] > 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    block = summary["netfilter"]
+    assert block["attach"] == "netfilter_link" and "10.96.0.100" in block["addresses"]
+    row = next(h for h in block["hooks"] if (h["node"], h["hook"]) == ("node1", "PREROUTING"))
+    assert row["packets"] == COUNT
+    assert summary["service"]["cluster_ip"] == "10.96.0.100" and summary["service"]["dummy_services"] == 0
+    snap = json.loads((out / "snapshot.json").read_text())
+    assert snap["directions"][0]["dst_ip"] == "10.96.0.100"  # the start-point filter: before DNAT
+    assert snap["directions"][1]["src_ip"] == clean_lab.pod("pod-c").ip  # replies leave pod-c as themselves
+
+    assert not links_left(before), "probe links left after the run"
+
+
+def test_ctrl_c_removes_the_service_and_links(clean_lab: Topology) -> None:
+    before = probe_links()
+    proc = subprocess.Popen([*CNIPROF, "trace", "--path", "pod-to-service", "--traffic", "udp", "--count", "3000",
+                             "--nf", "--no-ui"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (kube_chains(clean_lab)[clean_lab.nodes[0].netns]
+                   and probe_links(NF_PROGRAMS) - before):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run never got its rules and links"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not links_left(before), "probe links left after Ctrl-C"
+
+
+def test_rules_it_did_not_add_are_left_alone(clean_lab: Topology) -> None:
+    """A reused lab that already holds kube-proxy rules: one line, and the rules are still there afterwards."""
+    kubeproxy.apply(clean_lab, services=3, target_pod="pod-c", port=5300)
+    try:
+        counts = kube_chains(clean_lab)
+        p = subprocess.run([*CNIPROF, "trace", "--path", "pod-to-service", "--traffic", "udp", "--count", "5",
+                            "--no-ui"], capture_output=True, text=True, timeout=60, check=False)
+        assert p.returncode == 2, p.stderr
+        assert p.stderr.count("\n") == 1 and "already holds kube-proxy rules" in p.stderr
+        assert kube_chains(clean_lab) == counts
+    finally:
+        kubeproxy.remove(clean_lab)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--path", "cross-node", "--services", "5"], "--services adds kube-proxy services for --path pod-to-service"),
+    (["--path", "pod-to-service", "--traffic", "ping"], "kube-proxy does not forward ping"),
+    (["--path", "pod-to-service", "--traffic", "udp", "--count", "5000"], "--count at most 4096"),
+])
+def test_bad_service_options_are_one_line(args: list[str], message: str) -> None:
+    p = subprocess.run([*CNIPROF, "trace", "--no-ui", *args], capture_output=True, text=True, timeout=60,
+                       check=False)
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and message in p.stderr, p.stderr
