@@ -395,3 +395,54 @@ def set_program_type(obj: Object, name: str, prog_type: int, expected_attach_typ
         if rc != 0:
             e = -rc if rc < 0 else ctypes.get_errno()
             raise OSError(e, f"{fn}({name}, {value}): {os.strerror(e)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tc (clsact) attachment through libbpf's bpf_tc_* API (libbpf >= 0.6): for datapath programs that must stay
+# attached after the loading process exits (the Cilium-style lab). Unlike a bpf_link, a tc filter lives with its
+# device: it holds the program, and both go when the device (or its namespace) is removed.
+# libbpf opens its netlink socket in the calling thread's network namespace: call these from a thread inside
+# the device's namespace (cniprof.lab.nsutil.run_in_netns).
+
+BPF_TC_INGRESS = 1 << 0
+BPF_TC_EGRESS = 1 << 1
+
+
+class TcHook(ctypes.Structure):
+    """struct bpf_tc_hook (libbpf.h): sz, ifindex, attach_point, parent; trailing `size_t :0` pads to 24."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("ifindex", ctypes.c_int), ("attach_point", ctypes.c_int),
+                ("parent", ctypes.c_uint32), ("_pad", ctypes.c_uint32)]
+
+
+class TcOpts(ctypes.Structure):
+    """struct bpf_tc_opts (libbpf.h): sz, prog_fd, flags, prog_id, handle, priority; padded to 32."""
+
+    _fields_ = [("sz", ctypes.c_size_t), ("prog_fd", ctypes.c_int), ("flags", ctypes.c_uint32),
+                ("prog_id", ctypes.c_uint32), ("handle", ctypes.c_uint32), ("priority", ctypes.c_uint32),
+                ("_pad", ctypes.c_uint32)]
+
+
+def _tc_hook(ifindex: int, attach_point: int) -> TcHook:
+    hook = TcHook()
+    hook.sz, hook.ifindex, hook.attach_point = ctypes.sizeof(TcHook), ifindex, attach_point
+    return hook
+
+
+def tc_attach(ifindex: int, attach_point: int, prog_fd: int, handle: int = 1, priority: int = 1) -> int:
+    """Create the device's clsact qdisc if needed and attach prog_fd as a direct-action filter; returns the
+    program id the kernel reports. ifindex is resolved in the calling thread's namespace."""
+    hook = _tc_hook(ifindex, attach_point)
+    create = lib().bpf_tc_hook_create
+    create.restype, create.argtypes = ctypes.c_int, [ctypes.POINTER(TcHook)]
+    rc = create(ctypes.byref(hook))
+    if rc < 0 and -rc != errno.EEXIST:
+        raise OSError(-rc, f"bpf_tc_hook_create(ifindex {ifindex}): {os.strerror(-rc)}")
+    opts = TcOpts()
+    opts.sz, opts.prog_fd, opts.handle, opts.priority = ctypes.sizeof(TcOpts), prog_fd, handle, priority
+    attach = lib().bpf_tc_attach
+    attach.restype, attach.argtypes = ctypes.c_int, [ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts)]
+    rc = attach(ctypes.byref(hook), ctypes.byref(opts))
+    if rc < 0:
+        raise OSError(-rc, f"bpf_tc_attach(ifindex {ifindex}): {os.strerror(-rc)}")
+    return int(opts.prog_id)
