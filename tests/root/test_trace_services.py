@@ -162,3 +162,21 @@ def test_bad_service_options_are_one_line(args: list[str], message: str) -> None
     p = subprocess.run([*CNIPROF, "trace", "--no-ui", *args], capture_output=True, text=True, timeout=60,
                        check=False)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and message in p.stderr, p.stderr
+
+
+def test_refused_netfilter_links_stop_before_the_lab(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--nf on a kernel that refuses netfilter links: one line, and neither lab nor rules are touched."""
+    from cniprof import trace
+    from cniprof.bpf import features
+    from cniprof.errors import EnvironmentProblem
+
+    results = {name: (name != "netfilter_link", f"{name} says so") for name in features.NAMES}
+    monkeypatch.setattr(trace, "_features", lambda: features.build("6.18", "x86_64", "v1.1", results))
+    touched = []
+    monkeypatch.setattr(trace.realize, "up", lambda *a, **k: touched.append(a))
+    monkeypatch.setattr(trace.pod_to_service, "install", lambda *a, **k: touched.append(a))
+    opts = trace.TraceOptions(path="pod-to-service", traffic="udp", count=5, nf=True)
+    with pytest.raises(EnvironmentProblem) as e:
+        trace.run(opts)
+    assert "\n" not in str(e.value) and "refuses BPF netfilter links" in str(e.value)
+    assert touched == []
