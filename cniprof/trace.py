@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cniprof import pod_to_service
@@ -55,6 +56,10 @@ class TraceOptions:
     events: tuple[str, ...] = planning.DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
     cpu: bool = False  # also sample CPU stacks and softirq time (cniprof.probes.cpu)
     cpu_freq_hz: int = 999
+    # --cni auto: trace the live node as detected (cniprof.cni.detect) instead of building a lab
+    root: str = "/"  # the node's root directory for its CNI configuration and flannel's subnet.env
+    node_netns: str | None = None  # the node's network namespace (None: the one cniprof runs in)
+    topology: Topology | None = None  # set by preflight for --cni auto: the detected node, traced as found
     nf: bool = False  # also time every netfilter hook of the node namespaces (cniprof.probes.nfhooks)
     services: int | None = None  # dummy kube-proxy services for pod-to-service (None: 0 there, else unused)
 
@@ -79,9 +84,13 @@ def preflight(opts: TraceOptions) -> Model:
 
     Resolves opts.path when it is None (the model's default path).
     """
+    if opts.cni.strip().lower() == "auto" and opts.topology is None:
+        from cniprof.cni import detect
+
+        opts.cni, opts.topology, _ = detect.resolve(Path(opts.root), opts.node_netns)
     model = registry.parse(opts.cni)
     if opts.path is None:
-        opts.path = model.default_path
+        opts.path = model.default_path if opts.topology is None else "same-node"  # a detected node is one node
     if opts.path not in PATHS:
         raise UsageError(f"unknown --path {opts.path!r}; supported: {', '.join(PATHS)}")
     chain_for(model, opts.path)  # UsageError naming the paths the model has
@@ -190,7 +199,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def _lab(stack: ExitStack, model: Model) -> tuple[Topology, bool]:
+def _lab(stack: ExitStack, model: Model, live: Topology | None = None) -> tuple[Topology, bool]:
+    if live is not None:  # --cni auto: the node as detected; nothing to build or remove
+        return live, False
     topo, created = realize.up(model.cni, model.mode)
     if created:
         def down() -> None:
@@ -272,7 +283,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
     model = preflight(opts)
     chain = chain_for(model, opts.path)
     with _sigterm_as_interrupt(), ExitStack() as stack:
-        topo, created = _lab(stack, model)
+        topo, created = _lab(stack, model, opts.topology)
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
         plan = planning.build(topo, chain, a, b, events=opts.events)
         service, extra = None, {}

@@ -19,7 +19,9 @@ from rich.text import Text
 
 from cniprof.bpf import features
 from cniprof.bpf.features import Features
-from cniprof.errors import EnvironmentProblem
+from cniprof.cni import detect
+from cniprof.cni.detect import Detection
+from cniprof.errors import CniprofError, EnvironmentProblem
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,11 +41,29 @@ def run(args: argparse.Namespace) -> int:
             "cniprof doctor loads BPF programs and creates a network namespace: run it as root (sudo cniprof doctor)"
         )
     result = features.calibrate()
+    node = node_cni()
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps({**result.to_dict(), "cni_detection": node.to_dict()}, indent=2))
     else:
-        render(result, Console())
+        console = Console()
+        render(result, console)
+        render_node_cni(node, console)
     return 0 if result.can_trace_hops else 1
+
+
+def node_cni() -> Detection:
+    """What `trace --cni auto` would find on this node (root namespace, files under /); never fails the doctor."""
+    try:
+        return detect.detect()
+    except CniprofError as e:
+        return Detection(None, None, [f"detection failed: {e}"])
+
+
+def render_node_cni(node: Detection, console: Console) -> None:
+    """One line (the verdict, what `trace --cni auto` would trace) and the evidence under it."""
+    console.print(Text(f"node CNI (trace --cni auto): {node.line()}", style="bold"))
+    for line in node.evidence:
+        console.print(Text(f"  {line}", style="dim"))
 
 
 def render(result: Features, console: Console) -> None:

@@ -33,7 +33,14 @@ from cniprof.ui.nf_table import render_nf_table
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("trace", help="per-hop latency of a CNI datapath under real traffic",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cni", default="flannel", help="CNI model, NAME[:MODE] (default flannel = flannel:vxlan)")
+    p.add_argument("--cni", default="flannel",
+                   help="CNI model, NAME[:MODE] (default flannel = flannel:vxlan); auto: detect the live node's CNI "
+                        "and trace its pods (no lab); A,B,...: run the same traffic on each model and print one "
+                        "comparison table (with host: each model as %% of host)")
+    p.add_argument("--root", default="/", metavar="DIR",
+                   help="--cni auto: the node's root directory holding etc/cni/net.d and run/flannel (default /)")
+    p.add_argument("--node-netns", metavar="NAME",
+                   help="--cni auto: the node's network namespace (default: the one cniprof runs in)")
     p.add_argument("--path", default=None, choices=trace.PATHS,
                    help="which pair: two pods on different nodes, on one node, or a pod and its own node's stack "
                         "(default cross-node, or the model's only path); pod-to-service: the cross-node pair, "
@@ -72,6 +79,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _where(result: trace.TraceResult, opts: trace.TraceOptions) -> str:
+    if opts.topology is not None:
+        return f"live node {opts.node_netns or 'root namespace'} (detected {result.model.spec})"
+    return f"lab {'built and removed' if result.lab_created else 'reused, left up'}"
+
+
 def _sample(value: str) -> int:
     if value == "auto":
         return 0
@@ -85,6 +98,11 @@ def run(args: argparse.Namespace) -> int:
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
                               cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services)
+    opts.root, opts.node_netns = args.root, args.node_netns
+    if "," in args.cni:  # a comparison: the same traffic on each model, one table (cli/trace_compare.py)
+        from cniprof.cli import trace_compare
+
+        return trace_compare.run(args, opts)
     if args.services is not None and opts.path is None:
         opts.path = "pod-to-service"
     model = trace.preflight(opts)
@@ -128,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"sampling: 1 in {s['every']} packets ({s['mode']}"
                   + (f", chosen from the first {s['calibration_s']} s)" if "calibration_s" in s else ")"))
     console.print(f"probes: {', '.join(attach_points)} · kernel {platform.release()} "
-                  f"{platform.machine()} · lab {'built and removed' if result.lab_created else 'reused, left up'}")
+                  f"{platform.machine()} · {_where(result, opts)}")
     cpu = None
     if result.cpu is not None:
         cpu = analyze_cpu(result.cpu, analysis.hops, traffic_bytes(result.traffic), result.extra["sampling"]["every"])
