@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from cniprof.cni import bridge, calico, flannel, host, macvlan
+from cniprof.cni import bridge, calico, cilium, flannel, host, macvlan
 from cniprof.cni.model import Model
 from cniprof.errors import UsageError
 
 FAMILIES: dict[str, ModuleType] = {
     "flannel": flannel,
     "calico": calico,
+    "cilium": cilium,
     "bridge": bridge,
     "macvlan": macvlan,
     "host": host,

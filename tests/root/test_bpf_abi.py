@@ -13,10 +13,11 @@ import pytest
 
 from cniprof.bpf import build
 from cniprof.bpf.btf import Btf
+from cniprof.lab import cilium_abi
 from cniprof.probes import cpu_abi, hops_abi, nfhooks_abi
 
 ROOT = Path(__file__).resolve().parents[2]
-MIRRORS = {"hops": hops_abi, "cpu": cpu_abi, "nfhooks": nfhooks_abi}
+MIRRORS = {"hops": hops_abi, "cpu": cpu_abi, "nfhooks": nfhooks_abi, "cilium_tc": cilium_abi}
 
 
 @pytest.fixture(scope="module", params=build.ARCHES)

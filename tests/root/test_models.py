@@ -33,8 +33,8 @@ pytestmark = pytest.mark.root
 
 N = 23
 PINGS = 5
-SPECS = ("flannel:vxlan", "flannel:host-gw", "calico:bgp", "calico:vxlan", "calico:ipip", "bridge", "macvlan",
-         "host")
+SPECS = ("flannel:vxlan", "flannel:host-gw", "calico:bgp", "calico:vxlan", "calico:ipip", "cilium:vxlan",
+         "cilium:native", "bridge", "macvlan", "host")
 TUNNEL_ROLES = {"vxlan", "tunnel"}
 
 

@@ -20,6 +20,7 @@ def test_supported_spellings() -> None:
     assert registry.supported() == [
         "flannel", "flannel:vxlan", "flannel:host-gw",
         "calico", "calico:ipip", "calico:bgp", "calico:vxlan",
+        "cilium", "cilium:vxlan", "cilium:native",
         "bridge", "macvlan", "host",
     ]
 
@@ -27,13 +28,14 @@ def test_supported_spellings() -> None:
 @pytest.mark.parametrize(("spec", "expected"), [
     ("flannel", ("flannel", "vxlan")), ("calico", ("calico", "ipip")), ("Calico:BGP", ("calico", "bgp")),
     ("bridge", ("bridge", "bridge")), ("macvlan", ("macvlan", "bridge")), ("host", ("host", "network")),
+    ("cilium", ("cilium", "vxlan")),
 ])
 def test_defaults_are_the_real_cnis(spec: str, expected: tuple[str, str]) -> None:
     m = registry.parse(spec)
     assert (m.cni, m.mode) == expected
 
 
-@pytest.mark.parametrize("spec", ["cilium", "flannel:ipip", "weave:vxlan"])
+@pytest.mark.parametrize("spec", ["cilium:geneve", "flannel:ipip", "weave:vxlan"])
 def test_unknown_spec_lists_what_is_supported(spec: str) -> None:
     with pytest.raises(UsageError, match="supported: flannel, flannel:vxlan"):
         registry.parse(spec)

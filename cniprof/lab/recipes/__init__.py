@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cniprof.lab.nsutil import Namespaces
-from cniprof.lab.recipes import bridge, calico, flannel, host, macvlan
+from cniprof.lab.recipes import bridge, calico, cilium, flannel, host, macvlan
 from cniprof.lab.topology import Topology
 
 Recipe = Callable[[Namespaces], Topology]
@@ -18,6 +18,7 @@ Recipe = Callable[[Namespaces], Topology]
 RECIPES: dict[tuple[str, str], Recipe] = {
     **flannel.RECIPES,
     **calico.RECIPES,
+    **cilium.RECIPES,
     **bridge.RECIPES,
     **macvlan.RECIPES,
     **host.RECIPES,

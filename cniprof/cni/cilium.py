@@ -1,0 +1,92 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Cilium: eBPF routing, no bridge and no iptables on the pod path. Each pod's veth has an `lxc<sha256>` host end
+with tc programs on its ingress (traffic leaving the pod); the pod's /32 has a default route via the node's
+router IP (cilium_host's address), whose neighbour entry is the lxc MAC. The programs (bpf/cilium_tc.bpf.c,
+the lab's stand-in for Cilium's bpf_lxc/bpf_host/bpf_overlay) move packets between devices themselves:
+
+- a pod on the same node: bpf_redirect_peer straight into its namespace;
+- vxlan (Cilium's default tunnel mode): tunnel key (VNI = the sender's identity, outer destination = the owning
+  node) and bpf_redirect to cilium_vxlan, an external (collect_md) VXLAN device on UDP 8472; on the other node
+  cilium_vxlan's ingress program redirect_peers the decapsulated packet into the pod;
+- native routing: FIB lookup and bpf_redirect_neigh out of eth0 (the kernel resolves the next hop's MAC); the
+  other node's eth0 ingress program redirect_peers the packet into the pod.
+
+What the probes see (read off the lab with `cniprof lab explore`): the node meets a pod's packet on the lxc
+(rx, receive), and its next point is the device the program redirected to: no routing pass, no bridge. On the
+receiving side bpf_redirect_peer switches the skb to the pod's eth0 *inside* the netif_receive_skb call of the
+device whose ingress redirected it: no veth transmit, no pod backlog, and no event on the pod's eth0 at all, so
+the path ends at that node device's `receive` (as macvlan's does), and socket delivery is the next point.
+Same-node traffic never leaves the sender's lxc receive. Traffic for the node itself is not the programs'
+business: it goes up the node's stack, and the reply takes the node's /32 route to the pod's lxc.
+"""
+
+from __future__ import annotations
+
+from cniprof.cni.model import Chain, Model, Step
+
+_FROM_POD = (
+    Step("src_pod", "pod_veth", "queue"),
+    Step("src_node", "host_veth", "rx", "pod veth xmit"),
+    Step("src_node", "host_veth", "receive", "host veth backlog"),
+)
+_INTO_POD = Step("dst_pod", "socket", "copy", "bpf redirect_peer + socket delivery")
+
+_CROSS_NODE_VXLAN = Chain(
+    path="cross-node",
+    steps=(
+        *_FROM_POD,
+        Step("src_node", "vxlan", "queue", "bpf tunnel redirect"),
+        Step("src_node", "underlay", "queue", "vxlan encap"),
+        Step("dst_node", "underlay", "rx", "underlay xmit"),
+        Step("dst_node", "underlay", "receive", "underlay backlog"),
+        Step("dst_node", "vxlan", "receive", "vxlan decap"),
+        _INTO_POD,
+    ),
+)
+
+_CROSS_NODE_NATIVE = Chain(
+    path="cross-node",
+    steps=(
+        *_FROM_POD,
+        Step("src_node", "underlay", "queue", "bpf fib + redirect_neigh"),
+        Step("dst_node", "underlay", "rx", "underlay xmit"),
+        Step("dst_node", "underlay", "receive", "underlay backlog"),
+        _INTO_POD,
+    ),
+)
+
+_SAME_NODE = Chain(path="same-node", steps=(*_FROM_POD, _INTO_POD))
+
+# pod -> its node's underlay address: the lxc program passes it up the node's stack; the reply takes the /32
+_POD_TO_HOST = Chain(
+    path="pod-to-host",
+    steps=(*_FROM_POD, Step("dst_node", "socket", "copy", "socket delivery")),
+    reverse=(
+        Step("dst_node", "host_veth", "queue"),
+        Step("dst_pod", "pod_veth", "rx", "host veth xmit"),
+        Step("dst_pod", "pod_veth", "receive", "pod backlog"),
+        Step("dst_pod", "socket", "copy", "socket delivery"),
+    ),
+)
+
+_COMMON = "no bridge, no iptables: lxc veths with tc BPF, bpf_redirect_peer into pods"
+_REQUIRES = (("tc BPF classifiers", "CONFIG_NET_CLS_BPF"), ("clsact qdiscs", "CONFIG_NET_SCH_INGRESS"))
+
+VXLAN = Model(
+    cni="cilium",
+    mode="vxlan",
+    description=f"Cilium VXLAN tunnel: {_COMMON}, cilium_vxlan (collect_md, UDP 8472, VNI = identity), MTU 1450",
+    chains=(_CROSS_NODE_VXLAN, _SAME_NODE, _POD_TO_HOST),
+    requires=(*_REQUIRES, ("VXLAN devices", "CONFIG_VXLAN")),
+)
+
+NATIVE = Model(
+    cni="cilium",
+    mode="native",
+    description=f"Cilium native routing: {_COMMON}, bpf_redirect_neigh out of eth0 via the other node's route",
+    chains=(_CROSS_NODE_NATIVE, _SAME_NODE, _POD_TO_HOST),
+    requires=_REQUIRES,
+)
+
+MODELS = {"vxlan": VXLAN, "native": NATIVE}
+DEFAULT_MODE = "vxlan"  # as Cilium's Helm chart defaults (routingMode: tunnel, tunnelProtocol: vxlan)
