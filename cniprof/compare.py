@@ -130,18 +130,23 @@ def hop_means(analysis: Analysis, direction: str | None = None) -> list[tuple[st
 
 
 def _merge_order(orders: Iterable[Sequence[str]]) -> list[str]:
-    """One row order for every model's hop keys: each new key goes right after its predecessor in its model."""
+    """One row order for every model's hop keys. A new key goes right after its predecessor in its model (after
+    the keys other models put there), or, first in its model, right before the first of its model's keys
+    already placed: macvlan's "macvlan xmit" lands just above the shared "underlay xmit" row."""
     merged: list[str] = []
     for order in orders:
-        prev = None
-        for key in order:
-            if key not in merged:
-                pos = merged.index(prev) + 1 if prev is not None else 0
-                # keep keys another model placed after prev ahead of this model's later keys: insert after them
-                while prev is not None and pos < len(merged) and merged[pos] not in order:
+        order = list(order)
+        for i, key in enumerate(order):
+            if key in merged:
+                continue
+            if i:
+                pos = merged.index(order[i - 1]) + 1
+                while pos < len(merged) and merged[pos] not in order:
                     pos += 1
-                merged.insert(pos, key)
-            prev = key
+            else:
+                nxt = next((k for k in order[1:] if k in merged), None)
+                pos = merged.index(nxt) if nxt is not None else len(merged)
+            merged.insert(pos, key)
     return merged
 
 

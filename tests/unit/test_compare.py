@@ -96,6 +96,8 @@ def test_repeated_roles_are_split_by_side(entries: list[Entry]) -> None:
 
 def test_merge_order_keeps_each_models_sequence() -> None:
     assert _merge_order([["a", "x", "b"], ["a", "y", "b"], ["c", "a"]]) == ["c", "a", "x", "y", "b"]
+    # a model whose first hop is its own: placed just before the first row it shares, not on top
+    assert _merge_order([["a", "u", "b"], ["m", "u"], ["u", "z"]]) == ["a", "m", "u", "b", "z"]
 
 
 def test_csv_is_long_form_with_skipped_models(entries: list[Entry], tmp_path: Path) -> None:
