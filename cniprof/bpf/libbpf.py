@@ -433,6 +433,8 @@ def tc_attach(ifindex: int, attach_point: int, prog_fd: int, handle: int = 1, pr
     """Create the device's clsact qdisc if needed and attach prog_fd as a direct-action filter; returns the
     program id the kernel reports. ifindex is resolved in the calling thread's namespace."""
     hook = _tc_hook(ifindex, attach_point)
+    if not hasattr(lib(), "bpf_tc_attach"):
+        raise EnvironmentProblem(f"libbpf {version()} has no bpf_tc_attach: tc programs need libbpf >= 0.6")
     create = lib().bpf_tc_hook_create
     create.restype, create.argtypes = ctypes.c_int, [ctypes.POINTER(TcHook)]
     rc = create(ctypes.byref(hook))
