@@ -7,7 +7,9 @@ wake-ups), not queueing behind a bulk flow; it prints percentiles up to 99.999 w
 Server: `sockperf server -i IP -p PORT [--tcp]` in the server namespace (bound to the pod IP); client
 `sockperf ping-pong -i IP -p PORT [--tcp] -t S -m SIZE --full-rtt` in the client namespace. --full-rtt makes
 every value a full round trip (sockperf otherwise prints half of it), so it compares directly with ping.
-sockperf discards its first 400 ms (warm-up) and the tail of the run: the "Valid Duration" is shorter than -t.
+Before the test sockperf has a warm-up stage of WARMUP_S (a few dummy messages, then silence; measured here:
+2.0 s), so traffic of a run started at t flows from about t + 2 s to t + 2 s + duration; it then also discards
+the test's first 400 ms and its tail: the "Valid Duration" is shorter than -t.
 sockperf exits 0 even when it could not connect, so failures are recognised from its output.
 """
 
@@ -22,6 +24,7 @@ from cniprof.traffic.netns import BackgroundProcess, Generator, require_netns, r
 
 LISTEN_TIMEOUT_S = 5.0
 FINISH_MARGIN_S = 10.0
+WARMUP_S = 2.0  # sockperf's warm-up stage before the timed test (see the module docstring)
 MAX_MSG_SIZE = 65000  # sockperf's own limit for UDP messages
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -149,7 +152,7 @@ class Sockperf(Generator):
         if self._client is None:
             raise CniprofError("sockperf generator was not started")
         if timeout is None:
-            timeout = max(0.0, self.duration_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
+            timeout = max(0.0, WARMUP_S + self.duration_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
         try:
             self._client.wait(timeout)
         finally:

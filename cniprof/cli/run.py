@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: Apache-2.0
+"""cniprof run: execute a study described by a scenario file (scenarios/*.yaml) into a run directory.
+
+For each model (its lab built once), path, tuning variant, generator and repetition: the generator runs between
+two pods while the hop probe traces, and both are recorded in RUN_DIR (metadata.json, results, stats, hop
+tables, runs/<id>/). `cniprof report RUN_DIR` renders the tables and graphs again later, without root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from cniprof import scenario as scenario_mod
+from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a benchmark study from a scenario file", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", type=Path, metavar="SCENARIO", help="scenario file, e.g. scenarios/cni-comparison.yaml")
+    p.add_argument("--output", type=Path, metavar="RUN_DIR",
+                   help="run directory to write (default ./runs/<scenario>-<date>); must not hold another study")
+    p.add_argument("--check", action="store_true", help="only validate the scenario and print its plan")
+    p.set_defaults(func=run)
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> Path:
+    out = args.output or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (out / "metadata.json").exists():
+        raise UsageError(f"{out} already holds a study (metadata.json); choose another --output")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from cniprof.bench import runner
+
+    console = Console(stderr=True)
+    scen = scenario_mod.load(args.scenario)
+    models, skipped = runner.resolve_models(scen)
+    runs, skipped_paths = runner.plan(scen, models)
+    for s in skipped + skipped_paths:
+        console.print(f"[dim]skipped {s['model']}{' ' + s['path'] if 'path' in s else ''}: {s['reason']}[/dim]")
+    per_run = scen.duration_s + 4.0  # setup, attach, teardown of one run (measured: ~3-5 s here)
+    console.print(f"{scen.name}: {len(runs)} runs on {len(models)} models, ~{len(runs) * per_run / 60:.0f} min")
+    if args.check:
+        return 0
+    if os.geteuid() != 0:
+        raise EnvironmentProblem("cniprof run needs root (labs, BPF): run with sudo")
+    out = _out_dir(args, scen.name)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(scen.name, total=len(runs))
+
+        def update(current: runner.Run | None, done: int, total: int) -> None:
+            label = current.run_id if current is not None else "done"
+            progress.update(task, completed=done, description=label)
+
+        archive = runner.run_scenario(scen, out, args.scenario.read_text(encoding="utf-8"), update)
+    from cniprof.report import study
+
+    console.print(study.rich_table(study.load(out)))
+    failed = archive.meta["failed"]
+    for f in failed:
+        console.print(f"[red]failed[/red] {f['run_id']}: {f['error']}")
+    console.print(f"run directory: {out}  (render: cniprof report {out})")
+    if failed:
+        raise CniprofError(f"{len(failed)} of {len(runs)} runs failed (listed above and in {out}/metadata.json)")
+    return 0

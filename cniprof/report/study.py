@@ -1,0 +1,153 @@
+# SPDX-License-Identifier: Apache-2.0
+"""A study's run directory -> the comparison table (each model also as % of `host`) and its Rich rendering.
+
+Pure file reading (no root, no kernel): `cniprof run` prints this table at the end and `cniprof report`
+re-renders it later from the same files. Statistics are recomputed from results.csv (the generators' numbers),
+so the table never depends on a derived file being current.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.table import Table
+from rich.text import Text
+
+from cniprof.bench.archive import stats_table
+from cniprof.errors import UsageError
+
+HOST = "host:network"
+# metrics shown per tool, in order (the first is the tool's primary metric)
+TABLE_METRICS = {
+    "ping": ["latency_p50_us", "latency_p99_us", "loss_pct"],
+    "iperf3": ["throughput_bps", "retransmits", "loss_pct"],
+    "sockperf": ["latency_p50_us", "latency_p99_us", "latency_p999_us"],
+    "connect_rate": ["connects_per_s", "latency_p50_us"],
+    "wrk": ["requests_per_s", "throughput_bps", "latency_p50_us", "latency_p99_us", "errors"],
+}
+
+
+@dataclass
+class Study:
+    root: Path
+    metadata: dict[str, Any]
+    results: pd.DataFrame
+    stats: pd.DataFrame
+    hops: pd.DataFrame  # empty when the study was not traced
+
+    @property
+    def models(self) -> list[str]:
+        """Models in run order, host first (it is the baseline)."""
+        seen = list(dict.fromkeys(self.results["model"]))
+        return sorted(seen, key=lambda m: m != HOST)
+
+
+def load(root: str | Path) -> Study:
+    """Read a run directory; UsageError (one line) when it is not one."""
+    path = Path(root)
+    meta_path = path / "metadata.json"
+    if not meta_path.is_file():
+        raise UsageError(f"{path} is not a cniprof run directory (no metadata.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+        results = pd.read_csv(path / "results.csv")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: cannot read the run directory: {e}".splitlines()[0]) from None
+    if results.empty:
+        raise UsageError(f"{path}: the study has no completed run")
+    hops_path = path / "hops.csv"
+    hops = pd.read_csv(hops_path) if hops_path.is_file() else pd.DataFrame()
+    stats = stats_table(results, float(meta.get("max_spread_pct", 10.0)))
+    return Study(path, meta, results, stats, hops)
+
+
+def comparison(study: Study) -> pd.DataFrame:
+    """One row per (path, variant, generator, metric, model): median, CI, flag and % of host's median."""
+    s = study.stats
+    s = s[s.apply(lambda r: r["metric"] in TABLE_METRICS.get(r["tool"], [r["metric"]]), axis=1)].copy()
+    host = s[s["model"] == HOST].set_index(["variant", "generator", "metric"])["median"]
+
+    def pct(row: pd.Series) -> float | None:
+        key = (row["variant"], row["generator"], row["metric"])
+        base = host.get(key)
+        if base is None or not base or math.isnan(base):
+            return None
+        return 100.0 * row["median"] / base
+
+    s["pct_of_host"] = s.apply(pct, axis=1) if not s.empty else []
+    order = {m: i for i, m in enumerate(study.models)}
+    gens = {g: i for i, g in enumerate(dict.fromkeys(study.results["generator"]))}
+    s["_m"] = s["model"].map(order)
+    s["_g"] = s["generator"].map(gens)
+    s["_k"] = s.apply(lambda r: TABLE_METRICS.get(r["tool"], [r["metric"]]).index(r["metric"]), axis=1)
+    return s.sort_values(["path", "variant", "_g", "_k", "_m"]).drop(columns=["_m", "_g", "_k"])
+
+
+def fmt(metric: str, value: float | None) -> str:
+    """A value in its metric's natural unit."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if metric.endswith("_bps"):
+        return f"{value / 1e9:.2f} Gbit/s" if value >= 1e8 else f"{value / 1e6:.1f} Mbit/s"
+    if metric.endswith("_us"):
+        return f"{value / 1000:.2f} ms" if value >= 10000 else f"{value:.1f} µs"
+    if metric.endswith("_per_s"):
+        return f"{value:,.0f}/s"
+    if metric.endswith("_pct"):
+        return f"{value:.2f} %"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.2f}"
+
+
+def rich_table(study: Study, table: pd.DataFrame | None = None) -> Table:
+    """Rows: generator and metric; columns: models (median, % of host; `!` marks a too-wide spread)."""
+    table = comparison(study) if table is None else table
+    models = study.models
+    t = Table(title=f"{study.metadata['scenario']['name']}: median over repetitions (% of host)",
+              title_justify="left")
+    for col in ("path", "variant", "generator", "metric"):
+        t.add_column(col)
+    for m in models:
+        t.add_column(m, justify="right")
+    for key, group in table.groupby(["path", "variant", "generator", "metric"], sort=False):
+        cells = []
+        by_model = {r["model"]: r for _, r in group.iterrows()}
+        for m in models:
+            r = by_model.get(m)
+            if r is None:
+                cells.append(Text("-", style="dim"))
+                continue
+            text = fmt(key[3], r["median"])
+            if r["pct_of_host"] is not None and not pd.isna(r["pct_of_host"]) and m != HOST:
+                text += f" ({r['pct_of_host']:.0f}%)"
+            if bool(r["flagged"]):
+                text += " !"
+            cells.append(Text(text, style="yellow" if bool(r["flagged"]) else ""))
+        t.add_row(*key, *cells)
+    t.caption = f"! = 95 % CI half-width > {study.metadata.get('max_spread_pct', 10)} % of the median: repeat it"
+    return t
+
+
+def markdown(study: Study, table: pd.DataFrame | None = None) -> str:
+    """The comparison as a Markdown table (report.md), same cells as the Rich one."""
+    table = comparison(study) if table is None else table
+    models = study.models
+    lines = ["| generator | metric | " + " | ".join(models) + " |", "|---|---|" + "---:|" * len(models)]
+    for key, group in table.groupby(["path", "variant", "generator", "metric"], sort=False):
+        by_model = {r["model"]: r for _, r in group.iterrows()}
+        cells = []
+        for m in models:
+            r = by_model.get(m)
+            if r is None:
+                cells.append("-")
+                continue
+            text = fmt(key[3], r["median"])
+            if r["pct_of_host"] is not None and not pd.isna(r["pct_of_host"]) and m != HOST:
+                text += f" ({r['pct_of_host']:.0f}%)"
+            cells.append(text + (" !" if bool(r["flagged"]) else ""))
+        lines.append(f"| {key[2]} | {key[3]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,109 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Scenario validation: every mistake is one line naming file, line and field; shipped scenarios validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cniprof import scenario
+from cniprof.errors import UsageError
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+GOOD = """\
+version: 1
+name: t
+models: [host, flannel:vxlan]
+paths: [cross-node]
+repetitions: 2
+duration_s: 3
+generators:
+  - {name: tcp, tool: iperf3, params: {streams: 2, length: 64KB}}
+  - name: rr
+    tool: sockperf
+    params:
+      proto: udp
+      msg_size: 64
+  - {name: web, tool: wrk, params: {body: 1MB}}
+"""
+
+
+def test_good_scenario():
+    s = scenario.loads(GOOD, "t.yaml")
+    assert s.models == ("host", "flannel:vxlan") and s.repetitions == 2 and s.duration_s == 3.0
+    assert [g.name for g in s.generators] == ["tcp", "rr", "web"]
+    assert s.generators[0].params == {"streams": 2, "length": 65536}
+    assert s.generators[2].params == {"body": 1 << 20}
+    assert [v.name for v in s.variants] == ["baseline"] and s.runs() == 2 * 3 * 2
+
+
+@pytest.mark.parametrize(("old", "new", "where"), [
+    ("msg_size: 64", "msg_size: tiny", "t.yaml:13: generators[1].params.msg_size: must be an integer 14..65000"),
+    ("proto: udp", "proto: sctp", "t.yaml:12: generators[1].params.proto: must be tcp or udp, not 'sctp'"),
+    ("proto: udp", "protocol: udp", "t.yaml:12: generators[1].params.protocol: unknown parameter for sockperf"),
+    ("tool: sockperf", "tool: netperf", "t.yaml:10: generators[1].tool: unknown tool 'netperf'"),
+    ("repetitions: 2", "repetitions: many", "t.yaml:5: repetitions: must be an integer 1..100, not 'many'"),
+    ("duration_s: 3", "duration_s: true", "t.yaml:6: duration_s: must be a number of seconds"),
+    ("models: [host, flannel:vxlan]", "models: [host, weave]", "t.yaml:3: models[1]: unknown CNI 'weave'"),
+    ("paths: [cross-node]", "paths: [pod-to-service]", "t.yaml:4: paths[0]: pod-to-service is not implemented yet"),
+    ("paths: [cross-node]", "paths: [moon]", "t.yaml:4: paths[0]: unknown 'moon'"),
+    ("version: 1", "version: 2", "t.yaml:1: version: must be 1, not 2"),
+    ("name: t", "name: t\ncolour: red", "t.yaml:3: colour: unknown field"),
+    ("streams: 2", "streams: 0", "t.yaml:8: generators[0].params.streams: must be an integer >= 1, not 0"),
+    ("name: rr", "name: tcp", "t.yaml:9: generators[1].name: 'tcp' is used by another generator"),
+    ("body: 1MB", "body: lots", "t.yaml:14: generators[2].params.body: must be a size in bytes"),
+])
+def test_errors_name_file_line_and_field(old, new, where):
+    assert old in GOOD
+    with pytest.raises(UsageError) as err:
+        scenario.loads(GOOD.replace(old, new, 1), "t.yaml")
+    assert str(err.value).startswith(where), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_tunings_not_implemented_are_rejected():
+    text = GOOD + "variants:\n  - {name: a, tunings: {}}\n  - name: b\n    tunings:\n      mtu: 9000\n"
+    with pytest.raises(UsageError, match=r"t.yaml:19: variants\[1\].tunings.mtu: not implemented yet"):
+        scenario.loads(text, "t.yaml")
+    with pytest.raises(UsageError, match=r"tunings.turbo: unknown tuning"):
+        scenario.loads(GOOD + "variants: [{name: a, tunings: {turbo: 1}}]\n", "t.yaml")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "t.yaml:1: the scenario is empty"),
+    ("version: 1\nname: [unclosed\n", "t.yaml:3: not valid YAML"),
+    ("- 1\n- 2\n", "t.yaml:1: scenario: must be a mapping"),
+    ("version: 1\nversion: 1\n", "t.yaml:2: version: given twice"),
+    ("version: 1\nname: x\nmodels: all\n", "t.yaml:1: scenario: missing field 'generators'"),
+    ("version: 1\nname: x\nmodels: all\ngenerators: []\n", "t.yaml:4: generators: must be a non-empty list"),
+    ("version: 1\nname: !!python/object:os.system x\n", "t.yaml:2: name: cannot read this value"),
+])
+def test_broken_documents(text, message):
+    with pytest.raises(UsageError) as err:
+        scenario.loads(text, "t.yaml")
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_missing_file_is_one_line(tmp_path):
+    with pytest.raises(UsageError, match="cannot read scenario"):
+        scenario.load(tmp_path / "nope.yaml")
+
+
+def test_sizes():
+    assert [scenario.parse_size(v) for v in (0, "100KB", "1MB", "1M", "64", "x", True)] == \
+        [0, 102400, 1 << 20, 1000000, 64, None, None]
+
+
+def test_shipped_comparison_validates():
+    s = scenario.load(SCENARIOS / "cni-comparison.yaml")
+    assert s.models == ("all",)
+    assert {g.tool for g in s.generators} == {"ping", "iperf3", "sockperf", "connect_rate", "wrk"}
+
+
+@pytest.mark.parametrize(("name", "tuning"), [("mtu", "mtu"), ("offloads", "offloads"),
+                                              ("iptables-scale", "services"), ("rps", "rps")])
+def test_shipped_tuning_scenarios_say_not_implemented(name, tuning):
+    with pytest.raises(UsageError, match=rf"{name}.yaml:\d+: variants\[\d\].tunings.{tuning}: not implemented yet"):
+        scenario.load(SCENARIOS / f"{name}.yaml")
