@@ -67,7 +67,11 @@ def resolve_models(scenario: Scenario) -> tuple[list[Model], list[dict[str, Any]
     """The scenario's models (`all`: every registered one) with those this kernel cannot build set aside."""
     wanted = registry.models() if scenario.models == ("all",) else [registry.parse(m) for m in scenario.models]
     usable, skipped = [], []
+    buildable = set(realize.supported())
     for model in wanted:
+        if f"{model.cni}:{model.mode}" not in buildable:
+            skipped.append({"model": model.spec, "reason": f"no lab recipe builds {model.spec} yet"})
+            continue
         try:
             kernel.require(model.spec, model.requires)
         except EnvironmentProblem as e:
