@@ -129,6 +129,8 @@ def preflight(opts: TraceOptions) -> Model:
 
 def chain_for(model: Model, path: str) -> Chain:
     """The model chain a trace of `path` follows (pod-to-service: the cross-node one)."""
+    if path == pod_to_service.PATH and model.no_services:
+        raise UsageError(f"--path {path} is not available on {model.spec}: {model.no_services}")
     try:
         return model.chain(pod_to_service.chain_path(path))
     except UsageError:

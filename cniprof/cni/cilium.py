@@ -71,6 +71,11 @@ _POD_TO_HOST = Chain(
 
 _COMMON = "no bridge, no iptables: lxc veths with tc BPF, bpf_redirect_peer into pods"
 _REQUIRES = (("tc BPF classifiers", "CONFIG_NET_CLS_BPF"), ("clsact qdiscs", "CONFIG_NET_SCH_INGRESS"))
+# Cilium replaces kube-proxy with BPF service load balancing; with kube-proxy it falls back to routing through the
+# node's stack. The lab's programs do neither: their redirects bypass the nodes' conntrack, so a service reply
+# would reach the client un-NATed.
+_NO_SERVICES = ("the lab's Cilium datapath has no service load balancing (Cilium's kube-proxy replacement), and "
+                "its redirects bypass kube-proxy's iptables rules")
 
 VXLAN = Model(
     cni="cilium",
@@ -78,6 +83,7 @@ VXLAN = Model(
     description=f"Cilium VXLAN tunnel: {_COMMON}, cilium_vxlan (collect_md, UDP 8472, VNI = identity), MTU 1450",
     chains=(_CROSS_NODE_VXLAN, _SAME_NODE, _POD_TO_HOST),
     requires=(*_REQUIRES, ("VXLAN devices", "CONFIG_VXLAN")),
+    no_services=_NO_SERVICES,
 )
 
 NATIVE = Model(
@@ -86,6 +92,7 @@ NATIVE = Model(
     description=f"Cilium native routing: {_COMMON}, bpf_redirect_neigh out of eth0 via the other node's route",
     chains=(_CROSS_NODE_NATIVE, _SAME_NODE, _POD_TO_HOST),
     requires=_REQUIRES,
+    no_services=_NO_SERVICES,
 )
 
 MODELS = {"vxlan": VXLAN, "native": NATIVE}

@@ -80,6 +80,8 @@ class Model:
     chains: tuple[Chain, ...]
     requires: tuple[tuple[str, str], ...] = ()
     notes: str = ""  # what a user should know (e.g. a path the datapath cannot take)
+    # why the lab cannot carry pod-to-service traffic through kube-proxy's rules ("" = it can)
+    no_services: str = ""
 
     @property
     def spec(self) -> str:

@@ -25,6 +25,7 @@ import pytest
 from cniprof import trace
 from cniprof.analysis import path_check
 from cniprof.cni import registry
+from cniprof.errors import UsageError
 from cniprof.lab import cilium_abi as abi
 from cniprof.lab import cleanup, realize, state
 from cniprof.lab.topology import Topology
@@ -60,6 +61,15 @@ def test_models_have_no_bridge_and_no_forwarding_pass() -> None:
             assert "bridge" not in {s.device for s in steps}
             assert not any("ip forward" in s.hop_role for s in steps), (mode, chain.path)
     assert registry.parse("cilium").mode == "vxlan"
+
+
+@pytest.mark.parametrize("spec", ("cilium:vxlan", "cilium:native"))
+def test_pod_to_service_is_refused_before_building(spec: str) -> None:
+    """The programs bypass the nodes' conntrack: a kube-proxy service reply would arrive un-NATed."""
+    before = set(cleanup.list_lab_namespaces())
+    with pytest.raises(UsageError, match=f"not available on {spec}: .*no service load balancing"):
+        trace.preflight(trace.TraceOptions(cni=spec, path="pod-to-service"))
+    assert set(cleanup.list_lab_namespaces()) == before
 
 
 # ------------------------------------------------------------------------------------------------ helpers
