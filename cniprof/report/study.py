@@ -109,7 +109,9 @@ def rich_table(study: Study, table: pd.DataFrame | None = None) -> Table:
     models = study.models
     t = Table(title=f"{study.metadata['scenario']['name']}: median over repetitions (% of host)",
               title_justify="left")
-    for col in ("path", "variant", "generator", "metric"):
+    # path and variant only when the study has several (they would repeat one value on every row)
+    shown = [c for c in ("path", "variant") if table[c].nunique() > 1]
+    for col in (*shown, "generator", "metric"):
         t.add_column(col)
     for m in models:
         t.add_column(m, justify="right")
@@ -127,7 +129,8 @@ def rich_table(study: Study, table: pd.DataFrame | None = None) -> Table:
             if bool(r["flagged"]):
                 text += " !"
             cells.append(Text(text, style="yellow" if bool(r["flagged"]) else ""))
-        t.add_row(*key, *cells)
+        labels = dict(zip(("path", "variant", "generator", "metric"), key))
+        t.add_row(*(labels[c] for c in (*shown, "generator", "metric")), *cells)
     t.caption = f"! = 95 % CI half-width > {study.metadata.get('max_spread_pct', 10)} % of the median: repeat it"
     return t
 

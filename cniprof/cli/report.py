@@ -1,0 +1,52 @@
+# SPDX-License-Identifier: Apache-2.0
+"""cniprof report: render a study's run directory again (no root needed: only files are read).
+
+Writes into DIR (default RUN_DIR/report): comparison.csv (median, 95 % CI, spread flag and % of host per model),
+report.md (the same table), and the graphs as PNG and SVG: throughput, latency, hops-stacked (where the time
+goes, per hop, per model) and, with several tuning variants, variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="tables and graphs of a study's run directory (from `cniprof run`)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory written by `cniprof run`")
+    p.add_argument("--output", type=Path, metavar="DIR", help="where to write (default RUN_DIR/report)")
+    p.add_argument("--hops-generator", metavar="NAME",
+                   help="generator whose hop tables the stacked bars show (default: the first latency one)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cniprof.errors import UsageError
+    from cniprof.report import graphs, study
+
+    data = study.load(args.run_dir)
+    if args.hops_generator and args.hops_generator not in set(data.results["generator"]):
+        names = ", ".join(dict.fromkeys(data.results["generator"]))
+        raise UsageError(f"no generator {args.hops_generator!r} in {args.run_dir}; generators: {names}")
+    out = args.output or args.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    table = study.comparison(data)
+    table.to_csv(out / "comparison.csv", index=False)
+    meta = data.metadata
+    env = meta.get("environment", {})
+    header = (f"# {meta['scenario']['name']}\n\nkernel {env.get('kernel')} ({env.get('arch')}), "
+              f"{env.get('cpu_model')} x{env.get('cpus')}, cniprof {env.get('cniprof_version')}; "
+              f"status {meta.get('status')}, {len(meta.get('runs', []))} runs, "
+              f"{len(meta.get('failed', []))} failed\n\n")
+    (out / "report.md").write_text(header + study.markdown(data, table), encoding="utf-8")
+    written = graphs.render_all(data, out)
+    if args.hops_generator:
+        written += graphs.hop_stacks(data, out, args.hops_generator)
+    console = Console()
+    console.print(study.rich_table(data, table))
+    console.print(f"wrote {out}/comparison.csv, report.md and {len(written)} graph files")
+    return 0
