@@ -186,3 +186,17 @@ def test_comparison_run(no_lab, tmp_path: Path) -> None:
         set() if ipip_missing else {"calico-ipip"})
     assert json.loads((out / "flannel-vxlan" / "summary.json").read_text())["end_to_end"]["packets"] == N
     assert cleanup.list_lab_namespaces() == []
+
+
+@pytest.mark.lab_destructive
+@pytest.mark.parametrize("spec", ["cilium:vxlan", "cilium:native"])
+def test_cilium_node_detected(own_lab, tmp_path: Path, spec: str) -> None:
+    lab = own_lab(spec)
+    node = lab.node("node1")
+    conf = {"cniVersion": "0.3.1", "name": "cilium", "plugins": [{"type": "cilium-cni"}]}
+    d = detect.detect(root=node_root(tmp_path, "05-cilium.conflist", conf), netns=node.netns)
+    assert (d.spec, d.confidence) == (spec, "high")
+    topo, problems = detect.node_topology(d, node.netns)
+    assert problems == []
+    assert all(p.host_veth.startswith("lxc") for p in topo.pods)  # cilium_host/cilium_net are not pods
+    assert_pods_mapped(topo, lab, "node1")
