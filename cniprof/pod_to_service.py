@@ -14,7 +14,10 @@ pod's own IP and are un-DNATed on the client node, so direction 1 is unchanged.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import re
 import shutil
+import subprocess
 from contextlib import ExitStack
 from typing import Any
 
@@ -24,10 +27,14 @@ from cniprof.lab.topology import Pod, Topology
 from cniprof.probes.plan import Plan
 from cniprof.traffic.udp_burst import MAX_FLOWS
 
+log = logging.getLogger(__name__)
+
 PATH = "pod-to-service"
 CHAIN_PATH = "cross-node"  # the model chain the packets follow (DNAT happens on the client node)
 PORTS = {"iperf3": 5201, "udp": 5300}  # the service port = the generator's server port (targetPort alike)
 PROTOCOLS = {"iperf3": "tcp", "udp": "udp"}
+NFT_TABLES = ("nat", "filter")  # the iptables-nft tables kube-proxy's rules go into
+NFT_TIMEOUT_S = 30
 
 
 def chain_path(path: str) -> str:
@@ -54,17 +61,65 @@ def install(stack: ExitStack, topo: Topology, target: Pod, services: int, traffi
     """The ClusterIP service in front of `target` (+ `services` dummies) on every node, removed by `stack`.
 
     Refuses a lab that already holds kube-proxy rules: apply() would replace them and the removal delete them,
-    and they are not this run's to touch.
+    and they are not this run's to touch. Tables the lab had before are put back as they were (see
+    restore_tables).
     """
     held = kubeproxy.installed(topo)
     if held:
         raise UsageError(f"the lab already holds kube-proxy rules this run did not add ({', '.join(held)}); "
                          "`cniprof lab down` removes them with the lab")
-    # registered before apply(): a Ctrl-C between apply() returning and the registration still removes them
+    # registered before apply() (the stack unwinds in reverse: remove, then restore): a Ctrl-C between apply()
+    # returning and the registration still removes the rules
+    stack.callback(restore_tables, nft_tables(topo))
     stack.callback(kubeproxy.remove, topo)
     port = PORTS.get(traffic, PORTS["udp"])
     return kubeproxy.apply(topo, services=services, target_pod=target.name, port=port,
                            protocol=PROTOCOLS.get(traffic, "udp"))
+
+
+def _nft(netns: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", *args], input=stdin, capture_output=True,
+                          text=True, timeout=NFT_TIMEOUT_S, check=False)
+
+
+def nft_tables(topo: Topology) -> dict[tuple[str, str], str | None]:
+    """`nft list table ip <t>` of the kube-proxy tables in every node namespace (None: no such table; {} without
+    the nft tool, as kubeproxy then leaves tables alone too)."""
+    if shutil.which("nft") is None:
+        return {}
+    out: dict[tuple[str, str], str | None] = {}
+    for node in topo.nodes:
+        for table in NFT_TABLES:
+            p = _nft(node.netns, "list", "table", "ip", table)
+            out[(node.netns, table)] = p.stdout if p.returncode == 0 else None
+    return out
+
+
+def _chains(listing: str) -> set[str]:
+    return set(re.findall(r"^\s*chain (\S+) \{", listing, re.MULTILINE))
+
+
+def restore_tables(before: dict[tuple[str, str], str | None]) -> None:
+    """Put back what kubeproxy.remove() took that was not this run's.
+
+    remove() deletes every iptables-nft nat/filter table it finds empty, also one the lab had before the run (an
+    earlier `iptables -I` ... `-D` leaves one); such a table is recreated from its listing. Base chains this run's
+    rules added to a table that was there are deleted again while empty. Failures are logged, not raised: this
+    runs while the run is being torn down.
+    """
+    for (netns, table), was in before.items():
+        if was is None:
+            continue
+        p = _nft(netns, "list", "table", "ip", table)
+        if p.returncode != 0:
+            r = _nft(netns, "-f", "-", stdin=was)
+            if r.returncode != 0:
+                log.warning("could not restore table ip %s in %s: %s", table, netns, r.stderr.strip())
+            continue
+        for chain in sorted(_chains(p.stdout) - _chains(was)):
+            r = _nft(netns, "delete", "chain", "ip", table, chain)  # refused (kept) when it has rules
+            if r.returncode != 0:
+                log.info("kept chain %s of ip %s in %s: %s", chain, table, netns, r.stderr.strip())
 
 
 def retarget(plan: Plan, cluster_ip: str) -> Plan:

@@ -10,6 +10,7 @@ the lab must hold no kube-proxy rule, no nftables table and no link of this run,
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -23,7 +24,6 @@ import pytest
 
 from cniprof.lab import kubeproxy
 from cniprof.lab.topology import Topology
-from cniprof.probes import hops_abi
 from cniprof.probes import nfhooks_abi as nf_abi
 
 pytestmark = [
@@ -34,11 +34,8 @@ pytestmark = [
 
 CNIPROF = [sys.executable, "-m", "cniprof"]
 COUNT = 23
-# programs of this run's probes; other sessions may run the same ones, so only links that appear during a test
-# and stay after it count as left behind
-# (the kernel keeps 15 characters of a program name)
-NF_PROGRAMS = tuple(n[:15] for n in nf_abi.PROGRAMS)
-PROGRAMS = NF_PROGRAMS + tuple(n[:15] for n in hops_abi.ATTACH_POINT)
+LAB_ID = os.environ.get("CNIPROF_LAB_ID", "")
+NF_PROGRAMS = tuple(n[:15] for n in nf_abi.PROGRAMS)  # the kernel keeps 15 characters of a program name
 
 
 def bpftool(*args: str) -> list[dict]:
@@ -46,15 +43,40 @@ def bpftool(*args: str) -> list[dict]:
     return json.loads(out or "[]")
 
 
-def probe_links(names: tuple[str, ...] = PROGRAMS) -> set[int]:
-    progs = {p["id"]: p.get("name", "") for p in bpftool("prog", "show")}
-    return {link["id"] for link in bpftool("link", "show") if progs.get(link.get("prog_id")) in names}
+def _lab_id(pid: str) -> str | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None  # gone, or a kernel thread
+    return next((e.split(b"=", 1)[1].decode() for e in env if e.startswith(b"CNIPROF_LAB_ID=")), "")
+
+
+def held_links(names: tuple[str, ...] | None = None) -> set[int]:
+    """Ids of the BPF links held open by processes of this lab instance (same CNIPROF_LAB_ID), optionally only
+    those of the named programs.
+
+    A link lives as long as an fd (or a pin, which cniprof never makes) holds it, so a link this run left behind
+    is held by one of its processes; other sessions on the machine run the same programs under other lab ids.
+    """
+    progs = {p["id"]: p.get("name", "") for p in bpftool("prog", "show")} if names else {}
+    out: set[int] = set()
+    for info in Path("/proc").glob("[0-9]*/fdinfo/*"):
+        try:
+            text = info.read_text()
+        except OSError:
+            continue
+        fields = dict(ln.split(":", 1) for ln in text.splitlines() if ":" in ln)
+        if "link_id" not in fields or _lab_id(info.parent.parent.name) != LAB_ID:
+            continue
+        if names is None or progs.get(int(fields.get("prog_id", "-1"))) in names:
+            out.add(int(fields["link_id"]))
+    return out
 
 
 def links_left(before: set[int], timeout_s: float = 5.0) -> set[int]:
-    """Links that appeared since `before` and are still there once the kernel had time to free them."""
+    """Links of this lab's processes that appeared since `before` and are still held after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while (left := probe_links() - before) and time.monotonic() < deadline:
+    while (left := held_links() - before) and time.monotonic() < deadline:
         time.sleep(0.05)
     return left
 
@@ -84,7 +106,7 @@ def clean_lab(lab: Topology) -> Iterator[Topology]:
 
 def test_pod_to_service_udp_with_nf(clean_lab: Topology, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    before = probe_links()
+    before = held_links()
     t0 = time.monotonic()
     p = subprocess.run([*CNIPROF, "trace", "--path", "pod-to-service", "--services", "0", "--traffic", "udp",
                         "--count", str(COUNT), "--nf", "--no-ui", "--export", str(out)],
@@ -119,13 +141,13 @@ def test_pod_to_service_udp_with_nf(clean_lab: Topology, tmp_path: Path) -> None
 
 
 def test_ctrl_c_removes_the_service_and_links(clean_lab: Topology) -> None:
-    before = probe_links()
+    before = held_links()
     proc = subprocess.Popen([*CNIPROF, "trace", "--path", "pod-to-service", "--traffic", "udp", "--count", "3000",
                              "--nf", "--no-ui"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not (kube_chains(clean_lab)[clean_lab.nodes[0].netns]
-                   and probe_links(NF_PROGRAMS) - before):
+                   and held_links(NF_PROGRAMS) - before):
             assert proc.poll() is None and time.monotonic() < deadline, "the run never got its rules and links"
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
@@ -180,3 +202,24 @@ def test_refused_netfilter_links_stop_before_the_lab(monkeypatch: pytest.MonkeyP
         trace.run(opts)
     assert "\n" not in str(e.value) and "refuses BPF netfilter links" in str(e.value)
     assert touched == []
+
+
+def test_tables_the_lab_had_are_kept(clean_lab: Topology) -> None:
+    """An empty iptables-nft filter table left by earlier work (iptables -I, then -D) is not this run's: it is
+    there afterwards exactly as before, although the kube-proxy removal drops the tables it finds empty."""
+    if shutil.which("nft") is None:
+        pytest.skip("nft not installed")
+    node2 = clean_lab.node("node2").netns
+    rule = ["FORWARD", "-s", "192.0.2.1", "-j", "DROP"]
+    had_filter = "table ip filter" in nft_tables(node2)
+    netns_exec(node2, "iptables", "-w", "-I", *rule)
+    netns_exec(node2, "iptables", "-w", "-D", *rule)
+    before = netns_exec(node2, "nft", "list", "table", "ip", "filter")
+    try:
+        p = subprocess.run([*CNIPROF, "trace", "--path", "pod-to-service", "--traffic", "udp", "--count", "5",
+                            "--no-ui"], capture_output=True, text=True, timeout=60, check=False)
+        assert p.returncode == 0, p.stderr
+        assert netns_exec(node2, "nft", "list", "table", "ip", "filter") == before
+    finally:
+        if not had_filter:
+            netns_exec(node2, "nft", "delete", "table", "ip", "filter")
