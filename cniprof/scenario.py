@@ -51,7 +51,9 @@ TOOLS: dict[str, dict[str, tuple[type, Any, str]]] = {
 # tunings the issue asks for; none is applied by the runner yet, so each is rejected rather than ignored
 TUNINGS = ("mtu", "offloads", "txqueuelen", "qdisc", "rps", "xps", "rfs", "sysctl", "notrack", "services",
            "cpu_pinning")
-IMPLEMENTED_TUNINGS: tuple[str, ...] = ()
+IMPLEMENTED_TUNINGS = ("mtu", "offloads", "txqueuelen", "rps", "xps")  # cniprof.bench.tunings
+OFFLOAD_FEATURES = ("gro", "gso", "tso", "tx-checksum", "rx-checksum")
+OFFLOAD_ROLES = ("veth", "vxlan", "tunnel", "underlay", "bridge", "macvlan")
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1024, "M": 1000**2, "MB": 1024**2, "G": 1000**3, "GB": 1024**3}
 
 
@@ -237,10 +239,43 @@ def _variants(doc: _Doc, value: Any) -> tuple[Variant, ...]:
             if key not in TUNINGS:
                 raise doc.error(f"{path}.tunings.{key}", f"unknown tuning; known: {', '.join(TUNINGS)}")
             if key not in IMPLEMENTED_TUNINGS:
-                raise doc.error(f"{path}.tunings.{key}",
-                                "not implemented yet (tunings are not applied by `cniprof run` so far)")
+                raise doc.error(f"{path}.tunings.{key}", "not implemented yet (implemented tunings: "
+                                f"{', '.join(IMPLEMENTED_TUNINGS)})")
+            tunings[key] = _tuning(doc, f"{path}.tunings.{key}", key, tunings[key])
         out.append(Variant(item["name"], dict(tunings)))
     return tuple(out)
+
+
+def _cpus(value: Any) -> bool:
+    if value in ("all", "none"):
+        return True
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    return isinstance(text, str) and all(p.strip().isdigit() and int(p) < 1024 for p in text.split(","))
+
+
+def _tuning(doc: _Doc, path: str, key: str, value: Any) -> Any:
+    """Check one tuning's value (what cniprof.bench.tunings expects)."""
+    if key == "mtu":
+        return _typed(doc, path, value, int, lambda v: 1280 <= v <= 9216, "an MTU 1280..9216")
+    if key == "txqueuelen":
+        return _typed(doc, path, value, int, lambda v: 0 <= v <= 100000, "an integer 0..100000")
+    if key in ("rps", "xps"):
+        if not _cpus(value):
+            raise doc.error(path, f"must be all, none or a CPU list like \"0,1\", not {value!r}")
+        return str(value)
+    if not isinstance(value, dict) or not value:
+        raise doc.error(path, f"must be a mapping of {', '.join(OFFLOAD_FEATURES)} to on/off (and devices)")
+    out: dict[str, Any] = {}
+    for feat, v in value.items():
+        if feat == "devices":
+            out[feat] = _names(doc, f"{path}.devices", v, OFFLOAD_ROLES)
+        elif feat not in OFFLOAD_FEATURES:
+            raise doc.error(f"{path}.{feat}", f"unknown offload; known: {', '.join(OFFLOAD_FEATURES)}, devices")
+        elif v not in (True, False, "on", "off"):
+            raise doc.error(f"{path}.{feat}", f"must be on or off, not {v!r}")
+        else:
+            out[feat] = v in (True, "on")
+    return out
 
 
 def _only(doc: _Doc, path: str, item: dict[str, Any], allowed: tuple[str, ...]) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from cniprof.bench import generators
+from cniprof.bench import generators, tunings
 from cniprof.bench.archive import RunArchive
 from cniprof.cni import registry
 from cniprof.cni.model import Model
@@ -131,7 +131,7 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
     gen = generators.make(run.generator, a, b, scenario.duration_s + lead)
     hops = None
     measured: dict[str, float] = {}
-    with gen:
+    with tunings.applied(topo, run.variant.tunings) as changes, gen:
         if scenario.trace:
             called = time.monotonic()
 
@@ -147,7 +147,8 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
         values = generators.metrics(run.generator.tool, gen.wait())
     primary, higher = generators.PRIMARY[run.generator.tool]
     rec = {**run.record(), "src": a.name, "dst": b.name, "dst_ip": b.ip, "generator_s": scenario.duration_s + lead,
-           "trace_setup_s": round(measured["setup_s"], 3) if "setup_s" in measured else None}
+           "trace_setup_s": round(measured["setup_s"], 3) if "setup_s" in measured else None,
+           "tuning_changes": [f"{c.dev.netns}/{c.dev.name}: {c.what}" for c in changes]}
     archive.add(rec, values, primary, higher, hops)
     return values
 

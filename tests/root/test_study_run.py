@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """`cniprof run` for real on the session's flannel/vxlan lab: two short traced runs, then the run directory.
 
-Uses the shared `lab` fixture (the study finds the lab up and leaves it up). ~15 s.
+Uses the shared `lab` fixture (the study finds the lab up and leaves it up); the variant's tuning is applied and
+reverted around each run. ~15 s.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ duration_s: 1
 generators:
   - {name: rr-udp, tool: sockperf, params: {proto: udp}}
   - {name: web, tool: wrk, params: {body: 10KB}}
+variants:
+  - {name: short-queues, tunings: {txqueuelen: 500}}
 """
 
 
@@ -45,6 +48,7 @@ def test_run_study_on_the_lab(lab, tmp_path):
     assert traced["rr-udp"] > 100 and traced["web"] > 100, "the probe saw the generators' traffic"
     for run in meta["runs"]:
         assert (out / "runs" / run["run_id"] / "snapshot.json").is_file()
+        assert run["variant"] == "short-queues" and any("txqueuelen" in c for c in run["tuning_changes"])
     deadline = time.monotonic() + 2
     while {p.pid for p in psutil.Process().children(recursive=True)} - before and time.monotonic() < deadline:
         time.sleep(0.05)

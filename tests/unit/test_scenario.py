@@ -64,8 +64,8 @@ def test_errors_name_file_line_and_field(old, new, where):
 
 
 def test_tunings_not_implemented_are_rejected():
-    text = GOOD + "variants:\n  - {name: a, tunings: {}}\n  - name: b\n    tunings:\n      mtu: 9000\n"
-    with pytest.raises(UsageError, match=r"t.yaml:19: variants\[1\].tunings.mtu: not implemented yet"):
+    text = GOOD + "variants:\n  - {name: a, tunings: {}}\n  - name: b\n    tunings:\n      qdisc: fq\n"
+    with pytest.raises(UsageError, match=r"t.yaml:19: variants\[1\].tunings.qdisc: not implemented yet"):
         scenario.loads(text, "t.yaml")
     with pytest.raises(UsageError, match=r"tunings.turbo: unknown tuning"):
         scenario.loads(GOOD + "variants: [{name: a, tunings: {turbo: 1}}]\n", "t.yaml")
@@ -102,8 +102,26 @@ def test_shipped_comparison_validates():
     assert {g.tool for g in s.generators} == {"ping", "iperf3", "sockperf", "connect_rate", "wrk"}
 
 
-@pytest.mark.parametrize(("name", "tuning"), [("mtu", "mtu"), ("offloads", "offloads"),
-                                              ("iptables-scale", "services"), ("rps", "rps")])
-def test_shipped_tuning_scenarios_say_not_implemented(name, tuning):
-    with pytest.raises(UsageError, match=rf"{name}.yaml:\d+: variants\[\d\].tunings.{tuning}: not implemented yet"):
-        scenario.load(SCENARIOS / f"{name}.yaml")
+def test_shipped_iptables_scale_says_not_implemented():
+    with pytest.raises(UsageError, match=r"iptables-scale.yaml:14: variants\[0\].tunings.services: not implemented yet"):
+        scenario.load(SCENARIOS / "iptables-scale.yaml")
+
+
+def test_shipped_tuning_scenarios():
+    assert [v.tunings for v in scenario.load(SCENARIOS / "mtu.yaml").variants] == [{"mtu": 1450}, {"mtu": 8950}]
+    off = scenario.load(SCENARIOS / "offloads.yaml").variants[1].tunings["offloads"]
+    assert off == {"gro": False, "gso": False, "tso": False, "tx-checksum": False, "devices": ("veth", "vxlan")}
+    assert scenario.load(SCENARIOS / "rps.yaml").variants[2].tunings == {"rps": "0", "xps": "0"}
+
+
+@pytest.mark.parametrize(("tunings", "message"), [
+    ("{mtu: 100}", "tunings.mtu: must be an MTU 1280..9216, not 100"),
+    ("{rps: some}", "tunings.rps: must be all, none or a CPU list"),
+    ("{offloads: {lro: off}}", "tunings.offloads.lro: unknown offload"),
+    ("{offloads: {gro: maybe}}", "tunings.offloads.gro: must be on or off"),
+    ("{offloads: {gro: off, devices: [wifi]}}", "tunings.offloads.devices[0]: unknown 'wifi'"),
+    ("{txqueuelen: -1}", "tunings.txqueuelen: must be an integer 0..100000"),
+])
+def test_bad_tuning_values(tunings, message):
+    with pytest.raises(UsageError, match=r"t.yaml:16: variants\[0\]\." + message.replace("[", r"\[").replace("]", r"\]")):
+        scenario.loads(GOOD + f"variants:\n  - {{name: a, tunings: {tunings}}}\n", "t.yaml")

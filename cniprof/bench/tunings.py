@@ -1,0 +1,213 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Tunings of a scenario variant, applied to the lab's devices for one run and reverted right after it.
+
+Why only device settings inside the lab's namespaces: they change nothing outside the lab (the machine is shared),
+and every one can be read back first and restored exactly. Global knobs (netdev_max_backlog, busy_poll, ...) are
+not per-namespace and stay unimplemented, as do those that need more than a device setting (qdisc, RFS, NOTRACK,
+service count, CPU pinning): the scenario validator rejects them by name.
+
+Implemented:
+  mtu: N            underlay devices get N; overlay devices and the pods' devices get N minus the model's
+                    encapsulation overhead (VXLAN 50, IPIP 20), like a CNI derives its MTU from the node's.
+  offloads: {gro, gso, tso, tx-checksum, rx-checksum: on|off, devices: [role, ...]}   (ethtool -K)
+                    roles: veth (host and pod ends), vxlan, tunnel, underlay, bridge, macvlan; default veth, vxlan
+  txqueuelen: N     on every lab device
+  rps / xps: all | none | CPU list like "0,1"   RPS (rx queues) / XPS (tx queues) of the veth and underlay devices
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from cniprof.errors import CniprofError
+from cniprof.lab.topology import Topology
+
+IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps")
+FEATURES = {"gro": "generic-receive-offload", "gso": "generic-segmentation-offload",
+            "tso": "tcp-segmentation-offload", "tx-checksum": "tx-checksumming", "rx-checksum": "rx-checksumming"}
+ETHTOOL_NAMES = {"gro": "gro", "gso": "gso", "tso": "tso", "tx-checksum": "tx", "rx-checksum": "rx"}
+ROLE_GROUPS = {"veth": ("host_veth", "pod_veth"), "vxlan": ("vxlan",), "tunnel": ("tunnel",),
+               "underlay": ("underlay",), "bridge": ("bridge",), "macvlan": ("macvlan",)}
+DEFAULT_OFFLOAD_ROLES = ("veth", "vxlan")
+OVERHEAD = {"vxlan": 50, "tunnel": 20}
+# inner devices after outer ones when the MTU grows (a device may not exceed its lower device), reversed otherwise
+MTU_ORDER = ("underlay", "vxlan", "tunnel", "bridge", "host_veth", "pod_veth", "macvlan")
+
+
+@dataclass(frozen=True)
+class Dev:
+    netns: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One setting of one device: how to set it and how to put the old value back."""
+
+    dev: Dev
+    what: str
+    apply: tuple[str, ...]
+    revert: tuple[str, ...]
+
+
+def devices(topo: Topology) -> list[Dev]:
+    """Every device of the lab, node and pod ends, once each."""
+    seen: dict[tuple[str, str], Dev] = {}
+    for holder in (*topo.nodes, *topo.pods):
+        for d in holder.devices:
+            seen.setdefault((d.netns, d.name), Dev(d.netns, d.name, d.role))
+    return list(seen.values())
+
+
+def _sh(netns: str, argv: list[str]) -> str:
+    try:
+        out = subprocess.run(["ip", "netns", "exec", netns, *argv], check=False, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise CniprofError(f"tuning: {' '.join(argv)} in {netns} failed: {e}") from None
+    if out.returncode != 0:
+        msg = next((line.strip() for line in out.stderr.splitlines() if line.strip()), f"exit {out.returncode}")
+        raise CniprofError(f"tuning: {' '.join(argv)} in {netns}: {msg}")
+    return out.stdout
+
+
+def link_info(dev: Dev) -> dict[str, Any]:
+    return json.loads(_sh(dev.netns, ["ip", "-j", "link", "show", "dev", dev.name]))[0]
+
+
+def parse_features(text: str) -> dict[str, tuple[bool, bool]]:
+    """`ethtool -k` output -> {feature: (on, fixed)}."""
+    out = {}
+    for line in text.splitlines():
+        name, sep, rest = line.partition(":")
+        if sep and rest.strip():
+            words = rest.split()
+            out[name.strip()] = (words[0] == "on", "[fixed]" in rest)
+    return out
+
+
+def cpu_mask(value: str | int) -> str:
+    """all -> every online CPU, none -> 0, "0,2" -> bitmask, as the hex string sysfs takes."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if value == "all":
+        chosen = cpus
+    elif value == "none":
+        chosen = []
+    else:
+        chosen = [int(x) for x in str(value).split(",") if x.strip()]
+    return format(sum(1 << c for c in chosen), "x")
+
+
+def _overhead(devs: list[Dev]) -> int:
+    return max((OVERHEAD.get(d.role, 0) for d in devs), default=0)
+
+
+def plan_mtu(devs: list[Dev], infos: dict[Dev, dict[str, Any]], mtu: int) -> list[Change]:
+    inner = mtu - _overhead(devs)
+    changes = []
+    for dev in devs:
+        target = mtu if dev.role == "underlay" else (mtu - OVERHEAD[dev.role] if dev.role in OVERHEAD else inner)
+        old = int(infos[dev]["mtu"])
+        if old != target:
+            changes.append(Change(dev, f"mtu {old}->{target}", ("ip", "link", "set", "dev", dev.name, "mtu",
+                                                                 str(target)),
+                                  ("ip", "link", "set", "dev", dev.name, "mtu", str(old))))
+    grows = any(int(infos[c.dev]["mtu"]) < int(c.apply[-1]) for c in changes)
+    rank = {r: i for i, r in enumerate(MTU_ORDER)}
+    changes.sort(key=lambda c: rank.get(c.dev.role, len(rank)), reverse=not grows)
+    return changes
+
+
+def plan_offloads(devs: list[Dev], features: dict[Dev, dict[str, tuple[bool, bool]]],
+                  spec: dict[str, Any]) -> list[Change]:
+    roles = {r for group in spec.get("devices", DEFAULT_OFFLOAD_ROLES) for r in ROLE_GROUPS[group]}
+    changes = []
+    for dev in devs:
+        if dev.role not in roles:
+            continue
+        for key, value in spec.items():
+            if key == "devices":
+                continue
+            on, fixed = features[dev].get(FEATURES[key], (False, True))
+            want = value in (True, "on")
+            if fixed or on == want:
+                continue  # a fixed feature cannot change; recorded as skipped by not being listed
+            name = ETHTOOL_NAMES[key]
+            changes.append(Change(dev, f"{key} {'on' if want else 'off'}",
+                                  ("ethtool", "-K", dev.name, name, "on" if want else "off"),
+                                  ("ethtool", "-K", dev.name, name, "on" if on else "off")))
+    return changes
+
+
+def plan_txqueuelen(devs: list[Dev], infos: dict[Dev, dict[str, Any]], qlen: int) -> list[Change]:
+    return [Change(d, f"txqueuelen {infos[d].get('txqlen')}->{qlen}",
+                   ("ip", "link", "set", "dev", d.name, "txqueuelen", str(qlen)),
+                   ("ip", "link", "set", "dev", d.name, "txqueuelen", str(infos[d].get("txqlen", 1000))))
+            for d in devs if int(infos[d].get("txqlen", -1)) != qlen]
+
+
+def _steering(devs: list[Dev], kind: str, value: Any) -> list[Change]:
+    """RPS (rx-*/rps_cpus) or XPS (tx-*/xps_cpus) on veth and underlay devices, read back through sysfs."""
+    queue, file = ("rx", "rps_cpus") if kind == "rps" else ("tx", "xps_cpus")
+    mask = cpu_mask(value)
+    changes = []
+    for dev in devs:
+        if dev.role not in ("host_veth", "pod_veth", "underlay"):
+            continue
+        base = f"/sys/class/net/{dev.name}/queues"
+        listing = _sh(dev.netns, ["sh", "-c", f"for q in {base}/{queue}-*; do echo $q $(cat $q/{file}); done"])
+        for line in listing.splitlines():
+            path, _, old = line.partition(" ")
+            if not old.strip():
+                continue
+            target = f"{path}/{file}"
+            changes.append(Change(dev, f"{kind} {old.strip()}->{mask}", ("sh", "-c", f"echo {mask} > {target}"),
+                                  ("sh", "-c", f"echo {old.strip()} > {target}")))
+    return changes
+
+
+def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
+    """The changes a variant's tunings make to this lab (reads the current values)."""
+    devs = devices(topo)
+    infos = {d: link_info(d) for d in devs} if {"mtu", "txqueuelen"} & set(tunings) else {}
+    changes: list[Change] = []
+    for key, value in tunings.items():
+        if key == "mtu":
+            changes += plan_mtu(devs, infos, int(value))
+        elif key == "offloads":
+            feats = {d: parse_features(_sh(d.netns, ["ethtool", "-k", d.name])) for d in devs}
+            changes += plan_offloads(devs, feats, value)
+        elif key == "txqueuelen":
+            changes += plan_txqueuelen(devs, infos, int(value))
+        elif key in ("rps", "xps"):
+            changes += _steering(devs, key, value)
+        else:
+            raise CniprofError(f"tuning {key} is not implemented yet")
+    return changes
+
+
+@contextmanager
+def applied(topo: Topology, tunings: dict[str, Any]) -> Iterator[list[Change]]:
+    """Apply the tunings for the block; every change made is reverted (in reverse order) whatever happens."""
+    done: list[Change] = []
+    try:
+        for change in plan(topo, tunings) if tunings else []:
+            _sh(change.dev.netns, list(change.apply))
+            done.append(change)
+        yield done
+    finally:
+        errors = []
+        for change in reversed(done):
+            try:
+                _sh(change.dev.netns, list(change.revert))
+            except CniprofError as e:
+                errors.append(str(e))
+        if errors:
+            raise CniprofError(f"could not revert {len(errors)} tuning changes; first: {errors[0]}")
