@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""`cniprof report` on a small run directory recorded here by `cniprof run` (tests/unit/data/study_run: its
-metadata, results and hop tables; the per-run runs/ exports are left out, the report does not read them)."""
+"""`cniprof report` on a small run directory recorded here: a subset (host, flannel:vxlan, cilium:native x ping,
+iperf3-tcp, sockperf-tcp, wrk-100k) of `cniprof run scenarios/cni-comparison.yaml --repetitions 2 --duration 2`,
+its metadata, results and hop tables (the per-run runs/ exports are left out: the report does not read them)."""
 
 from __future__ import annotations
 
