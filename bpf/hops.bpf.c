@@ -180,6 +180,30 @@ static __always_inline struct skb_track *slot_of(__u64 skb)
 	return bpf_map_lookup_elem(&tracks, &idx);
 }
 
+/* Only a TCP segment with payload reaches skb_copy_datagram_iter at a reader; anything else (UDP, which copies
+ * with checksum verification, ICMP, pure ACKs) is freed on paths without a tracepoint, and a slot kept for it
+ * would outlive the packet. */
+static __always_inline bool reader_will_copy(struct sk_buff *skb)
+{
+	__u8 h[34]; /* IPv4 header without options + the TCP header up to its data offset */
+	__u32 total, doff;
+
+	if (bpf_probe_read_kernel(h, sizeof(h), skb->head + skb->network_header))
+		return false;
+	if (h[0] != 0x45 || h[9] != 6 /* IPPROTO_TCP */)
+		return false;
+	total = ((__u32)h[2] << 8) | h[3];
+	doff = (h[32] >> 4) * 4;
+	return total > 20 + doff;
+}
+
+/* The slot still describes this very packet: same skb address and same data buffer (an skb freed without a
+ * tracepoint leaves its slot behind, and the slab hands its address to the next skb). */
+static __always_inline bool ours(struct skb_track *t, __u64 key, struct sk_buff *skb)
+{
+	return t->skb == key && t->head == addr_of(skb->head);
+}
+
 static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *pi)
 {
 	__u32 addrs[2], zero = 0, which = C_CANDIDATES;
@@ -232,6 +256,7 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 		if (t->skb && t->skb != key && now - t->last_ns < cfg.stale_ns)
 			count(C_LOST);
 		t->skb = key;
+		t->head = addr_of(skb->head);
 		t->first_ns = now;
 		t->last_ns = now;
 		t->last_pt = pt;
@@ -251,10 +276,16 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 	hop(t->last_pt, pt, now - t->last_ns);
 	t->last_ns = now;
 	t->last_pt = pt;
+	t->head = addr_of(skb->head);  /* encapsulation may move the data to a new buffer */
 	/* End-to-end is recorded on arrival at the path's last point (the destination's stack entry): later
 	 * events (socket copy, free) are not observable for every protocol, e.g. UDP frees without a tracepoint. */
-	if (pi->flags & PT_END)
+	if (pi->flags & PT_END) {
 		hist_add(MAX_HOPS + (t->dir & (MAX_DIRS - 1)), now - t->first_ns);
+		if (!reader_will_copy(skb)) {
+			t->skb = 0;
+			count(C_END_PATH);
+		}
+	}
 	return 0;
 }
 
@@ -292,7 +323,7 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 	struct task_struct *task;
 	__u32 pt;
 
-	if (!t || t->skb != key)
+	if (!t || !ours(t, key, (struct sk_buff *)skb))
 		return 0;
 	t->skb = 0;
 	count(C_END_COPY);
@@ -312,7 +343,8 @@ int BPF_PROG(on_consume_skb, struct sk_buff *skb)
 
 	if (t && t->skb == key) {
 		t->skb = 0;
-		count(C_END_FREE);
+		if (t->head == addr_of(skb->head))
+			count(C_END_FREE);
 	}
 	return 0;
 }
@@ -327,6 +359,8 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	if (!t || t->skb != key)
 		return 0;
 	t->skb = 0;
+	if (t->head != addr_of(skb->head))
+		return 0;
 	dk.point = t->last_pt;
 	dk.reason = reason;
 	c = bpf_map_lookup_elem(&drops, &dk);

@@ -60,6 +60,7 @@ struct point_info {  /* indexed by point id */
 
 struct skb_track {
 	__u64 skb;       /* 0 = free */
+	__u64 head;      /* skb->head at the last point: a reused skb address carries another buffer */
 	__u64 first_ns;
 	__u64 last_ns;
 	__u32 last_pt;
@@ -104,7 +105,8 @@ enum hop_counter {
 	C_END_DROP = 5,   /* tracking ended by kfree_skb (a drop) */
 	C_CANDIDATES = 6, /* packets that matched a start point (tracked or sampled out) */
 	C_LOST = 7,       /* a live packet's slot was taken by a new start (table too small or a hash clash) */
-	C_COUNT = 8,
+	C_END_PATH = 8,   /* tracking ended at the path's end: nothing for a reader to copy (UDP, ICMP, pure ACK) */
+	C_COUNT = 9,
 };
 
 #endif

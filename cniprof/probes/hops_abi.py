@@ -52,8 +52,9 @@ def dev_hash(netns: int, ifindex: int) -> int:
     x ^= x >> 13
     return x & (DEV_SLOTS - 1)
 
-COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "candidates", "lost")
-C_COUNT = 8
+COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "candidates", "lost",
+            "ended_path")
+C_COUNT = 9
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
@@ -67,7 +68,7 @@ class PointInfo(ctypes.Structure):
 
 
 class SkbTrack(ctypes.Structure):
-    _fields_ = [("skb", u64), ("first_ns", u64), ("last_ns", u64), ("last_pt", u32), ("dir", u32)]
+    _fields_ = [("skb", u64), ("head", u64), ("first_ns", u64), ("last_ns", u64), ("last_pt", u32), ("dir", u32)]
 
 
 class Hist(ctypes.Structure):
