@@ -140,11 +140,15 @@ def test_iptables_drop_is_reported_at_its_node(lab) -> None:
     node2 = lab.node("node2").netns
     dst = lab.pods[2].ip if len(lab.pods) > 2 else lab.pods[1].ip
     rule = ["FORWARD", "-d", dst, "-p", "udp", "-j", "DROP"]
+    had_table = subprocess.run(["ip", "netns", "exec", node2, "nft", "list", "table", "ip", "filter"],
+                               capture_output=True, check=False).returncode == 0
     _ns(node2, "iptables", "-I", *rule)
     try:
         res = _run(traffic="udp", count=N)
     finally:
         _ns(node2, "iptables", "-D", *rule)
+        if not had_table:  # leave the namespace as it was: an empty iptables-nft table still hooks every packet
+            _ns(node2, "nft", "delete", "table", "ip", "filter")
     assert res.traffic["received"] == 0
     a = analyze(res.snapshot, res.model.chain("cross-node"))
     drops = a.drops
