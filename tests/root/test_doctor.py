@@ -44,8 +44,10 @@ def bpftool(*args: str) -> list[dict]:
 def leftovers() -> dict[str, object]:
     """Everything a calibration could leave: links, our programs, probe namespaces, tracefs mounts."""
     netns_dir = Path("/run/netns")
+    # only links of the doctor's own programs: other work on the machine may attach and detach meanwhile
+    ours = {p["id"] for p in bpftool("prog", "show") if p.get("name", "").startswith(OUR_PROGRAMS)}
     return {
-        "links": sorted(link["id"] for link in bpftool("link", "show")),
+        "links": sorted(link["id"] for link in bpftool("link", "show") if link.get("prog_id") in ours),
         "our_programs": sorted(p.get("name", "") for p in bpftool("prog", "show")
                                if p.get("name", "").startswith(OUR_PROGRAMS)),
         "probe_netns": sorted(n for n in os.listdir(netns_dir) if n.startswith("cpdoctor-"))
