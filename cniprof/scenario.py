@@ -51,7 +51,7 @@ TOOLS: dict[str, dict[str, tuple[type, Any, str]]] = {
 # tunings the issue asks for; none is applied by the runner yet, so each is rejected rather than ignored
 TUNINGS = ("mtu", "offloads", "txqueuelen", "qdisc", "rps", "xps", "rfs", "sysctl", "notrack", "services",
            "cpu_pinning")
-IMPLEMENTED_TUNINGS = ("mtu", "offloads", "txqueuelen", "rps", "xps")  # cniprof.bench.tunings
+IMPLEMENTED_TUNINGS = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning")  # cniprof.bench.tunings
 OFFLOAD_FEATURES = ("gro", "gso", "tso", "tx-checksum", "rx-checksum")
 OFFLOAD_ROLES = ("veth", "vxlan", "tunnel", "underlay", "bridge", "macvlan")
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1024, "M": 1000**2, "MB": 1024**2, "G": 1000**3, "GB": 1024**3}
@@ -259,6 +259,10 @@ def _tuning(doc: _Doc, path: str, key: str, value: Any) -> Any:
         return _typed(doc, path, value, int, lambda v: 1280 <= v <= 9216, "an MTU 1280..9216")
     if key == "txqueuelen":
         return _typed(doc, path, value, int, lambda v: 0 <= v <= 100000, "an integer 0..100000")
+    if key == "cpu_pinning":
+        if value in ("all", "none") or not _cpus(value):
+            raise doc.error(path, f"must be a CPU list like \"0\" or \"0,1\", not {value!r}")
+        return str(value)
     if key in ("rps", "xps"):
         if not _cpus(value):
             raise doc.error(path, f"must be all, none or a CPU list like \"0,1\", not {value!r}")

@@ -19,7 +19,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,10 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
     gen = generators.make(run.generator, a, b, scenario.duration_s + lead)
     hops = None
     measured: dict[str, float] = {}
-    with tunings.applied(topo, run.variant.tunings) as changes, gen:
+    with tunings.applied(topo, run.variant.tunings) as changes, ExitStack() as stack:
+        stack.callback(gen.stop)
+        with tunings.pinned(run.variant.tunings.get("cpu_pinning")):
+            gen.start()
         if scenario.trace:
             called = time.monotonic()
 

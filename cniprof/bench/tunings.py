@@ -13,6 +13,9 @@ Implemented:
                     roles: veth (host and pod ends), vxlan, tunnel, underlay, bridge, macvlan; default veth, vxlan
   txqueuelen: N     on every lab device
   rps / xps: all | none | CPU list like "0,1"   RPS (rx queues) / XPS (tx queues) of the veth and underlay devices
+  cpu_pinning: CPU list like "0"   every generator process (client and server) runs on these CPUs: the runner
+                    sets its own affinity while it starts the generator, which the processes inherit (through
+                    ip netns exec), and restores it right after, so the tracer itself is not pinned
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any
 from cniprof.errors import CniprofError
 from cniprof.lab.topology import Topology
 
-IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps")
+IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning")
+PROCESS_TUNINGS = ("cpu_pinning",)  # not device settings: applied by `pinned` around the generator's start
 FEATURES = {"gro": "generic-receive-offload", "gso": "generic-segmentation-offload",
             "tso": "tcp-segmentation-offload", "tx-checksum": "tx-checksumming", "rx-checksum": "rx-checksumming"}
 ETHTOOL_NAMES = {"gro": "gro", "gso": "gso", "tso": "tso", "tx-checksum": "tx", "rx-checksum": "rx"}
@@ -91,6 +95,33 @@ def parse_features(text: str) -> dict[str, tuple[bool, bool]]:
             words = rest.split()
             out[name.strip()] = (words[0] == "on", "[fixed]" in rest)
     return out
+
+
+def cpu_list(value: str | int) -> set[int]:
+    """all -> every CPU this process may use, none -> empty, "0,2" -> {0, 2}."""
+    if value == "all":
+        return set(os.sched_getaffinity(0))
+    if value == "none":
+        return set()
+    return {int(x) for x in str(value).split(",") if x.strip()}
+
+
+@contextmanager
+def pinned(cpus: str | int | None) -> Iterator[None]:
+    """This process on cpus for the block (children started inside inherit it); the old affinity afterwards."""
+    if cpus is None:
+        yield
+        return
+    wanted = cpu_list(cpus)
+    old = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, wanted)
+    except (OSError, ValueError) as e:
+        raise CniprofError(f"cpu_pinning {cpus}: cannot run on CPUs {sorted(wanted)}: {e}") from None
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)
 
 
 def cpu_mask(value: str | int) -> str:
@@ -175,6 +206,8 @@ def _steering(devs: list[Dev], kind: str, value: Any) -> list[Change]:
 
 def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
     """The changes a variant's tunings make to this lab (reads the current values)."""
+    if not set(tunings) - set(PROCESS_TUNINGS):
+        return []
     devs = devices(topo)
     infos = {d: link_info(d) for d in devs} if {"mtu", "txqueuelen"} & set(tunings) else {}
     changes: list[Change] = []
@@ -188,6 +221,8 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
             changes += plan_txqueuelen(devs, infos, int(value))
         elif key in ("rps", "xps"):
             changes += _steering(devs, key, value)
+        elif key in PROCESS_TUNINGS:
+            continue
         else:
             raise CniprofError(f"tuning {key} is not implemented yet")
     return changes

@@ -88,7 +88,8 @@ def latency(study: Study, out: Path) -> list[Path]:
 
 def hop_table(study: Study, generator: str | None = None) -> tuple[str | None, pd.DataFrame]:
     """Per model, the client→server direction's expected hops inside the end-to-end path: median over
-    repetitions of each hop's mean time. generator: default the first latency generator that was traced."""
+    repetitions of each hop's mean time, for the study's first variant. generator: default the first latency
+    generator that was traced."""
     hops = study.hops
     if hops.empty:
         return None, pd.DataFrame()
@@ -97,7 +98,10 @@ def hop_table(study: Study, generator: str | None = None) -> tuple[str | None, p
         tools = dict(zip(study.results["generator"], study.results["tool"]))
         latency_first = [g for g in traced if tools.get(g) in ("sockperf", "ping")] + traced
         generator = latency_first[0]
-    h = hops[(hops["generator"] == generator) & hops["expected"].astype(bool) & hops["in_e2e"].astype(bool)]
+    # one variant (the study's first, normally the untuned one): hop times of different tunings are not mixed
+    first_variant = study.results["variant"].iloc[0]
+    h = hops[(hops["generator"] == generator) & hops["expected"].astype(bool) & hops["in_e2e"].astype(bool)
+             & (hops["variant"] == first_variant)]
     rows = []
     for model, mh in h.groupby("model", sort=False):
         forward = mh["direction"].iloc[0]  # analysis lists the client's direction first

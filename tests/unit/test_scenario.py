@@ -111,7 +111,8 @@ def test_shipped_tuning_scenarios():
     assert [v.tunings for v in scenario.load(SCENARIOS / "mtu.yaml").variants] == [{"mtu": 1450}, {"mtu": 8950}]
     off = scenario.load(SCENARIOS / "offloads.yaml").variants[1].tunings["offloads"]
     assert off == {"gro": False, "gso": False, "tso": False, "tx-checksum": False, "devices": ("veth", "vxlan")}
-    assert scenario.load(SCENARIOS / "rps.yaml").variants[2].tunings == {"rps": "0", "xps": "0"}
+    rps = scenario.load(SCENARIOS / "rps.yaml").variants
+    assert rps[2].tunings == {"rps": "0", "xps": "0"} and rps[3].tunings == {"cpu_pinning": "1"}
 
 
 @pytest.mark.parametrize(("tunings", "message"), [
@@ -121,6 +122,7 @@ def test_shipped_tuning_scenarios():
     ("{offloads: {gro: maybe}}", "tunings.offloads.gro: must be on or off"),
     ("{offloads: {gro: off, devices: [wifi]}}", "tunings.offloads.devices[0]: unknown 'wifi'"),
     ("{txqueuelen: -1}", "tunings.txqueuelen: must be an integer 0..100000"),
+    ("{cpu_pinning: all}", "tunings.cpu_pinning: must be a CPU list"),
 ])
 def test_bad_tuning_values(tunings, message):
     with pytest.raises(UsageError, match=r"t.yaml:16: variants\[0\]\." + message.replace("[", r"\[").replace("]", r"\]")):

@@ -76,3 +76,33 @@ def test_cpu_mask():
 def test_nothing_to_apply_is_a_no_op():
     with tunings.applied(None, {}) as changes:  # type: ignore[arg-type]
         assert changes == []
+
+
+def test_pinned_children_inherit_and_the_runner_gets_its_cpus_back():
+    import subprocess
+
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    with tunings.pinned(str(cpu)):
+        child = subprocess.Popen(["sleep", "5"])
+    try:
+        assert os.sched_getaffinity(child.pid) == {cpu}
+        assert os.sched_getaffinity(0) == before
+    finally:
+        child.kill()
+        child.wait()
+    with tunings.pinned(None):
+        assert os.sched_getaffinity(0) == before
+
+
+def test_pinning_to_a_missing_cpu_is_one_line():
+    import pytest
+
+    from cniprof.errors import CniprofError
+
+    with pytest.raises(CniprofError, match="cpu_pinning 1000: cannot run on CPUs"), tunings.pinned("1000"):
+        pass
+
+
+def test_process_tunings_change_no_device():
+    assert tunings.plan(None, {"cpu_pinning": "0"}) == []  # type: ignore[arg-type]
