@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from cniprof.bench import tunings as tunings_mod
 from cniprof.errors import UsageError
 
 SCHEMA_VERSION = 1
@@ -51,7 +52,8 @@ TOOLS: dict[str, dict[str, tuple[type, Any, str]]] = {
 # tunings the issue asks for; none is applied by the runner yet, so each is rejected rather than ignored
 TUNINGS = ("mtu", "offloads", "txqueuelen", "qdisc", "rps", "xps", "rfs", "sysctl", "notrack", "services",
            "cpu_pinning")
-IMPLEMENTED_TUNINGS = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning")  # cniprof.bench.tunings
+IMPLEMENTED_TUNINGS = tunings_mod.IMPLEMENTED
+NETNS_SYSCTL_PREFIXES = tunings_mod.NETNS_SYSCTL_PREFIXES
 OFFLOAD_FEATURES = ("gro", "gso", "tso", "tx-checksum", "rx-checksum")
 OFFLOAD_ROLES = ("veth", "vxlan", "tunnel", "underlay", "bridge", "macvlan")
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1024, "M": 1000**2, "MB": 1024**2, "G": 1000**3, "GB": 1024**3}
@@ -259,6 +261,18 @@ def _tuning(doc: _Doc, path: str, key: str, value: Any) -> Any:
         return _typed(doc, path, value, int, lambda v: 1280 <= v <= 9216, "an MTU 1280..9216")
     if key == "txqueuelen":
         return _typed(doc, path, value, int, lambda v: 0 <= v <= 100000, "an integer 0..100000")
+    if key == "qdisc":
+        return _typed(doc, path, value, str, lambda v: v.replace("_", "").isalnum(), "a qdisc kind like pfifo_fast")
+    if key == "sysctl":
+        if not isinstance(value, dict) or not value:
+            raise doc.error(path, f"must be a mapping of sysctl names to values, not {value!r}")
+        for name, v in value.items():
+            if not name.startswith(NETNS_SYSCTL_PREFIXES):
+                raise doc.error(f"{path}.{name}", "not implemented yet: only per-namespace sysctls are applied "
+                                f"({', '.join(p + '*' for p in NETNS_SYSCTL_PREFIXES)}); this one is machine-wide")
+            if isinstance(v, bool) or not isinstance(v, (int, str)):
+                raise doc.error(f"{path}.{name}", f"must be a number or a string, not {v!r}")
+        return {k: str(v) for k, v in value.items()}
     if key == "cpu_pinning":
         if value in ("all", "none") or not _cpus(value):
             raise doc.error(path, f"must be a CPU list like \"0\" or \"0,1\", not {value!r}")

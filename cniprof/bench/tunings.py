@@ -13,6 +13,10 @@ Implemented:
                     roles: veth (host and pod ends), vxlan, tunnel, underlay, bridge, macvlan; default veth, vxlan
   txqueuelen: N     on every lab device
   rps / xps: all | none | CPU list like "0,1"   RPS (rx queues) / XPS (tx queues) of the veth and underlay devices
+  qdisc: KIND       root qdisc of every lab device (`tc qdisc replace`; reverted with `tc qdisc del`, which gives
+                    the device its default back). This kernel has pfifo_fast, pfifo, bfifo (no fq, fq_codel).
+  sysctl: {key: value}   per-namespace sysctls (net.ipv4.tcp_*, net.ipv4.udp_*, net.ipv4.ip_local_port_range,
+                    net.core.somaxconn) in every lab namespace; machine-wide ones are refused by the validator
   cpu_pinning: CPU list like "0"   every generator process (client and server) runs on these CPUs: the runner
                     sets its own affinity while it starts the generator, which the processes inherit (through
                     ip netns exec), and restores it right after, so the tracer itself is not pinned
@@ -31,7 +35,10 @@ from typing import Any
 from cniprof.errors import CniprofError
 from cniprof.lab.topology import Topology
 
-IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning")
+IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning", "qdisc", "sysctl")
+# sysctls that each network namespace has its own copy of (so changing them in the lab touches nothing else)
+NETNS_SYSCTL_PREFIXES = ("net.ipv4.tcp_", "net.ipv4.udp_", "net.ipv4.ip_local_port_range", "net.core.somaxconn")
+DEFAULT_QDISCS = ("noqueue", "pfifo_fast", "fq_codel", "mq", "noop")
 PROCESS_TUNINGS = ("cpu_pinning",)  # not device settings: applied by `pinned` around the generator's start
 FEATURES = {"gro": "generic-receive-offload", "gso": "generic-segmentation-offload",
             "tso": "tcp-segmentation-offload", "tx-checksum": "tx-checksumming", "rx-checksum": "rx-checksumming"}
@@ -204,6 +211,38 @@ def _steering(devs: list[Dev], kind: str, value: Any) -> list[Change]:
     return changes
 
 
+def plan_qdisc(devs: list[Dev], kind: str) -> list[Change]:
+    changes = []
+    for dev in devs:
+        roots = [q for q in json.loads(_sh(dev.netns, ["tc", "-j", "qdisc", "show", "dev", dev.name]) or "[]")
+                 if q.get("root")]
+        old = roots[0]["kind"] if roots else "noqueue"
+        if old not in DEFAULT_QDISCS:
+            raise CniprofError(f"tuning qdisc: {dev.netns}/{dev.name} already has a {old} qdisc; not replacing it")
+        changes.append(Change(dev, f"qdisc {old}->{kind}", ("tc", "qdisc", "replace", "dev", dev.name, "root", kind),
+                              ("tc", "qdisc", "del", "dev", dev.name, "root")))
+    return changes
+
+
+def netns_sysctl(key: str) -> bool:
+    return key.startswith(NETNS_SYSCTL_PREFIXES)
+
+
+def plan_sysctl(topo: Topology, values: dict[str, Any]) -> list[Change]:
+    namespaces = list(dict.fromkeys([*(n.netns for n in topo.nodes), *(p.netns for p in topo.pods)]))
+    changes = []
+    for netns in namespaces:
+        for key, value in values.items():
+            if not netns_sysctl(key):
+                raise CniprofError(f"tuning sysctl {key} is machine-wide, not per namespace; not applied")
+            old = " ".join(_sh(netns, ["sysctl", "-n", key]).split())
+            new = " ".join(str(value).split())
+            if old != new:
+                changes.append(Change(Dev(netns, "-", "netns"), f"{key} {old}->{new}",
+                                      ("sysctl", "-q", "-w", f"{key}={new}"), ("sysctl", "-q", "-w", f"{key}={old}")))
+    return changes
+
+
 def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
     """The changes a variant's tunings make to this lab (reads the current values)."""
     if not set(tunings) - set(PROCESS_TUNINGS):
@@ -221,6 +260,10 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
             changes += plan_txqueuelen(devs, infos, int(value))
         elif key in ("rps", "xps"):
             changes += _steering(devs, key, value)
+        elif key == "qdisc":
+            changes += plan_qdisc(devs, str(value))
+        elif key == "sysctl":
+            changes += plan_sysctl(topo, value)
         elif key in PROCESS_TUNINGS:
             continue
         else:

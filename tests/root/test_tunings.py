@@ -14,7 +14,7 @@ from cniprof.errors import CniprofError
 pytestmark = [pytest.mark.root]
 
 TUNED = {"mtu": 8950, "offloads": {"tso": False, "gro": True, "devices": ("veth", "vxlan")}, "txqueuelen": 500,
-         "rps": "all", "xps": "all"}
+         "rps": "all", "xps": "all", "qdisc": "pfifo", "sysctl": {"net.ipv4.tcp_rmem": "4096 65536 1048576"}}
 
 
 def _state(topo) -> dict[tuple[str, str], tuple]:
@@ -24,7 +24,10 @@ def _state(topo) -> dict[tuple[str, str], tuple]:
         info = tunings.link_info(dev)
         feats = tunings.parse_features(tunings._sh(dev.netns, ["ethtool", "-k", dev.name]))
         masks = tunings._sh(dev.netns, ["sh", "-c", f"cat /sys/class/net/{dev.name}/queues/*/*_cpus 2>/dev/null; true"])
-        out[(dev.netns, dev.name)] = (info["mtu"], info.get("txqlen"), tuple(sorted(feats.items())), masks)
+        qdisc = tunings._sh(dev.netns, ["tc", "qdisc", "show", "dev", dev.name])
+        out[(dev.netns, dev.name)] = (info["mtu"], info.get("txqlen"), tuple(sorted(feats.items())), masks, qdisc)
+    for netns in {*(n.netns for n in topo.nodes), *(p.netns for p in topo.pods)}:
+        out[(netns, "sysctl")] = (tunings._sh(netns, ["sysctl", "-n", "net.ipv4.tcp_rmem"]),)
     return out
 
 
@@ -48,6 +51,8 @@ def test_tunings_apply_and_revert(lab):
         assert (info["mtu"], info["txqlen"]) == (8900, 500)
         feats = tunings.parse_features(tunings._sh(a.netns, ["ethtool", "-k", "eth0"]))
         assert feats["tcp-segmentation-offload"][0] is False
+        assert "pfifo" in tunings._sh(a.netns, ["tc", "qdisc", "show", "dev", "eth0"])
+        assert tunings._sh(a.netns, ["sysctl", "-n", "net.ipv4.tcp_rmem"]).split() == ["4096", "65536", "1048576"]
         assert _ping(a.netns, c.ip, 8000) == 0, "a jumbo ping crosses the tuned overlay"
     assert _state(lab) == before
 

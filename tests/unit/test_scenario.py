@@ -64,8 +64,8 @@ def test_errors_name_file_line_and_field(old, new, where):
 
 
 def test_tunings_not_implemented_are_rejected():
-    text = GOOD + "variants:\n  - {name: a, tunings: {}}\n  - name: b\n    tunings:\n      qdisc: fq\n"
-    with pytest.raises(UsageError, match=r"t.yaml:19: variants\[1\].tunings.qdisc: not implemented yet"):
+    text = GOOD + "variants:\n  - {name: a, tunings: {}}\n  - name: b\n    tunings:\n      notrack: true\n"
+    with pytest.raises(UsageError, match=r"t.yaml:19: variants\[1\].tunings.notrack: not implemented yet"):
         scenario.loads(text, "t.yaml")
     with pytest.raises(UsageError, match=r"tunings.turbo: unknown tuning"):
         scenario.loads(GOOD + "variants: [{name: a, tunings: {turbo: 1}}]\n", "t.yaml")
@@ -123,6 +123,9 @@ def test_shipped_tuning_scenarios():
     ("{offloads: {gro: off, devices: [wifi]}}", "tunings.offloads.devices[0]: unknown 'wifi'"),
     ("{txqueuelen: -1}", "tunings.txqueuelen: must be an integer 0..100000"),
     ("{cpu_pinning: all}", "tunings.cpu_pinning: must be a CPU list"),
+    ("{sysctl: {net.core.netdev_max_backlog: 5000}}", "tunings.sysctl.net.core.netdev_max_backlog: not implemented yet"),
+    ("{sysctl: {net.ipv4.tcp_rmem: [1, 2]}}", "tunings.sysctl.net.ipv4.tcp_rmem: must be a number or a string"),
+    ("{qdisc: 'fq; rm'}", "tunings.qdisc: must be a qdisc kind"),
 ])
 def test_bad_tuning_values(tunings, message):
     with pytest.raises(UsageError, match=r"t.yaml:16: variants\[0\]\." + message.replace("[", r"\[").replace("]", r"\]")):
