@@ -52,11 +52,13 @@ from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.lab import cleanup, realize
 from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
+from cniprof.probes.cpu import CpuSampler
 from cniprof.probes.hops import HopProbe
 from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
 from cniprof.traffic.iperf3 import Iperf3, Iperf3Result
 
 CNI, MODE, PATH = "flannel", "vxlan", "cross-node"
+CPU_FREQ_HZ = 0  # --cpu: sampling frequency of the CPU stack sampler in traced runs (0: off)
 TARGET_RATIO, TARGET_NS = 0.95, 150.0
 GOAL_RATIO, GOAL_NS = 0.98, 80.0
 PAUSE_S = 0.5  # between runs: let the previous test's sockets and softirq backlog drain
@@ -193,6 +195,10 @@ def traced_run(pair: int, position: int, a: Pod, b: Pod, duration_s: float, plan
         probe = HopProbe(obj, plan.points, plan.expected, plan.directions, sample_every=sample_every or 1)
         stack.callback(probe.close)
         probe.start()
+        if CPU_FREQ_HZ:  # --cpu: the stack sampler rides along, as with `cniprof trace --cpu`
+            sampler = CpuSampler(object_path("cpu"), CPU_FREQ_HZ)
+            stack.callback(sampler.close)
+            sampler.start()
         t0 = time.monotonic()
         res = _iperf(a, b, duration_s, probe if sample_every == 0 else None)
         # counters first: nothing after the transfer should count towards it
@@ -369,6 +375,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="track 1 in N packets when traced; auto (default, as `cniprof trace`) picks N from the "
                         "offered load in the first 0.5 s")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds of untraced, uncounted iperf3 first; 0: none")
+    p.add_argument("--cpu", type=int, nargs="?", const=999, default=0, metavar="HZ",
+                   help="also run the CPU stack sampler (default 999 Hz) in traced runs, as `trace --cpu` does")
     p.add_argument("--no-stats", action="store_true",
                    help="leave kernel.bpf_stats_enabled alone: a ratio without the accounting's own cost, "
                    "no ns/event")
@@ -434,6 +442,7 @@ def benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], list[Run]]:
     summary = summarize(runs, ncpu, stats, floor)
     header = (f"cniprof hop-probe overhead: {CNI}/{MODE} {PATH}, iperf3 TCP {a.name} ({a.node}) -> {b.name} "
               f"({b.node}), {args.pairs} pairs x {args.duration:g} s, sampling {'auto' if not args.sample else f'1/{args.sample}'}, "
+              f"{f'cpu sampler {args.cpu} Hz, ' if args.cpu else ''}"
               f"bpf stats {'on' if stats else 'off'}, {ncpu} CPUs, kernel {os.uname().release}, "
               f"lab {'built' if created else 'reused'}" + (f", object {obj}" if args.object else ""))
     header = "\n".join([header, *(f"note: {n}" for n in notes)])
@@ -453,6 +462,8 @@ def benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], list[Run]]:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
+        global CPU_FREQ_HZ
+        CPU_FREQ_HZ = args.cpu
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                             format="%(levelname)s %(message)s")
         result, runs = benchmark(args)
