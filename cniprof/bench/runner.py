@@ -183,6 +183,8 @@ def run_scenario(scenario: Scenario, out: Path, text: str,
                     started = time.monotonic()
                     try:
                         execute(run, topo, scenario, archive, setup_s)
+                    except tunings.RevertFailed:
+                        raise  # the lab stays tuned: every later run would measure something else
                     except CniprofError as e:
                         log.warning("run %s failed: %s", run.run_id, e)
                         archive.fail({**run.record(), "seconds": round(time.monotonic() - started, 1)}, str(e))

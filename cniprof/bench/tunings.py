@@ -51,6 +51,10 @@ OVERHEAD = {"vxlan": 50, "tunnel": 20}
 MTU_ORDER = ("underlay", "vxlan", "tunnel", "bridge", "host_veth", "pod_veth", "macvlan")
 
 
+class RevertFailed(CniprofError):
+    """A tuning could not be undone: the lab is no longer in its untuned state, so a study must stop."""
+
+
 @dataclass(frozen=True)
 class Dev:
     netns: str
@@ -288,4 +292,5 @@ def applied(topo: Topology, tunings: dict[str, Any]) -> Iterator[list[Change]]:
             except CniprofError as e:
                 errors.append(str(e))
         if errors:
-            raise CniprofError(f"could not revert {len(errors)} tuning changes; first: {errors[0]}")
+            raise RevertFailed(f"could not revert {len(errors)} tuning changes (run `cniprof lab down`); "
+                               f"first: {errors[0]}")

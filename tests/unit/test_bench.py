@@ -133,3 +133,34 @@ def test_run_scenario_records_results_and_failures(monkeypatch, tmp_path):
     assert (host["n"], host["median"]) == (2, 101.5)
     assert len(pd.read_csv(tmp_path / "run" / "hops.csv")) == 9
     assert arch.meta["runs"][0]["run_id"].startswith("001-host_network")
+
+
+def test_a_tuning_that_cannot_be_reverted_stops_the_study(monkeypatch, tmp_path):
+    from contextlib import contextmanager
+
+    from cniprof.bench import tunings
+
+    @contextmanager
+    def fake_lab(model):
+        yield None
+
+    def fake_execute(run, topo, scen, archive, setup_s):
+        raise tunings.RevertFailed("could not revert 1 tuning changes")
+
+    monkeypatch.setattr(runner, "model_lab", fake_lab)
+    monkeypatch.setattr(runner, "execute", fake_execute)
+    monkeypatch.setattr(archive_mod, "environment", lambda: {"kernel": "test"})
+    with pytest.raises(tunings.RevertFailed):
+        runner.run_scenario(_scen("[host]"), tmp_path / "run", "text")
+    assert json.loads((tmp_path / "run" / "metadata.json").read_text())["status"] == "interrupted"
+
+
+def test_run_check_needs_no_root(capsys):
+    from pathlib import Path
+
+    from cniprof.cli.main import main
+
+    scenarios = Path(__file__).resolve().parents[2] / "scenarios"
+    assert main(["run", str(scenarios / "cni-comparison.yaml"), "--check", "--repetitions", "1"]) == 0
+    assert "cni-comparison:" in capsys.readouterr().err
+    assert main(["run", str(scenarios / "iptables-scale.yaml"), "--check"]) == 2
