@@ -13,6 +13,7 @@
  * No arch-specific code (no PT_REGS): one object serves x86_64 and arm64. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 #include "hist.bpf.h"
 #include "nfhooks.h"
 
@@ -112,24 +113,22 @@ static __always_inline struct nf_stamp *stamp_of(struct sk_buff *skb, __u32 hook
 	return &st->s[slot];
 }
 
-SEC("netfilter")
-int nf_first(struct bpf_nf_ctx *ctx)
+/* A packet enters a hook's chains (netns of the hook, hook number); stamp it. */
+static __always_inline void enter(struct sk_buff *skb, __u32 hook, __u32 netns_ino)
 {
-	const struct nf_hook_state *state = ctx->state;
-	struct sk_buff *skb = ctx->skb;
 	struct nf_stamp *s;
-	__u32 hook = state->hook, slot;
+	__u32 slot;
 	__u64 *n, addr;
 	int idx;
 
 	if (hook >= NF_HOOKS || !wanted(skb))
-		return NF_ACCEPT;
-	idx = netns_index(state->net->ns.inum);
+		return;
+	idx = netns_index(netns_ino);
 	if (idx < 0)
-		return NF_ACCEPT;
+		return;
 	s = stamp_of(skb, hook, &addr);
 	if (!s)
-		return NF_ACCEPT;
+		return;
 	if (s->skb) {
 		/* a packet entered this hook on this CPU and never left it: dropped or stolen there */
 		slot = (s->netns_idx % NF_MAX_NETNS) * NF_HOOKS + hook;
@@ -140,33 +139,68 @@ int nf_first(struct bpf_nf_ctx *ctx)
 	s->skb = addr;
 	s->netns_idx = idx;
 	s->ts = bpf_ktime_get_ns();
+}
+
+/* The packet left the hook's chains accepted: the time since its stamp is the hook's cost for it. */
+static __always_inline void leave(struct sk_buff *skb, __u32 hook)
+{
+	struct nf_stamp *s;
+	struct hist *h;
+	__u32 slot, b;
+	__u64 delta, addr;
+
+	if (hook >= NF_HOOKS)
+		return;
+	s = stamp_of(skb, hook, &addr);
+	if (!s || s->skb != addr)
+		return;
+	delta = bpf_ktime_get_ns() - s->ts;
+	s->skb = 0;
+	slot = (s->netns_idx % NF_MAX_NETNS) * NF_HOOKS + hook;
+	h = bpf_map_lookup_elem(&hists, &slot);
+	if (!h)
+		return;
+	b = bucket_of(delta);
+	h->count += 1;
+	h->sum_ns += delta;
+	if (b < HIST_BUCKETS)
+		h->buckets[b] += 1;
+}
+
+/* Netfilter links (Linux 6.4+): the first and the last priority of each hook bracket every chain there. */
+SEC("netfilter")
+int nf_first(struct bpf_nf_ctx *ctx)
+{
+	const struct nf_hook_state *state = ctx->state;
+
+	enter(ctx->skb, state->hook, state->net->ns.inum);
 	return NF_ACCEPT;
 }
 
 SEC("netfilter")
 int nf_last(struct bpf_nf_ctx *ctx)
 {
-	struct sk_buff *skb = ctx->skb;
-	__u32 hook = ctx->state->hook, slot, b;
-	struct nf_stamp *s;
-	struct hist *h;
-	__u64 delta, addr;
-
-	if (hook >= NF_HOOKS)
-		return NF_ACCEPT;
-	s = stamp_of(skb, hook, &addr);
-	if (!s || s->skb != addr)
-		return NF_ACCEPT;
-	delta = bpf_ktime_get_ns() - s->ts;
-	s->skb = 0;
-	slot = (s->netns_idx % NF_MAX_NETNS) * NF_HOOKS + hook;
-	h = bpf_map_lookup_elem(&hists, &slot);
-	if (!h)
-		return NF_ACCEPT;
-	b = bucket_of(delta);
-	h->count += 1;
-	h->sum_ns += delta;
-	if (b < HIST_BUCKETS)
-		h->buckets[b] += 1;
+	leave(ctx->skb, ctx->state->hook);
 	return NF_ACCEPT;
+}
+
+/* Fallback where links are refused but fentry is allowed: nf_hook_slow runs every hook function of one hook
+ * for one packet, so entry and exit bracket the same chains. A negative return is a drop: the stamp stays and
+ * is counted as unclosed, as with links. (Not loadable on kernels that refuse fentry, e.g. our CI machines.)
+ * NFPROTO_IPV4 comes from vmlinux.h. */
+SEC("fentry/nf_hook_slow")
+int BPF_PROG(nf_slow_enter, struct sk_buff *skb, struct nf_hook_state *state)
+{
+	if (state->pf == NFPROTO_IPV4)
+		enter(skb, state->hook, state->net->ns.inum);
+	return 0;
+}
+
+SEC("fexit/nf_hook_slow")
+int BPF_PROG(nf_slow_exit, struct sk_buff *skb, struct nf_hook_state *state, const struct nf_hook_entries *e,
+	     unsigned int s, int ret)
+{
+	if (state->pf == NFPROTO_IPV4 && ret >= 0)
+		leave(skb, state->hook);
+	return 0;
 }

@@ -16,7 +16,8 @@ NF_STAMP_WAYS = 16
 
 # the programs of bpf/nfhooks.bpf.c, in the order they are linked (closing ones first: a stamp without its
 # closing program would count as unclosed)
-PROGRAMS = ("nf_last", "nf_first")
+PROGRAMS = ("nf_last", "nf_first")  # netfilter links
+FENTRY_PROGRAMS = ("nf_slow_enter", "nf_slow_exit")  # fallback: fentry/fexit on nf_hook_slow
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 

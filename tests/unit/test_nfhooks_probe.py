@@ -21,14 +21,27 @@ def test_links_are_preferred() -> None:
     assert nfhooks.select_attach(calibration(fentry=False, kprobe=False)) == "netfilter_link"
 
 
-@pytest.mark.parametrize("fallback", ["fentry", "kprobe"])
-def test_fallbacks_say_they_are_not_implemented(fallback: str) -> None:
-    other = {"fentry": False} if fallback == "kprobe" else {}
+def test_fentry_is_the_fallback_where_links_are_refused() -> None:
+    assert nfhooks.select_attach(calibration(netfilter_link=False)) == "fentry"
+    assert nfhooks.select_attach(calibration(netfilter_link=False, kprobe=False)) == "fentry"
+
+
+def test_kprobe_fallback_says_it_is_not_implemented() -> None:
     with pytest.raises(EnvironmentProblem) as e:
-        nfhooks.select_attach(calibration(netfilter_link=False, **other))
+        nfhooks.select_attach(calibration(netfilter_link=False, fentry=False))
     msg = str(e.value)
-    assert "\n" not in msg and f"the {fallback} fallback on nf_hook_slow is not implemented" in msg
+    assert "\n" not in msg and "the kprobe fallback on nf_hook_slow is not implemented" in msg
     assert "netfilter_link says so" in msg and "KNOWN_ISSUES.md" in msg
+
+
+def test_the_fentry_programs_are_in_the_object() -> None:
+    """Both attach types live in one object: links use nf_first/nf_last, fentry nf_slow_enter/nf_slow_exit."""
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parents[2] / "bpf" / "nfhooks.bpf.c").read_text()
+    assert 'SEC("fentry/nf_hook_slow")' in src and 'SEC("fexit/nf_hook_slow")' in src
+    for name in (*nfhooks.abi.FENTRY_PROGRAMS, *nfhooks.abi.PROGRAMS):
+        assert f" {name}(" in src or f"({name}," in src
 
 
 def test_nothing_available_is_one_line() -> None:
