@@ -192,7 +192,8 @@ def test_refused_netfilter_links_stop_before_the_lab(monkeypatch: pytest.MonkeyP
     from cniprof.bpf import features
     from cniprof.errors import EnvironmentProblem
 
-    results = {name: (name != "netfilter_link", f"{name} says so") for name in features.NAMES}
+    refused = ("netfilter_link", "fentry", "kprobe")  # fentry would be the fallback: refuse it too
+    results = {name: (name not in refused, f"{name} says so") for name in features.NAMES}
     monkeypatch.setattr(trace, "_features", lambda: features.build("6.18", "x86_64", "v1.1", results))
     touched = []
     monkeypatch.setattr(trace.realize, "up", lambda *a, **k: touched.append(a))
