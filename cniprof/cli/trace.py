@@ -18,6 +18,7 @@ from cniprof.analysis import nf as nf_analysis
 from cniprof.analysis import path_check
 from cniprof.analysis.cpu import analyze_cpu, traffic_bytes, with_cpu
 from cniprof.analysis.summary import analyze
+from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.lab.counters import RxBytes
 from cniprof.probes.hops_abi import ATTACH_POINT
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cni", default="flannel",
                    help="CNI model, NAME[:MODE] (default flannel = flannel:vxlan); auto: detect the live node's CNI "
                         "and trace its pods (no lab); A,B,...: run the same traffic on each model and print one "
-                        "comparison table (with host: each model as %% of host)")
+                        "comparison table (with host: each model as %% of host); models: "
+                        + ", ".join(registry.supported()))
     p.add_argument("--root", default="/", metavar="DIR",
                    help="--cni auto: the node's root directory holding etc/cni/net.d and run/flannel (default /)")
     p.add_argument("--node-netns", metavar="NAME",
