@@ -30,11 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from cniprof.errors import CniprofError, UsageError
-from cniprof.traffic.netns import BackgroundProcess, Generator, require_netns, wait_bound
+from cniprof.traffic.netns import (
+    FINISH_MARGIN_S,
+    LISTEN_TIMEOUT_S,
+    BackgroundProcess,
+    ServerClient,
+    require_netns,
+)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-LISTEN_TIMEOUT_S = 5.0
-FINISH_MARGIN_S = 10.0
 CONNECT_TIMEOUT_S = 1.0
 _LINGER_RST = struct.pack("ii", 1, 0)
 
@@ -78,7 +82,7 @@ def parse_result(text: str, stderr: str = "") -> ConnectRateResult:
     raise CniprofError(f"connect rate printed no result: {detail}")
 
 
-class ConnectRate(Generator):
+class ConnectRate(ServerClient):
     """Sequential TCP connects from client_netns to server_ip:port (served in server_netns) for duration_s."""
 
     def __init__(self, client_netns: str, server_netns: str, server_ip: str, duration_s: float,
@@ -102,43 +106,19 @@ class ConnectRate(Generator):
         return {"PYTHONPATH": os.pathsep.join(paths)}
 
     def start(self) -> None:
-        if self._client is not None:
-            raise CniprofError("connect rate generator already started")
+        self._check_not_started()
         require_netns(self.client_netns)
         require_netns(self.server_netns)
         timeout = self.duration_s + LISTEN_TIMEOUT_S + FINISH_MARGIN_S  # the server bounds itself too
-        self._server = BackgroundProcess(self.server_netns, self._argv(
+        server = BackgroundProcess(self.server_netns, self._argv(
             "serve", "--bind", self.server_ip, "--port", str(self.port), "--timeout", f"{timeout}"), env=self._env())
-        self._server.start()
-        try:
-            wait_bound(self._server, self.port, "tcp", LISTEN_TIMEOUT_S)
-            self._client = BackgroundProcess(self.client_netns, self._argv(
-                "connect", "--dst", self.server_ip, "--port", str(self.port), "--duration", f"{self.duration_s}"),
-                env=self._env())
-            self._client.start()
-        except BaseException:
-            self.stop()
-            raise
-        self._started_at = time.monotonic()
-
-    def running(self) -> bool:
-        return self._client is not None and self._client.poll() is None
+        self._launch(server, self.port, "tcp", lambda: BackgroundProcess(self.client_netns, self._argv(
+            "connect", "--dst", self.server_ip, "--port", str(self.port), "--duration", f"{self.duration_s}"),
+            env=self._env()))
 
     def wait(self, timeout: float | None = None) -> ConnectRateResult:
-        if self._client is None:
-            raise CniprofError("connect rate generator was not started")
-        if timeout is None:
-            timeout = max(0.0, self.duration_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
-        try:
-            self._client.wait(timeout)
-        finally:
-            self.stop()
-        return parse_result(self._client.stdout, self._client.stderr)
-
-    def stop(self) -> None:
-        for proc in (self._client, self._server):
-            if proc is not None:
-                proc.kill()
+        client = self._finish(timeout, self.duration_s)
+        return parse_result(client.stdout, client.stderr)
 
 
 # ----- the two ends, run inside the namespaces -----

@@ -17,15 +17,12 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.traffic.netns import BackgroundProcess, Generator, require_netns, require_tool, wait_bound
+from cniprof.traffic.netns import BackgroundProcess, ServerClient, require_netns, require_tool
 
-LISTEN_TIMEOUT_S = 5.0
-FINISH_MARGIN_S = 10.0
 MAX_BODY = 1 << 30
 
 _TIME_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
@@ -115,7 +112,7 @@ def parse_wrk(text: str) -> WrkResult:
     )
 
 
-class HttpBench(Generator):
+class HttpBench(ServerClient):
     """nginx in server_netns serving body_bytes of zeros at http://server_ip:port/body; wrk in client_netns."""
 
     def __init__(
@@ -174,48 +171,31 @@ class HttpBench(Generator):
                 "--timeout", "2s", "--latency", self.url]
 
     def start(self) -> None:
-        if self._client is not None:
-            raise CniprofError("http generator already started")
+        self._check_not_started()
         require_tool("nginx")
         require_tool("wrk")
         require_netns(self.client_netns)
         require_netns(self.server_netns)
         try:
             prefix = self._prepare()
-            self._server = BackgroundProcess(self.server_netns, self.server_argv(prefix))
-            self._server.start()
-            wait_bound(self._server, self.port, "tcp", LISTEN_TIMEOUT_S)
-            self._client = BackgroundProcess(self.client_netns, self.client_argv())
-            self._client.start()
         except BaseException:
             self.stop()
             raise
-        self._started_at = time.monotonic()
-
-    def running(self) -> bool:
-        return self._client is not None and self._client.poll() is None
+        self._launch(BackgroundProcess(self.server_netns, self.server_argv(prefix)), self.port, "tcp",
+                     lambda: BackgroundProcess(self.client_netns, self.client_argv()))
 
     def wait(self, timeout: float | None = None) -> WrkResult:
-        if self._client is None:
-            raise CniprofError("http generator was not started")
-        if timeout is None:
-            timeout = max(0.0, self.duration_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
-        try:
-            self._client.wait(timeout)
-        finally:
-            self.stop()
-        if "Requests/sec" not in self._client.stdout:
-            msg = self._client.first_error_line() if self._client.stderr.strip() else self._client.stdout.strip()
+        client = self._finish(timeout, self.duration_s)
+        if "Requests/sec" not in client.stdout:
+            msg = client.first_error_line() if client.stderr.strip() else client.stdout.strip()
             if "exec of" in msg:
                 raise EnvironmentProblem(f"wrk could not run in {self.client_netns}: {msg}")
             raise CniprofError(f"wrk {self.url} failed: {msg.splitlines()[0] if msg else 'no output'}")
-        return parse_wrk(self._client.stdout)
+        return parse_wrk(client.stdout)
 
     def stop(self) -> None:
         """Kill wrk and nginx (process groups), then remove the prefix directory. Idempotent."""
-        for proc in (self._client, self._server):
-            if proc is not None:
-                proc.kill()
+        super().stop()
         if self.prefix is not None and os.path.isdir(self.prefix):
             shutil.rmtree(self.prefix, ignore_errors=True)
         self.prefix = None

@@ -9,16 +9,11 @@ throughput is what the receiver got (end.sum_received), which is what the datapa
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.traffic.netns import BackgroundProcess, Generator, require_netns, require_tool, wait_bound
-
-LISTEN_TIMEOUT_S = 5.0
-# Beyond -t: connection setup, the final exchange of results, and a loaded 2-core machine.
-FINISH_MARGIN_S = 10.0
+from cniprof.traffic.netns import BackgroundProcess, ServerClient, require_netns, require_tool
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,7 @@ def parse_client_json(text: str) -> Iperf3Result:
     )
 
 
-class Iperf3(Generator):
+class Iperf3(ServerClient):
     """An iperf3 test from client_netns to server_ip (which lives in server_netns), run in the background.
 
     cport pins the client's source port so a tracer can filter on the exact 5-tuple.
@@ -122,45 +117,19 @@ class Iperf3(Generator):
 
     def start(self) -> None:
         """Start the server, wait until it listens, then start the client; returns immediately after."""
-        if self._client is not None:
-            raise CniprofError("iperf3 generator already started")
+        self._check_not_started()
         require_tool("iperf3")
         require_netns(self.client_netns)
         require_netns(self.server_netns)
-        self._server = BackgroundProcess(self.server_netns, self.server_argv())
-        self._server.start()
-        try:
-            wait_bound(self._server, self.port, "tcp", LISTEN_TIMEOUT_S)
-            self._client = BackgroundProcess(self.client_netns, self.client_argv())
-            self._client.start()
-        except BaseException:
-            self.stop()
-            raise
-        self._started_at = time.monotonic()
-
-    def running(self) -> bool:
-        """True while the client is still running (the test is not over)."""
-        return self._client is not None and self._client.poll() is None
+        self._launch(BackgroundProcess(self.server_netns, self.server_argv()), self.port, "tcp",
+                     lambda: BackgroundProcess(self.client_netns, self.client_argv()))
 
     def wait(self, timeout: float | None = None) -> Iperf3Result:
         """Wait for the client to finish (default: duration + margin) and parse its result; always cleans up."""
-        if self._client is None:
-            raise CniprofError("iperf3 generator was not started")
-        if timeout is None:
-            timeout = max(0.0, self.duration_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
-        try:
-            self._client.wait(timeout)
-            if not self._client.stdout.strip() and self._client.stderr.strip():
-                msg = self._client.first_error_line()
-                if "not found" in msg or "No such file" in msg:
-                    raise EnvironmentProblem(f"iperf3 could not run in {self.client_netns}: {msg}")
-                raise CniprofError(f"iperf3 client failed: {msg}")
-            return parse_client_json(self._client.stdout)
-        finally:
-            self.stop()
-
-    def stop(self) -> None:
-        """Kill client and server (if still running). Idempotent."""
-        for proc in (self._client, self._server):
-            if proc is not None:
-                proc.kill()
+        client = self._finish(timeout, self.duration_s)
+        if not client.stdout.strip() and client.stderr.strip():
+            msg = client.first_error_line()
+            if "not found" in msg or "No such file" in msg:
+                raise EnvironmentProblem(f"iperf3 could not run in {self.client_netns}: {msg}")
+            raise CniprofError(f"iperf3 client failed: {msg}")
+        return parse_client_json(client.stdout)

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -218,6 +219,10 @@ def wait_bound(proc: BackgroundProcess, port: int, proto: str, timeout: float) -
     raise CniprofError(f"{proc.argv[0]} in {proc.netns} did not listen on {proto} port {port} within {timeout} s")
 
 
+LISTEN_TIMEOUT_S = 5.0  # a server not listening by then is broken
+FINISH_MARGIN_S = 10.0  # time past a client's nominal run before it counts as hung
+
+
 class Generator:
     """Protocol shared by the generators: start() returns at once, running() polls, wait(timeout) -> result,
     stop() kills (idempotent); `with Gen(...) as g: r = g.wait()` starts and always stops."""
@@ -237,3 +242,54 @@ class Generator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ServerClient(Generator):
+    """A server in one namespace and, once it listens, a client in another: the start, poll, wait and stop that
+    iperf3, sockperf, nginx+wrk and the connect-rate pair share. Subclasses build the two processes, say how long
+    the client nominally runs, and parse its output."""
+
+    name = "generator"
+    _server: BackgroundProcess | None = None
+    _client: BackgroundProcess | None = None
+    _started_at: float = 0.0
+
+    def _check_not_started(self) -> None:
+        if self._client is not None:
+            raise CniprofError(f"{self.name} generator already started")
+
+    def _launch(self, server: BackgroundProcess, port: int, proto: str,
+                client: Callable[[], BackgroundProcess]) -> None:
+        """Start the server, wait until it listens, then start the client; on any failure stop both."""
+        try:
+            self._server = server
+            server.start()
+            wait_bound(server, port, proto, LISTEN_TIMEOUT_S)
+            self._client = client()
+            self._client.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._started_at = time.monotonic()
+
+    def running(self) -> bool:
+        """True while the client is still running (the test is not over)."""
+        return self._client is not None and self._client.poll() is None
+
+    def _finish(self, timeout: float | None, nominal_s: float) -> BackgroundProcess:
+        """Wait for the client (default: its nominal run time + margin), then stop both ends; returns the client."""
+        if self._client is None:
+            raise CniprofError(f"{self.name} generator was not started")
+        if timeout is None:
+            timeout = max(0.0, nominal_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
+        try:
+            self._client.wait(timeout)
+        finally:
+            self.stop()
+        return self._client
+
+    def stop(self) -> None:
+        """Kill client and server (if still running). Idempotent."""
+        for proc in (self._client, self._server):
+            if proc is not None:
+                proc.kill()

@@ -16,14 +16,11 @@ sockperf exits 0 even when it could not connect, so failures are recognised from
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.traffic.netns import BackgroundProcess, Generator, require_netns, require_tool, wait_bound
+from cniprof.traffic.netns import BackgroundProcess, ServerClient, require_netns, require_tool
 
-LISTEN_TIMEOUT_S = 5.0
-FINISH_MARGIN_S = 10.0
 WARMUP_S = 2.0  # sockperf's warm-up stage before the timed test (see the module docstring)
 MAX_MSG_SIZE = 65000  # sockperf's own limit for UDP messages
 
@@ -87,7 +84,7 @@ def parse_sockperf(text: str) -> SockperfResult:
     )
 
 
-class Sockperf(Generator):
+class Sockperf(ServerClient):
     """`sockperf ping-pong` from client_netns to server_ip (in server_netns), TCP or UDP, for duration_s."""
 
     def __init__(
@@ -128,45 +125,20 @@ class Sockperf(Generator):
 
     def start(self) -> None:
         """Start the server, wait until its socket is bound, start the client; returns immediately."""
-        if self._client is not None:
-            raise CniprofError("sockperf generator already started")
+        self._check_not_started()
         require_tool("sockperf")
         require_netns(self.client_netns)
         require_netns(self.server_netns)
-        self._server = BackgroundProcess(self.server_netns, self.server_argv())
-        self._server.start()
-        try:
-            wait_bound(self._server, self.port, "tcp" if self.tcp else "udp", LISTEN_TIMEOUT_S)
-            self._client = BackgroundProcess(self.client_netns, self.client_argv())
-            self._client.start()
-        except BaseException:
-            self.stop()
-            raise
-        self._started_at = time.monotonic()
-
-    def running(self) -> bool:
-        return self._client is not None and self._client.poll() is None
+        self._launch(BackgroundProcess(self.server_netns, self.server_argv()), self.port,
+                     "tcp" if self.tcp else "udp", lambda: BackgroundProcess(self.client_netns, self.client_argv()))
 
     def wait(self, timeout: float | None = None) -> SockperfResult:
-        """Wait for the client (default: duration + margin), parse it; always kills both ends."""
-        if self._client is None:
-            raise CniprofError("sockperf generator was not started")
-        if timeout is None:
-            timeout = max(0.0, WARMUP_S + self.duration_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
-        try:
-            self._client.wait(timeout)
-        finally:
-            self.stop()
+        """Wait for the client (default: warm-up + duration + margin), parse it; always kills both ends."""
+        client = self._finish(timeout, WARMUP_S + self.duration_s)
         # sockperf writes its report to both streams depending on the version: parse them together
-        text = self._client.stdout + "\n" + self._client.stderr
+        text = client.stdout + "\n" + client.stderr
         if "avg-" not in text:
-            msg = self._client.first_error_line()
+            msg = client.first_error_line()
             if "exec of" in msg or "No such file" in msg:
                 raise EnvironmentProblem(f"sockperf could not run in {self.client_netns}: {msg}")
         return parse_sockperf(text)
-
-    def stop(self) -> None:
-        """Kill client and server. Idempotent."""
-        for proc in (self._client, self._server):
-            if proc is not None:
-                proc.kill()
