@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from cniprof.lab import cleanup
+from cniprof.probes.hops_abi import ATTACH_POINT
 
 pytestmark = pytest.mark.root
 
@@ -22,8 +23,14 @@ CNIPROF = [sys.executable, "-m", "cniprof"]
 
 
 def _links() -> set[str]:
-    out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
-    return {str(link["id"]) for link in json.loads(out or "[]")}
+    """Links of cniprof's hop programs only: other work on the machine may attach and detach meanwhile."""
+    def show(what: str) -> list[dict]:
+        out = subprocess.run(["bpftool", "-j", what, "show"], capture_output=True, text=True, check=True).stdout
+        return json.loads(out or "[]")
+
+    names = {name[:15] for name in ATTACH_POINT}  # the kernel keeps 15 characters of a program's name
+    ours = {p["id"] for p in show("prog") if p.get("name", "") in names}
+    return {str(link["id"]) for link in show("link") if link.get("prog_id") in ours}
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
