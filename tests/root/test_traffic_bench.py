@@ -9,11 +9,9 @@ is 1 s; the module takes ~10 s.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
-import psutil
+import netpair
 import pytest
 
 from cniprof.errors import CniprofError
@@ -30,48 +28,16 @@ NS_A, NS_B = "cpb5-a", "cpb5-b"
 IP_B = "10.98.5.2"
 
 
-def _remove(name: str) -> None:
-    from pyroute2 import netns
-
-    if Path("/run/netns", name).exists():
-        netns.remove(name)
-
-
 @pytest.fixture(scope="module")
 def veth_pair() -> Iterator[tuple[str, str]]:
-    from pyroute2 import NetNS, netns
-
-    for name in (NS_A, NS_B):
-        _remove(name)
-    try:
-        for name in (NS_A, NS_B):
-            netns.create(name)
-        with NetNS(NS_A) as a:
-            a.link("add", ifname="cpb5-x", kind="veth", peer={"ifname": "cpb5-y", "net_ns_fd": NS_B})
-        for name, ifname, ip in ((NS_A, "cpb5-x", "10.98.5.1"), (NS_B, "cpb5-y", IP_B)):
-            with NetNS(name) as ns:
-                index = ns.link_lookup(ifname=ifname)[0]
-                ns.addr("add", index=index, address=ip, prefixlen=24)
-                ns.link("set", index=index, state="up")
-                ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
-        yield NS_A, NS_B
-    finally:
-        for name in (NS_A, NS_B):
-            _remove(name)
-
-
-def _children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    with netpair.veth_pair(NS_A, NS_B, "10.98.5.1", IP_B, "cpb5-x", "cpb5-y") as pair:
+        yield pair
 
 
 @pytest.fixture(autouse=True)
 def no_process_left() -> Iterator[None]:
-    before = _children()
-    yield
-    deadline = time.monotonic() + 2
-    while _children() - before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _children() - before == set(), "a generator left processes behind"
+    with netpair.no_process_left():
+        yield
 
 
 @pytest.mark.parametrize("tcp", [True, False])
