@@ -29,9 +29,6 @@ from cniprof.errors import UsageError
 from cniprof.lab import cilium_abi as abi
 from cniprof.lab import cleanup, realize, state
 from cniprof.lab.topology import Topology
-from cniprof.probes import hops_abi
-from cniprof.probes import plan as planning
-from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed")]
@@ -136,31 +133,10 @@ def _bpf_fds() -> int:
     return n
 
 
-def _fits_device_table(topology: Topology, model) -> bool:
-    """Whether every plan traced here fits the hop probe's device table (its hash limitation, not the model's)."""
-    for path in model.paths:
-        a, b = trace.pick_pods(topology, path, None, None)
-        for events in (DEFAULT_EVENTS, FULL_EVENTS):
-            plan = planning.build(topology, model.chain(path), a, b, events=events)
-            taken: set[int] = set()
-            for netns, ifindex in dict.fromkeys((pt.netns_ino, pt.ifindex) for pt in plan.points):
-                base = hops_abi.dev_hash(netns, ifindex)
-                slot = next((s for s in ((base + i) % hops_abi.DEV_SLOTS for i in range(hops_abi.DEV_PROBES))
-                             if s not in taken), None)
-                if slot is None:
-                    return False
-                taken.add(slot)
-    return True
-
-
 def _up(model) -> Topology:
-    for _ in range(5):
-        topology, created = realize.up(model.cni, model.mode)
-        assert created
-        if _fits_device_table(topology, model):
-            return topology
-        cleanup.teardown()
-    pytest.fail("five lab builds in a row overflow the probe's device table")
+    topology, created = realize.up(model.cni, model.mode)
+    assert created
+    return topology
 
 
 def _trace(spec: str, path: str, traffic: str, count: int) -> trace.TraceResult:
