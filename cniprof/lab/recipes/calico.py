@@ -41,6 +41,7 @@ from cniprof.lab.recipes.common import (
     PodSpec,
     collect,
     create_namespaces,
+    two_nodes,
     underlay,
 )
 from cniprof.lab.topology import Topology
@@ -62,14 +63,6 @@ def cali_name(pod: str, namespace: str = POD_NAMESPACE) -> str:
     return "cali" + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
 
 
-def _nodes() -> tuple[NodeSpec, ...]:
-    ips = (("pod-a", "10.244.1.2"), ("pod-b", "10.244.1.3")), (("pod-c", "10.244.2.2"), ("pod-d", "10.244.2.3"))
-    return tuple(
-        NodeSpec(f"node{i}", i, f"192.168.77.{i}", tuple(PodSpec(n, ip, cali_name(n)) for n, ip in pods))
-        for i, pods in enumerate(ips, start=1)
-    )
-
-
 def block(node: NodeSpec) -> str:
     """The node's IPAM block (Calico's default block size is /26)."""
     return f"10.244.{node.index}.0/26"
@@ -81,7 +74,7 @@ def tunnel_ip(node: NodeSpec) -> str:
 
 
 def _build(ns: Namespaces, mode: str, tunnel: Callable[[NodeSpec], str | None]) -> Topology:
-    nodes = _nodes()
+    nodes = two_nodes(veth_name=cali_name)
     create_namespaces(ns, nodes)
     underlay(nodes)
     macs = {node.name: tunnel(node) for node in nodes}

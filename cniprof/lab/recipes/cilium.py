@@ -41,6 +41,7 @@ from cniprof.lab.recipes.common import (
     PodSpec,
     collect,
     create_namespaces,
+    two_nodes,
     underlay,
 )
 from cniprof.lab.topology import Topology
@@ -57,14 +58,6 @@ MODES = {"vxlan": cilium_abi.CIL_MODE_VXLAN, "native": cilium_abi.CIL_MODE_NATIV
 def lxc_name(pod: str, namespace: str = POD_NAMESPACE) -> str:
     """The host veth name Cilium gives an endpoint (Endpoint2IfName: "lxc" + sha256 hex, 15 characters)."""
     return "lxc" + hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:12]
-
-
-def _nodes() -> tuple[NodeSpec, ...]:
-    ips = (("pod-a", "10.244.1.2"), ("pod-b", "10.244.1.3")), (("pod-c", "10.244.2.2"), ("pod-d", "10.244.2.3"))
-    return tuple(
-        NodeSpec(f"node{i}", i, f"192.168.77.{i}", tuple(PodSpec(n, ip, lxc_name(n)) for n, ip in pods))
-        for i, pods in enumerate(ips, start=1)
-    )
 
 
 def router_ip(node: NodeSpec) -> str:
@@ -116,7 +109,7 @@ def _pod(node: NodeSpec, pod: PodSpec, mtu: int, identity: int) -> cilium_tc.End
 
 
 def _build(ns: Namespaces, mode: str) -> Topology:
-    nodes = _nodes()
+    nodes = two_nodes(veth_name=lxc_name)
     create_namespaces(ns, nodes)  # ip_forward on: Cilium requires it (bpf_fib_lookup checks it on the lxc)
     underlay(nodes)
     identities = {pod.name: FIRST_IDENTITY + i for i, pod in enumerate(p for n in nodes for p in n.pods)}

@@ -8,7 +8,7 @@ that traces of different CNIs differ only in the datapath, not in names or addre
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cniprof.lab.nsutil import RTPROT_BOOT, index, ipr
@@ -58,12 +58,18 @@ class NodeSpec:
         return f"{self.netns}-{pod.name}"
 
 
-def two_nodes(pod_ips: Iterable[tuple[str, str]] | None = None) -> tuple[NodeSpec, NodeSpec]:
-    """node1 (pod-a, pod-b) and node2 (pod-c, pod-d); pod_ips overrides the four pod addresses in that order."""
+def two_nodes(pod_ips: Iterable[str] | None = None,
+              veth_name: Callable[[str], str] | None = None) -> tuple[NodeSpec, NodeSpec]:
+    """node1 (pod-a, pod-b) and node2 (pod-c, pod-d); pod_ips overrides the four pod addresses in that order,
+    veth_name(pod) names the host veths as the CNI does (default `veth-<pod>`)."""
     ips = list(pod_ips or ("10.244.1.2", "10.244.1.3", "10.244.2.2", "10.244.2.3"))
+
+    def pod(name: str, ip: str) -> PodSpec:
+        return PodSpec(name, ip, veth_name(name) if veth_name else "")
+
     return (
-        NodeSpec("node1", 1, "192.168.77.1", (PodSpec("pod-a", ips[0]), PodSpec("pod-b", ips[1]))),
-        NodeSpec("node2", 2, "192.168.77.2", (PodSpec("pod-c", ips[2]), PodSpec("pod-d", ips[3]))),
+        NodeSpec("node1", 1, "192.168.77.1", (pod("pod-a", ips[0]), pod("pod-b", ips[1]))),
+        NodeSpec("node2", 2, "192.168.77.2", (pod("pod-c", ips[2]), pod("pod-d", ips[3]))),
     )
 
 
