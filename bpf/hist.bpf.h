@@ -33,4 +33,15 @@ static __always_inline __u32 bucket_of(__u64 v)
 	return idx < HIST_BUCKETS ? idx : HIST_BUCKETS - 1;
 }
 
+/* One value into a histogram (per-CPU map value: plain adds). */
+static __always_inline void hist_record(struct hist *h, __u64 delta)
+{
+	__u32 b = bucket_of(delta);
+
+	h->count += 1;
+	h->sum_ns += delta;
+	if (b < HIST_BUCKETS)
+		h->buckets[b] += 1;
+}
+
 #endif

@@ -99,15 +99,9 @@ static __always_inline void count(__u32 which)
 static __always_inline void hist_add(__u32 slot, __u64 delta)
 {
 	struct hist *h = bpf_map_lookup_elem(&hists, &slot);
-	__u32 b;
 
-	if (!h)
-		return;
-	b = bucket_of(delta);
-	h->count += 1;
-	h->sum_ns += delta;
-	if (b < HIST_BUCKETS)
-		h->buckets[b] += 1;
+	if (h)
+		hist_record(h, delta);
 }
 
 static __always_inline void hop(__u32 from, __u32 to, __u64 delta)

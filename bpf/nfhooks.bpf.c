@@ -146,7 +146,7 @@ static __always_inline void leave(struct sk_buff *skb, __u32 hook)
 {
 	struct nf_stamp *s;
 	struct hist *h;
-	__u32 slot, b;
+	__u32 slot;
 	__u64 delta, addr;
 
 	if (hook >= NF_HOOKS)
@@ -158,13 +158,8 @@ static __always_inline void leave(struct sk_buff *skb, __u32 hook)
 	s->skb = 0;
 	slot = (s->netns_idx % NF_MAX_NETNS) * NF_HOOKS + hook;
 	h = bpf_map_lookup_elem(&hists, &slot);
-	if (!h)
-		return;
-	b = bucket_of(delta);
-	h->count += 1;
-	h->sum_ns += delta;
-	if (b < HIST_BUCKETS)
-		h->buckets[b] += 1;
+	if (h)
+		hist_record(h, delta);
 }
 
 /* Netfilter links (Linux 6.4+): the first and the last priority of each hook bracket every chain there. */
