@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from cniprof import pod_to_service
+from cniprof.bench import tunings
 from cniprof.bpf.build import object_path
 from cniprof.cni import registry
 from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Chain, Model
 from cniprof.errors import EnvironmentProblem, UsageError
-from cniprof.lab import cleanup, kernel, realize
+from cniprof.lab import cleanup, inject, kernel, realize
 from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
 from cniprof.probes import sampling as sampling_mod
@@ -289,6 +290,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
         plan = planning.build(topo, chain, a, b, events=opts.events)
         service, extra = None, {}
+        if topo.injections:
+            extra["injections"] = list(topo.injections)  # the run's findings should name the injected cause
         if opts.path == pod_to_service.PATH:
             service = pod_to_service.install(stack, topo, b, opts.services or 0, opts.traffic)
             plan = pod_to_service.retarget(plan, service.cluster_ip)
@@ -301,7 +304,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         gen = _generator(opts, a, b, topo, service.cluster_ip if service else None)
         if gen is not None:
             stack.callback(gen.stop)
-            gen.start()
+            with tunings.pinned(inject.pinned_cpus(topo)):  # softirq-one-cpu injected: client and server on CPU 0
+                gen.start()
         t0 = time.monotonic()
         sampling = {"mode": "fixed" if opts.sample_every else "auto", "every": probe.sample_every}
         if not opts.sample_every:

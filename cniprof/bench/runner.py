@@ -31,7 +31,7 @@ from cniprof.bench.archive import RunArchive
 from cniprof.cni import registry
 from cniprof.cni.model import Model
 from cniprof.errors import CniprofError, EnvironmentProblem
-from cniprof.lab import cleanup, kernel, realize
+from cniprof.lab import cleanup, inject, kernel, realize
 from cniprof.scenario import GeneratorSpec, Scenario, Variant
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
     measured: dict[str, float] = {}
     with tunings.applied(topo, run.variant.tunings) as changes, ExitStack() as stack:
         stack.callback(gen.stop)
-        with tunings.pinned(run.variant.tunings.get("cpu_pinning")):
+        with tunings.pinned(run.variant.tunings.get("cpu_pinning") or inject.pinned_cpus(topo)):
             gen.start()
         if scenario.trace:
             called = time.monotonic()

@@ -207,8 +207,8 @@ def _steering(devs: list[Dev], kind: str, value: Any) -> list[Change]:
         listing = _sh(dev.netns, ["sh", "-c", f"for q in {base}/{queue}-*; do echo $q $(cat $q/{file}); done"])
         for line in listing.splitlines():
             path, _, old = line.partition(" ")
-            if not old.strip():
-                continue
+            if not old.strip() or int(old.strip().replace(",", ""), 16) == int(mask, 16):
+                continue  # no queue file, or already the wanted mask: nothing to change or revert
             target = f"{path}/{file}"
             changes.append(Change(dev, f"{kind} {old.strip()}->{mask}", ("sh", "-c", f"echo {mask} > {target}"),
                                   ("sh", "-c", f"echo {old.strip()} > {target}")))
@@ -275,13 +275,18 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
     return changes
 
 
+def run_change(change: Change) -> None:
+    """Make one change (its revert is the caller's business)."""
+    _sh(change.dev.netns, list(change.apply))
+
+
 @contextmanager
 def applied(topo: Topology, tunings: dict[str, Any]) -> Iterator[list[Change]]:
     """Apply the tunings for the block; every change made is reverted (in reverse order) whatever happens."""
     done: list[Change] = []
     try:
         for change in plan(topo, tunings) if tunings else []:
-            _sh(change.dev.netns, list(change.apply))
+            run_change(change)
             done.append(change)
         yield done
     finally:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cniprof.errors import CniprofError
-from cniprof.lab import cleanup, realize, state
+from cniprof.lab import cleanup, inject, realize, state
 from cniprof.lab.topology import Device, Topology, netns_inode
 
 
@@ -32,7 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"CNI[:MODE] to emulate (default flannel; supported: {', '.join(realize.supported())})",
     )
     up.add_argument("--mode", default=None, help="datapath mode, if not given as CNI:MODE (flannel: vxlan)")
+    up.add_argument("--inject", action="append", default=[], metavar="NAME",
+                    help="apply a known problem and leave it until `lab down` (repeatable): "
+                         f"{', '.join(inject.INJECTIONS)}, services=N (not yet)")
     up.set_defaults(func=run)
+
+    inj = sub.add_parser("inject", help="apply known problems to the lab that is up, until `lab down` (root)")
+    inj.add_argument("names", nargs="+", metavar="NAME", help=", ".join(inject.INJECTIONS))
+    inj.set_defaults(func=run)
 
     down = sub.add_parser(
         "down", help="remove every cniprof lab namespace, even without the state file (root)"
@@ -65,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         return _down()
     if command == "status":
         return _status(args)
+    if command == "inject":
+        return _inject(args)
     if command == "explore":
         return _explore(args)
     args.lab_parser.print_help()
@@ -73,22 +82,47 @@ def run(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     console = Console()
+    for name in args.inject:
+        inject.check_name(name)  # a typo fails before anything is built
     topology, created = realize.up(args.cni, args.mode)
-    if not created:
+    if not created and not args.inject:
         console.print(f"a {topology.cni}/{topology.mode} lab is already up; nothing to do")
         return 0
     try:
+        if args.inject:
+            topology, done = inject.apply(topology, args.inject)
+            _print_injected(console, done)
+        if not created:
+            return 0
         console.print(
             f"lab {topology.cni}/{topology.mode} is up: "
             f"{len(topology.nodes)} nodes, {len(topology.pods)} pods "
-            f"(state in {state.STATE_FILE})"
+            f"(state in {state.STATE_FILE}); injected: {inject.describe(topology)}"
         )
         console.print(_table(topology))
-    except KeyboardInterrupt:
-        # Ctrl-C while `lab up` is still running means "undo", even once the build itself has finished
-        cleanup.teardown()
+    except BaseException:
+        # an injection refused, or Ctrl-C while `lab up` is still running: a lab built here is undone
+        if created:
+            cleanup.teardown()
         raise
     return 0
+
+
+def _inject(args: argparse.Namespace) -> int:
+    realize.require_root("injecting problems into the lab")
+    for name in args.names:
+        inject.check_name(name)
+    topology = state.load()
+    if topology is None:
+        raise CniprofError("no lab is up; start one with `cniprof lab up --cni flannel --inject NAME`")
+    topology, done = inject.apply(topology, args.names)
+    _print_injected(Console(), done)
+    return 0
+
+
+def _print_injected(console: Console, done: list[str]) -> None:
+    for line in done:
+        console.print(f"injected {line}", markup=False, highlight=False)
 
 
 def _down() -> int:
@@ -128,7 +162,9 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(topology.to_json())
     else:
-        Console().print(_table(topology))
+        console = Console()
+        console.print(_table(topology))
+        console.print(f"injected: {inject.describe(topology)}")
     return 0
 
 

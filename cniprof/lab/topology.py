@@ -117,6 +117,9 @@ class Topology:
     # a dict cannot be hashed; keep it out of the generated __hash__ so the dataclass stays usable as a key
     underlay_ips: dict[str, str] = field(default_factory=dict, hash=False)
     host_ips: dict[str, str] = field(default_factory=dict, hash=False)
+    # problems injected on purpose (`lab up --inject`, cniprof.lab.inject), in the order applied; they stay until
+    # `lab down`, and traces and `tune` read them from here (softirq-one-cpu pins their generators)
+    injections: tuple[str, ...] = ()
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -167,6 +170,7 @@ class Topology:
             "pods": [p.to_dict() for p in self.pods],
             "underlay_ips": dict(self.underlay_ips),
             "host_ips": dict(self.host_ips),
+            "injections": list(self.injections),
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -181,6 +185,7 @@ class Topology:
             pods=tuple(Pod.from_dict(x) for x in d["pods"]),
             underlay_ips=dict(d.get("underlay_ips", {})),
             host_ips=dict(d.get("host_ips", {})),
+            injections=tuple(d.get("injections", ())),
         )
 
     @classmethod
