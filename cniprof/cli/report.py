@@ -3,7 +3,8 @@
 
 Writes into DIR (default RUN_DIR/report): comparison.csv (median, 95 % CI, spread flag and % of host per model),
 report.md (the same table), and the graphs as PNG and SVG: throughput, latency, hops-stacked (where the time
-goes, per hop, per model) and, with several tuning variants, variants.
+goes, per hop, per model) and, with several tuning variants, variants. A directory with tune.csv (from
+`cniprof tune`) also gets its before/after table and tune.png/.svg; one with only tune.csv gets just those.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from cniprof.errors import UsageError
     from cniprof.report import graphs, study
+    from cniprof.report import tune as tune_report
 
+    tuned = tune_report.load(args.run_dir)
+    if tuned is not None and not (args.run_dir / "metadata.json").is_file():
+        return _tune_only(args, tuned)  # a `cniprof tune` directory, not a study's
     data = study.load(args.run_dir)
     if args.hops_generator and args.hops_generator not in set(data.results["generator"]):
         names = ", ".join(dict.fromkeys(data.results["generator"]))
@@ -48,5 +58,22 @@ def run(args: argparse.Namespace) -> int:
         written += graphs.hop_stacks(data, out, args.hops_generator)
     console = Console()
     console.print(study.rich_table(data, table))
+    if tuned is not None:
+        rows = tune_report.effects(tuned)
+        written += tune_report.graph(tuned, rows, out)
+        console.print(tune_report.rich_table(rows))
     console.print(f"wrote {out}/comparison.csv, report.md and {len(written)} graph files")
+    return 0
+
+
+def _tune_only(args: argparse.Namespace, tuned: "pd.DataFrame") -> int:
+    """RUN_DIR holds only `cniprof tune` results: their table and before/after graph."""
+    from cniprof.report import tune as tune_report
+
+    out = args.output or args.run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = tune_report.effects(tuned)
+    written = tune_report.graph(tuned, rows, out)
+    Console().print(tune_report.rich_table(rows))
+    Console().print(f"wrote {out}: {len(written)} graph files")
     return 0

@@ -1,0 +1,147 @@
+# SPDX-License-Identifier: Apache-2.0
+"""cniprof tune: does a tuning help here? Paired before/after runs on the lab, gain with a 95 % CI, verdict.
+
+The lab is used as it is, injected problems included (built if none is up, and removed afterwards then). Each
+tuning runs --pairs pairs of (baseline, tuned) generator runs in ABBA order; the tuning is applied for the tuned
+run only and reverted after it, so at the end (and after Ctrl-C) the lab is exactly as it was. Writes tune.json,
+tune.csv (every run's printed numbers) and tune.png/.svg into --output (default: the --from run directory, or
+runs/tune-<date>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+
+from cniprof.errors import UsageError
+from cniprof.tune import catalog
+
+DEFAULT_PAIRS = 5
+DEFAULT_DURATION_S = 3.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="measure a tuning's gain on the lab (paired before/after runs, 95 % CI)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cni", default="flannel", help="CNI model of the lab (default flannel)")
+    p.add_argument("--path", default=None, choices=("cross-node", "same-node", "pod-to-host"),
+                   help="pod pair (default: the model's default path)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--try", dest="tries", action="append", metavar="NAME",
+                      help=f"tuning to measure (repeatable): {', '.join(catalog.TUNES)}")
+    what.add_argument("--auto", action="store_true", help="every tuning advised in --from RUN_DIR's findings.json")
+    p.add_argument("--from", dest="from_dir", type=Path, metavar="RUN_DIR",
+                   help="run directory whose findings.json --auto reads (and the default --output)")
+    p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"pairs per tuning (default {DEFAULT_PAIRS})")
+    p.add_argument("--duration", type=float, default=DEFAULT_DURATION_S,
+                   help=f"seconds per run (default {DEFAULT_DURATION_S:g})")
+    p.add_argument("--generator", choices=tuple(catalog.GENERATORS),
+                   help="override the tuning's generator (default iperf3 TCP throughput; connect for "
+                        "services/netfilter tunings)")
+    p.add_argument("--output", type=Path, metavar="DIR", help="where to write tune.json/csv and the graph")
+    p.set_defaults(func=run)
+
+
+def advised(run_dir: Path) -> list[str]:
+    """Distinct `tune` names of the advice in RUN_DIR/findings.json, in order (a list of findings, or an object
+    with a `findings` list; items without advice or tune names are ignored)."""
+    path = run_dir / "findings.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir} has no findings.json (run `cniprof advise {run_dir}` first)") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: unreadable: {e}".splitlines()[0]) from None
+    findings = doc.get("findings", []) if isinstance(doc, dict) else doc
+    names: list[str] = []
+    for finding in findings if isinstance(findings, list) else []:
+        advice = finding.get("advice") if isinstance(finding, dict) else None
+        for item in advice if isinstance(advice, list) else []:
+            name = item.get("tune") if isinstance(item, dict) else None
+            if isinstance(name, str) and name and name not in names:
+                names.append(name)
+    return names
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.pairs < 1:
+        raise UsageError(f"--pairs must be at least 1, not {args.pairs}")
+    if args.duration <= 0:
+        raise UsageError(f"--duration must be positive, not {args.duration}")
+    if args.auto and args.from_dir is None:
+        raise UsageError("--auto tries the tunings advised for a run: give it --from RUN_DIR")
+    if args.from_dir is not None and not args.from_dir.is_dir():
+        raise UsageError(f"--from {args.from_dir}: no such directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cniprof import trace
+    from cniprof.cni import registry
+    from cniprof.lab import cleanup, realize
+    from cniprof.report import tune as tune_report
+    from cniprof.tune import measure
+
+    _check(args)
+    console = Console()
+    names = args.tries if not args.auto else advised(args.from_dir)
+    skipped: list[dict[str, str]] = []
+    tunes = []
+    for name in dict.fromkeys(names):
+        try:
+            tunes.append(catalog.get(name))
+        except UsageError as e:
+            if not args.auto:
+                raise
+            skipped.append({"tuning": name, "reason": str(e)})
+    model = registry.parse(args.cni)
+    path = args.path or model.default_path
+    model.chain(path)  # UsageError naming the model's paths
+    for tune in tunes:
+        catalog.generator(tune, args.generator)
+    realize.require_root("tune (it builds and changes the lab)")
+    out = args.output or args.from_dir or Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    topo, created = realize.up(model.cni, model.mode)
+    records: list[measure.Record] = []
+    meta: dict[str, Any] = {"cni": f"{topo.cni}:{topo.mode}", "path": path, "injections": list(topo.injections),
+                            "pairs": args.pairs, "duration_s": args.duration, "tunings": {}, "skipped": skipped}
+    try:
+        a, b = trace.pick_pods(topo, path, None, None)
+        meta.update(src=a.name, dst=b.name)
+        for tune in tunes:
+            gen = catalog.generator(tune, args.generator)
+            try:
+                plan = measure.plan(topo, tune)
+            except UsageError as e:
+                if not args.auto:
+                    raise
+                skipped.append({"tuning": tune.name, "reason": str(e)})
+                continue
+            console.print(f"[bold]{tune.name}[/]: {tune.summary}; {args.pairs} pairs of {args.duration:g} s "
+                          f"{gen.name} runs, {a.name} -> {b.name}")
+            for line in plan.changes:
+                console.print(f"  tuned runs: {line}", markup=False, highlight=False)
+
+            def progress(pair: int, arm: str) -> None:
+                console.print(f"  pair {pair + 1}/{args.pairs}: {arm}", style="dim")
+
+            plan, done = measure.measure(topo, tune, gen, a, b, args.pairs, args.duration, progress)
+            records += done
+            meta["tunings"][tune.name] = {"summary": tune.summary, "generator": gen.name, "changes": plan.changes}
+    finally:
+        if created:
+            cleanup.teardown()
+    for s in skipped:
+        console.print(f"[yellow]skipped[/] {s['tuning']}: {s['reason']}", highlight=False)
+    if not records:
+        raise UsageError("no tuning was measured" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    rows, files = tune_report.write(out, pd.DataFrame([r.row() for r in records]), meta)
+    console.print(tune_report.rich_table(rows, f"tune on {meta['cni']} {path} "
+                                               f"(injected: {', '.join(topo.injections) or 'none'})"))
+    console.print(f"wrote {out}: {', '.join(f.name for f in files)}")
+    return 0

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The tunings `cniprof tune` can try, by the names the advice catalog (cniprof advise) uses.
+
+Each one is a bench tuning spec (cniprof.bench.tunings) built for the lab as it is, plus whether the generators
+are unpinned for the tuned runs. A name whose tuning is not implemented yet stays in the table with `not_yet`
+(one line said to the user), so adding it later is one entry: give it `spec` (and, for services and netfilter
+tunings, the connect generator). Generators: iperf3 TCP throughput unless the tuning acts per connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cniprof.errors import UsageError
+from cniprof.lab import inject
+from cniprof.lab.topology import Topology
+from cniprof.scenario import GeneratorSpec
+
+# --generator choices -> the scenario generator spec generators.make runs
+GENERATORS: dict[str, GeneratorSpec] = {
+    "iperf3": GeneratorSpec("iperf3", "iperf3", {}),
+    "iperf3-udp": GeneratorSpec("iperf3-udp", "iperf3", {"udp": True, "bitrate": "0"}),  # 0: as fast as it goes
+    "sockperf": GeneratorSpec("sockperf", "sockperf", {}),
+    "connect": GeneratorSpec("connect", "connect_rate", {}),
+    "wrk": GeneratorSpec("wrk", "wrk", {}),
+}
+OFFLOAD_ROLES = ["vxlan", "tunnel", "veth"]
+JUMBO_MTU = 9000
+
+
+@dataclass(frozen=True)
+class Tune:
+    name: str
+    summary: str
+    spec: Callable[[Topology], dict[str, Any]] | None = None  # None: not available yet
+    generator: str = "iperf3"
+    unpin: bool = False  # tuned runs start the generators on every CPU
+    not_yet: str = ""
+
+
+def _offloads_on(topo: Topology) -> dict[str, Any]:
+    return {"offloads": {"gso": "on", "tso": "on", "tx-checksum": "on", "gro": "on", "devices": OFFLOAD_ROLES}}
+
+
+def _mtu_match(topo: Topology) -> dict[str, Any]:
+    if not any(d.role in inject.TUNNEL_ROLES for d in topo.devices()):
+        raise UsageError(f"mtu-match: the {topo.cni}/{topo.mode} lab has no tunnel, so no encapsulation to fit")
+    return {"mtu": inject.underlay_mtu(topo)}  # overlay and pods get the underlay's MTU minus the encap overhead
+
+
+TUNES: dict[str, Tune] = {t.name: t for t in (
+    Tune("offloads-on", "gso/tso/tx-checksum/gro on for the tunnel and veth devices", _offloads_on),
+    Tune("mtu-match", "overlay and pod MTU = underlay MTU - encapsulation overhead", _mtu_match),
+    Tune("jumbo-mtu", f"underlay MTU {JUMBO_MTU}, overlay and pods derived", lambda t: {"mtu": JUMBO_MTU}),
+    Tune("rps-spread", "RPS and XPS over all CPUs on the veth and underlay devices",
+         lambda t: {"rps": "all", "xps": "all"}),
+    Tune("unpin-generators", "generators on all CPUs instead of the injected pinning", lambda t: {}, unpin=True),
+    Tune("notrack", "NOTRACK rules for pod traffic (conntrack bypass)", generator="connect",
+         not_yet="notrack is not available yet (the NOTRACK bench tuning is being added)"),
+    Tune("kube-proxy-nftables", "kube-proxy in nftables mode instead of iptables", generator="connect",
+         not_yet="kube-proxy-nftables is not available yet (services in tune are being added)"),
+    Tune("host-gw", "flannel host-gw backend instead of vxlan",
+         not_yet="host-gw is not available yet (it needs the same runs on a flannel:host-gw lab)"),
+    Tune("netdev-backlog", "net.core.netdev_max_backlog raised",
+         not_yet="netdev-backlog is not available yet (machine-wide sysctls are not applied by the lab)"),
+)}
+
+
+def get(name: str) -> Tune:
+    """The tune by name; UsageError for an unknown one or one not available yet."""
+    tune = TUNES.get(name.strip().lower())
+    if tune is None:
+        raise UsageError(f"unknown tuning {name!r}; available: {', '.join(available())}")
+    if tune.spec is None:
+        raise UsageError(tune.not_yet)
+    return tune
+
+
+def available() -> list[str]:
+    return [t.name for t in TUNES.values() if t.spec is not None]
+
+
+def generator(tune: Tune, override: str | None) -> GeneratorSpec:
+    name = override or tune.generator
+    if name not in GENERATORS:
+        raise UsageError(f"unknown --generator {name!r}; supported: {', '.join(GENERATORS)}")
+    return GENERATORS[name]
