@@ -151,6 +151,21 @@ def _overhead(devs: list[Dev]) -> int:
     return max((OVERHEAD.get(d.role, 0) for d in devs), default=0)
 
 
+def _mtu_revert(dev: Dev, old: int, devs: list[Dev], infos: dict[Dev, dict[str, Any]]) -> tuple[str, ...]:
+    """How to give dev its old MTU back.
+
+    A tunnel's MTU may not be set above its underlay's minus the encapsulation overhead, but a lab whose underlay
+    was lowered under a running tunnel (the mtu-mismatch injection) has one there, which `ip link set` cannot
+    restore directly: the underlay is lifted for the moment of the change, then given back the MTU it has then."""
+    plain = ("ip", "link", "set", "dev", dev.name, "mtu", str(old))
+    lower = next((d for d in devs if d.role == "underlay" and d.netns == dev.netns), None)
+    if dev.role not in OVERHEAD or lower is None or old + OVERHEAD[dev.role] <= int(infos[lower]["mtu"]):
+        return plain
+    now = f"/sys/class/net/{lower.name}/mtu"
+    return ("sh", "-c", f"u=$(cat {now}); ip link set dev {lower.name} mtu {old + OVERHEAD[dev.role]} && "
+                        f"{' '.join(plain)}; r=$?; ip link set dev {lower.name} mtu $u && exit $r")
+
+
 def plan_mtu(devs: list[Dev], infos: dict[Dev, dict[str, Any]], mtu: int) -> list[Change]:
     inner = mtu - _overhead(devs)
     changes = []
@@ -160,7 +175,7 @@ def plan_mtu(devs: list[Dev], infos: dict[Dev, dict[str, Any]], mtu: int) -> lis
         if old != target:
             changes.append(Change(dev, f"mtu {old}->{target}", ("ip", "link", "set", "dev", dev.name, "mtu",
                                                                  str(target)),
-                                  ("ip", "link", "set", "dev", dev.name, "mtu", str(old))))
+                                  _mtu_revert(dev, old, devs, infos)))
     grows = any(int(infos[c.dev]["mtu"]) < int(c.apply[-1]) for c in changes)
     rank = {r: i for i, r in enumerate(MTU_ORDER)}
     changes.sort(key=lambda c: rank.get(c.dev.role, len(rank)), reverse=not grows)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -66,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tune_only(args: argparse.Namespace, tuned: "pd.DataFrame") -> int:
+def _tune_only(args: argparse.Namespace, tuned: pd.DataFrame) -> int:
     """RUN_DIR holds only `cniprof tune` results: their table and before/after graph."""
     from cniprof.report import tune as tune_report
 

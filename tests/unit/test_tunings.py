@@ -133,3 +133,15 @@ def test_qdisc_plan_refuses_to_replace_a_configured_qdisc(monkeypatch):
     monkeypatch.setattr(tunings, "_sh", lambda netns, argv: '[{"kind":"tbf","root":true}]')
     with pytest.raises(CniprofError, match="already has a tbf qdisc"):
         tunings.plan_qdisc(dev, "pfifo")
+
+
+def test_tunnel_above_a_lowered_underlay_is_restored_by_lifting_the_underlay_for_the_moment():
+    # the mtu-mismatch injection: eth0 lowered to 1450 under a 1450 flannel.1 (which `ip link set` could not set)
+    infos = {**INFOS, Dev("n1", "eth0", "underlay"): {"mtu": 1450}}
+    changes = {c.dev.name: c for c in tunings.plan_mtu(NODE, infos, 1450)}
+    assert "eth0" not in changes  # the underlay already has the wanted MTU
+    revert = changes["flannel.1"].revert
+    assert revert[:2] == ("sh", "-c")
+    assert "ip link set dev eth0 mtu 1500 && ip link set dev flannel.1 mtu 1450" in revert[2]
+    assert revert[2].endswith("ip link set dev eth0 mtu $u && exit $r")
+    assert changes["cni0"].revert == ("ip", "link", "set", "dev", "cni0", "mtu", "1450")  # no lower device limit
