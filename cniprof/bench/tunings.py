@@ -162,8 +162,9 @@ def _mtu_revert(dev: Dev, old: int, devs: list[Dev], infos: dict[Dev, dict[str, 
     if dev.role not in OVERHEAD or lower is None or old + OVERHEAD[dev.role] <= int(infos[lower]["mtu"]):
         return plain
     now = f"/sys/class/net/{lower.name}/mtu"
-    return ("sh", "-c", f"u=$(cat {now}); ip link set dev {lower.name} mtu {old + OVERHEAD[dev.role]} && "
-                        f"{' '.join(plain)}; r=$?; ip link set dev {lower.name} mtu $u && exit $r")
+    script = (f"u=$(cat {now}); ip link set dev {lower.name} mtu {old + OVERHEAD[dev.role]} && "
+              f"{' '.join(plain)}; r=$?; ip link set dev {lower.name} mtu $u && exit $r")
+    return ("sh", "-c", script)
 
 
 def plan_mtu(devs: list[Dev], infos: dict[Dev, dict[str, Any]], mtu: int) -> list[Change]:
