@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
                     raise
                 skipped.append({"tuning": tune.name, "reason": str(e)})
                 continue
-            console.print(f"[bold]{tune.name}[/]: {tune.summary}; {args.pairs} pairs of {args.duration:g} s "
+            plural = "s" if args.pairs > 1 else ""
+            console.print(f"[bold]{tune.name}[/]: {tune.summary}; {args.pairs} pair{plural} of {args.duration:g} s "
                           f"{gen.name} runs, {a.name} -> {b.name}")
             for line in plan.changes:
                 console.print(f"  tuned runs: {line}", markup=False, highlight=False)
