@@ -173,14 +173,41 @@ def variant_setup(topo: Any, model: Model, scenario: Scenario, path: str, varian
         yield setup
 
 
-def hop_table(trace_result: Any, out_dir: Path) -> pd.DataFrame | None:
-    """Export the run's trace (snapshot, hops, summary) and return its hop table."""
+def hop_table(trace_result: Any, out_dir: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Export the run's trace (snapshot, hops, summary; with the CPU sampler also its cpu.* files and the "cpu"
+    block of summary.json, as `cniprof trace --cpu --export` writes them) and return its hop and CPU tables."""
     from cniprof.report.export import export
 
-    paths = export(out_dir, trace_result.snapshot, cni=trace_result.model.cni, mode=trace_result.model.mode,
-                   duration_s=trace_result.duration_s, probes=trace_result.probes, topology=trace_result.topology,
-                   extra=trace_result.extra)
-    return pd.read_csv(paths["hops.csv"])
+    result = trace_result
+    if result.cpu is None:
+        paths = export(out_dir, result.snapshot, cni=result.model.cni, mode=result.model.mode,
+                       duration_s=result.duration_s, probes=result.probes, topology=result.topology,
+                       extra=result.extra)
+        return pd.read_csv(paths["hops.csv"]), None
+    from cniprof.analysis.cpu import analyze_cpu, with_cpu
+    from cniprof.analysis.summary import analyze
+    from cniprof.report.flames import export_flames
+
+    analysis = analyze(result.snapshot, None, result.topology)
+    cpu = analyze_cpu(result.cpu, analysis.hops, None, result.extra["sampling"]["every"])
+    analysis = with_cpu(analysis, cpu)
+    paths = export(out_dir, result.snapshot, analysis=analysis, cni=result.model.cni, mode=result.model.mode,
+                   duration_s=result.duration_s, probes=result.probes, topology=result.topology,
+                   extra={**result.extra, "cpu": cpu.summary})
+    e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
+    export_flames(out_dir, analysis.hops, result.cpu, e2e_mean_us=e2e, title=out_dir.name)
+    return pd.read_csv(paths["hops.csv"]), cpu_rows(cpu)
+
+
+CPU_COLUMNS = ["kind", "component", "cpu", "cpu_ms", "share_pct", "us_per_pkt", "net_rx_pct", "net_tx_pct",
+               "busy_pct"]
+
+
+def cpu_rows(cpu: Any) -> pd.DataFrame:
+    """A run's CPU table: one row per component (share of busy CPU, µs per packet) and one per CPU (softirq %)."""
+    comps = cpu.components.assign(kind="component", cpu=None)
+    sirq = cpu.softirq.assign(kind="softirq", component=None)
+    return pd.concat([comps, sirq], ignore_index=True).reindex(columns=CPU_COLUMNS)
 
 
 def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
@@ -200,7 +227,7 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
         raise CniprofError(f"{run.run_id}: no kube-proxy service installed for {SERVICE_PATH}")
     gen = generators.make(run.generator, a, b, scenario.duration_s + lead,
                           dst_ip=variant.service.cluster_ip if to_service else None)
-    hops = None
+    hops = cpu = None
     measured: dict[str, float] = {}
     with tunings.applied(topo, run.variant.tunings) as changes, ExitStack() as stack:
         stack.callback(gen.stop)
@@ -216,7 +243,7 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
                                       duration_s=scenario.duration_s + startup, cpu=scenario.cpu,
                                       service=variant.service if to_service else None)
             result = trace.run(opts, on_update=first_update)
-            hops = hop_table(result, archive.run_dir(run.run_id))
+            hops, cpu = hop_table(result, archive.run_dir(run.run_id))
             if "setup_s" in measured:
                 setup_s[run.model.spec] = measured["setup_s"]
         values = generators.metrics(run.generator.tool, gen.wait())
@@ -230,7 +257,7 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
         svc = variant.service
         rec["service"] = pod_to_service.describe(svc, b if to_service else kubeproxy.default_target(topo))
         rec["kube_proxy_rules_per_node"] = svc.rules_read  # read back from each node after the install
-    archive.add(rec, values, primary, higher, hops)
+    archive.add(rec, values, primary, higher, hops, cpu)
     return values
 
 

@@ -48,5 +48,9 @@ def run(args: argparse.Namespace) -> int:
         written += graphs.hop_stacks(data, out, args.hops_generator)
     console = Console()
     console.print(study.rich_table(data, table))
+    cpu = study.cpu_summary(data)
+    if not cpu.empty:
+        cpu.to_csv(out / "cpu_summary.csv", index=False)
+        console.print(study.cpu_rich_table(data, cpu))
     console.print(f"wrote {out}/comparison.csv, report.md and {len(written)} graph files")
     return 0
