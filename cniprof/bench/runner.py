@@ -97,7 +97,11 @@ def plan(scenario: Scenario, models: list[Model]) -> tuple[list[Run], list[dict[
             if path == SERVICE_PATH and model.no_services:
                 skipped.append({"model": model.spec, "path": path, "reason": model.no_services})
                 continue
-            if path not in (*model.paths, SERVICE_PATH) or (path == SERVICE_PATH and "cross-node" not in model.paths):
+            if path == SERVICE_PATH and "cross-node" not in model.paths:
+                skipped.append({"model": model.spec, "path": path, "reason": f"{model.spec} has no cross-node path, "
+                                f"which {SERVICE_PATH} follows"})
+                continue
+            if path not in (*model.paths, SERVICE_PATH):
                 skipped.append({"model": model.spec, "path": path, "reason": f"{model.spec} has no {path} path"})
                 continue
             for variant in scenario.variants:

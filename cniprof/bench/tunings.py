@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tunings of a scenario variant, applied to the lab's devices for one run and reverted right after it.
 
-Why only device settings inside the lab's namespaces: they change nothing outside the lab (the machine is shared),
-and every one can be read back first and restored exactly. Global knobs (netdev_max_backlog, busy_poll, ...) are
-not per-namespace and stay unimplemented, as do those that need more than a device setting (qdisc, RFS, NOTRACK,
-service count, CPU pinning): the scenario validator rejects them by name.
+Why inside the lab's namespaces: they change nothing outside the lab (the machine is shared), and every one can
+be read back first and restored exactly. What is machine-wide (net.core.* sysctls, RFS's global flow table) is
+applied only when the scenario says `host_changes: true`, once per variant, by the runner through
+cniprof.lab.host_sysctl (state file, restored after a crash); what is costly to install (kube-proxy's services)
+is installed once per variant by the runner too (runner.variant_setup). Both are skipped by plan() here.
 
 Implemented:
   mtu: N            underlay devices get N; overlay devices and the pods' devices get N minus the model's
@@ -13,10 +14,22 @@ Implemented:
                     roles: veth (host and pod ends), vxlan, tunnel, underlay, bridge, macvlan; default veth, vxlan
   txqueuelen: N     on every lab device
   rps / xps: all | none | CPU list like "0,1"   RPS (rx queues) / XPS (tx queues) of the veth and underlay devices
+  rfs: N            rps_flow_cnt=N on every rx queue of the veth and underlay devices (here), and the machine-wide
+                    net.core.rps_sock_flow_entries=N (runner, needs host_changes: true); RFS needs RPS on too
   qdisc: KIND       root qdisc of every lab device (`tc qdisc replace`; reverted with `tc qdisc del`, which gives
                     the device its default back). This kernel has pfifo_fast, pfifo, bfifo (no fq, fq_codel).
   sysctl: {key: value}   per-namespace sysctls (net.ipv4.tcp_*, net.ipv4.udp_*, net.ipv4.ip_local_port_range,
-                    net.core.somaxconn) in every lab namespace; machine-wide ones are refused by the validator
+                    net.core.somaxconn) in every lab namespace (here), each read back first and written back
+                    after the run; the machine-wide net.core.netdev_max_backlog, busy_poll, busy_read and
+                    rps_sock_flow_entries only with `host_changes: true` (runner, cniprof.lab.host_sysctl: set
+                    once for the variant's runs, restored after them, after Ctrl-C, and by `lab down` after a
+                    crash); any other key is refused by the validator
+  notrack: true     a raw-priority nft table (cniprof-notrack) in every node namespace: pod-to-pod packets (and
+                    their VXLAN encapsulation) skip conntrack; deleted after the run. Not with the pod-to-service
+                    path (the validator says why: NAT needs conntrack)
+  services: N | {count: N, mode: iptables|nftables}   kube-proxy rules with N dummy services on every node
+                    (runner.variant_setup; cniprof.lab.kubeproxy / kubeproxy_nft), the real service in front of
+                    the run's destination pod
   cpu_pinning: CPU list like "0"   every generator process (client and server) runs on these CPUs: the runner
                     sets its own affinity while it starts the generator, which the processes inherit (through
                     ip netns exec), and restores it right after, so the tracer itself is not pinned
