@@ -88,7 +88,11 @@ def comparison(study: Study) -> pd.DataFrame:
     s["_m"] = s["model"].map(order)
     s["_g"] = s["generator"].map(gens)
     s["_k"] = s.apply(lambda r: TABLE_METRICS.get(r["tool"], [r["metric"]]).index(r["metric"]), axis=1)
-    return s.sort_values(["path", "variant", "_g", "_k", "_m"]).drop(columns=["_m", "_g", "_k"])
+    # paths and variants in the scenario's order (services-0, -1000, -10000), not alphabetical
+    for col in ("path", "variant"):
+        s[f"_{col}"] = s[col].map({v: i for i, v in enumerate(dict.fromkeys(study.results[col]))})
+    return (s.sort_values(["_path", "_variant", "_g", "_k", "_m"])
+            .drop(columns=["_m", "_g", "_k", "_path", "_variant"]))
 
 
 def fmt(metric: str, value: float | None) -> str:
