@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from cniprof.errors import EnvironmentProblem, UsageError
-from cniprof.lab import kubeproxy
+from cniprof.lab import kubeproxy, kubeproxy_nft
 from cniprof.lab.topology import Pod, Topology
 from cniprof.probes.plan import Plan
 from cniprof.traffic.udp_burst import MAX_FLOWS
@@ -35,6 +35,7 @@ PORTS = {"iperf3": 5201, "udp": 5300}  # the service port = the generator's serv
 PROTOCOLS = {"iperf3": "tcp", "udp": "udp"}
 NFT_TABLES = ("nat", "filter")  # the iptables-nft tables kube-proxy's rules go into
 NFT_TIMEOUT_S = 30
+MODES = ("iptables", kubeproxy_nft.MODE)
 
 
 def chain_path(path: str) -> str:
@@ -58,23 +59,34 @@ def check(traffic: str, services: int, count: int) -> None:
 
 
 def install(stack: ExitStack, topo: Topology, target: Pod, services: int, traffic: str) -> kubeproxy.Applied:
-    """The ClusterIP service in front of `target` (+ `services` dummies) on every node, removed by `stack`.
+    """The ClusterIP service in front of `target` (+ `services` dummies) for `--traffic`, removed by `stack`."""
+    return install_service(stack, topo, target, services,
+                           [(PORTS.get(traffic, PORTS["udp"]), PROTOCOLS.get(traffic, "udp"))])
 
-    Refuses a lab that already holds kube-proxy rules: apply() would replace them and the removal delete them,
-    and they are not this run's to touch. Tables the lab had before are put back as they were (see
+
+def install_service(stack: ExitStack, topo: Topology, target: Pod, services: int,
+                    ports: list[tuple[int, str]], mode: str = "iptables") -> kubeproxy.Applied:
+    """The ClusterIP service (every (port, protocol) of `ports`) in front of `target` plus `services` dummies on
+    every node, in kube-proxy's iptables or nftables mode; removed by `stack`.
+
+    Refuses a lab that already holds kube-proxy rules of either mode: apply() would replace them and the removal
+    delete them, and they are not this run's to touch. Tables the lab had before are put back as they were (see
     restore_tables).
     """
-    held = kubeproxy.installed(topo)
+    if mode not in MODES:
+        raise UsageError(f"kube-proxy mode must be one of {', '.join(MODES)}, not {mode!r}")
+    held = (*kubeproxy.installed(topo), *(kubeproxy_nft.installed(topo) if shutil.which("nft") else ()))
     if held:
         raise UsageError(f"the lab already holds kube-proxy rules this run did not add ({', '.join(held)}); "
                          "`cniprof lab down` removes them with the lab")
     # registered before apply() (the stack unwinds in reverse: remove, then restore): a Ctrl-C between apply()
     # returning and the registration still removes the rules
+    if mode == "nftables":
+        stack.callback(kubeproxy_nft.remove, topo)
+        return kubeproxy_nft.apply(topo, services=services, target_pod=target.name, ports=ports)
     stack.callback(restore_tables, nft_tables(topo))
     stack.callback(kubeproxy.remove, topo)
-    port = PORTS.get(traffic, PORTS["udp"])
-    return kubeproxy.apply(topo, services=services, target_pod=target.name, port=port,
-                           protocol=PROTOCOLS.get(traffic, "udp"))
+    return kubeproxy.apply(topo, services=services, target_pod=target.name, ports=ports)
 
 
 def _nft(netns: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -132,5 +144,6 @@ def describe(applied: kubeproxy.Applied, target: Pod) -> dict[str, Any]:
     """The `service` block of the run's summary (JSON-ready)."""
     return {"cluster_ip": applied.cluster_ip, "port": applied.port, "protocol": applied.protocol,
             "target_pod": target.name, "endpoints": list(applied.endpoints),
-            "dummy_services": applied.dummy_services, "rules_per_node": applied.rules,
+            "dummy_services": applied.dummy_services, "rules_per_node": applied.rules, "mode": applied.mode,
+            "ports": [f"{p}/{proto}" for p, proto in applied.ports], "rules_read": applied.rules_read,
             "apply_s": round(applied.seconds, 3)}

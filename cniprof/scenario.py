@@ -9,11 +9,13 @@ only the composed nodes still know their line numbers (yaml's marks).
 version: 1
 name: cni-comparison
 models: all                 # or a list of cni[:mode]; `all` = every model whose kernel options are present
-paths: [cross-node]         # cross-node, same-node, pod-to-host (a model lacking a path skips it)
+paths: [cross-node]         # cross-node, same-node, pod-to-host, pod-to-service (a model lacking a path skips it)
 repetitions: 3
 duration_s: 5
 trace: true                 # attach the hop probe during each run (needs root, BTF, built BPF objects)
 max_spread_pct: 10          # flag a result whose 95 % CI half-width exceeds this % of its median
+host_changes: false         # allow machine-wide tunings (rfs, net.core.* sysctls); restored after each variant
+cpu: false                  # also sample CPU stacks in each run: runs/<id>/cpu.*, cpu.csv/.parquet
 generators:
   - {name: tcp, tool: iperf3, params: {streams: 1}}
 variants:                   # tuning variants; each run is done once per variant (default: one, untuned)
@@ -33,8 +35,12 @@ from cniprof.bench import tunings as tunings_mod
 from cniprof.errors import UsageError
 
 SCHEMA_VERSION = 1
-PATHS = ("cross-node", "same-node", "pod-to-host")
-NOT_YET_PATHS = ("pod-to-service",)
+PATHS = ("cross-node", "same-node", "pod-to-host", "pod-to-service")
+NOT_YET_PATHS: tuple[str, ...] = ()
+SERVICE_PATH = "pod-to-service"
+KUBE_PROXY_MODES = ("iptables", "nftables")
+MAX_SERVICES = 10000
+HOST_SYSCTLS = tunings_mod.HOST_SYSCTLS
 
 # tool -> {param: (type, check, description)}; bool is checked before int (bool is an int in Python)
 _POS_INT = (int, lambda v: v >= 1, "an integer >= 1")
@@ -85,6 +91,8 @@ class Scenario:
     trace: bool = True
     max_spread_pct: float = 10.0
     description: str = ""
+    host_changes: bool = False  # machine-wide tunings (rfs, net.core.* sysctls) allowed
+    cpu: bool = False  # CPU stack sampler beside the hop probe in every run
 
     def runs(self) -> int:
         """Upper bound of the number of runs (a model without a path skips it)."""
@@ -223,7 +231,7 @@ def _generators(doc: _Doc, value: Any) -> tuple[GeneratorSpec, ...]:
     return tuple(out)
 
 
-def _variants(doc: _Doc, value: Any) -> tuple[Variant, ...]:
+def _variants(doc: _Doc, value: Any, host_changes: bool, paths: tuple[str, ...]) -> tuple[Variant, ...]:
     if value is None:
         return (Variant("baseline"),)
     if not isinstance(value, list) or not value:
@@ -244,6 +252,7 @@ def _variants(doc: _Doc, value: Any) -> tuple[Variant, ...]:
                 raise doc.error(f"{path}.tunings.{key}", "not implemented yet (implemented tunings: "
                                 f"{', '.join(IMPLEMENTED_TUNINGS)})")
             tunings[key] = _tuning(doc, f"{path}.tunings.{key}", key, tunings[key])
+            _allowed(doc, f"{path}.tunings.{key}", key, tunings[key], host_changes, paths)
         out.append(Variant(item["name"], dict(tunings)))
     return tuple(out)
 
@@ -267,9 +276,10 @@ def _tuning(doc: _Doc, path: str, key: str, value: Any) -> Any:
         if not isinstance(value, dict) or not value:
             raise doc.error(path, f"must be a mapping of sysctl names to values, not {value!r}")
         for name, v in value.items():
-            if not name.startswith(NETNS_SYSCTL_PREFIXES):
-                raise doc.error(f"{path}.{name}", "not implemented yet: only per-namespace sysctls are applied "
-                                f"({', '.join(p + '*' for p in NETNS_SYSCTL_PREFIXES)}); this one is machine-wide")
+            if not name.startswith(NETNS_SYSCTL_PREFIXES) and name not in HOST_SYSCTLS:
+                raise doc.error(f"{path}.{name}", "not supported: per-namespace sysctls "
+                                f"({', '.join(p + '*' for p in NETNS_SYSCTL_PREFIXES)}) or the machine-wide "
+                                f"{', '.join(HOST_SYSCTLS)} (with host_changes: true)")
             if isinstance(v, bool) or not isinstance(v, (int, str)):
                 raise doc.error(f"{path}.{name}", f"must be a number or a string, not {v!r}")
         return {k: str(v) for k, v in value.items()}
@@ -277,6 +287,13 @@ def _tuning(doc: _Doc, path: str, key: str, value: Any) -> Any:
         if value in ("all", "none") or not _cpus(value):
             raise doc.error(path, f"must be a CPU list like \"0\" or \"0,1\", not {value!r}")
         return str(value)
+    if key == "notrack":
+        return _typed(doc, path, value, bool, None, "true or false")
+    if key == "rfs":
+        return _typed(doc, path, value, int, lambda v: 0 <= v <= tunings_mod.MAX_RFS,
+                      f"a flow count 0..{tunings_mod.MAX_RFS} (0 turns RFS off)")
+    if key == "services":
+        return _services(doc, path, value)
     if key in ("rps", "xps"):
         if not _cpus(value):
             raise doc.error(path, f"must be all, none or a CPU list like \"0,1\", not {value!r}")
@@ -296,6 +313,37 @@ def _tuning(doc: _Doc, path: str, key: str, value: Any) -> Any:
     return out
 
 
+def _services(doc: _Doc, path: str, value: Any) -> dict[str, Any]:
+    """services: N or {count: N, mode: iptables|nftables} -> {"count": N, "mode": ...}."""
+    count_what = f"a service count 0..{MAX_SERVICES}"
+    if not isinstance(value, dict):
+        count = _typed(doc, path, value, int, lambda v: 0 <= v <= MAX_SERVICES,
+                       f"{count_what} or {{count: N, mode: {'|'.join(KUBE_PROXY_MODES)}}}")
+        return {"count": count, "mode": "iptables"}
+    _only(doc, path, value, ("count", "mode"))
+    if "count" not in value:
+        raise doc.error(path, "missing field 'count'")
+    count = _typed(doc, f"{path}.count", value["count"], int, lambda v: 0 <= v <= MAX_SERVICES, count_what)
+    mode = _typed(doc, f"{path}.mode", value.get("mode", "iptables"), str, lambda v: v in KUBE_PROXY_MODES,
+                  " or ".join(KUBE_PROXY_MODES))
+    return {"count": count, "mode": mode}
+
+
+def _allowed(doc: _Doc, path: str, key: str, value: Any, host_changes: bool, paths: tuple[str, ...]) -> None:
+    """Tunings the rest of the scenario rules out: machine-wide ones without host_changes, NOTRACK with NAT."""
+    if key == "notrack" and value and SERVICE_PATH in paths:
+        raise doc.error(path, f"cannot be used with the {SERVICE_PATH} path: untracked packets skip NAT, so the "
+                        "ClusterIP would never be translated (put that path in another scenario)")
+    if host_changes:
+        return
+    host = [k for k in value if k in HOST_SYSCTLS] if key == "sysctl" else (["rfs"] if key == "rfs" else [])
+    if host:
+        field_ = path if key == "rfs" else f"{path}.{host[0]}"
+        what = "net.core.rps_sock_flow_entries" if key == "rfs" else "a machine-wide sysctl"
+        raise doc.error(field_, f"changes the whole machine ({what}), not only the lab: add `host_changes: true` "
+                        "at the top level of the scenario to allow it (the old values are restored afterwards)")
+
+
 def _only(doc: _Doc, path: str, item: dict[str, Any], allowed: tuple[str, ...]) -> None:
     for key in item:
         if key not in allowed:
@@ -303,7 +351,7 @@ def _only(doc: _Doc, path: str, item: dict[str, Any], allowed: tuple[str, ...]) 
 
 
 TOP_FIELDS = ("version", "name", "description", "models", "paths", "generators", "variants", "repetitions",
-              "duration_s", "trace", "max_spread_pct")
+              "duration_s", "trace", "max_spread_pct", "host_changes", "cpu")
 
 
 def loads(text: str, source: str = "<scenario>") -> Scenario:
@@ -327,14 +375,22 @@ def loads(text: str, source: str = "<scenario>") -> Scenario:
     if data["version"] != SCHEMA_VERSION:
         raise doc.error("version", f"must be {SCHEMA_VERSION}, not {data['version']!r}")
     name = _typed(doc, "name", data["name"], str, lambda v: bool(v.strip()), "a non-empty string")
+    host_changes = _typed(doc, "host_changes", data.get("host_changes", False), bool, None, "true or false")
+    paths = _names(doc, "paths", data.get("paths", ["cross-node"]), PATHS)
+    generators = _generators(doc, data["generators"])
+    if SERVICE_PATH in paths:
+        for i, g in enumerate(generators):
+            if g.tool == "ping":
+                raise doc.error(f"generators[{i}].tool", f"ping cannot go to a ClusterIP (kube-proxy forwards TCP, "
+                                f"UDP and SCTP ports only): drop it or the {SERVICE_PATH} path")
     return Scenario(
         source=source,
         name=name,
         description=str(data.get("description") or ""),
         models=_models(doc, data["models"]),
-        paths=_names(doc, "paths", data.get("paths", ["cross-node"]), PATHS),
-        generators=_generators(doc, data["generators"]),
-        variants=_variants(doc, data.get("variants")),
+        paths=paths,
+        generators=generators,
+        variants=_variants(doc, data.get("variants"), host_changes, paths),
         repetitions=_typed(doc, "repetitions", data.get("repetitions", 3), int, lambda v: 1 <= v <= 100,
                            "an integer 1..100"),
         duration_s=_typed(doc, "duration_s", data.get("duration_s", 5), float, lambda v: 1 <= v <= 600,
@@ -342,6 +398,8 @@ def loads(text: str, source: str = "<scenario>") -> Scenario:
         trace=_typed(doc, "trace", data.get("trace", True), bool, None, "true or false"),
         max_spread_pct=_typed(doc, "max_spread_pct", data.get("max_spread_pct", 10.0), float,
                               lambda v: 0 < v <= 1000, "a percentage > 0"),
+        host_changes=host_changes,
+        cpu=_typed(doc, "cpu", data.get("cpu", False), bool, None, "true or false"),
     )
 
 

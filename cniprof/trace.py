@@ -63,6 +63,9 @@ class TraceOptions:
     topology: Topology | None = None  # set by preflight for --cni auto: the detected node, traced as found
     nf: bool = False  # also time every netfilter hook of the node namespaces (cniprof.probes.nfhooks)
     services: int | None = None  # dummy kube-proxy services for pod-to-service (None: 0 there, else unused)
+    # pod-to-service with the kube-proxy service already installed by the caller (a study installs it before its
+    # generator starts): used as is, neither installed nor removed here
+    service: Any = None  # cniprof.lab.kubeproxy.Applied
 
 
 @dataclass
@@ -95,6 +98,8 @@ def preflight(opts: TraceOptions) -> Model:
     if opts.path not in PATHS:
         raise UsageError(f"unknown --path {opts.path!r}; supported: {', '.join(PATHS)}")
     chain_for(model, opts.path)  # UsageError naming the paths the model has
+    if opts.service is not None and (opts.path != pod_to_service.PATH or opts.services is not None):
+        raise UsageError(f"an installed service is for --path {pod_to_service.PATH} without --services")
     if opts.services is not None and opts.path != pod_to_service.PATH:
         raise UsageError(f"--services adds kube-proxy services for --path {pod_to_service.PATH}, not {opts.path}")
     if opts.traffic not in TRAFFIC:
@@ -293,7 +298,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         if topo.injections:
             extra["injections"] = list(topo.injections)  # the run's findings should name the injected cause
         if opts.path == pod_to_service.PATH:
-            service = pod_to_service.install(stack, topo, b, opts.services or 0, opts.traffic)
+            service = opts.service or pod_to_service.install(stack, topo, b, opts.services or 0, opts.traffic)
             plan = pod_to_service.retarget(plan, service.cluster_ip)
             extra["service"] = pod_to_service.describe(service, b)
         probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,

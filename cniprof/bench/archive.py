@@ -9,6 +9,8 @@ with the runs done so far (metadata `status` says whether it finished).
   results.csv/.parquet   one row per (run, metric): the numbers the generators printed
   stats.csv/.parquet     median, mean, 95 % CI and the spread flag per (model, path, variant, generator, metric)
   hops.csv/.parquet      every run's hop table (cniprof.analysis), with the run's keys
+  cpu.csv/.parquet       with `cpu: true`: every run's CPU table (per component: share of busy CPU, µs per
+                         packet; per CPU: NET_RX/NET_TX softirq %), with the run's keys
   runs/<run_id>/         per-run trace export (snapshot.json, hops.csv, summary.json, ...) and result.json
 """
 
@@ -108,6 +110,7 @@ class RunArchive:
         self.max_spread_pct = max_spread_pct
         self.results: list[dict[str, Any]] = []
         self.hops: list[pd.DataFrame] = []
+        self.cpu: list[pd.DataFrame] = []
         self.meta: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION, "scenario": scenario_meta, "environment": environment(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None, "status": "running",
@@ -120,13 +123,15 @@ class RunArchive:
         return path
 
     def add(self, run: dict[str, Any], values: dict[str, float | None], primary: str, higher: bool,
-            hops: pd.DataFrame | None) -> None:
+            hops: pd.DataFrame | None, cpu: pd.DataFrame | None = None) -> None:
         keys = {k: run[k] for k in ("run_id", *KEYS, "tool", "repetition")}
         for metric, value in values.items():
             self.results.append({**keys, "metric": metric, "value": None if value is None else float(value),
                                  "primary": metric == primary, "higher_is_better": higher})
         if hops is not None and not hops.empty:
             self.hops.append(hops.assign(**keys))
+        if cpu is not None and not cpu.empty:
+            self.cpu.append(cpu.assign(**keys))
         self.meta["runs"].append(run)
         _write_json(self.run_dir(run["run_id"]) / "result.json", {**run, "metrics": values})
         self.write()
@@ -147,4 +152,6 @@ class RunArchive:
         _write_table(stats_table(results, self.max_spread_pct), self.root / "stats")
         if self.hops:
             _write_table(pd.concat(self.hops, ignore_index=True), self.root / "hops")
+        if self.cpu:
+            _write_table(pd.concat(self.cpu, ignore_index=True), self.root / "cpu")
         _write_json(self.root / "metadata.json", self.meta)

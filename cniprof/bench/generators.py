@@ -46,8 +46,29 @@ class _Iperf3Len(Iperf3):
         return argv + ["-l", str(self.length)] if self.length else argv
 
 
-def make(spec: GeneratorSpec, a: Pod, b: Pod, duration_s: float) -> Generator:
-    """The generator for spec, from endpoint a (client) to endpoint b (server, at b.ip)."""
+def service_ports(spec: GeneratorSpec) -> list[tuple[int, str]]:
+    """The (port, protocol) pairs a ClusterIP must forward for this generator (ping: none, it cannot use one)."""
+    if spec.tool == "ping":
+        return []
+    port = PORTS[spec.tool]
+    if spec.tool == "sockperf":
+        return [(port, spec.params.get("proto", "tcp"))]
+    if spec.tool == "iperf3" and spec.params.get("udp"):
+        return [(port, "tcp"), (port, "udp")]  # iperf3's control connection is TCP on the same port
+    return [(port, "tcp")]
+
+
+def make(spec: GeneratorSpec, a: Pod, b: Pod, duration_s: float, dst_ip: str | None = None) -> Generator:
+    """The generator for spec, from endpoint a (client) to endpoint b (server), sending to dst_ip (default b.ip;
+    a ClusterIP in front of b for pod-to-service)."""
+    if dst_ip is not None and spec.tool == "ping":
+        raise ValueError("ping cannot go to a ClusterIP")  # the scenario validator refuses it first
+    gen = _make(spec, a, b, duration_s)
+    gen.dst_ip = dst_ip  # the server still binds b.ip (cniprof.traffic.netns.ServerClient.dst_ip)
+    return gen
+
+
+def _make(spec: GeneratorSpec, a: Pod, b: Pod, duration_s: float) -> Generator:
     p = spec.params
     if spec.tool == "ping":
         interval = float(p.get("interval_s", 0.2))

@@ -11,16 +11,23 @@ auto-sampling calibration sees the real load. A generator whose traffic starts l
 generators.STARTUP_S) gets a trace longer by that delay. The study's numbers are the ones the generator printed (over its
 whole run; with tracing for about `duration_s` of it). The lab is brought up once per model with `realize.up` and torn down after that model's runs
 if this study built it; trace.run sees it up and leaves it alone.
+
+A variant's consecutive runs (all generators and repetitions of one model, path and variant) share what is
+costly or machine-wide to set up (`variant_setup`): the kube-proxy service (pod-to-service path or the `services`
+tuning: 10 000 dummy services take seconds to install) and the machine-wide sysctls (`host_changes`). Both are
+installed before the first of those runs and removed after the last one, also on an error or Ctrl-C; a removal
+that fails stops the study like a tuning that cannot be reverted.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +38,8 @@ from cniprof.bench.archive import RunArchive
 from cniprof.cni import registry
 from cniprof.cni.model import Model
 from cniprof.errors import CniprofError, EnvironmentProblem
-from cniprof.lab import cleanup, inject, kernel, realize
-from cniprof.scenario import GeneratorSpec, Scenario, Variant
+from cniprof.lab import cleanup, host_sysctl, inject, kernel, kubeproxy, realize
+from cniprof.scenario import SERVICE_PATH, GeneratorSpec, Scenario, Variant
 
 log = logging.getLogger(__name__)
 DEFAULT_SETUP_S = 3.0  # trace set-up time assumed before a model's first run measured it
@@ -87,10 +94,21 @@ def plan(scenario: Scenario, models: list[Model]) -> tuple[list[Run], list[dict[
     skipped = []
     for model in models:
         for path in scenario.paths:
-            if path not in model.paths:
+            if path == SERVICE_PATH and model.no_services:
+                skipped.append({"model": model.spec, "path": path, "reason": model.no_services})
+                continue
+            if path == SERVICE_PATH and "cross-node" not in model.paths:
+                skipped.append({"model": model.spec, "path": path, "reason": f"{model.spec} has no cross-node path, "
+                                f"which {SERVICE_PATH} follows"})
+                continue
+            if path not in (*model.paths, SERVICE_PATH):
                 skipped.append({"model": model.spec, "path": path, "reason": f"{model.spec} has no {path} path"})
                 continue
             for variant in scenario.variants:
+                if "services" in variant.tunings and model.no_services:
+                    skipped.append({"model": model.spec, "path": path, "variant": variant.name,
+                                    "reason": f"tuning services: {model.no_services}"})
+                    continue
                 for gen in scenario.generators:
                     for rep in range(1, scenario.repetitions + 1):
                         runs.append(Run(len(runs) + 1, model, path, variant, gen, rep))
@@ -108,28 +126,112 @@ def model_lab(model: Model) -> Iterator[Any]:
             cleanup.teardown()
 
 
-def hop_table(trace_result: Any, out_dir: Path) -> pd.DataFrame | None:
-    """Export the run's trace (snapshot, hops, summary) and return its hop table."""
+@dataclass
+class VariantSetup:
+    """What variant_setup installed for a variant's runs."""
+
+    service: kubeproxy.Applied | None = None
+    host_sysctls: dict[str, str] = field(default_factory=dict)  # machine-wide key -> old value (restored after)
+
+
+def host_values(tunings_: dict[str, Any]) -> dict[str, str]:
+    """The machine-wide sysctls a variant sets (rfs: N -> net.core.rps_sock_flow_entries=N)."""
+    out = {k: str(v) for k, v in (tunings_.get("sysctl") or {}).items() if k in tunings.HOST_SYSCTLS}
+    if "rfs" in tunings_:
+        out["net.core.rps_sock_flow_entries"] = str(tunings_["rfs"])
+    return out
+
+
+def service_ports(scenario: Scenario) -> list[tuple[int, str]]:
+    return list(dict.fromkeys(p for g in scenario.generators for p in generators.service_ports(g)))
+
+
+def _revert_or_stop(undo: ExitStack) -> None:
+    try:
+        undo.close()
+    except CniprofError as e:
+        raise tunings.RevertFailed(f"could not undo the variant's set-up (run `cniprof lab down`): {e}") from None
+
+
+@contextmanager
+def variant_setup(topo: Any, model: Model, scenario: Scenario, path: str, variant: Variant) -> Iterator[VariantSetup]:
+    """Machine-wide sysctls and the kube-proxy service for a variant's consecutive runs; removed afterwards."""
+    from cniprof import pod_to_service, trace
+
+    setup = VariantSetup()
+    with ExitStack() as stack:
+        undo = ExitStack()
+        stack.callback(_revert_or_stop, undo)
+        host = host_values(variant.tunings)
+        if host:
+            setup.host_sysctls = undo.enter_context(host_sysctl.applied(host))
+        spec = variant.tunings.get("services")
+        if path == SERVICE_PATH or spec is not None:
+            if model.no_services:
+                raise CniprofError(f"kube-proxy services on {model.spec}: {model.no_services}")
+            _, b = trace.pick_pods(topo, path, None, None)
+            target = b if b in topo.pods else kubeproxy.default_target(topo)
+            spec = spec or {"count": 0, "mode": "iptables"}
+            setup.service = pod_to_service.install_service(undo, topo, target, spec["count"], service_ports(scenario),
+                                                           spec["mode"])
+        yield setup
+
+
+def hop_table(trace_result: Any, out_dir: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """Export the run's trace (snapshot, hops, summary; with the CPU sampler also its cpu.* files and the "cpu"
+    block of summary.json, as `cniprof trace --cpu --export` writes them) and return its hop and CPU tables."""
     from cniprof.report.export import export
 
-    paths = export(out_dir, trace_result.snapshot, cni=trace_result.model.cni, mode=trace_result.model.mode,
-                   duration_s=trace_result.duration_s, probes=trace_result.probes, topology=trace_result.topology,
-                   extra=trace_result.extra)
-    return pd.read_csv(paths["hops.csv"])
+    result = trace_result
+    if result.cpu is None:
+        paths = export(out_dir, result.snapshot, cni=result.model.cni, mode=result.model.mode,
+                       duration_s=result.duration_s, probes=result.probes, topology=result.topology,
+                       extra=result.extra)
+        return pd.read_csv(paths["hops.csv"]), None
+    from cniprof.analysis.cpu import analyze_cpu, with_cpu
+    from cniprof.analysis.summary import analyze
+    from cniprof.report.flames import export_flames
+
+    analysis = analyze(result.snapshot, None, result.topology)
+    cpu = analyze_cpu(result.cpu, analysis.hops, None, result.extra["sampling"]["every"])
+    analysis = with_cpu(analysis, cpu)
+    paths = export(out_dir, result.snapshot, analysis=analysis, cni=result.model.cni, mode=result.model.mode,
+                   duration_s=result.duration_s, probes=result.probes, topology=result.topology,
+                   extra={**result.extra, "cpu": cpu.summary})
+    e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
+    export_flames(out_dir, analysis.hops, result.cpu, e2e_mean_us=e2e, title=out_dir.name)
+    return pd.read_csv(paths["hops.csv"]), cpu_rows(cpu)
+
+
+CPU_COLUMNS = ["kind", "component", "cpu", "cpu_ms", "share_pct", "us_per_pkt", "net_rx_pct", "net_tx_pct",
+               "busy_pct"]
+
+
+def cpu_rows(cpu: Any) -> pd.DataFrame:
+    """A run's CPU table: one row per component (share of busy CPU, µs per packet) and one per CPU (softirq %)."""
+    comps = cpu.components.assign(kind="component", cpu=None)
+    sirq = cpu.softirq.assign(kind="softirq", component=None)
+    return pd.concat([comps, sirq], ignore_index=True).reindex(columns=CPU_COLUMNS)
 
 
 def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
-            setup_s: dict[str, float]) -> dict[str, float | None]:
+            setup_s: dict[str, float], variant: VariantSetup | None = None) -> dict[str, float | None]:
     """One run: generator in the background, hop probe traced in the foreground, both recorded.
 
-    setup_s: the trace set-up time last measured per model (updated here)."""
-    from cniprof import trace
+    setup_s: the trace set-up time last measured per model (updated here). variant: what variant_setup installed
+    (the service a pod-to-service run sends to)."""
+    from cniprof import pod_to_service, trace
 
+    variant = variant or VariantSetup()
     a, b = trace.pick_pods(topo, run.path, None, None)
     lead = (setup_s.get(run.model.spec, DEFAULT_SETUP_S) + SETUP_MARGIN_S) if scenario.trace else 0.0
     startup = generators.STARTUP_S.get(run.generator.tool, 0.0)
-    gen = generators.make(run.generator, a, b, scenario.duration_s + lead)
-    hops = None
+    to_service = run.path == SERVICE_PATH
+    if to_service and variant.service is None:
+        raise CniprofError(f"{run.run_id}: no kube-proxy service installed for {SERVICE_PATH}")
+    gen = generators.make(run.generator, a, b, scenario.duration_s + lead,
+                          dst_ip=variant.service.cluster_ip if to_service else None)
+    hops = cpu = None
     measured: dict[str, float] = {}
     with tunings.applied(topo, run.variant.tunings) as changes, ExitStack() as stack:
         stack.callback(gen.stop)
@@ -142,18 +244,38 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
                 measured.setdefault("setup_s", time.monotonic() - called - elapsed)
 
             opts = trace.TraceOptions(cni=run.model.spec, path=run.path, traffic="none",
-                                      duration_s=scenario.duration_s + startup)
+                                      duration_s=scenario.duration_s + startup, cpu=scenario.cpu,
+                                      service=variant.service if to_service else None)
             result = trace.run(opts, on_update=first_update)
-            hops = hop_table(result, archive.run_dir(run.run_id))
+            hops, cpu = hop_table(result, archive.run_dir(run.run_id))
             if "setup_s" in measured:
                 setup_s[run.model.spec] = measured["setup_s"]
         values = generators.metrics(run.generator.tool, gen.wait())
     primary, higher = generators.PRIMARY[run.generator.tool]
-    rec = {**run.record(), "src": a.name, "dst": b.name, "dst_ip": b.ip, "generator_s": scenario.duration_s + lead,
+    rec = {**run.record(), "src": a.name, "dst": b.name, "dst_ip": variant.service.cluster_ip if to_service else b.ip, "generator_s": scenario.duration_s + lead,
            "trace_setup_s": round(measured["setup_s"], 3) if "setup_s" in measured else None,
-           "tuning_changes": [f"{c.dev.netns}/{c.dev.name}: {c.what}" for c in changes]}
-    archive.add(rec, values, primary, higher, hops)
+           "tuning_changes": [f"{c.dev.netns}/{c.dev.name}: {c.what}" for c in changes],
+           "host_sysctls": {k: {"old": old, "new": host_values(run.variant.tunings)[k]}
+                            for k, old in variant.host_sysctls.items()}}
+    if variant.service is not None:
+        svc = variant.service
+        rec["service"] = pod_to_service.describe(svc, b if to_service else kubeproxy.default_target(topo))
+        rec["kube_proxy_rules_per_node"] = svc.rules_read  # read back from each node after the install
+    archive.add(rec, values, primary, higher, hops, cpu)
     return values
+
+
+def _one(run: Run, topo: Any, scenario: Scenario, archive: RunArchive, setup_s: dict[str, float],
+         setup: VariantSetup) -> None:
+    """One run; a failure is recorded and the study goes on (unless a tuning could not be reverted)."""
+    started = time.monotonic()
+    try:
+        execute(run, topo, scenario, archive, setup_s, setup)
+    except tunings.RevertFailed:
+        raise
+    except CniprofError as e:
+        log.warning("run %s failed: %s", run.run_id, e)
+        archive.fail({**run.record(), "seconds": round(time.monotonic() - started, 1)}, str(e))
 
 
 def run_scenario(scenario: Scenario, out: Path, text: str,
@@ -177,18 +299,24 @@ def run_scenario(scenario: Scenario, out: Path, text: str,
             if not todo:
                 continue
             with model_lab(model) as topo:
-                for run in todo:
-                    if progress is not None:
-                        progress(run, done, len(runs))
-                    started = time.monotonic()
+                for _, group in itertools.groupby(todo, key=lambda r: (r.path, r.variant.name)):
+                    group = list(group)
+                    left = list(group)
                     try:
-                        execute(run, topo, scenario, archive, setup_s)
+                        with variant_setup(topo, model, scenario, group[0].path, group[0].variant) as setup:
+                            while left:
+                                run = left.pop(0)
+                                if progress is not None:
+                                    progress(run, done, len(runs))
+                                _one(run, topo, scenario, archive, setup_s, setup)
+                                done += 1
                     except tunings.RevertFailed:
                         raise  # the lab stays tuned: every later run would measure something else
-                    except CniprofError as e:
-                        log.warning("run %s failed: %s", run.run_id, e)
-                        archive.fail({**run.record(), "seconds": round(time.monotonic() - started, 1)}, str(e))
-                    done += 1
+                    except CniprofError as e:  # the variant's set-up failed: none of its runs can be done
+                        log.warning("variant %s set-up failed: %s", group[0].variant.name, e)
+                        for run in left:
+                            archive.fail({**run.record(), "seconds": 0.0}, f"variant set-up: {e}")
+                            done += 1
         if progress is not None:
             progress(None, done, len(runs))
         status = "complete" if not archive.meta["failed"] else "complete-with-failures"

@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tunings of a scenario variant, applied to the lab's devices for one run and reverted right after it.
 
-Why only device settings inside the lab's namespaces: they change nothing outside the lab (the machine is shared),
-and every one can be read back first and restored exactly. Global knobs (netdev_max_backlog, busy_poll, ...) are
-not per-namespace and stay unimplemented, as do those that need more than a device setting (qdisc, RFS, NOTRACK,
-service count, CPU pinning): the scenario validator rejects them by name.
+Why inside the lab's namespaces: they change nothing outside the lab (the machine is shared), and every one can
+be read back first and restored exactly. What is machine-wide (net.core.* sysctls, RFS's global flow table) is
+applied only when the scenario says `host_changes: true`, once per variant, by the runner through
+cniprof.lab.host_sysctl (state file, restored after a crash); what is costly to install (kube-proxy's services)
+is installed once per variant by the runner too (runner.variant_setup). Both are skipped by plan() here.
 
 Implemented:
   mtu: N            underlay devices get N; overlay devices and the pods' devices get N minus the model's
@@ -13,10 +14,22 @@ Implemented:
                     roles: veth (host and pod ends), vxlan, tunnel, underlay, bridge, macvlan; default veth, vxlan
   txqueuelen: N     on every lab device
   rps / xps: all | none | CPU list like "0,1"   RPS (rx queues) / XPS (tx queues) of the veth and underlay devices
+  rfs: N            rps_flow_cnt=N on every rx queue of the veth and underlay devices (here), and the machine-wide
+                    net.core.rps_sock_flow_entries=N (runner, needs host_changes: true); RFS needs RPS on too
   qdisc: KIND       root qdisc of every lab device (`tc qdisc replace`; reverted with `tc qdisc del`, which gives
                     the device its default back). This kernel has pfifo_fast, pfifo, bfifo (no fq, fq_codel).
   sysctl: {key: value}   per-namespace sysctls (net.ipv4.tcp_*, net.ipv4.udp_*, net.ipv4.ip_local_port_range,
-                    net.core.somaxconn) in every lab namespace; machine-wide ones are refused by the validator
+                    net.core.somaxconn) in every lab namespace (here), each read back first and written back
+                    after the run; the machine-wide net.core.netdev_max_backlog, busy_poll, busy_read and
+                    rps_sock_flow_entries only with `host_changes: true` (runner, cniprof.lab.host_sysctl: set
+                    once for the variant's runs, restored after them, after Ctrl-C, and by `lab down` after a
+                    crash); any other key is refused by the validator
+  notrack: true     a raw-priority nft table (cniprof-notrack) in every node namespace: pod-to-pod packets (and
+                    their VXLAN encapsulation) skip conntrack; deleted after the run. Not with the pod-to-service
+                    path (the validator says why: NAT needs conntrack)
+  services: N | {count: N, mode: iptables|nftables}   kube-proxy rules with N dummy services on every node
+                    (runner.variant_setup; cniprof.lab.kubeproxy / kubeproxy_nft), the real service in front of
+                    the run's destination pod
   cpu_pinning: CPU list like "0"   every generator process (client and server) runs on these CPUs: the runner
                     sets its own affinity while it starts the generator, which the processes inherit (through
                     ip netns exec), and restores it right after, so the tracer itself is not pinned
@@ -35,11 +48,20 @@ from typing import Any
 from cniprof.errors import CniprofError
 from cniprof.lab.topology import Topology
 
-IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning", "qdisc", "sysctl")
+IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning", "qdisc", "sysctl", "services",
+               "notrack", "rfs")
+# machine-wide sysctls a scenario may change with `host_changes: true` (cniprof.bench.host restores them)
+HOST_SYSCTLS = ("net.core.netdev_max_backlog", "net.core.busy_poll", "net.core.busy_read",
+                "net.core.rps_sock_flow_entries")
+MAX_RFS = 1 << 20
+VARIANT_TUNINGS = ("services",)  # installed by the runner once for a variant's consecutive runs
+NOTRACK_TABLE = "cniprof-notrack"
+VXLAN_PORTS = "{ 4789, 8472 }"  # the encapsulation of pod-to-pod traffic (IANA and Linux/flannel defaults)
 # sysctls that each network namespace has its own copy of (so changing them in the lab touches nothing else)
 NETNS_SYSCTL_PREFIXES = ("net.ipv4.tcp_", "net.ipv4.udp_", "net.ipv4.ip_local_port_range", "net.core.somaxconn")
 DEFAULT_QDISCS = ("noqueue", "pfifo_fast", "fq_codel", "mq", "noop")
 PROCESS_TUNINGS = ("cpu_pinning",)  # not device settings: applied by `pinned` around the generator's start
+SKIPPED_BY_PLAN = (*PROCESS_TUNINGS, *VARIANT_TUNINGS)
 FEATURES = {"gro": "generic-receive-offload", "gso": "generic-segmentation-offload",
             "tso": "tcp-segmentation-offload", "tx-checksum": "tx-checksumming", "rx-checksum": "rx-checksumming"}
 ETHTOOL_NAMES = {"gro": "gro", "gso": "gso", "tso": "tso", "tx-checksum": "tx", "rx-checksum": "rx"}
@@ -244,6 +266,53 @@ def plan_qdisc(devs: list[Dev], kind: str) -> list[Change]:
     return changes
 
 
+def plan_rfs(devs: list[Dev], flows: int) -> list[Change]:
+    """RFS per device: rps_flow_cnt of every rx queue of the veth and underlay devices (the machine-wide flow
+    table, net.core.rps_sock_flow_entries, is a host change: cniprof.bench.host)."""
+    changes = []
+    for dev in devs:
+        if dev.role not in ("host_veth", "pod_veth", "underlay"):
+            continue
+        base = f"/sys/class/net/{dev.name}/queues"
+        listing = _sh(dev.netns, ["sh", "-c", f"for q in {base}/rx-*; do echo $q $(cat $q/rps_flow_cnt); done"])
+        for line in listing.splitlines():
+            path, _, old = line.partition(" ")
+            if old.strip() and old.strip() != str(flows):
+                target = f"{path}/rps_flow_cnt"
+                changes.append(Change(dev, f"rps_flow_cnt {old.strip()}->{flows}",
+                                      ("sh", "-c", f"echo {flows} > {target}"),
+                                      ("sh", "-c", f"echo {old.strip()} > {target}")))
+    return changes
+
+
+def notrack_rules(cluster_cidr: str) -> str:
+    """nft commands (one argv word: nft joins its arguments) for a raw-priority table that exempts pod-to-pod
+    traffic and its VXLAN encapsulation from conntrack, before conntrack (priority -200) sees it."""
+    rule = f"ip saddr {cluster_cidr} ip daddr {cluster_cidr} notrack"
+    return "; ".join([
+        f"add table ip {NOTRACK_TABLE}",
+        f"add chain ip {NOTRACK_TABLE} prerouting {{ type filter hook prerouting priority raw; policy accept; }}",
+        f"add chain ip {NOTRACK_TABLE} output {{ type filter hook output priority raw; policy accept; }}",
+        *(f"add rule ip {NOTRACK_TABLE} {chain} {r}" for chain in ("prerouting", "output")
+          for r in (rule, f"udp dport {VXLAN_PORTS} notrack")),
+    ])
+
+
+def plan_notrack(topo: Topology) -> list[Change]:
+    """NOTRACK for pod-to-pod traffic in every node namespace; refused where the table is already there."""
+    from cniprof.lab.kubeproxy import cluster_cidr_of
+
+    script = notrack_rules(str(cluster_cidr_of(topo)))
+    changes = []
+    for node in topo.nodes:
+        tables = _sh(node.netns, ["nft", "list", "tables"])
+        if f"table ip {NOTRACK_TABLE}" in tables:
+            raise CniprofError(f"tuning notrack: {node.netns} already has table ip {NOTRACK_TABLE}; not touching it")
+        changes.append(Change(Dev(node.netns, "-", "netns"), "notrack pod-to-pod", ("nft", script),
+                              ("nft", "delete", "table", "ip", NOTRACK_TABLE)))
+    return changes
+
+
 def netns_sysctl(key: str) -> bool:
     return key.startswith(NETNS_SYSCTL_PREFIXES)
 
@@ -253,6 +322,8 @@ def plan_sysctl(topo: Topology, values: dict[str, Any]) -> list[Change]:
     changes = []
     for netns in namespaces:
         for key, value in values.items():
+            if key in HOST_SYSCTLS:
+                continue  # machine-wide: cniprof.bench.host sets it once for the variant
             if not netns_sysctl(key):
                 raise CniprofError(f"tuning sysctl {key} is machine-wide, not per namespace; not applied")
             old = " ".join(_sh(netns, ["sysctl", "-n", key]).split())
@@ -265,7 +336,7 @@ def plan_sysctl(topo: Topology, values: dict[str, Any]) -> list[Change]:
 
 def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
     """The changes a variant's tunings make to this lab (reads the current values)."""
-    if not set(tunings) - set(PROCESS_TUNINGS):
+    if not set(tunings) - set(SKIPPED_BY_PLAN):
         return []
     devs = devices(topo)
     infos = {d: link_info(d) for d in devs} if {"mtu", "txqueuelen"} & set(tunings) else {}
@@ -284,7 +355,11 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
             changes += plan_qdisc(devs, str(value))
         elif key == "sysctl":
             changes += plan_sysctl(topo, value)
-        elif key in PROCESS_TUNINGS:
+        elif key == "notrack":
+            changes += plan_notrack(topo) if value else []
+        elif key == "rfs":
+            changes += plan_rfs(devs, int(value))
+        elif key in SKIPPED_BY_PLAN:
             continue
         else:
             raise CniprofError(f"tuning {key} is not implemented yet")

@@ -57,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         written += graphs.hop_stacks(data, out, args.hops_generator)
     console = Console()
     console.print(study.rich_table(data, table))
+    cpu = study.cpu_summary(data)
+    if not cpu.empty:
+        cpu.to_csv(out / "cpu_summary.csv", index=False)
+        console.print(study.cpu_rich_table(data, cpu))
     if tuned is not None:
         rows = tune_report.effects(tuned)
         written += tune_report.graph(tuned, rows, out)

@@ -83,7 +83,11 @@ def run(args: argparse.Namespace) -> int:
         archive = runner.run_scenario(scen, out, args.scenario.read_text(encoding="utf-8"), update)
     from cniprof.report import study
 
-    console.print(study.rich_table(study.load(out)))
+    data = study.load(out)
+    console.print(study.rich_table(data))
+    cpu = study.cpu_rich_table(data)
+    if cpu is not None:
+        console.print(cpu)
     failed = archive.meta["failed"]
     for f in failed:
         console.print(f"[red]failed[/red] {f['run_id']}: {f['error']}")

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from pyroute2 import netns as pr_netns
 
-from cniprof.lab import state
+from cniprof.lab import host_sysctl, state
 from cniprof.lab.topology import LAB_NETNS_PREFIX, NETNS_DIR, netns_inode
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def pids_in(netns_name: str) -> list[int]:
 
 
 def teardown() -> tuple[list[str], bool, dict[str, list[int]]]:
-    """Remove every lab namespace and then the state file; safe to run any number of times.
+    """Remove every lab namespace and then the state file, and restore machine-wide sysctls a crashed study
+    left changed (cniprof.lab.host_sysctl); safe to run any number of times.
 
     Returns (removed namespaces, whether a state file was removed, pids found inside removed namespaces).
     """
@@ -82,4 +83,5 @@ def teardown() -> tuple[list[str], bool, dict[str, list[int]]]:
         lingering = {n: p for n in names if (p := pids_in(n))}
         removed = remove_namespaces(names)
         had_state = state.clear()
+    host_sysctl.restore_from_state()  # machine-wide sysctls a crashed study left changed
     return removed, had_state, lingering

@@ -227,6 +227,9 @@ class Applied:
     rules: int  # per node namespace
     namespaces: tuple[str, ...]
     seconds: float  # wall time of the restores
+    ports: tuple[tuple[int, str], ...] = ()  # every (port, protocol) of the real service; () = ((port, protocol),)
+    mode: str = "iptables"  # or "nftables" (cniprof.lab.kubeproxy_nft)
+    rules_read: dict[str, int] | None = None  # per node namespace: the rules read back after the install
 
     @property
     def cluster_ip(self) -> str:
@@ -268,16 +271,39 @@ def dummy_services(count: int, cluster_cidr: ipaddress.IPv4Network, avoid: Seque
     ]
 
 
+def lab_services(topology: Topology, services: int, targets: Sequence[Pod],
+                 ports: Sequence[tuple[int, str]]) -> list[Service]:
+    """The dummy services, then one real service (one ClusterIP, a port each of `ports`) over `targets` (pure).
+
+    Several ports: a study installs the service once for all of its generators (their servers listen on
+    different ports)."""
+    if not targets:
+        raise UsageError("a service needs at least one target pod")
+    if not ports:
+        raise UsageError("a service needs at least one port")
+    for port, protocol in ports:
+        if not 1 <= port <= 65535:
+            raise UsageError(f"service port must be 1..65535, not {port}")
+        if protocol not in PROTOCOLS:
+            raise UsageError(f"service protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
+    reals = [Service("default", "cniprof-svc", f"{protocol}-{port}", service_ip(REAL_OFFSET), port, protocol,
+                     tuple(f"{p.ip}:{port}" for p in targets)) for port, protocol in dict.fromkeys(ports)]
+    return [*dummy_services(services, cluster_cidr_of(topology), [p.ip for p in topology.pods]), *reals]
+
+
 def lab_ruleset(topology: Topology, services: int, targets: Sequence[Pod], port: int,
                 protocol: str = "udp") -> tuple[Ruleset, Service]:
     """The rules apply() installs: one real service over `targets`, after `services` dummy ones (pure)."""
-    if not targets:
-        raise UsageError("a service needs at least one target pod")
-    cidr = cluster_cidr_of(topology)
-    real = Service("default", "cniprof-svc", f"{protocol}-{port}", service_ip(REAL_OFFSET), port, protocol,
-                   tuple(f"{p.ip}:{port}" for p in targets))
-    dummies = dummy_services(services, cidr, [p.ip for p in topology.pods])
-    return ruleset([*dummies, real], str(cidr)), real
+    all_services = lab_services(topology, services, targets, [(port, protocol)])
+    return ruleset(all_services, str(cluster_cidr_of(topology))), all_services[-1]
+
+
+def targets_of(topology: Topology, target_pod: str | Sequence[str] | None) -> list[Pod]:
+    names = [target_pod] if isinstance(target_pod, str) else list(target_pod or [])
+    try:
+        return [topology.pod(n) for n in names] if names else [default_target(topology)]
+    except KeyError as e:
+        raise UsageError(f"{e.args[0]}; pods: {', '.join(p.name for p in topology.pods)}") from None
 
 
 def default_target(topology: Topology) -> Pod:
@@ -311,29 +337,26 @@ def _in_netns(netns: str, argv: list[str], stdin: str = "", what: str = "") -> s
 
 
 def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str] | None = None,
-          port: int = 5300, protocol: str = "udp") -> Applied:
+          port: int = 5300, protocol: str = "udp", ports: Sequence[tuple[int, str]] = ()) -> Applied:
     """Install one ClusterIP service in front of target_pod (several pods: load-balanced) plus `services` dummy
-    services, in every node namespace of the lab. Any earlier kube-proxy rules there are removed first."""
-    if not 1 <= port <= 65535:
-        raise UsageError(f"service port must be 1..65535, not {port}")
-    if protocol not in PROTOCOLS:
-        raise UsageError(f"service protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
-    names = [target_pod] if isinstance(target_pod, str) else list(target_pod or [])
-    try:
-        targets = [topology.pod(n) for n in names] if names else [default_target(topology)]
-    except KeyError as e:
-        raise UsageError(f"{e.args[0]}; pods: {', '.join(p.name for p in topology.pods)}") from None
-    rules, real = lab_ruleset(topology, services, targets, port, protocol)
+    services, in every node namespace of the lab. Any earlier kube-proxy rules there are removed first.
+
+    ports: every (port, protocol) the service exposes (default: port/protocol)."""
+    ports = tuple(dict.fromkeys(ports or [(port, protocol)]))
+    all_services = lab_services(topology, services, targets_of(topology, target_pod), ports)
+    rules = ruleset(all_services, str(cluster_cidr_of(topology)))
+    real = all_services[-1]
     tool = _restore_tool()
     namespaces = tuple(n.netns for n in topology.nodes)
 
-    def install(netns: str) -> None:
+    def install(netns: str) -> int:
         _remove_in(netns)
         _in_netns(netns, [tool, "--noflush", "--wait"], rules.text, "iptables-restore")
+        return rule_count(netns)
 
     start = time.monotonic()
     try:
-        _each(namespaces, install)
+        counts = _each(namespaces, install)
     except BaseException:
         try:  # all or nothing: no node keeps half a kube-proxy
             _each(namespaces, _remove_in)
@@ -342,7 +365,14 @@ def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str]
         raise
     seconds = time.monotonic() - start
     log.info("kube-proxy rules: %d per node (%d dummy services) in %.2f s", rules.rules, services, seconds)
-    return Applied((real.cluster_ip,), port, protocol, real.endpoints, services, rules.rules, namespaces, seconds)
+    return Applied((real.cluster_ip,), ports[0][0], ports[0][1], real.endpoints, services, rules.rules, namespaces,
+                   seconds, ports, "iptables", dict(zip(namespaces, counts)))
+
+
+def rule_count(netns: str) -> int:
+    """The KUBE-* rules a node namespace holds now (read back with iptables-save)."""
+    saved = _in_netns(netns, ["iptables-save"], what="iptables-save")
+    return sum(1 for ln in saved.splitlines() if ln.startswith("-A ") and "KUBE-" in ln)
 
 
 def remove(topology: Topology) -> int:

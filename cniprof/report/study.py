@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class Study:
     results: pd.DataFrame
     stats: pd.DataFrame
     hops: pd.DataFrame  # empty when the study was not traced
+    cpu: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty unless the scenario said `cpu: true`
 
     @property
     def models(self) -> list[str]:
@@ -63,7 +64,9 @@ def load(root: str | Path) -> Study:
     hops_path = path / "hops.csv"
     hops = pd.read_csv(hops_path) if hops_path.is_file() else pd.DataFrame()
     stats = stats_table(results, float(meta.get("max_spread_pct", 10.0)))
-    return Study(path, meta, results, stats, hops)
+    cpu_path = path / "cpu.csv"
+    cpu = pd.read_csv(cpu_path) if cpu_path.is_file() else pd.DataFrame()
+    return Study(path, meta, results, stats, hops, cpu)
 
 
 def comparison(study: Study) -> pd.DataFrame:
@@ -85,7 +88,11 @@ def comparison(study: Study) -> pd.DataFrame:
     s["_m"] = s["model"].map(order)
     s["_g"] = s["generator"].map(gens)
     s["_k"] = s.apply(lambda r: TABLE_METRICS.get(r["tool"], [r["metric"]]).index(r["metric"]), axis=1)
-    return s.sort_values(["path", "variant", "_g", "_k", "_m"]).drop(columns=["_m", "_g", "_k"])
+    # paths and variants in the scenario's order (services-0, -1000, -10000), not alphabetical
+    for col in ("path", "variant"):
+        s[f"_{col}"] = s[col].map({v: i for i, v in enumerate(dict.fromkeys(study.results[col]))})
+    return (s.sort_values(["_path", "_variant", "_g", "_k", "_m"])
+            .drop(columns=["_m", "_g", "_k", "_path", "_variant"]))
 
 
 def fmt(metric: str, value: float | None) -> str:
@@ -154,3 +161,41 @@ def markdown(study: Study, table: pd.DataFrame | None = None) -> str:
             cells.append(text + (" !" if bool(r["flagged"]) else ""))
         lines.append(f"| {key[2]} | {key[3]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+CPU_TOP = 6  # components shown per (model, path, variant, generator); the rest are in cpu.csv
+
+
+def cpu_summary(study: Study) -> pd.DataFrame:
+    """Median over repetitions per (model, path, variant, generator): each component's share of busy CPU and µs
+    per packet, and per CPU the NET_RX softirq % (rows `component` = "NET_RX cpu N"). Empty without CPU data."""
+    c = study.cpu
+    if c.empty:
+        return pd.DataFrame(columns=["model", "path", "variant", "generator", "component", "share_pct",
+                                     "us_per_pkt", "net_rx_pct"])
+    keys = ["model", "path", "variant", "generator"]
+    comps = (c[c["kind"] == "component"].groupby([*keys, "component"], sort=False)[["share_pct", "us_per_pkt"]]
+             .median().reset_index().sort_values([*keys, "share_pct"], ascending=[True] * 4 + [False], kind="stable"))
+    comps = comps.groupby(keys, sort=False).head(CPU_TOP)
+    sirq = c[c["kind"] == "softirq"].copy()
+    sirq["component"] = "NET_RX cpu " + sirq["cpu"].astype(int).astype(str)
+    sirq = sirq.groupby([*keys, "component"], sort=False)[["net_rx_pct"]].median().reset_index()
+    return pd.concat([comps, sirq], ignore_index=True)
+
+
+def cpu_rich_table(study: Study, table: pd.DataFrame | None = None) -> Table | None:
+    """The CPU table of a study run with `cpu: true` (None otherwise)."""
+    table = cpu_summary(study) if table is None else table
+    if table.empty:
+        return None
+    t = Table(title=f"{study.metadata['scenario']['name']}: CPU (median over repetitions; top {CPU_TOP} "
+              "components by share of busy CPU, NET_RX softirq % of each CPU)", title_justify="left")
+    for col in ("model", "path", "variant", "generator", "component"):
+        t.add_column(col)
+    for col in ("% of busy CPU", "µs/packet", "NET_RX %"):
+        t.add_column(col, justify="right")
+    for _, r in table.iterrows():
+        t.add_row(str(r["model"]), str(r["path"]), str(r["variant"]), str(r["generator"]), str(r["component"]),
+                  fmt("share_pct", r.get("share_pct")), fmt("x_us", r.get("us_per_pkt")).replace(" µs", ""),
+                  fmt("net_rx_pct", r.get("net_rx_pct")))
+    return t

@@ -113,7 +113,7 @@ class ConnectRate(ServerClient):
         server = BackgroundProcess(self.server_netns, self._argv(
             "serve", "--bind", self.server_ip, "--port", str(self.port), "--timeout", f"{timeout}"), env=self._env())
         self._launch(server, self.port, "tcp", lambda: BackgroundProcess(self.client_netns, self._argv(
-            "connect", "--dst", self.server_ip, "--port", str(self.port), "--duration", f"{self.duration_s}"),
+            "connect", "--dst", self.target_ip, "--port", str(self.port), "--duration", f"{self.duration_s}"),
             env=self._env()))
 
     def wait(self, timeout: float | None = None) -> ConnectRateResult:

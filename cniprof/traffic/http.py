@@ -147,7 +147,7 @@ class HttpBench(ServerClient):
 
     @property
     def url(self) -> str:
-        return f"http://{self.server_ip}:{self.port}/body"
+        return f"http://{self.target_ip}:{self.port}/body"
 
     def _prepare(self) -> Path:
         """The private nginx prefix: config, body file, temp paths; world-readable so nginx's worker can serve."""

@@ -103,7 +103,7 @@ class Iperf3(ServerClient):
     def client_argv(self) -> list[str]:
         # iperf3 -t takes whole seconds; round up so a short run still runs.
         seconds = max(1, int(-(-self.duration_s // 1)))
-        argv = ["iperf3", "-c", self.server_ip, "-p", str(self.port), "-t", str(seconds), "-J"]
+        argv = ["iperf3", "-c", self.target_ip, "-p", str(self.port), "-t", str(seconds), "-J"]
         argv += ["--connect-timeout", "3000"]
         if self.streams > 1:
             argv += ["-P", str(self.streams)]

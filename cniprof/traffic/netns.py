@@ -250,9 +250,16 @@ class ServerClient(Generator):
     the client nominally runs, and parse its output."""
 
     name = "generator"
+    # where the client sends: None = the server's own IP; a ClusterIP in front of the server for pod-to-service
+    # (the server still binds its pod IP, which kube-proxy's DNAT delivers to)
+    dst_ip: str | None = None
     _server: BackgroundProcess | None = None
     _client: BackgroundProcess | None = None
     _started_at: float = 0.0
+
+    @property
+    def target_ip(self) -> str:
+        return self.dst_ip or self.server_ip  # type: ignore[attr-defined]
 
     def _check_not_started(self) -> None:
         if self._client is not None:

@@ -120,7 +120,7 @@ class Sockperf(ServerClient):
 
     def client_argv(self) -> list[str]:
         seconds = max(1, int(-(-self.duration_s // 1)))  # -t takes whole seconds
-        return ["sockperf", "ping-pong", "-i", self.server_ip, "-p", str(self.port), *self._proto(),
+        return ["sockperf", "ping-pong", "-i", self.target_ip, "-p", str(self.port), *self._proto(),
                 "-t", str(seconds), "-m", str(self.msg_size), "--full-rtt"]
 
     def start(self) -> None:

@@ -107,7 +107,7 @@ def test_run_scenario_records_results_and_failures(monkeypatch, tmp_path):
 
     calls = []
 
-    def fake_execute(run, topo, scen, archive, setup_s):
+    def fake_execute(run, topo, scen, archive, setup_s, setup=None):
         calls.append(run.run_id)
         if run.generator.tool == "connect_rate" and run.repetition == 2:
             raise CniprofError("connect rate: no connection succeeded: Connection refused")
@@ -144,7 +144,7 @@ def test_a_tuning_that_cannot_be_reverted_stops_the_study(monkeypatch, tmp_path)
     def fake_lab(model):
         yield None
 
-    def fake_execute(run, topo, scen, archive, setup_s):
+    def fake_execute(run, topo, scen, archive, setup_s, setup=None):
         raise tunings.RevertFailed("could not revert 1 tuning changes")
 
     monkeypatch.setattr(runner, "model_lab", fake_lab)
@@ -163,4 +163,31 @@ def test_run_check_needs_no_root(capsys):
     scenarios = Path(__file__).resolve().parents[2] / "scenarios"
     assert main(["run", str(scenarios / "cni-comparison.yaml"), "--check", "--repetitions", "1"]) == 0
     assert "cni-comparison:" in capsys.readouterr().err
-    assert main(["run", str(scenarios / "iptables-scale.yaml"), "--check"]) == 2
+    assert main(["run", str(scenarios / "iptables-scale.yaml"), "--check"]) == 0
+
+
+def test_plan_service_path_and_services_tuning_skips():
+    from cniprof.cni import registry
+
+    scen = scenario.loads("""version: 1
+name: t
+models: [flannel:vxlan, cilium:vxlan, bridge]
+paths: [pod-to-service, same-node]
+repetitions: 1
+duration_s: 1
+generators: [{name: c, tool: connect_rate}, {name: u, tool: sockperf, params: {proto: udp}}]
+variants: [{name: plain}, {name: many, tunings: {services: {count: 100, mode: nftables}}}]
+""", "t.yaml")
+    runs, skipped = runner.plan(scen, [registry.parse(m) for m in scen.models])
+    reasons = {(s["model"], s["path"], s.get("variant")): s["reason"] for s in skipped}
+    assert "kube-proxy replacement" in reasons[("cilium:vxlan", "pod-to-service", None)]
+    assert "tuning services" in reasons[("cilium:vxlan", "same-node", "many")]
+    assert "no cross-node path, which pod-to-service follows" in reasons[("bridge:bridge", "pod-to-service", None)]
+    assert {(r.model_name, r.path, r.variant.name) for r in runs} == {
+        ("flannel:vxlan", "pod-to-service", "plain"), ("flannel:vxlan", "pod-to-service", "many"),
+        ("flannel:vxlan", "same-node", "plain"), ("flannel:vxlan", "same-node", "many"),
+        ("cilium:vxlan", "same-node", "plain"), ("bridge:bridge", "same-node", "plain"),
+        ("bridge:bridge", "same-node", "many")}
+    assert runner.service_ports(scen) == [(5431, "tcp"), (11311, "udp")]
+    assert runner.host_values({"rfs": 4096, "sysctl": {"net.core.busy_poll": "50", "net.ipv4.tcp_rmem": "1 2 3"}}) == {
+        "net.core.busy_poll": "50", "net.core.rps_sock_flow_entries": "4096"}

@@ -184,3 +184,18 @@ def test_empty_table_detection() -> None:
     assert not kp._empty_iptables_table(rule, kp.BUILTIN["nat"])
     assert not kp._empty_iptables_table(empty.replace("accept;", "drop;"), kp.BUILTIN["nat"])
     assert not kp._empty_iptables_table(empty.replace("chain PREROUTING", "chain MINE"), kp.BUILTIN["nat"])
+
+
+def test_nftables_mode_ruleset_and_count() -> None:
+    from cniprof.lab import kubeproxy_nft as nft
+
+    topo = lab()
+    services = kp.lab_services(topo, 3, [topo.pod("pod-c")], [(5431, "tcp"), (11311, "udp")])
+    rules = nft.ruleset(services, CIDR)
+    text = rules.text
+    assert text.startswith("table ip kube-proxy {") and "ip daddr . meta l4proto . th dport vmap @service-ips" in text
+    assert text.count(": goto service-") == 5  # 3 dummies + 2 ports of the real service, one map element each
+    assert "10.96.0.100 . udp . 11311 : goto service-" in text and "dnat to 10.244.2.2:11311" in text
+    assert "type nat hook prerouting priority dstnat" in text
+    # the table listing nft prints back has the same rules as the ruleset counted
+    assert nft.count_rules(text) == rules.rules == 9 + 5 + 5 * 2 + 5 * 2  # base chains, map, services, endpoints

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,7 @@ def test_good_scenario():
     ("repetitions: 2", "repetitions: many", "t.yaml:5: repetitions: must be an integer 1..100, not 'many'"),
     ("duration_s: 3", "duration_s: true", "t.yaml:6: duration_s: must be a number of seconds"),
     ("models: [host, flannel:vxlan]", "models: [host, weave]", "t.yaml:3: models[1]: unknown CNI 'weave'"),
-    ("paths: [cross-node]", "paths: [pod-to-service]", "t.yaml:4: paths[0]: pod-to-service is not implemented yet"),
+    ("paths: [cross-node]", "paths: [cross-node, cross-node]", "t.yaml:4: paths: lists a name twice"),
     ("paths: [cross-node]", "paths: [moon]", "t.yaml:4: paths[0]: unknown 'moon'"),
     ("version: 1", "version: 2", "t.yaml:1: version: must be 1, not 2"),
     ("name: t", "name: t\ncolour: red", "t.yaml:3: colour: unknown field"),
@@ -63,10 +64,7 @@ def test_errors_name_file_line_and_field(old, new, where):
     assert "\n" not in str(err.value)
 
 
-def test_tunings_not_implemented_are_rejected():
-    text = GOOD + "variants:\n  - {name: a, tunings: {}}\n  - name: b\n    tunings:\n      notrack: true\n"
-    with pytest.raises(UsageError, match=r"t.yaml:19: variants\[1\].tunings.notrack: not implemented yet"):
-        scenario.loads(text, "t.yaml")
+def test_unknown_tunings_are_rejected():
     with pytest.raises(UsageError, match=r"tunings.turbo: unknown tuning"):
         scenario.loads(GOOD + "variants: [{name: a, tunings: {turbo: 1}}]\n", "t.yaml")
 
@@ -102,9 +100,12 @@ def test_shipped_comparison_validates():
     assert {g.tool for g in s.generators} == {"ping", "iperf3", "sockperf", "connect_rate", "wrk"}
 
 
-def test_shipped_iptables_scale_says_not_implemented():
-    with pytest.raises(UsageError, match=r"iptables-scale.yaml:14: variants\[0\].tunings.services: not implemented yet"):
-        scenario.load(SCENARIOS / "iptables-scale.yaml")
+def test_shipped_iptables_scale():
+    s = scenario.load(SCENARIOS / "iptables-scale.yaml")
+    assert s.paths == ("pod-to-service",)
+    assert [v.tunings["services"] for v in s.variants] == [
+        {"count": 0, "mode": "iptables"}, {"count": 1000, "mode": "iptables"}, {"count": 10000, "mode": "iptables"},
+        {"count": 10000, "mode": "nftables"}]
 
 
 def test_shipped_tuning_scenarios():
@@ -123,10 +124,51 @@ def test_shipped_tuning_scenarios():
     ("{offloads: {gro: off, devices: [wifi]}}", "tunings.offloads.devices[0]: unknown 'wifi'"),
     ("{txqueuelen: -1}", "tunings.txqueuelen: must be an integer 0..100000"),
     ("{cpu_pinning: all}", "tunings.cpu_pinning: must be a CPU list"),
-    ("{sysctl: {net.core.netdev_max_backlog: 5000}}", "tunings.sysctl.net.core.netdev_max_backlog: not implemented yet"),
+    ("{sysctl: {net.core.netdev_max_backlog: 5000}}",
+     ("tunings.sysctl.net.core.netdev_max_backlog: changes the whole machine (a machine-wide sysctl), not only the "
+      "lab: add `host_changes: true`")),
+    ("{sysctl: {net.core.wmem_max: 5000}}", "tunings.sysctl.net.core.wmem_max: not supported"),
+    ("{rfs: 4096}", "tunings.rfs: changes the whole machine (net.core.rps_sock_flow_entries)"),
+    ("{services: -1}", "tunings.services: must be a service count 0..10000"),
+    ("{services: {count: 10}, mode: ipvs}", "tunings.mode: unknown tuning"),
+    ("{services: {count: 10, mode: ipvs}}", "tunings.services.mode: must be iptables or nftables, not 'ipvs'"),
+    ("{services: {mode: nftables}}", "tunings.services: missing field 'count'"),
+    ("{services: {count: 10, nodes: 2}}", "tunings.services.nodes: unknown field"),
+    ("{services: {count: 10001}}", "tunings.services.count: must be a service count 0..10000"),
+    ("{notrack: yes please}", "tunings.notrack: must be true or false"),
     ("{sysctl: {net.ipv4.tcp_rmem: [1, 2]}}", "tunings.sysctl.net.ipv4.tcp_rmem: must be a number or a string"),
     ("{qdisc: 'fq; rm'}", "tunings.qdisc: must be a qdisc kind"),
 ])
 def test_bad_tuning_values(tunings, message):
-    with pytest.raises(UsageError, match=r"t.yaml:16: variants\[0\]\." + message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(UsageError, match=re.escape("t.yaml:16: variants[0]." + message)):
         scenario.loads(GOOD + f"variants:\n  - {{name: a, tunings: {tunings}}}\n", "t.yaml")
+
+
+def _with(extra_top: str = "", tunings: str = "{}", paths: str = "[cross-node]") -> str:
+    return GOOD.replace("paths: [cross-node]", f"paths: {paths}").replace("name: t\n", f"name: t\n{extra_top}", 1) \
+        + f"variants:\n  - {{name: a, tunings: {tunings}}}\n"
+
+
+def test_new_tunings_normalized():
+    s = scenario.loads(_with("host_changes: true\ncpu: true\n", "{services: 50, notrack: true, rfs: 4096, "
+                             "sysctl: {net.core.busy_poll: 50, net.ipv4.tcp_rmem: 4096 87380 6291456}}"), "t.yaml")
+    assert s.host_changes and s.cpu
+    assert s.variants[0].tunings == {"services": {"count": 50, "mode": "iptables"}, "notrack": True, "rfs": 4096,
+                                     "sysctl": {"net.core.busy_poll": "50", "net.ipv4.tcp_rmem": "4096 87380 6291456"}}
+    nft = scenario.loads(_with(tunings="{services: {count: 10000, mode: nftables}}"), "t.yaml")
+    assert nft.variants[0].tunings["services"] == {"count": 10000, "mode": "nftables"}
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    (_with(tunings="{notrack: true}", paths="[cross-node, pod-to-service]"),
+     "t.yaml:16: variants[0].tunings.notrack: cannot be used with the pod-to-service path: untracked packets skip NAT"),
+    (_with(paths="[pod-to-service]").replace("name: tcp, tool: iperf3, params: {streams: 2, length: 64KB}",
+                                             "name: p, tool: ping"),
+     "t.yaml:8: generators[0].tool: ping cannot go to a ClusterIP"),
+    (_with("host_changes: maybe\n"), "t.yaml:3: host_changes: must be true or false, not 'maybe'"),
+    (_with("cpu: 1\n"), "t.yaml:3: cpu: must be true or false, not 1"),
+])
+def test_cross_field_errors(text, where):
+    with pytest.raises(UsageError) as err:
+        scenario.loads(text, "t.yaml")
+    assert str(err.value).startswith(where), str(err.value)

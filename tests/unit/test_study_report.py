@@ -87,3 +87,28 @@ def test_fmt_units():
     assert study.fmt("latency_p99_us", 42120.0) == "42.12 ms"
     assert study.fmt("requests_per_s", 13541.1) == "13,541/s"
     assert study.fmt("loss_pct", None) == "-"
+
+
+def test_cpu_table_from_recorded_cpu_run(run_dir, capsys):
+    from cniprof.analysis.cpu import analyze_cpu
+    from cniprof.bench import runner
+    from tests.unit.cpu_data import recorded
+
+    run = recorded()
+    cpu = analyze_cpu(run["cpu"], None, None)
+    rows = runner.cpu_rows(cpu)
+    keys = {"run_id": "r1", "model": "flannel:vxlan", "path": "cross-node", "variant": "baseline",
+            "generator": "tcp", "tool": "iperf3", "repetition": 1}
+    pd.concat([rows.assign(**keys), rows.assign(**{**keys, "repetition": 2})]).to_csv(run_dir / "cpu.csv", index=False)
+    summary = study.cpu_summary(study.load(run_dir))
+    comps = summary[~summary["component"].str.startswith("NET_RX")]
+    assert 0 < len(comps) <= study.CPU_TOP and comps["share_pct"].is_monotonic_decreasing
+    top = cpu.components.iloc[0]
+    assert comps.iloc[0]["component"] == top["component"] and comps.iloc[0]["share_pct"] == pytest.approx(top["share_pct"])
+    net_rx = summary[summary["component"].str.startswith("NET_RX cpu ")]
+    assert len(net_rx) == len(cpu.softirq) and net_rx["net_rx_pct"].notna().all()
+    out = run_dir / "out"
+    assert main(["report", str(run_dir), "--output", str(out)]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "cni-comparison: CPU (median" in printed
+    assert len(pd.read_csv(out / "cpu_summary.csv")) == len(summary)
