@@ -259,6 +259,17 @@ def _result_dict(tool: str, res: Any) -> dict[str, Any]:
     return {"tool": tool, **d}
 
 
+def _injected_service(topo: Topology, opts: TraceOptions) -> Any:
+    """The service a `lab inject services=N` left in the lab (traced as it is), or None."""
+    from cniprof.lab import inject
+
+    service = inject.injected_service(topo)
+    if service is not None and opts.services is not None:
+        raise UsageError(f"the lab has injected {service.dummy_services} services; drop --services to trace them, "
+                         "or `cniprof lab down` first")
+    return service
+
+
 def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> Any:
     """The CPU sampler beside the hop probe (--cpu), released by the same stack; None without --cpu."""
     if not opts.cpu:
@@ -298,9 +309,14 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         if topo.injections:
             extra["injections"] = list(topo.injections)  # the run's findings should name the injected cause
         if opts.path == pod_to_service.PATH:
-            service = opts.service or pod_to_service.install(stack, topo, b, opts.services or 0, opts.traffic)
+            injected = None if opts.service else _injected_service(topo, opts)
+            service = opts.service or injected or \
+                pod_to_service.install(stack, topo, b, opts.services or 0, opts.traffic)
+            if not any(e.startswith(f"{b.ip}:") for e in service.endpoints):
+                raise UsageError(f"the lab's service forwards to {', '.join(service.endpoints)}, not to {b.name}; "
+                                 "choose that pod with --dst")
             plan = pod_to_service.retarget(plan, service.cluster_ip)
-            extra["service"] = pod_to_service.describe(service, b)
+            extra["service"] = {**pod_to_service.describe(service, b), "injected": service is injected}
         probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
                          stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
         stack.callback(probe.close)

@@ -359,6 +359,10 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
             changes += plan_notrack(topo) if value else []
         elif key == "rfs":
             changes += plan_rfs(devs, int(value))
+        elif key == "kube_proxy_mode":  # tune only (staged by cniprof.tune.catalog); not a scenario tuning
+            from cniprof.lab import kubeproxy_switch
+
+            changes += kubeproxy_switch.changes(topo) if value == "nftables" else []
         elif key in SKIPPED_BY_PLAN:
             continue
         else:

@@ -34,11 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--mode", default=None, help="datapath mode, if not given as CNI:MODE (flannel: vxlan)")
     up.add_argument("--inject", action="append", default=[], metavar="NAME",
                     help="apply a known problem and leave it until `lab down` (repeatable): "
-                         f"{', '.join(inject.INJECTIONS)}, services=N (not yet)")
+                         f"{', '.join(inject.INJECTIONS)}, services=N")
     up.set_defaults(func=run)
 
     inj = sub.add_parser("inject", help="apply known problems to the lab that is up, until `lab down` (root)")
-    inj.add_argument("names", nargs="+", metavar="NAME", help=", ".join(inject.INJECTIONS))
+    inj.add_argument("names", nargs="+", metavar="NAME", help=", ".join((*inject.INJECTIONS, "services=N")))
     inj.set_defaults(func=run)
 
     down = sub.add_parser(

@@ -160,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         svc = result.extra["service"]
         console.print(f"service: {svc['cluster_ip']}:{svc['port']}/{svc['protocol']} → {svc['target_pod']} · "
                       f"{svc['dummy_services']} dummy services · {svc['rules_per_node']:,} rules per node "
-                      f"(applied in {svc['apply_s']:.1f} s, removed after the run)")
+                      + ("(injected into the lab, left in place)" if svc.get("injected") else
+                         f"(applied in {svc['apply_s']:.1f} s, removed after the run)"))
     if args.export:
         extra = result.extra
         if nf is not None:

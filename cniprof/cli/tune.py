@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="measure a tuning's gain on the lab (paired before/after runs, 95 % CI)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cni", default="flannel", help="CNI model of the lab (default flannel)")
-    p.add_argument("--path", default=None, choices=("cross-node", "same-node", "pod-to-host"),
-                   help="pod pair (default: the model's default path)")
+    p.add_argument("--path", default=None, choices=("cross-node", "same-node", "pod-to-host", "pod-to-service"),
+                   help="pod pair (default: the tuning's own path, pod-to-service for kube-proxy tunings, else the "
+                        "model's default path); pod-to-service sends to the ClusterIP of `lab inject services=N`")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--try", dest="tries", action="append", metavar="NAME",
                       help=f"tuning to measure (repeatable): {', '.join(catalog.TUNES)}")
@@ -80,6 +82,26 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--from {args.from_dir}: no such directory")
 
 
+def _path(args: argparse.Namespace, model: Any, tune: catalog.Tune) -> str:
+    return args.path or tune.path or model.default_path
+
+
+def _service_ip(topo: Any, path: str, b: Any) -> str | None:
+    """Where the generators send on pod-to-service: the injected ClusterIP (UsageError without one)."""
+    from cniprof import pod_to_service
+    from cniprof.lab import inject
+
+    if path != pod_to_service.PATH:
+        return None
+    service = inject.injected_service(topo)
+    if service is None:
+        raise UsageError(f"tune --path {path} needs kube-proxy services in the lab: "
+                         "`cniprof lab inject services=N` first")
+    if not any(e.startswith(f"{b.ip}:") for e in service.endpoints):
+        raise UsageError(f"the lab's service forwards to {', '.join(service.endpoints)}, not to {b.name}")
+    return service.cluster_ip
+
+
 def run(args: argparse.Namespace) -> int:
     from cniprof import trace
     from cniprof.cni import registry
@@ -100,20 +122,24 @@ def run(args: argparse.Namespace) -> int:
                 raise
             skipped.append({"tuning": name, "reason": str(e)})
     model = registry.parse(args.cni)
-    path = args.path or model.default_path
-    model.chain(path)  # UsageError naming the model's paths
+    for tune in tunes:
+        trace.chain_for(model, _path(args, model, tune))  # UsageError naming the model's paths
     for tune in tunes:
         catalog.generator(tune, args.generator)
     realize.require_root("tune (it builds and changes the lab)")
     out = args.output or args.from_dir or Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
     topo, created = realize.up(model.cni, model.mode)
     records: list[measure.Record] = []
-    meta: dict[str, Any] = {"cni": f"{topo.cni}:{topo.mode}", "path": path, "injections": list(topo.injections),
-                            "pairs": args.pairs, "duration_s": args.duration, "tunings": {}, "skipped": skipped}
+    paths = list(dict.fromkeys(_path(args, model, t) for t in tunes))
+    meta: dict[str, Any] = {"cni": f"{topo.cni}:{topo.mode}", "path": ", ".join(paths),
+                            "injections": list(topo.injections), "pairs": args.pairs, "duration_s": args.duration,
+                            "tunings": {}, "skipped": skipped}
     try:
-        a, b = trace.pick_pods(topo, path, None, None)
-        meta.update(src=a.name, dst=b.name)
         for tune in tunes:
+            path = _path(args, model, tune)
+            a, b = trace.pick_pods(topo, path, None, None)
+            meta.update(src=a.name, dst=b.name)
+            dst_ip = _service_ip(topo, path, b)
             gen = catalog.generator(tune, args.generator)
             try:
                 plan = measure.plan(topo, tune)
@@ -131,9 +157,14 @@ def run(args: argparse.Namespace) -> int:
             def progress(pair: int, arm: str) -> None:
                 console.print(f"  pair {pair + 1}/{args.pairs}: {arm}", style="dim")
 
-            plan, done = measure.measure(topo, tune, gen, a, b, args.pairs, args.duration, progress)
+            with ExitStack() as staged:
+                if tune.prepare is not None:
+                    console.print("  staging what the tuned runs switch to", style="dim")
+                    tune.prepare(staged, topo)
+                plan, done = measure.measure(topo, tune, gen, a, b, args.pairs, args.duration, progress, dst_ip)
             records += done
-            meta["tunings"][tune.name] = {"summary": tune.summary, "generator": gen.name, "changes": plan.changes}
+            meta["tunings"][tune.name] = {"summary": tune.summary, "generator": gen.name, "changes": plan.changes,
+                                          "path": path, "dst_ip": dst_ip or b.ip}
     finally:
         if created:
             cleanup.teardown()
@@ -141,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[yellow]skipped[/] {s['tuning']}: {s['reason']}", highlight=False)
     if not records:
         raise UsageError("no tuning was measured" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    path = meta["path"]
     rows, files = tune_report.write(out, pd.DataFrame([r.row() for r in records]), meta)
     console.print(tune_report.rich_table(rows, f"tune on {meta['cni']} {path} "
                                                f"(injected: {', '.join(topo.injections) or 'none'})"))

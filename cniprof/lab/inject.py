@@ -13,7 +13,9 @@ Names:
                    tunnel untouched: a full-size pod packet (1450) becomes a 1500-byte outer packet on a
                    1450-byte link, so it must be fragmented (or its sender told to shrink)
   softirq-one-cpu  RPS and XPS off on every lab device, and every generator process pinned to CPU 0
-  services=N       N dummy kube-proxy services (not yet: see SERVICES_NOT_YET)
+  services=N       kube-proxy (iptables mode) on both nodes with N dummy services and one real ClusterIP service in
+                   front of the default target pod, exposing every port trace and tune generators use; traces and
+                   tunes on --path pod-to-service send to it (`injected_service`)
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from typing import Any
 
 from cniprof.bench import tunings
 from cniprof.errors import CniprofError, UsageError
-from cniprof.lab import state
+from cniprof.lab import kubeproxy, state
 from cniprof.lab.topology import Topology
+from cniprof.scenario import GeneratorSpec
 
 PIN_CPUS = "0"  # softirq-one-cpu: where the generators run
 TUNNEL_ROLES = ("vxlan", "tunnel")
-SERVICES_NOT_YET = "services=N is not available yet (the kube-proxy services injection is being wired)"
+SERVICES_PREFIX = "services="
 
 
 @dataclass(frozen=True)
@@ -91,10 +94,13 @@ INJECTIONS: dict[str, Injection] = {
 def check_name(name: str) -> str:
     """The injection's canonical name; UsageError (one line) for an unknown or not yet available one."""
     key = name.strip().lower()
-    if key.startswith("services="):
-        raise UsageError(SERVICES_NOT_YET)
+    if key.startswith(SERVICES_PREFIX):
+        count = key[len(SERVICES_PREFIX):]
+        if not count.isdigit() or not 0 <= int(count) <= kubeproxy.MAX_DUMMIES:
+            raise UsageError(f"services=N needs N in 0..{kubeproxy.MAX_DUMMIES}, not {count!r}")
+        return f"{SERVICES_PREFIX}{int(count)}"
     if key not in INJECTIONS:
-        raise UsageError(f"unknown injection {name!r}; available: {', '.join(INJECTIONS)}, services=N (not yet)")
+        raise UsageError(f"unknown injection {name!r}; available: {', '.join(INJECTIONS)}, services=N")
     return key
 
 
@@ -119,6 +125,11 @@ def apply(topo: Topology, names: list[str]) -> tuple[Topology, list[str]]:
     is skipped. The changes stay until `lab down`."""
     wanted = list(dict.fromkeys(check_name(n) for n in names))
     for name in wanted:
+        if name.startswith(SERVICES_PREFIX):
+            reason = _services_refusal(topo, name)
+            if reason:
+                raise UsageError(f"cannot inject {name}: {reason}")
+            continue
         reason = INJECTIONS[name].refusal(topo)
         if reason:
             raise UsageError(f"cannot inject {name}: {reason}")
@@ -126,6 +137,14 @@ def apply(topo: Topology, names: list[str]) -> tuple[Topology, list[str]]:
     for name in wanted:
         if name in topo.injections:
             done.append(f"{name}: already injected")
+            continue
+        if name.startswith(SERVICES_PREFIX):
+            svc = _install_services(topo, int(name[len(SERVICES_PREFIX):]))
+            done.append(f"{name}: kube-proxy iptables rules, {svc.rules:,} per node, ClusterIP {svc.cluster_ip} "
+                        f"-> {', '.join(svc.endpoints[:1])} ({svc.seconds:.1f} s)")
+            topo = replace(topo, injections=(*topo.injections, name))
+            with state.locked():
+                state.save(topo)
             continue
         inj = INJECTIONS[name]
         for change in _changes(topo, inj.tunings(topo)):
@@ -137,6 +156,49 @@ def apply(topo: Topology, names: list[str]) -> tuple[Topology, list[str]]:
         with state.locked():
             state.save(topo)  # after each one: a failure halfway still leaves the state telling what is in place
     return topo, done
+
+
+def service_ports() -> list[tuple[int, str]]:
+    """Every (port, protocol) that trace (--traffic iperf3/udp) and the tune generators send to a ClusterIP."""
+    from cniprof import pod_to_service
+    from cniprof.bench import generators
+    from cniprof.tune.catalog import GENERATORS
+
+    ports = [(port, pod_to_service.PROTOCOLS[tool]) for tool, port in pod_to_service.PORTS.items()]
+    for spec in (*GENERATORS.values(), GeneratorSpec("sockperf-udp", "sockperf", {"proto": "udp"})):
+        ports += generators.service_ports(spec)
+    return list(dict.fromkeys(ports))
+
+
+def _services_refusal(topo: Topology, name: str) -> str | None:
+    if any(n.startswith(SERVICES_PREFIX) for n in topo.injections) and name not in topo.injections:
+        return f"the lab already has {next(n for n in topo.injections if n.startswith(SERVICES_PREFIX))}"
+    if kubeproxy.installed(topo) and name not in topo.injections:
+        return "the lab already holds kube-proxy rules cniprof did not inject"
+    from cniprof.cni import registry
+
+    model = registry.parse(f"{topo.cni}:{topo.mode}")
+    return model.no_services or None
+
+
+def _install_services(topo: Topology, count: int) -> kubeproxy.Applied:
+    return kubeproxy.apply(topo, services=count, target_pod=kubeproxy.default_target(topo).name,
+                           ports=service_ports())
+
+
+def injected_service(topo: Topology | None) -> kubeproxy.Applied | None:
+    """The ClusterIP service a services=N injection installed (rebuilt from the same pure inputs), or None."""
+    name = next((n for n in (topo.injections if topo is not None else ()) if n.startswith(SERVICES_PREFIX)), None)
+    if name is None or topo is None:
+        return None
+    count = int(name[len(SERVICES_PREFIX):])
+    target = kubeproxy.default_target(topo)
+    ports = tuple(service_ports())
+    all_services = kubeproxy.lab_services(topo, count, [target], ports)
+    rules = kubeproxy.ruleset(all_services, str(kubeproxy.cluster_cidr_of(topo)))
+    real = all_services[-1]
+    return kubeproxy.Applied((real.cluster_ip,), ports[0][0], ports[0][1], real.endpoints, count, rules.rules,
+                             tuple(n.netns for n in topo.nodes), 0.0, ports, "iptables")
 
 
 def pinned_cpus(topo: Topology | None) -> str | None:

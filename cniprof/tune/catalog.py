@@ -10,6 +10,7 @@ tunings, the connect generator). Generators: iperf3 TCP throughput unless the tu
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,9 @@ class Tune:
     generator: str = "iperf3"
     unpin: bool = False  # tuned runs start the generators on every CPU
     not_yet: str = ""
+    path: str | None = None  # the path it is measured on when --path is not given (None: the model's default)
+    # once before the pairs: installs what the tuned runs switch to (removed by the stack at the end)
+    prepare: Callable[[ExitStack, Topology], None] | None = None
 
 
 def _offloads_on(topo: Topology) -> dict[str, Any]:
@@ -50,6 +54,25 @@ def _mtu_match(topo: Topology) -> dict[str, Any]:
     return {"mtu": inject.underlay_mtu(topo)}  # overlay and pods get the underlay's MTU minus the encap overhead
 
 
+def _injected_services(topo: Topology) -> Any:
+    service = inject.injected_service(topo)
+    if service is None:
+        raise UsageError("kube-proxy-nftables needs kube-proxy services in the lab: "
+                         "`cniprof lab inject services=10000` first")
+    return service
+
+
+def _nftables_mode(topo: Topology) -> dict[str, Any]:
+    _injected_services(topo)
+    return {"kube_proxy_mode": "nftables"}
+
+
+def _stage_nftables(stack: ExitStack, topo: Topology) -> None:
+    from cniprof.lab import kubeproxy_switch
+
+    kubeproxy_switch.stage(stack, topo, _injected_services(topo))
+
+
 TUNES: dict[str, Tune] = {t.name: t for t in (
     Tune("offloads-on", "gso/tso/tx-checksum/gro on for the tunnel and veth devices", _offloads_on),
     Tune("mtu-match", "overlay and pod MTU = underlay MTU - encapsulation overhead", _mtu_match),
@@ -57,14 +80,15 @@ TUNES: dict[str, Tune] = {t.name: t for t in (
     Tune("rps-spread", "RPS and XPS over all CPUs on the veth and underlay devices",
          lambda t: {"rps": "all", "xps": "all"}),
     Tune("unpin-generators", "generators on all CPUs instead of the injected pinning", lambda t: {}, unpin=True),
-    Tune("notrack", "NOTRACK rules for pod traffic (conntrack bypass)", generator="connect",
-         not_yet="notrack is not available yet (the NOTRACK bench tuning is being added)"),
-    Tune("kube-proxy-nftables", "kube-proxy in nftables mode instead of iptables", generator="connect",
-         not_yet="kube-proxy-nftables is not available yet (services in tune are being added)"),
+    Tune("notrack", "raw-table NOTRACK for pod-to-pod and VXLAN traffic (conntrack bypass)",
+         lambda t: {"notrack": True}, generator="connect"),
+    Tune("kube-proxy-nftables", "kube-proxy in nftables mode (one verdict-map lookup) instead of iptables",
+         _nftables_mode, generator="connect", path="pod-to-service", prepare=_stage_nftables),
     Tune("host-gw", "flannel host-gw backend instead of vxlan",
          not_yet="host-gw is not available yet (it needs the same runs on a flannel:host-gw lab)"),
     Tune("netdev-backlog", "net.core.netdev_max_backlog raised",
-         not_yet="netdev-backlog is not available yet (machine-wide sysctls are not applied by the lab)"),
+         not_yet="netdev-backlog changes the whole machine, which tune does not do: measure it with a scenario "
+                 "that says `host_changes: true` and `sysctl: {net.core.netdev_max_backlog: N}` (cniprof run)"),
 )}
 
 

@@ -74,10 +74,10 @@ def plan(topo: Topology, tune: Tune) -> Plan:
 
 
 def one_run(topo: Topology, a: Pod, b: Pod, gen: GeneratorSpec, duration_s: float, spec: dict[str, Any],
-            pin: str | None) -> dict[str, float | None]:
+            pin: str | None, dst_ip: str | None = None) -> dict[str, float | None]:
     """One generator run with spec applied (reverted before returning); the generator's metrics."""
     for attempt in range(RETRIES + 1):
-        generator = generators.make(gen, a, b, duration_s)
+        generator = generators.make(gen, a, b, duration_s, dst_ip)
         try:
             with tunings.applied(topo, spec), ExitStack() as stack:
                 stack.callback(generator.stop)
@@ -94,7 +94,8 @@ def one_run(topo: Topology, a: Pod, b: Pod, gen: GeneratorSpec, duration_s: floa
 
 
 def measure(topo: Topology, tune: Tune, gen: GeneratorSpec, a: Pod, b: Pod, n_pairs: int, duration_s: float,
-            on_run: Callable[[int, str], None] | None = None) -> tuple[Plan, list[Record]]:
+            on_run: Callable[[int, str], None] | None = None,
+            dst_ip: str | None = None) -> tuple[Plan, list[Record]]:
     """n_pairs pairs of (baseline, tuned) runs in ABBA order; every run's record."""
     p = plan(topo, tune)
     metric, higher = generators.PRIMARY[gen.tool]
@@ -105,6 +106,6 @@ def measure(topo: Topology, tune: Tune, gen: GeneratorSpec, a: Pod, b: Pod, n_pa
                 on_run(pair, arm)
             tuned = arm == pairing.TUNED
             values = one_run(topo, a, b, gen, duration_s, p.spec if tuned else {},
-                             p.tuned_pin if tuned else p.base_pin)
+                             p.tuned_pin if tuned else p.base_pin, dst_ip)
             records.append(Record(tune.name, gen.name, gen.tool, metric, higher, pair + 1, arm, position, values))
     return p, records

@@ -81,11 +81,12 @@ def test_refusals_are_one_line_and_build_nothing(no_lab: None, tmp_path: Path) -
     one_line_error(cli("lab", "up", "--cni", "flannel:host-gw", "--inject", "offloads-off"),
                    "cannot inject offloads-off: the flannel/host-gw lab has no tunnel device")
     assert cleanup.list_lab_namespaces() == [] and not state.STATE_FILE.exists()
-    one_line_error(cli("lab", "up", "--inject", "services=100"), "not available yet")
+    one_line_error(cli("lab", "up", "--inject", "services=x"), "services=N needs N in 0..")
     one_line_error(cli("lab", "up", "--inject", "bogus"), "unknown injection 'bogus'")
     assert cleanup.list_lab_namespaces() == []
     one_line_error(cli("lab", "inject", "offloads-off"), "no lab is up")
-    one_line_error(cli("tune", "--try", "notrack"), "notrack is not available yet")
+    one_line_error(cli("tune", "--try", "host-gw"), "host-gw is not available yet")
+    one_line_error(cli("tune", "--try", "kube-proxy-nftables"), "needs kube-proxy services in the lab")
     one_line_error(cli("tune", "--auto"), "--auto tries the tunings advised for a run: give it --from RUN_DIR")
     one_line_error(cli("tune", "--auto", "--from", str(tmp_path)), "has no findings.json")
     one_line_error(cli("tune", "--try", "offloads-on", "--pairs", "0"), "--pairs must be at least 1")

@@ -91,9 +91,11 @@ def test_advised_without_findings_is_one_line(tmp_path):
 def test_catalog_refuses_unknown_and_not_yet_names():
     with pytest.raises(UsageError, match="unknown tuning 'bogus'; available: offloads-on"):
         catalog.get("bogus")
-    for name in ("notrack", "kube-proxy-nftables", "host-gw", "netdev-backlog"):
-        with pytest.raises(UsageError, match="not available yet"):
-            catalog.get(name)
+    with pytest.raises(UsageError, match="not available yet"):
+        catalog.get("host-gw")
+    with pytest.raises(UsageError, match="host_changes: true"):
+        catalog.get("netdev-backlog")
+    assert catalog.get("kube-proxy-nftables").path == "pod-to-service"
     assert catalog.get("OFFLOADS-ON").name == "offloads-on"
     assert catalog.TUNES["notrack"].generator == "connect"
     with pytest.raises(UsageError, match="unknown --generator"):
@@ -106,8 +108,10 @@ def _topo(*roles: str) -> Topology:
 
 
 def test_injection_names_and_refusals():
-    with pytest.raises(UsageError, match="not available yet"):
-        inject.check_name("services=10000")
+    assert inject.check_name("Services=010000") == "services=10000"
+    with pytest.raises(UsageError, match="services=N needs N in 0..") as e:
+        inject.check_name("services=lots")
+    assert "'lots'" in str(e.value)
     with pytest.raises(UsageError, match="unknown injection 'mtu'"):
         inject.check_name("mtu")
     no_tunnel = _topo("underlay", "bridge", "host_veth")
