@@ -114,7 +114,7 @@ def hop_table(trace_result: Any, out_dir: Path) -> pd.DataFrame | None:
 
     paths = export(out_dir, trace_result.snapshot, cni=trace_result.model.cni, mode=trace_result.model.mode,
                    duration_s=trace_result.duration_s, probes=trace_result.probes, topology=trace_result.topology,
-                   extra=trace_result.extra)
+                   extra=trace_result.extra, nodestate=trace_result.nodestate)
     return pd.read_csv(paths["hops.csv"])
 
 

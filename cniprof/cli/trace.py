@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             analysis, extra = with_cpu(analysis, cpu), {**extra, "cpu": cpu.summary}
         paths = export(args.export, result.snapshot, analysis=analysis, cni=model.cni, mode=model.mode,
                        duration_s=result.duration_s, traffic=result.traffic,
-                       probes=attach_points, extra=extra)
+                       probes=attach_points, extra=extra, nodestate=result.nodestate)
         e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
         paths.update(export_flames(args.export, analysis.hops, result.cpu, e2e_mean_us=e2e, title=title))
         if nf is not None:
