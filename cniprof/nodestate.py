@@ -36,9 +36,16 @@ QDISC_COUNTERS = ("bytes", "packets", "drops", "overlimits", "requeues")
 LINK_COUNTERS = ("rx_dropped", "tx_dropped", "rx_errors", "tx_errors", "rx_packets", "tx_packets")
 KUBE_NFT_TABLES = ("kube-proxy",)  # kube-proxy's nftables mode keeps all its rules in this table
 
-_SCRIPT = r"""
+# counters: read at both ends of the window
+_COUNTERS = r"""
 echo '@@links'; ip -j -s link show 2>&1
 echo '@@qdisc'; tc -s -j qdisc show 2>&1 || echo 'unavailable'
+echo '@@snmp'; cat /proc/net/snmp
+echo '@@netstat'; cat /proc/net/netstat
+echo '@@conntrack'; cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo 'unavailable'
+"""
+# configuration: read at the end only (what the findings judge is the state the run ended in)
+_CONFIG = r"""
 for d in {devs}; do
   echo "@@ethtool $d"; ethtool -k "$d" 2>&1 || echo 'unavailable'
   echo "@@queues $d"
@@ -47,11 +54,18 @@ for d in {devs}; do
 $(cat $q/xps_cpus 2>/dev/null || echo -)"
   done
 done
-echo '@@snmp'; cat /proc/net/snmp
-echo '@@netstat'; cat /proc/net/netstat
-echo '@@conntrack'; cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null || echo 'unavailable'
+"""
+# rules: a separate process (run beside the one above), since 10 000 kube-proxy services (50 000 rules) take
+# iptables-save ~2 s; nft lists only tables iptables-nft does not manage (those are iptables-save's already)
+_RULES = r"""
 echo '@@iptables'; iptables-save 2>/dev/null | grep -E '^-A ' || true
-echo '@@nft'; nft -j list ruleset 2>/dev/null || echo 'unavailable'
+echo '@@nft'
+if command -v nft >/dev/null; then
+  nft list tables 2>/dev/null | while read -r _ fam name; do
+    case "$fam/$name" in ip/filter|ip/nat|ip/mangle|ip/raw|ip/security|ip6/*) ;; *)
+      echo "@@nfttable $fam $name"; nft -j list table "$fam" "$name" 2>/dev/null ;; esac
+  done
+else echo 'unavailable'; fi
 """
 
 
@@ -112,22 +126,24 @@ def _features(text: str) -> dict[str, Any]:
     return {"features": feats, "fixed": fixed}
 
 
-def _rules(iptables: str, nft_text: str) -> dict[str, Any]:
-    lines = [x for x in iptables.splitlines() if x.startswith("-A ")]
+def _rules(sec: dict[str, str]) -> dict[str, Any]:
+    lines = [x for x in sec.get("iptables", "").splitlines() if x.startswith("-A ")]
     out: dict[str, Any] = {"iptables_rules": len(lines),
                            "iptables_kube_rules": sum(1 for x in lines if x.startswith("-A KUBE-")),
                            "nft_rules": None, "nft_kube_rules": None}
-    try:
-        items = json.loads(nft_text).get("nftables", []) if nft_text.strip() != "unavailable" else None
-    except ValueError:
-        items = None
-    if items is not None:
-        rules = [i["rule"] for i in items if "rule" in i]
-        out["nft_rules"] = len(rules)
-        out["nft_kube_rules"] = sum(1 for r in rules if r.get("table") in KUBE_NFT_TABLES
-                                    or str(r.get("chain", "")).startswith("KUBE-"))
-    # iptables-nft shows the same rules through both tools: the larger count is the kube-proxy rule set
-    out["kube_rules"] = max(out["iptables_kube_rules"], out["nft_kube_rules"] or 0)
+    if sec.get("nft", "").strip() == "unavailable" or "nft" not in sec:
+        return out | {"kube_rules": out["iptables_kube_rules"]}
+    rules = []
+    for key, text in sec.items():
+        if key.startswith("nfttable "):
+            try:
+                rules += [i["rule"] for i in json.loads(text).get("nftables", []) if "rule" in i]
+            except (ValueError, AttributeError):
+                continue
+    out["nft_rules"] = len(rules)
+    out["nft_kube_rules"] = sum(1 for r in rules if r.get("table") in KUBE_NFT_TABLES
+                                or str(r.get("chain", "")).startswith("KUBE-"))
+    out["kube_rules"] = out["iptables_kube_rules"] + out["nft_kube_rules"]
     return out
 
 
@@ -167,25 +183,41 @@ def parse_namespace(text: str, devices: Mapping[str, str]) -> dict[str, Any]:
     conntrack = sec.get("conntrack", "").strip()
     if not conntrack.isdigit():
         unavailable.append("nf_conntrack_count")
-    rules = _rules(sec.get("iptables", ""), sec.get("nft", "unavailable"))
-    if rules["nft_rules"] is None:
+    rules = _rules(sec) if "iptables" in sec else {}
+    if rules and rules["nft_rules"] is None:
         unavailable.append("nft")
     return {"devices": devs, "snmp": snmp, "conntrack_count": int(conntrack) if conntrack.isdigit() else None,
             "netfilter": rules, "unavailable": unavailable}
 
 
-def _read_namespace(netns: str, devices: Mapping[str, str]) -> dict[str, Any]:
-    names = " ".join(f"'{d}'" for d in devices)
+def _exec(netns: str, script: str) -> tuple[str, str | None]:
+    """(stdout, None) or ("", why it could not be read): bounded by TIMEOUT_S."""
     try:
-        out = subprocess.run(["ip", "netns", "exec", netns, "sh", "-c", _SCRIPT.format(devs=names)],
-                             capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return {"devices": [], "snmp": {}, "conntrack_count": None, "netfilter": {},
-                "unavailable": [f"namespace read: {e}"]}
-    if out.returncode != 0 and "@@links" not in out.stdout:
-        msg = (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[0]
-        return {"devices": [], "snmp": {}, "conntrack_count": None, "netfilter": {}, "unavailable": [msg]}
-    return parse_namespace(out.stdout, devices)
+        out = subprocess.run(["ip", "netns", "exec", netns, "sh", "-c", script], capture_output=True, text=True,
+                             timeout=TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return "", f"{netns}: read timed out after {TIMEOUT_S:.0f} s"
+    except OSError as e:
+        return "", f"{netns}: {e}"
+    if out.returncode != 0 and "@@" not in out.stdout:
+        return "", f"{netns}: " + (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[0]
+    return out.stdout, None
+
+
+def _read_namespace(netns: str, devices: Mapping[str, str], config: bool) -> dict[str, Any]:
+    names = " ".join(f"'{d}'" for d in devices)
+    script = _COUNTERS + (_CONFIG.format(devs=names) if config else "")
+    if not config:
+        text, err = _exec(netns, script)
+        errors = [err] if err else []
+    else:  # the rule listing beside the rest, so a slow iptables-save does not delay the device reads
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            (text, err), (rules, rerr) = pool.map(lambda s: _exec(netns, s), (script, _RULES))
+        text += "\n" + rules
+        errors = [e for e in (err, rerr) if e]
+    parsed = parse_namespace(text, devices)
+    parsed["unavailable"] = errors + parsed["unavailable"]
+    return parsed
 
 
 def parse_softirqs(text: str) -> dict[int, dict[str, int]]:
@@ -256,12 +288,13 @@ def namespaces(topo: Any) -> list[dict[str, Any]]:
     return list(out.values())
 
 
-def capture(topo: Any) -> dict[str, Any]:
-    """One reading of every lab namespace and of the machine's CPUs (see the module docstring)."""
+def capture(topo: Any, config: bool = True) -> dict[str, Any]:
+    """One reading of every lab namespace and of the machine's CPUs (see the module docstring); config=False
+    reads only counters (the start of a window: cheaper, and less work on the CPUs being measured)."""
     t0 = time.monotonic()
     spaces = namespaces(topo)
     with ThreadPoolExecutor(max_workers=min(8, len(spaces) or 1)) as pool:
-        reads = list(pool.map(lambda s: _read_namespace(s["netns"], s["devices"]), spaces))
+        reads = list(pool.map(lambda s: _read_namespace(s["netns"], s["devices"], config), spaces))
     cpus, unavailable = read_cpus()
     return {"time": time.time(), "monotonic": t0, "read_s": round(time.monotonic() - t0, 3),
             "namespaces": [{k: v for k, v in s.items() if k != "devices"} | r for s, r in zip(spaces, reads)],

@@ -314,7 +314,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
                 probe.reset_stats()
         # after calibration, so that CPU time and hop packet counts cover the same window
         sampler = _cpu_sampler(stack, opts)
-        state_start = nodestate.capture(topo)
+        state_start = nodestate.capture(topo, config=False)
         cpu_read = 0.0
         deadline = t0 + _run_time(opts, gen)
         result = None

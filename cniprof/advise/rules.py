@@ -148,10 +148,13 @@ def offloads_off(run: RunData) -> list[Finding]:
     roles = {d["role"] for _, d, _ in off}
     names = {d["name"] for _, d, _ in off}
     kinds = hops["role"].astype(str).map(hop_kind) if not hops.empty else pd.Series(dtype=str)
+    # a tunnel device without offloads makes encap/decap segment and checksum in software; a veth without them
+    # makes its own crossings do it
     mask = (kinds == "encap/decap") if roles & {"vxlan", "tunnel"} else pd.Series(False, index=hops.index)
-    if not hops.empty:
-        mask |= hops["device"].astype(str).isin(names) | hops["from_point"].astype(str).map(
-            lambda p: any(f" {n} " in f" {p} " for n in names))
+    veths = {d["name"] for _, d, _ in off if d["role"] in ("host_veth", "pod_veth")}
+    if veths and not hops.empty:
+        mask |= hops["device"].astype(str).isin(veths) | hops["from_point"].astype(str).map(
+            lambda p: any(f" {n} " in f" {p} " for n in veths))
     share = _share(hops, mask) if not hops.empty else 0.0
     ev = [Evidence(_where(ns, d), f"{'/'.join(m)}", "off", "on (kernel default)", "nodestate.json")
           for ns, d, m in off]
