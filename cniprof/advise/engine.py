@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _compare_no_tunnel(f: Finding, key: tuple[str, str, str], e2e: dict, tunnel:
                                NO_TUNNEL_PREFERENCE.index(k[0]) if k[0] in NO_TUNNEL_PREFERENCE else 99))
     base = others[0]
     mine, theirs = e2e[key], e2e[base]
-    if not mine or mine != mine or theirs != theirs:
+    if not mine or math.isnan(mine) or math.isnan(theirs):
         return
     extra = (mine - theirs) / mine
     f.evidence.append(Evidence(f"{model} vs {base[0]} ({path}, {variant})", "end-to-end mean_us",

@@ -47,3 +47,11 @@ class Finding:
         return {"rank": self.rank, **self.group, "kind": self.kind, "severity": self.severity,
                 "share": round(self.share, 4), "title": self.title,
                 "evidence": [vars(e) for e in self.evidence], "advice": self.advice}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Finding:
+        """Back from findings.json (to_dict's output)."""
+        group = {k: d[k] for k in ("model", "path", "variant", "runs") if k in d}
+        return cls(d["kind"], d["title"], d["severity"], float(d["share"]),
+                   [Evidence(**e) for e in d.get("evidence", [])], {}, list(d.get("advice", [])), group,
+                   int(d.get("rank", 0)))

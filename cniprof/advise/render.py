@@ -25,7 +25,8 @@ def _advice_text(a: dict[str, Any]) -> str:
     return f"{a['title']}{tune}: {a['how']} (risk: {a['risk']})"
 
 
-def table(findings: list[Finding], title: str = "findings", top: int | None = None, advice: bool = True) -> Table:
+def table(findings: list[Finding], title: str = "findings", top: int | None = None, compact: bool = False) -> Table:
+    """compact: advice as titles and tune names only, three evidence lines (the end of `cniprof trace`)."""
     t = Table(title=title, title_justify="left", show_lines=True)
     study = any(f.group for f in findings)
     t.add_column("#", justify="right")
@@ -35,21 +36,22 @@ def table(findings: list[Finding], title: str = "findings", top: int | None = No
     t.add_column("share", justify="right")
     t.add_column("finding", ratio=3)
     t.add_column("evidence", ratio=3)
-    if advice:
-        t.add_column("advice", ratio=4)
+    t.add_column("advice", ratio=4)
     for f in findings[:top] if top else findings:
         sev = Text(f.severity, style="bold red" if f.severity == FAULT else "cyan")
         row = [str(f.rank)]
         if study:
             g = f.group
             row.append(f"{g.get('model')} · {g.get('path')} · {g.get('variant')} ({g.get('runs')} runs)")
-        row += [sev, f"{f.share:.0%}", Text(f.title), Text("\n".join(e.text() for e in f.evidence[:6]))]
-        if advice:  # Text: "[tune x]" must not be read as Rich markup
-            row.append(Text("\n".join(f"• {_advice_text(a)}" for a in f.advice) or "-"))
+        row += [sev, f"{f.share:.0%}", Text(f.title),
+                Text("\n".join(e.text() for e in f.evidence[:3 if compact else 8]))]
+        # Text: "[tune x]" must not be read as Rich markup
+        lines = [f"• {a['title']}" + (f" [tune {a['tune']}]" if a.get("tune") else "") if compact
+                 else f"• {_advice_text(a)}" for a in f.advice]
+        row.append(Text("\n".join(lines) or "-"))
         t.add_row(*row)
     if not findings:
-        t.add_row("-", *([""] if study else []), "", "", "no finding (no hop table with packets)", "",
-                  *([""] if advice else []))
+        t.add_row("-", *([""] if study else []), "", "", "no finding (no hop table with packets)", "", "")
     return t
 
 

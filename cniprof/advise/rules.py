@@ -245,14 +245,19 @@ def netfilter_cost(run: RunData) -> list[Finding]:
     rules = conntrack = 0
     for ns in (run.nodestate or {}).get("namespaces", []):
         f = ns.get("netfilter") or {}
-        if ns.get("kind") == "node" and f:
+        if ns.get("kind") != "node":
+            continue
+        if f:
             rules = max(rules, int(f.get("kube_rules") or 0))
             ev.append(Evidence(_where(ns), "iptables rules (KUBE-*)",
                                f"{f.get('iptables_rules')} ({f.get('kube_rules')})", source="nodestate.json"))
-            if ns.get("conntrack_count") is not None:
-                conntrack = max(conntrack, int(ns["conntrack_count"]))
-                ev.append(Evidence(_where(ns), "nf_conntrack_count", ns["conntrack_count"],
-                                   source="nodestate.json"))
+        if ns.get("conntrack_count") is not None:
+            conntrack = max(conntrack, int(ns["conntrack_count"]))
+            ev.append(Evidence(_where(ns), "nf_conntrack_count", ns["conntrack_count"], source="nodestate.json"))
+    svc = run.summary.get("service") or {}
+    if not rules and svc.get("rules_per_node"):  # the lab's own count when the node's rules were not read
+        rules = int(svc["rules_per_node"])
+        ev.append(Evidence("each node", "kube-proxy rules (lab service)", rules, source="summary.json service"))
     fault = lat_share >= NF_LATENCY_FAULT or cpu_share >= NF_CPU_FAULT
     if not fault and rules < KUBE_RULES_NOTE:
         return []
