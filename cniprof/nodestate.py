@@ -14,6 +14,7 @@ parallel, each bounded by a timeout; a missing tool or file is recorded under "u
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cniprof.bench.tunings import ETHTOOL_NAMES, FEATURES, parse_features
+from cniprof.lab.topology import NETNS_DIR
 
 VERSION = 1
 TIMEOUT_S = 10.0  # one namespace's device and counter reads (~0.2 s on the lab)
@@ -277,6 +279,41 @@ def read_cpus(proc: Path = PROC) -> tuple[dict[int, dict[str, int]], list[str]]:
     return {c: {**soft.get(c, {}), **net.get(c, {}), **stat.get(c, {})} for c in cpus}, unavailable
 
 
+def _cpu_list(text: str) -> list[int]:
+    """"0-2,5" -> [0, 1, 2, 5]."""
+    out: list[int] = []
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        if lo.strip().isdigit():
+            out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def processes(netns_names: list[str], proc: Path = PROC) -> dict[str, list[dict[str, Any]]]:
+    """The processes living in each lab namespace (the generators) with the CPUs they may run on: a workload
+    pinned onto the CPU that also takes the network softirq is one of the findings. One scan of /proc."""
+    inos = {}
+    for name in netns_names:
+        try:
+            inos[os.stat(Path(NETNS_DIR) / name).st_ino] = name
+        except OSError:
+            continue
+    out: dict[str, list[dict[str, Any]]] = {}
+    for entry in proc.iterdir() if inos else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ns = inos.get(os.stat(entry / "ns" / "net").st_ino)
+            if ns is None:
+                continue
+            status = dict(line.split(":", 1) for line in (entry / "status").read_text().splitlines() if ":" in line)
+        except (OSError, ValueError):
+            continue
+        out.setdefault(ns, []).append({"pid": int(entry.name), "comm": status.get("Name", "").strip(),
+                                       "cpus_allowed": _cpu_list(status.get("Cpus_allowed_list", ""))})
+    return out
+
+
 def namespaces(topo: Any) -> list[dict[str, Any]]:
     """[{netns, kind, node, pod, devices: {name: role}}] for every node and pod namespace of a topology."""
     out: dict[str, dict[str, Any]] = {}
@@ -300,6 +337,9 @@ def capture(topo: Any, config: bool = True) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=min(8, len(spaces) or 1)) as pool:
         reads = list(pool.map(lambda s: _read_namespace(s["netns"], s["devices"], config), spaces))
     cpus, unavailable = read_cpus()
+    procs = processes([s["netns"] for s in spaces])
+    for s, r in zip(spaces, reads):
+        r["processes"] = procs.get(s["netns"], [])
     return {"time": time.time(), "monotonic": t0, "read_s": round(time.monotonic() - t0, 3),
             "namespaces": [{k: v for k, v in s.items() if k != "devices"} | r for s, r in zip(spaces, reads)],
             "cpus": cpus, "unavailable": unavailable}
@@ -333,8 +373,10 @@ def window(start: Mapping[str, Any], end: Mapping[str, Any]) -> dict[str, Any]:
         snmp = {k: _delta(snmp_b.get(k), snmp_e.get(k)) for k in snmp_e}
         kept = {k: v for k, v in snmp.items() if k in SNMP_KEYS or v}
         kept.update({k: kept.get(k) for k in SNMP_KEYS})
+        # processes seen at either end (the generator may have exited before the end's read)
+        procs = {p["pid"]: p for p in [*b.get("processes", []), *ns.get("processes", [])]}
         spaces.append({k: ns.get(k) for k in ("netns", "kind", "node", "pod", "conntrack_count", "netfilter")}
-                      | {"devices": devs, "snmp": kept,
+                      | {"devices": devs, "snmp": kept, "processes": list(procs.values()),
                          "unavailable": sorted(set(b.get("unavailable", [])) | set(ns.get("unavailable", [])))})
     elapsed = float(end.get("monotonic", 0.0)) - float(start.get("monotonic", 0.0))
     cpus = []

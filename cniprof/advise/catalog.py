@@ -121,8 +121,8 @@ def advice_for(kind: str, ctx: dict[str, Any]) -> list[dict[str, Any]]:
     items = BY_HOP_KIND.get(str(ctx.get("hop_kind")), []) if kind == "dominant_hop" else CATALOG.get(kind, [])
     if kind == "drops" and not ctx.get("backlog"):
         items = [a for a in items if a is not BACKLOG]
-    if kind == "softirq_imbalance" and not ctx.get("rps_off"):
-        items = [a for a in items if a is not RPS] + [RPS]
+    if kind == "softirq_imbalance" and ctx.get("pinned"):
+        items = [UNPIN, RPS]
     if kind == "tunnel_overhead" and ctx.get("cni") in ("host", "macvlan", "bridge"):
         items = []
     return [a.render(ctx) for a in items]

@@ -24,6 +24,7 @@ class RunData:
     nf: pd.DataFrame | None = None
     nodestate: dict[str, Any] | None = None
     generator: dict[str, Any] = field(default_factory=dict)  # study runs: the generator's metrics
+    cpu_samples: list[dict[str, Any]] | None = None  # cpu.json samples without stacks (tgid, cpu, softirq, ns)
 
     @property
     def cni(self) -> str:
@@ -69,8 +70,18 @@ def load_run(root: str | Path, generator: dict[str, Any] | None = None) -> RunDa
         raise UsageError(f"{path} is not a cniprof run directory (needs summary.json and hops.csv from "
                          f"`cniprof trace --export`, or metadata.json from `cniprof run`)")
     drops = _csv(path / "drops.csv")
+    cpu = _json(path / "cpu.json")
     return RunData(path, summary, hops, drops if drops is not None else pd.DataFrame(columns=["count"]),
-                   _csv(path / "nf.csv"), _json(path / "nodestate.json"), dict(generator or {}))
+                   _csv(path / "nf.csv"), _json(path / "nodestate.json"), dict(generator or {}),
+                   samples_of(cpu))
+
+
+def samples_of(cpu_snapshot: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The CPU snapshot's samples reduced to what the softirq rule reads (stacks are not needed)."""
+    if not cpu_snapshot:
+        return None
+    return [{"tgid": s.get("tgid"), "cpu": s.get("cpu"), "softirq": s.get("softirq"),
+             "period_ns": s.get("period_ns") or 0} for s in cpu_snapshot.get("samples") or ()]
 
 
 @dataclass

@@ -35,6 +35,12 @@ SOFTIRQ_CONCENTRATION = 0.80
 SOFTIRQ_MIN_PCT = 20.0
 # ... and another CPU idles at least this much of the window: the work could have run there
 SOFTIRQ_SPARE_IDLE_PCT = 30.0
+# the lab's own work (CPU samples of the pods' processes, incl. the NET softirq run in their context): on a machine
+# shared with other load the per-CPU totals mix everyone's traffic, so the lab's share is judged on its own
+# samples; unpinned, a client and a server spread over the CPUs (clean lab: no CPU above ~70 %), so 90 % of the
+# lab's NET softirq and of its CPU time on one CPU means its datapath is confined there
+LAB_CONCENTRATION = 0.90
+LAB_MIN_NET_MS = 100.0  # a tenth of a second of NET softirq in the window: enough samples to call a split
 # TCP: a lossless lab link retransmits < 0.05 % of segments (clean iperf3 runs: ~0.01 %); 1 % is loss
 RETRANS_FAULT = 0.01
 # drops of the traced packets (kfree_skb with a reason) as a fraction of the packets traced end to end; below
@@ -278,6 +284,57 @@ def _rps_empty(run: RunData) -> tuple[bool, list[str]]:
     return bool(devs), devs
 
 
+def _pinned_to(run: RunData, cpu: int) -> list[str]:
+    """The pod processes (generators) that may run only on `cpu`, as "pod comm" labels; [] when any process of the
+    lab's pods may run elsewhere (or none was seen)."""
+    procs = [(ns, p) for ns in (run.nodestate or {}).get("namespaces", []) if ns.get("kind") == "pod"
+             for p in ns.get("processes") or []]
+    if not procs or any(set(p.get("cpus_allowed") or []) - {cpu} or not p.get("cpus_allowed") for _, p in procs):
+        return []
+    return [f"{ns.get('pod')} {p.get('comm')}" for ns, p in procs]
+
+
+def _lab_confined(run: RunData) -> list[Finding]:
+    """The lab's own CPU samples (pods' processes, with the NET softirq run in their context) all on one CPU."""
+    pids = {p["pid"] for ns in (run.nodestate or {}).get("namespaces", []) if ns.get("kind") == "pod"
+            for p in ns.get("processes") or []}
+    cpus = {int(c) for c in (run.cpu or {}).get("cpus") or []}
+    if not pids or not run.cpu_samples or len(cpus) < 2:
+        return []
+    work: dict[int, float] = dict.fromkeys(cpus, 0.0)
+    net: dict[int, float] = dict.fromkeys(cpus, 0.0)
+    for s in run.cpu_samples:
+        if s.get("tgid") in pids:
+            c = int(s["cpu"])
+            work[c] = work.get(c, 0.0) + s["period_ns"] / 1e6
+            if s.get("softirq") in ("NET_RX", "NET_TX"):
+                net[c] = net.get(c, 0.0) + s["period_ns"] / 1e6
+    total_net, total = sum(net.values()), sum(work.values())
+    if total_net < LAB_MIN_NET_MS:
+        return []
+    hot = max(net, key=lambda c: net[c])
+    if net[hot] / total_net < LAB_CONCENTRATION or work[hot] / total < LAB_CONCENTRATION:
+        return []
+    busy_ms = float((run.cpu or {}).get("busy_ms") or 0.0)
+    share = work[hot] / busy_ms if busy_ms else net[hot] / total_net
+    ev = [Evidence(f"CPU {hot}", "lab NET softirq ms (share of the lab's)", f"{net[hot]:.0f} ({net[hot] / total_net:.0%})",
+                   f"≥ {LAB_CONCENTRATION:.0%}", "cpu.json samples of the pods' processes"),
+          Evidence(f"CPU {hot}", "lab CPU ms (share of the lab's)", f"{work[hot]:.0f} ({work[hot] / total:.0%})",
+                   f"≥ {LAB_CONCENTRATION:.0%}", "cpu.json")]
+    ev += [Evidence(f"CPU {c}", "lab CPU ms", round(work[c]), source="cpu.json") for c in sorted(cpus) if c != hot]
+    pinned = _pinned_to(run, hot)
+    if pinned:
+        ev.append(Evidence(", ".join(pinned[:4]), "CPUs allowed (pinned)", str(hot), source="nodestate.json"))
+    empty, devs = _rps_empty(run)
+    if empty:
+        ev.append(Evidence(", ".join(devs[:3]) + (" ..." if len(devs) > 3 else ""), "rps_cpus", "empty (RPS off)",
+                           source="nodestate.json"))
+    others = ", ".join(str(c) for c in sorted(cpus) if c != hot)
+    return [Finding("softirq_imbalance", f"the lab's datapath runs on CPU {hot} only ({net[hot] / total_net:.0%} of its "
+                                         f"NET softirq, {work[hot] / total:.0%} of its CPU); CPU {others} unused by it",
+                    FAULT, share, ev, _ctx(run, hot_cpu=hot, rps_off=empty, devices=devs, pinned=bool(pinned)))]
+
+
 def softirq_imbalance(run: RunData) -> list[Finding]:
     rows: list[dict[str, float]] = []
     source = ""
@@ -301,8 +358,8 @@ def softirq_imbalance(run: RunData) -> list[Finding]:
     hot = max(rows, key=lambda r: r["net"])
     spare = [r for r in rows if r is not hot and r["idle"] >= SOFTIRQ_SPARE_IDLE_PCT]
     conc = hot["net"] / total if total else 0.0
-    if conc < SOFTIRQ_CONCENTRATION or hot["net"] < SOFTIRQ_MIN_PCT or not spare:
-        return []
+    if hot["net"] < SOFTIRQ_MIN_PCT or conc < SOFTIRQ_CONCENTRATION or not spare:
+        return _lab_confined(run)
     busy = sum(100.0 - r["idle"] for r in rows)
     share = hot["net"] / busy if busy else 0.0
     ev = [Evidence(f"CPU {hot['cpu']}", "NET_RX+NET_TX softirq % of wall time", round(hot["net"], 1),
@@ -311,13 +368,17 @@ def softirq_imbalance(run: RunData) -> list[Finding]:
                    source)]
     ev += [Evidence(f"CPU {r['cpu']}", "idle % / NET softirq %", f"{r['idle']:.0f} / {r['net']:.0f}",
                     f"idle ≥ {SOFTIRQ_SPARE_IDLE_PCT:.0f}", source) for r in spare]
+    pinned = _pinned_to(run, int(hot["cpu"]))
+    if pinned:
+        ev.append(Evidence(", ".join(pinned[:4]), "CPUs allowed (pinned)", str(hot["cpu"]), source="nodestate.json"))
     empty, devs = _rps_empty(run)
     if empty:
         ev.append(Evidence(", ".join(devs[:4]) + (" ..." if len(devs) > 4 else ""), "rps_cpus", "empty (RPS off)",
                            source="nodestate.json"))
     return [Finding("softirq_imbalance", f"softirq concentrated on CPU {hot['cpu']} ({conc:.0%} of NET softirq) "
                                          f"while CPU {', '.join(str(r['cpu']) for r in spare)} idles",
-                    FAULT, share, ev, _ctx(run, hot_cpu=hot["cpu"], rps_off=empty, devices=devs))]
+                    FAULT, share, ev, _ctx(run, hot_cpu=hot["cpu"], rps_off=empty, devices=devs,
+                                           pinned=bool(pinned)))]
 
 
 def drops(run: RunData) -> list[Finding]:

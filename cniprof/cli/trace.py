@@ -16,7 +16,7 @@ from rich.console import Console
 from cniprof import trace
 from cniprof.advise import render
 from cniprof.advise.engine import advise_run
-from cniprof.advise.load import RunData
+from cniprof.advise.load import RunData, samples_of
 from cniprof.analysis import nf as nf_analysis
 from cniprof.analysis import path_check
 from cniprof.analysis.cpu import analyze_cpu, traffic_bytes, with_cpu
@@ -180,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
     summary = summary_dict(analysis, cni=model.cni, mode=model.mode, duration_s=result.duration_s,
                            traffic=result.traffic, extra=extra)
     findings = advise_run(RunData(args.export or Path("."), summary, analysis.hops, analysis.drops,
-                                  nf.hooks if nf is not None else None, result.nodestate))
+                                  nf.hooks if nf is not None else None, result.nodestate,
+                                  cpu_samples=samples_of(result.cpu)))
     console.print(render.table(findings, title="findings (top 3; all of them: cniprof advise DIR)", top=3,
                                compact=True))
     if args.export:
