@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cniprof import pod_to_service
+from cniprof import nodestate, pod_to_service
 from cniprof.bench import tunings
 from cniprof.bpf.build import object_path
 from cniprof.cni import registry
@@ -81,6 +81,7 @@ class TraceResult:
     extra: dict[str, Any] = field(default_factory=dict)
     cpu: dict[str, Any] | None = None  # the CPU sampler's last snapshot (--cpu)
     nf: dict[str, Any] | None = None  # the netfilter probe's last snapshot (--nf)
+    nodestate: dict[str, Any] | None = None  # config at the end, counter deltas over the window (nodestate.py)
 
 
 def preflight(opts: TraceOptions) -> Model:
@@ -338,6 +339,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
                 probe.reset_stats()
         # after calibration, so that CPU time and hop packet counts cover the same window
         sampler = _cpu_sampler(stack, opts)
+        state_start = nodestate.capture(topo, config=False)
         cpu_read = 0.0
         deadline = t0 + _run_time(opts, gen)
         result = None
@@ -361,7 +363,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
         snapshot = probe.snapshot()
         nf_snapshot = nf.snapshot() if nf is not None else None
+        state = nodestate.window(state_start, nodestate.capture(topo))
         duration = time.monotonic() - t0
         return TraceResult(model, topo, plan, snapshot, _result_dict(opts.traffic, result), list(probe.attached),
                            created, duration, extra={"sampling": sampling, **extra}, cpu=cpu_snapshot,
-                           nf=nf_snapshot)
+                           nf=nf_snapshot, nodestate=state)

@@ -186,7 +186,7 @@ def hop_table(trace_result: Any, out_dir: Path) -> tuple[pd.DataFrame | None, pd
     if result.cpu is None:
         paths = export(out_dir, result.snapshot, cni=result.model.cni, mode=result.model.mode,
                        duration_s=result.duration_s, probes=result.probes, topology=result.topology,
-                       extra=result.extra)
+                       extra=result.extra, nodestate=result.nodestate)
         return pd.read_csv(paths["hops.csv"]), None
     from cniprof.analysis.cpu import analyze_cpu, with_cpu
     from cniprof.analysis.summary import analyze
@@ -197,7 +197,7 @@ def hop_table(trace_result: Any, out_dir: Path) -> tuple[pd.DataFrame | None, pd
     analysis = with_cpu(analysis, cpu)
     paths = export(out_dir, result.snapshot, analysis=analysis, cni=result.model.cni, mode=result.model.mode,
                    duration_s=result.duration_s, probes=result.probes, topology=result.topology,
-                   extra={**result.extra, "cpu": cpu.summary})
+                   extra={**result.extra, "cpu": cpu.summary}, nodestate=result.nodestate)
     e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
     export_flames(out_dir, analysis.hops, result.cpu, e2e_mean_us=e2e, title=out_dir.name)
     return pd.read_csv(paths["hops.csv"]), cpu_rows(cpu)

@@ -2,7 +2,8 @@
 """cniprof report: render a study's run directory again (no root needed: only files are read).
 
 Writes into DIR (default RUN_DIR/report): comparison.csv (median, 95 % CI, spread flag and % of host per model),
-report.md (the same table), and the graphs as PNG and SVG: throughput, latency, hops-stacked (where the time
+report.md (the same table and, for a traced study, the ranked findings of `cniprof advise`; also
+findings.json/.csv), and the graphs as PNG and SVG: throughput, latency, hops-stacked (where the time
 goes, per hop, per model) and, with several tuning variants, variants. A directory with tune.csv (from
 `cniprof tune`) also gets its before/after table and tune.png/.svg; one with only tune.csv gets just those.
 """
@@ -51,7 +52,13 @@ def run(args: argparse.Namespace) -> int:
               f"{env.get('cpu_model')} x{env.get('cpus')}, cniprof {env.get('cniprof_version')}; "
               f"status {meta.get('status')}, {len(meta.get('runs', []))} runs, "
               f"{len(meta.get('failed', []))} failed\n\n")
-    (out / "report.md").write_text(header + study.markdown(data, table), encoding="utf-8")
+    from cniprof.advise import render
+
+    found = study.findings(data)
+    if found:
+        render.write(out, found, str(args.run_dir), "study")
+    (out / "report.md").write_text(header + study.markdown(data, table) + study.findings_markdown(found),
+                                   encoding="utf-8")
     written = graphs.render_all(data, out)
     if args.hops_generator:
         written += graphs.hop_stacks(data, out, args.hops_generator)
@@ -65,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         rows = tune_report.effects(tuned)
         written += tune_report.graph(tuned, rows, out)
         console.print(tune_report.rich_table(rows))
+    if found:
+        console.print(render.table(found, title="findings (cniprof advise RUN_DIR for the advice in full)",
+                                   compact=True))
     console.print(f"wrote {out}/comparison.csv, report.md and {len(written)} graph files")
     return 0
 

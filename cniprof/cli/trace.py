@@ -14,10 +14,13 @@ from typing import Any
 from rich.console import Console
 
 from cniprof import trace
+from cniprof.advise import render
+from cniprof.advise.engine import advise_run
+from cniprof.advise.load import RunData, samples_of
 from cniprof.analysis import nf as nf_analysis
 from cniprof.analysis import path_check
 from cniprof.analysis.cpu import analyze_cpu, traffic_bytes, with_cpu
-from cniprof.analysis.summary import analyze
+from cniprof.analysis.summary import analyze, summary_dict
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.lab.counters import RxBytes
@@ -162,18 +165,27 @@ def run(args: argparse.Namespace) -> int:
                       f"{svc['dummy_services']} dummy services · {svc['rules_per_node']:,} rules per node "
                       + ("(injected into the lab, left in place)" if svc.get("injected") else
                          f"(applied in {svc['apply_s']:.1f} s, removed after the run)"))
+    extra = result.extra
+    if nf is not None:
+        extra = {**extra, "netfilter": nf_analysis.summary(nf)}
+    if cpu is not None:  # hops.csv gains the CPU columns, summary.json the "cpu" block
+        analysis, extra = with_cpu(analysis, cpu), {**extra, "cpu": cpu.summary}
     if args.export:
-        extra = result.extra
-        if nf is not None:
-            extra = {**extra, "netfilter": nf_analysis.summary(nf)}
-        if cpu is not None:  # hops.csv gains the CPU columns, summary.json the "cpu" block
-            analysis, extra = with_cpu(analysis, cpu), {**extra, "cpu": cpu.summary}
         paths = export(args.export, result.snapshot, analysis=analysis, cni=model.cni, mode=model.mode,
                        duration_s=result.duration_s, traffic=result.traffic,
-                       probes=attach_points, extra=extra)
+                       probes=attach_points, extra=extra, nodestate=result.nodestate)
         e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
         paths.update(export_flames(args.export, analysis.hops, result.cpu, e2e_mean_us=e2e, title=title))
         if nf is not None:
             paths.update(export_nf(args.export, nf, result.nf))
+    summary = summary_dict(analysis, cni=model.cni, mode=model.mode, duration_s=result.duration_s,
+                           traffic=result.traffic, extra=extra)
+    findings = advise_run(RunData(args.export or Path("."), summary, analysis.hops, analysis.drops,
+                                  nf.hooks if nf is not None else None, result.nodestate,
+                                  cpu_samples=samples_of(result.cpu)))
+    console.print(render.table(findings, title="findings (top 3; all of them: cniprof advise DIR)", top=3,
+                               compact=True))
+    if args.export:
+        paths.update(render.write(args.export, findings, str(args.export), "trace"))
         console.print(f"exported {', '.join(sorted(p.name for p in paths.values()))} to {args.export}")
     return 0

@@ -24,6 +24,7 @@ HOPS_PARQUET = "hops.parquet"
 DROPS_CSV = "drops.csv"
 SUMMARY_JSON = "summary.json"
 SNAPSHOT_JSON = "snapshot.json"
+NODESTATE_JSON = "nodestate.json"
 
 DROPS_EXPORT_COLUMNS = ["point", "node", "device", "reason", "count"]
 
@@ -48,8 +49,10 @@ def export(
     topology: Any = None,
     analysis: Analysis | None = None,
     extra: Mapping[str, Any] | None = None,
+    nodestate: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write the five files into out_dir (created if needed) and return {file name: path}.
+    """Write the five files into out_dir (created if needed) and return {file name: path}; with `nodestate`
+    (cniprof.nodestate.window) also nodestate.json.
 
     Pass `analysis` when the caller already has one (the final table was rendered from it) to guarantee the
     files show the same numbers; otherwise the snapshot is analysed here (`chain` is needed only when the
@@ -73,4 +76,7 @@ def export(
     summary["path_check"] = path_check.check(snapshot).to_dict() if is_labelled(snapshot) else None
     _write_json(paths[SUMMARY_JSON], summary)
     _write_json(paths[SNAPSHOT_JSON], snapshot)
+    if nodestate is not None:
+        paths[NODESTATE_JSON] = out / NODESTATE_JSON
+        _write_json(paths[NODESTATE_JSON], nodestate)
     return paths

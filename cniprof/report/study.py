@@ -199,3 +199,33 @@ def cpu_rich_table(study: Study, table: pd.DataFrame | None = None) -> Table | N
                   fmt("share_pct", r.get("share_pct")), fmt("x_us", r.get("us_per_pkt")).replace(" µs", ""),
                   fmt("net_rx_pct", r.get("net_rx_pct")))
     return t
+
+
+def findings(study: Study) -> list[Any]:
+    """The study's ranked findings (cniprof.advise): findings.json when `cniprof advise` wrote one, else computed
+    from the traced runs; [] for an untraced study."""
+    from cniprof.advise.engine import advise_study
+    from cniprof.advise.finding import Finding
+    from cniprof.advise.render import FINDINGS_JSON
+
+    saved = study.root / FINDINGS_JSON
+    if saved.is_file():
+        try:
+            return [Finding.from_dict(d) for d in json.loads(saved.read_text()).get("findings", [])]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable or older: compute it again
+    return advise_study(study.root)
+
+
+def findings_markdown(found: list[Any]) -> str:
+    """The findings as a Markdown table for report.md (rank, group, severity, share, finding, evidence, advice)."""
+    if not found:
+        return ""
+    lines = ["| # | model · path · variant | severity | share | finding | evidence | advice |", "|---:|---|---|---:|---|---|---|"]
+    for f in found:
+        g = f.group
+        ev = "<br>".join(e.text() for e in f.evidence[:4]).replace("|", "\\|")
+        adv = "<br>".join(a["title"] + (f" (`tune {a['tune']}`)" if a.get("tune") else "") for a in f.advice)
+        lines.append(f"| {f.rank} | {g.get('model')} · {g.get('path')} · {g.get('variant')} | {f.severity} | "
+                     f"{f.share:.0%} | {f.title.replace('|', '/')} | {ev} | {adv.replace('|', '/')} |")
+    return "\n## Findings\n\n" + "\n".join(lines) + "\n"

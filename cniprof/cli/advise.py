@@ -1,0 +1,46 @@
+# SPDX-License-Identifier: Apache-2.0
+"""cniprof advise: ranked findings of a run directory, each with its evidence and the tunings that address it.
+
+RUN_DIR is a `cniprof trace --export` directory (hops.csv, summary.json, nodestate.json, nf.csv, drops.csv) or a
+study's run directory (`cniprof run`: findings per model, path and variant over its repetitions). Faults (a
+threshold exceeded) rank above observations (e.g. the dominant hop of a healthy path); within each, by the share of
+end-to-end latency or busy CPU the finding accounts for. Writes findings.json and findings.csv into RUN_DIR (or
+--output). No root needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("advise", help="ranked findings and tuning advice for a run directory",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="trace export or study run directory")
+    p.add_argument("--json", action="store_true", help="print findings.json to stdout instead of the table")
+    p.add_argument("--output", type=Path, metavar="DIR", help="where to write findings.json/.csv (default RUN_DIR)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cniprof.advise import render
+    from cniprof.advise.engine import advise
+    from cniprof.errors import UsageError
+
+    if not args.run_dir.is_dir():
+        raise UsageError(f"{args.run_dir} is not a directory")
+    kind, findings = advise(args.run_dir)
+    render.write(args.output or args.run_dir, findings, str(args.run_dir), kind)
+    if args.json:
+        json.dump(render.document(findings, str(args.run_dir), kind), sys.stdout, indent=2, ensure_ascii=False,
+                  default=str)
+        print()
+        return 0
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console.print(render.table(findings, title=f"findings · {args.run_dir}"))
+    return 0
