@@ -221,6 +221,7 @@ def wait_bound(proc: BackgroundProcess, port: int, proto: str, timeout: float) -
 
 LISTEN_TIMEOUT_S = 5.0  # a server not listening by then is broken
 FINISH_MARGIN_S = 10.0  # time past a client's nominal run before it counts as hung
+FINISH_GRACE_S = 3.0
 
 
 class Generator:
@@ -288,7 +289,9 @@ class ServerClient(Generator):
         if self._client is None:
             raise CniprofError(f"{self.name} generator was not started")
         if timeout is None:
-            timeout = max(0.0, nominal_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
+            # at least FINISH_GRACE_S: a caller that waits only after a long step of its own (a study traces first)
+            # must not declare a client hung that is merely being reaped late
+            timeout = max(FINISH_GRACE_S, nominal_s + FINISH_MARGIN_S - (time.monotonic() - self._started_at))
         try:
             self._client.wait(timeout)
         finally:
