@@ -31,11 +31,14 @@ def run(args: argparse.Namespace) -> int:
     from cniprof.advise import render
     from cniprof.advise.engine import advise
     from cniprof.errors import UsageError
+    from cniprof.report import findings_graph
 
     if not args.run_dir.is_dir():
         raise UsageError(f"{args.run_dir} is not a directory")
     kind, findings = advise(args.run_dir)
-    render.write(args.output or args.run_dir, findings, str(args.run_dir), kind)
+    out = args.output or args.run_dir
+    render.write(out, findings, str(args.run_dir), kind)
+    findings_graph.graph(findings, out, f"findings · {args.run_dir.name}")
     if args.json:
         json.dump(render.document(findings, str(args.run_dir), kind), sys.stdout, indent=2, ensure_ascii=False,
                   default=str)

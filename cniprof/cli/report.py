@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cniprof.errors import UsageError
-    from cniprof.report import graphs, study
+    from cniprof.report import findings_graph, graphs, study
     from cniprof.report import tune as tune_report
 
     tuned = tune_report.load(args.run_dir)
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     found = study.findings(data)
     if found:
         render.write(out, found, str(args.run_dir), "study")
+        findings_graph.graph(found, out, f"findings · {meta['scenario']['name']}")
     (out / "report.md").write_text(header + study.markdown(data, table) + study.findings_markdown(found),
                                    encoding="utf-8")
     written = graphs.render_all(data, out)
