@@ -298,6 +298,35 @@ def notrack_rules(cluster_cidr: str) -> str:
     ])
 
 
+def plan_host_gw(topo: Topology) -> list[Change]:
+    """flannel's host-gw backend in place of VXLAN: every route to another node's pod subnet through the tunnel
+    device is replaced by one via that node's underlay address (what flanneld installs when the backend is
+    switched); the revert puts the tunnel route back. Tune only: the hop model of a traced run would not match."""
+    import ipaddress
+
+    changes = []
+    for node in topo.nodes:
+        tunnels, underlay = node.by_role("vxlan"), node.by_role("underlay")
+        if not tunnels or not underlay:
+            continue
+        for route in json.loads(_sh(node.netns, ["ip", "-j", "route", "show", "dev", tunnels[0].name]) or "[]"):
+            if "/" not in route.get("dst", "") or "gateway" not in route:
+                continue
+            net = ipaddress.ip_network(route["dst"])
+            owner = next((p.node for p in topo.pods if ipaddress.ip_address(p.ip) in net), None)
+            via = topo.underlay_ips.get(owner or "")
+            if via is None:
+                continue
+            onlink = ("onlink",) if "onlink" in route.get("flags", []) else ()
+            changes.append(Change(Dev(node.netns, tunnels[0].name, "vxlan"), f"route {net} via {via} (host-gw)",
+                                  ("ip", "route", "replace", str(net), "via", via, "dev", underlay[0].name),
+                                  ("ip", "route", "replace", str(net), "via", route["gateway"], "dev",
+                                   tunnels[0].name, *onlink)))
+    if not changes:
+        raise CniprofError(f"host-gw: the {topo.cni}/{topo.mode} lab has no pod routes through a VXLAN device")
+    return changes
+
+
 def plan_notrack(topo: Topology) -> list[Change]:
     """NOTRACK for pod-to-pod traffic in every node namespace; refused where the table is already there."""
     from cniprof.lab.kubeproxy import cluster_cidr_of
@@ -359,6 +388,8 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
             changes += plan_notrack(topo) if value else []
         elif key == "rfs":
             changes += plan_rfs(devs, int(value))
+        elif key == "routing":  # tune only: host-gw in place of the VXLAN routes
+            changes += plan_host_gw(topo) if value == "host-gw" else []
         elif key == "kube_proxy_mode":  # tune only (staged by cniprof.tune.catalog); not a scenario tuning
             from cniprof.lab import kubeproxy_switch
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from cniprof.tune import measure
 
     _check(args)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     names = args.tries if not args.auto else advised(args.from_dir)
     skipped: list[dict[str, str]] = []
     tunes = []

@@ -84,8 +84,8 @@ TUNES: dict[str, Tune] = {t.name: t for t in (
          lambda t: {"notrack": True}, generator="connect"),
     Tune("kube-proxy-nftables", "kube-proxy in nftables mode (one verdict-map lookup) instead of iptables",
          _nftables_mode, generator="connect", path="pod-to-service", prepare=_stage_nftables),
-    Tune("host-gw", "flannel host-gw backend instead of vxlan",
-         not_yet="host-gw is not available yet (it needs the same runs on a flannel:host-gw lab)"),
+    Tune("host-gw", "pod routes via the other node's underlay address instead of the VXLAN device (flannel "
+         "host-gw backend)", lambda t: {"routing": "host-gw"}),
     Tune("netdev-backlog", "net.core.netdev_max_backlog raised",
          not_yet="netdev-backlog changes the whole machine, which tune does not do: measure it with a scenario "
                  "that says `host_changes: true` and `sysctl: {net.core.netdev_max_backlog: N}` (cniprof run)"),

@@ -85,7 +85,6 @@ def test_refusals_are_one_line_and_build_nothing(no_lab: None, tmp_path: Path) -
     one_line_error(cli("lab", "up", "--inject", "bogus"), "unknown injection 'bogus'")
     assert cleanup.list_lab_namespaces() == []
     one_line_error(cli("lab", "inject", "offloads-off"), "no lab is up")
-    one_line_error(cli("tune", "--try", "host-gw"), "host-gw is not available yet")
     one_line_error(cli("tune", "--try", "kube-proxy-nftables"), "needs kube-proxy services in the lab")
     one_line_error(cli("tune", "--auto"), "--auto tries the tunings advised for a run: give it --from RUN_DIR")
     one_line_error(cli("tune", "--auto", "--from", str(tmp_path)), "has no findings.json")
@@ -114,3 +113,56 @@ def test_tune_measures_for_real_and_reverts_to_the_injected_state(no_lab: None, 
     report = cli("report", str(tmp_path))
     assert report.returncode == 0, report.stderr
     assert tuning in report.stdout and (tmp_path / "report" / "tune.png").is_file()
+
+
+def nat_jumps(netns: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "exec", netns, "iptables", "-t", "nat", "-S"], check=True,
+                         capture_output=True, text=True).stdout
+    return sorted(line for line in out.splitlines() if "-j KUBE-SERVICES" in line)
+
+
+def nft_tables(netns: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "tables"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def routes(netns: str) -> str:
+    return subprocess.run(["ip", "netns", "exec", netns, "ip", "route"], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def test_injected_services_are_traced_and_switched_to_nftables_and_back(no_lab: None, tmp_path: Path) -> None:
+    up = cli("lab", "up", "--inject", "services=300")
+    assert up.returncode == 0, up.stderr
+    jumps = {n: nat_jumps(n) for n in NODES}
+    assert all(len(j) == 2 for j in jumps.values())  # PREROUTING and OUTPUT -> KUBE-SERVICES
+    # a pod-to-service trace sends through the injected ClusterIP and leaves the rules in place
+    trace = cli("trace", "--path", "pod-to-service", "--traffic", "udp", "--count", "40", "--duration", "2",
+                "--no-ui", "--export", str(tmp_path / "trace"))
+    assert trace.returncode == 0, trace.stderr
+    service = json.loads((tmp_path / "trace" / "summary.json").read_text())["service"]
+    assert service["injected"] and service["dummy_services"] == 300 and service["cluster_ip"].startswith("10.96.")
+    assert "40/40 packets end to end" in trace.stdout
+    assert {n: nat_jumps(n) for n in NODES} == jumps
+    one_line_error(cli("trace", "--path", "pod-to-service", "--services", "5", "--no-ui"), "drop --services")
+    tune = cli("tune", "--try", "kube-proxy-nftables", "--pairs", "1", "--duration", "1", "--output",
+               str(tmp_path / "tune"))
+    assert tune.returncode == 0, tune.stderr
+    runs = pd.read_csv(tmp_path / "tune" / "tune.csv")
+    assert list(runs["arm"]) == ["baseline", "tuned"] and (runs["connects_per_s"] > 0).all()
+    saved = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    assert saved["tunings"]["kube-proxy-nftables"]["dst_ip"] == service["cluster_ip"]
+    # the staged nftables table is gone and iptables mode is back exactly
+    assert {n: nat_jumps(n) for n in NODES} == jumps
+    assert all("kube-proxy" not in nft_tables(n) for n in NODES)
+
+
+def test_host_gw_routes_are_switched_for_the_tuned_runs_only(no_lab: None, tmp_path: Path) -> None:
+    assert cli("lab", "up", "--cni", "flannel").returncode == 0
+    before = {n: routes(n) for n in NODES}
+    assert all("dev flannel.1" in r for r in before.values())
+    tune = cli("tune", "--try", "host-gw", "--pairs", "1", "--duration", "1", "--output", str(tmp_path))
+    assert tune.returncode == 0, tune.stderr
+    changes = json.loads((tmp_path / "tune.json").read_text())["tunings"]["host-gw"]["changes"]
+    assert len(changes) == 2 and all("(host-gw)" in c for c in changes)
+    assert {n: routes(n) for n in NODES} == before

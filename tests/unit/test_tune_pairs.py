@@ -91,8 +91,6 @@ def test_advised_without_findings_is_one_line(tmp_path):
 def test_catalog_refuses_unknown_and_not_yet_names():
     with pytest.raises(UsageError, match="unknown tuning 'bogus'; available: offloads-on"):
         catalog.get("bogus")
-    with pytest.raises(UsageError, match="not available yet"):
-        catalog.get("host-gw")
     with pytest.raises(UsageError, match="host_changes: true"):
         catalog.get("netdev-backlog")
     assert catalog.get("kube-proxy-nftables").path == "pod-to-service"
