@@ -4,7 +4,8 @@
 Each one is a bench tuning spec (cniprof.bench.tunings) built for the lab as it is, plus whether the generators
 are unpinned for the tuned runs. A name whose tuning is not implemented yet stays in the table with `not_yet`
 (one line said to the user), so adding it later is one entry: give it `spec` (and, for services and netfilter
-tunings, the connect generator). Generators: iperf3 TCP throughput unless the tuning acts per connection.
+tunings, the connect generator). Generators: iperf3 TCP throughput unless the tuning acts per connection (connect)
+or moves work between CPUs (iperf3-4: four streams, more than one CPU of work).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from cniprof.scenario import GeneratorSpec
 # --generator choices -> the scenario generator spec generators.make runs
 GENERATORS: dict[str, GeneratorSpec] = {
     "iperf3": GeneratorSpec("iperf3", "iperf3", {}),
+    # parallel streams: the load a second CPU can take (one TCP stream is one CPU's work wherever it runs)
+    "iperf3-4": GeneratorSpec("iperf3-4", "iperf3", {"streams": 4}),
     "iperf3-udp": GeneratorSpec("iperf3-udp", "iperf3", {"udp": True, "bitrate": "0"}),  # 0: as fast as it goes
     "sockperf": GeneratorSpec("sockperf", "sockperf", {}),
     "connect": GeneratorSpec("connect", "connect_rate", {}),
@@ -78,8 +81,9 @@ TUNES: dict[str, Tune] = {t.name: t for t in (
     Tune("mtu-match", "overlay and pod MTU = underlay MTU - encapsulation overhead", _mtu_match),
     Tune("jumbo-mtu", f"underlay MTU {JUMBO_MTU}, overlay and pods derived", lambda t: {"mtu": JUMBO_MTU}),
     Tune("rps-spread", "RPS and XPS over all CPUs on the veth and underlay devices",
-         lambda t: {"rps": "all", "xps": "all"}),
-    Tune("unpin-generators", "generators on all CPUs instead of the injected pinning", lambda t: {}, unpin=True),
+         lambda t: {"rps": "all", "xps": "all"}, generator="iperf3-4"),
+    Tune("unpin-generators", "generators on all CPUs instead of the injected pinning", lambda t: {}, unpin=True,
+         generator="iperf3-4"),
     Tune("notrack", "raw-table NOTRACK for pod-to-pod and VXLAN traffic (conntrack bypass)",
          lambda t: {"notrack": True}, generator="connect"),
     Tune("kube-proxy-nftables", "kube-proxy in nftables mode (one verdict-map lookup) instead of iptables",
