@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from rich.console import Console
+from cniprof.ui.console import wide_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
                   default=str)
         print()
         return 0
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = wide_console()
     console.print(render.table(findings, title=f"findings · {args.run_dir}"))
     return 0

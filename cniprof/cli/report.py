@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
+from cniprof.ui.console import wide_console
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     written = graphs.render_all(data, out)
     if args.hops_generator:
         written += graphs.hop_stacks(data, out, args.hops_generator)
-    console = Console()
+    console = wide_console()
     console.print(study.rich_table(data, table))
     cpu = study.cpu_summary(data)
     if not cpu.empty:
@@ -88,6 +88,7 @@ def _tune_only(args: argparse.Namespace, tuned: pd.DataFrame) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = tune_report.effects(tuned)
     written = tune_report.graph(tuned, rows, out)
-    Console().print(tune_report.rich_table(rows))
-    Console().print(f"wrote {out}: {len(written)} graph files")
+    console = wide_console()
+    console.print(tune_report.rich_table(rows))
+    console.print(f"wrote {out}: {len(written)} graph files")
     return 0

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from rich.console import Console
 
 from cniprof.errors import UsageError
 from cniprof.tune import catalog
+from cniprof.ui.console import wide_console
 
 DEFAULT_PAIRS = 5
 DEFAULT_DURATION_S = 3.0
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from cniprof.tune import measure
 
     _check(args)
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = wide_console()
     names = args.tries if not args.auto else advised(args.from_dir)
     skipped: list[dict[str, str]] = []
     tunes = []
@@ -174,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
     if not records:
         raise UsageError("no tuning was measured" + (f" ({len(skipped)} skipped)" if skipped else ""))
     path = meta["path"]
-    rows, files = tune_report.write(out, pd.DataFrame([r.row() for r in records]), meta)
+    runs = pd.DataFrame([{**r.row(), "path": meta["tunings"][r.tuning]["path"]} for r in records])
+    rows, files = tune_report.write(out, runs, meta)
     console.print(tune_report.rich_table(rows, f"tune on {meta['cni']} {path} "
                                                f"(injected: {', '.join(topo.injections) or 'none'})"))
     console.print(f"wrote {out}: {', '.join(f.name for f in files)}")

@@ -40,7 +40,7 @@ def effects(runs: pd.DataFrame) -> list[dict[str, Any]]:
         n = min(len(base), len(tuned))
         e = pairs.effect(base[:n], tuned[:n], higher)
         out.append({"tuning": tuning, "generator": generator, "tool": g["tool"].iloc[0], "metric": metric,
-                    "higher_is_better": higher, **vars(e)})
+                    "higher_is_better": higher, "path": str(g["path"].iloc[0]) if "path" in g else "", **vars(e)})
     return out
 
 
@@ -54,13 +54,13 @@ def _gain(v: float | None) -> str:
 
 def rich_table(rows: list[dict[str, Any]], title: str = "tune: paired before/after") -> Table:
     t = Table(title=title, title_justify="left")
-    for col in ("tuning", "generator", "metric", "baseline median", "tuned median", "gain median", "95 % CI",
-                "pairs", "verdict"):
-        t.add_column(col, justify="right" if col not in ("tuning", "generator", "metric", "verdict") else "left")
+    for col in ("tuning", "path", "generator", "metric", "baseline median", "tuned median", "gain median",
+                "95 % CI", "pairs", "verdict"):
+        t.add_column(col, justify="left" if col in ("tuning", "path", "generator", "metric", "verdict") else "right")
     for r in rows:
         ci = "-" if r["ci_low"] is None else f"{_gain(r['ci_low'])} .. {_gain(r['ci_high'])}"
         pairs_text = str(r["pairs"]) + (f" ({r['dropped']} dropped)" if r["dropped"] else "")
-        t.add_row(r["tuning"], r["generator"], r["metric"], fmt(r["metric"], r["baseline_median"]),
+        t.add_row(r["tuning"], r.get("path") or "-", r["generator"], r["metric"], fmt(r["metric"], r["baseline_median"]),
                   fmt(r["metric"], r["tuned_median"]), _gain(r["gain_median"]), ci, pairs_text,
                   Text(r["verdict"], style=STYLE.get(r["verdict"], "")))
     t.caption = f"gain = tuned / baseline (baseline / tuned for latency); {pairs.CI_METHOD}"
