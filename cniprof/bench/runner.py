@@ -214,8 +214,12 @@ def cpu_rows(cpu: Any) -> pd.DataFrame:
     return pd.concat([comps, sirq], ignore_index=True).reindex(columns=CPU_COLUMNS)
 
 
+OnSnapshot = Callable[["Run", dict[str, Any], float, float], None]  # run, hop snapshot, elapsed s, total s
+
+
 def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
-            setup_s: dict[str, float], variant: VariantSetup | None = None) -> dict[str, float | None]:
+            setup_s: dict[str, float], variant: VariantSetup | None = None,
+            on_snapshot: OnSnapshot | None = None) -> dict[str, float | None]:
     """One run: generator in the background, hop probe traced in the foreground, both recorded.
 
     setup_s: the trace set-up time last measured per model (updated here). variant: what variant_setup installed
@@ -240,8 +244,10 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
         if scenario.trace:
             called = time.monotonic()
 
-            def first_update(_snapshot: dict[str, Any], elapsed: float) -> None:
+            def first_update(snapshot: dict[str, Any], elapsed: float) -> None:
                 measured.setdefault("setup_s", time.monotonic() - called - elapsed)
+                if on_snapshot is not None:  # the live view of the run
+                    on_snapshot(run, snapshot, elapsed, scenario.duration_s + startup)
 
             opts = trace.TraceOptions(cni=run.model.spec, path=run.path, traffic="none",
                                       duration_s=scenario.duration_s + startup, cpu=scenario.cpu,
@@ -266,11 +272,11 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
 
 
 def _one(run: Run, topo: Any, scenario: Scenario, archive: RunArchive, setup_s: dict[str, float],
-         setup: VariantSetup) -> None:
+         setup: VariantSetup, on_snapshot: OnSnapshot | None = None) -> None:
     """One run; a failure is recorded and the study goes on (unless a tuning could not be reverted)."""
     started = time.monotonic()
     try:
-        execute(run, topo, scenario, archive, setup_s, setup)
+        execute(run, topo, scenario, archive, setup_s, setup, on_snapshot)
     except tunings.RevertFailed:
         raise
     except CniprofError as e:
@@ -279,8 +285,12 @@ def _one(run: Run, topo: Any, scenario: Scenario, archive: RunArchive, setup_s: 
 
 
 def run_scenario(scenario: Scenario, out: Path, text: str,
-                 progress: Callable[[Run | None, int, int], None] | None = None) -> RunArchive:
-    """Every run of the scenario into the run directory out; a failed run is recorded and the study goes on."""
+                 progress: Callable[[Run | None, int, int], None] | None = None,
+                 on_snapshot: OnSnapshot | None = None) -> RunArchive:
+    """Every run of the scenario into the run directory out; a failed run is recorded and the study goes on.
+
+    progress(run, done, total) before each run; on_snapshot(run, hop snapshot, elapsed, total) during a traced
+    run, about once a second (the live view)."""
     models, skipped_models = resolve_models(scenario)
     runs, skipped_paths = plan(scenario, models)
     if not runs:
@@ -308,7 +318,7 @@ def run_scenario(scenario: Scenario, out: Path, text: str,
                                 run = left.pop(0)
                                 if progress is not None:
                                     progress(run, done, len(runs))
-                                _one(run, topo, scenario, archive, setup_s, setup)
+                                _one(run, topo, scenario, archive, setup_s, setup, on_snapshot)
                                 done += 1
                     except tunings.RevertFailed:
                         raise  # the lab stays tuned: every later run would measure something else

@@ -237,7 +237,15 @@ def _steering(devs: list[Dev], kind: str, value: Any) -> list[Change]:
     """RPS (rx-*/rps_cpus) or XPS (tx-*/xps_cpus) on veth and underlay devices, read back through sysfs."""
     queue, file = ("rx", "rps_cpus") if kind == "rps" else ("tx", "xps_cpus")
     mask = cpu_mask(value)
-    changes = []
+    return [Change(dev, f"{kind} {old}->{mask}", ("sh", "-c", f"echo {mask} > {target}"),
+                   ("sh", "-c", f"echo {old} > {target}"))
+            for dev, target, old in _queue_files(devs, queue, file)
+            if int(old.replace(",", ""), 16) != int(mask, 16)]  # already the wanted mask: nothing to change
+
+
+def _queue_files(devs: list[Dev], queue: str, file: str) -> list[tuple[Dev, str, str]]:
+    """(device, path, current value) of `file` in every rx/tx queue of the veth and underlay devices (sysfs)."""
+    out = []
     for dev in devs:
         if dev.role not in ("host_veth", "pod_veth", "underlay"):
             continue
@@ -245,12 +253,9 @@ def _steering(devs: list[Dev], kind: str, value: Any) -> list[Change]:
         listing = _sh(dev.netns, ["sh", "-c", f"for q in {base}/{queue}-*; do echo $q $(cat $q/{file}); done"])
         for line in listing.splitlines():
             path, _, old = line.partition(" ")
-            if not old.strip() or int(old.strip().replace(",", ""), 16) == int(mask, 16):
-                continue  # no queue file, or already the wanted mask: nothing to change or revert
-            target = f"{path}/{file}"
-            changes.append(Change(dev, f"{kind} {old.strip()}->{mask}", ("sh", "-c", f"echo {mask} > {target}"),
-                                  ("sh", "-c", f"echo {old.strip()} > {target}")))
-    return changes
+            if old.strip():  # no queue file: nothing to change or revert
+                out.append((dev, f"{path}/{file}", old.strip()))
+    return out
 
 
 def plan_qdisc(devs: list[Dev], kind: str) -> list[Change]:
@@ -269,20 +274,9 @@ def plan_qdisc(devs: list[Dev], kind: str) -> list[Change]:
 def plan_rfs(devs: list[Dev], flows: int) -> list[Change]:
     """RFS per device: rps_flow_cnt of every rx queue of the veth and underlay devices (the machine-wide flow
     table, net.core.rps_sock_flow_entries, is a host change: cniprof.bench.host)."""
-    changes = []
-    for dev in devs:
-        if dev.role not in ("host_veth", "pod_veth", "underlay"):
-            continue
-        base = f"/sys/class/net/{dev.name}/queues"
-        listing = _sh(dev.netns, ["sh", "-c", f"for q in {base}/rx-*; do echo $q $(cat $q/rps_flow_cnt); done"])
-        for line in listing.splitlines():
-            path, _, old = line.partition(" ")
-            if old.strip() and old.strip() != str(flows):
-                target = f"{path}/rps_flow_cnt"
-                changes.append(Change(dev, f"rps_flow_cnt {old.strip()}->{flows}",
-                                      ("sh", "-c", f"echo {flows} > {target}"),
-                                      ("sh", "-c", f"echo {old.strip()} > {target}")))
-    return changes
+    return [Change(dev, f"rps_flow_cnt {old}->{flows}", ("sh", "-c", f"echo {flows} > {target}"),
+                   ("sh", "-c", f"echo {old} > {target}"))
+            for dev, target, old in _queue_files(devs, "rx", "rps_flow_cnt") if old != str(flows)]
 
 
 def notrack_rules(cluster_cidr: str) -> str:

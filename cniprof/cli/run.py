@@ -13,8 +13,10 @@ import dataclasses
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,9 +25,12 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from cniprof import scenario as scenario_mod
+from cniprof.analysis.summary import analyze
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.ui.live import render_live
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,14 +78,30 @@ def run(args: argparse.Namespace) -> int:
     out = _out_dir(args, scen.name)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(scen.name, total=len(runs))
+    progress = Progress(*columns, console=console)
+    task = progress.add_task(scen.name, total=len(runs))
+    frame: dict[str, Any] = {"run": Text("")}
+
+    def screen() -> Group:
+        return Group(progress, frame["run"])
+
+    with Live(screen(), console=console, refresh_per_second=2, transient=False) as live:
 
         def update(current: runner.Run | None, done: int, total: int) -> None:
-            label = current.run_id if current is not None else "done"
-            progress.update(task, completed=done, description=label)
+            progress.update(task, completed=done, description=current.run_id if current is not None else "done")
+            frame["run"] = Text("")
+            live.update(screen())
 
-        archive = runner.run_scenario(scen, out, args.scenario.read_text(encoding="utf-8"), update)
+        def show(current: runner.Run, snapshot: dict[str, Any], elapsed: float, total: float) -> None:
+            # the run's hops as the trace's live view shows them: where the time goes while it runs
+            frame["run"] = render_live(f"{current.model_name} · {current.path} · {current.variant.name} · "
+                                       f"{current.generator.name} r{current.repetition}", analyze(snapshot),
+                                       (min(elapsed, total), total))
+            live.update(screen())
+
+        archive = runner.run_scenario(scen, out, args.scenario.read_text(encoding="utf-8"), update, show)
+        frame["run"] = Text("")
+        live.update(screen())
     from cniprof.report import study
 
     data = study.load(out)

@@ -354,19 +354,26 @@ def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str]
         _in_netns(netns, [tool, "--noflush", "--wait"], rules.text, "iptables-restore")
         return rule_count(netns)
 
+    counts, seconds = install_all(namespaces, install, _remove_in)
+    log.info("kube-proxy rules: %d per node (%d dummy services) in %.2f s", rules.rules, services, seconds)
+    return Applied((real.cluster_ip,), ports[0][0], ports[0][1], real.endpoints, services, rules.rules, namespaces,
+                   seconds, ports, "iptables", dict(zip(namespaces, counts)))
+
+
+def install_all(namespaces: Sequence[str], install: Callable[[str], int],
+                remove_in: Callable[[str], int]) -> tuple[list[int], float]:
+    """install(netns) on every node at once, all or nothing: after a failure (or Ctrl-C) no node keeps half a
+    kube-proxy. Returns each node's install() result and the wall time."""
     start = time.monotonic()
     try:
         counts = _each(namespaces, install)
     except BaseException:
-        try:  # all or nothing: no node keeps half a kube-proxy
-            _each(namespaces, _remove_in)
+        try:
+            _each(namespaces, remove_in)
         except CniprofError as e:
             log.warning("%s", e)
         raise
-    seconds = time.monotonic() - start
-    log.info("kube-proxy rules: %d per node (%d dummy services) in %.2f s", rules.rules, services, seconds)
-    return Applied((real.cluster_ip,), ports[0][0], ports[0][1], real.endpoints, services, rules.rules, namespaces,
-                   seconds, ports, "iptables", dict(zip(namespaces, counts)))
+    return counts, time.monotonic() - start
 
 
 def rule_count(netns: str) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import shutil
-import time
 from collections.abc import Sequence
 
 from cniprof.errors import CniprofError, EnvironmentProblem
@@ -155,16 +154,7 @@ def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str]
         kubeproxy._in_netns(netns, [tool, "-f", "-"], rules.text, "nft -f")
         return rule_count(netns) if count else rules.rules
 
-    start = time.monotonic()
-    try:
-        counts = kubeproxy._each(namespaces, install)
-    except BaseException:
-        try:
-            kubeproxy._each(namespaces, _remove_in)
-        except CniprofError as e:
-            log.warning("%s", e)
-        raise
-    seconds = time.monotonic() - start
+    counts, seconds = kubeproxy.install_all(namespaces, install, _remove_in)
     log.info("kube-proxy nftables: %d rules per node (%d dummy services) in %.2f s", rules.rules, services, seconds)
     return Applied((real.cluster_ip,), ports[0][0], ports[0][1], real.endpoints, services, rules.rules, namespaces,
                    seconds, ports, MODE, dict(zip(namespaces, counts)))

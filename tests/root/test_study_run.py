@@ -49,6 +49,14 @@ def test_run_study_on_the_lab(lab, tmp_path):
     for run in meta["runs"]:
         assert (out / "runs" / run["run_id"] / "snapshot.json").is_file()
         assert run["variant"] == "short-queues" and any("txqueuelen" in c for c in run["tuning_changes"])
+    # the study's findings: one group (model, path, variant), its runs' nodestate read, no fault on a clean lab
+    assert main(["advise", str(out)]) == 0
+    found = json.loads((out / "findings.json").read_text())
+    assert found["kind"] == "study" and found["faults"] == 0 and found["findings"]
+    assert {(f["model"], f["path"], f["variant"]) for f in found["findings"]} == \
+        {("flannel:vxlan", "cross-node", "short-queues")}
+    assert all((out / "runs" / r["run_id"] / "nodestate.json").is_file() for r in meta["runs"])
+    assert (out / "findings.png").stat().st_size > 0
     deadline = time.monotonic() + 2
     while {p.pid for p in psutil.Process().children(recursive=True)} - before and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -83,7 +83,7 @@ def test_pod_to_service_study_both_modes(lab, tmp_path):
 def test_interrupted_variant_removes_services(lab, tmp_path, monkeypatch):
     seen = {}
 
-    def interrupt(run, topo, scen, archive, setup_s, setup=None):
+    def interrupt(run, topo, scen, archive, setup_s, setup=None, on_snapshot=None):
         seen["installed"] = kubeproxy_nft.installed(topo)
         raise KeyboardInterrupt
 
@@ -135,7 +135,7 @@ def test_host_sysctls_set_for_the_variant_and_restored(lab, tmp_path, monkeypatc
     new = str(int(old) + 1)  # a change nobody else on the machine notices
     seen = {}
 
-    def record(run, topo, scen, archive, setup_s, setup=None):
+    def record(run, topo, scen, archive, setup_s, setup=None, on_snapshot=None):
         seen[run.variant.name] = (host_sysctl.read(BACKLOG), dict(setup.host_sysctls))
 
     monkeypatch.setattr(runner, "execute", record)

@@ -107,7 +107,7 @@ def test_run_scenario_records_results_and_failures(monkeypatch, tmp_path):
 
     calls = []
 
-    def fake_execute(run, topo, scen, archive, setup_s, setup=None):
+    def fake_execute(run, topo, scen, archive, setup_s, setup=None, on_snapshot=None):
         calls.append(run.run_id)
         if run.generator.tool == "connect_rate" and run.repetition == 2:
             raise CniprofError("connect rate: no connection succeeded: Connection refused")
@@ -144,7 +144,7 @@ def test_a_tuning_that_cannot_be_reverted_stops_the_study(monkeypatch, tmp_path)
     def fake_lab(model):
         yield None
 
-    def fake_execute(run, topo, scen, archive, setup_s, setup=None):
+    def fake_execute(run, topo, scen, archive, setup_s, setup=None, on_snapshot=None):
         raise tunings.RevertFailed("could not revert 1 tuning changes")
 
     monkeypatch.setattr(runner, "model_lab", fake_lab)
