@@ -46,9 +46,11 @@ RETRANS_FAULT = 0.01
 # drops of the traced packets (kfree_skb with a reason) as a fraction of the packets traced end to end; below
 # 0.5 % a TCP stream barely notices, above it throughput suffers
 DROP_FAULT = 0.005
-# drop reasons that are TCP working as intended (duplicate or old segments), not a datapath problem
+# drop reasons that are TCP working as intended (duplicate or old segments), not a datapath problem; the last two
+# are the generator's connections being torn down (segments in flight reaching an aborted socket, or arriving
+# after its RST): a tbf-limited iperf3 run showed 3 of them (0.6 % of the sampled packets) at its very end
 BENIGN_DROP_REASONS = ("TCP_OLD_SEQUENCE", "TCP_OFOMERGE", "TCP_ZEROWINDOW", "TCP_OLD_DATA", "TCP_CLOSE",
-                       "SOCKET_CLOSE")
+                       "SOCKET_CLOSE", "TCP_ABORT_ON_DATA", "TCP_FLAGS")
 NOQUEUE = ("noqueue", "noop")
 
 
