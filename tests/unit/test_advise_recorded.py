@@ -98,3 +98,21 @@ def test_cli_writes_findings_and_json(tmp_path, capsys):
 def test_not_a_run_dir_is_one_line(tmp_path, capsys):
     assert main(["advise", str(tmp_path)]) == UsageError.exit_code
     assert "not a cniprof run directory" in capsys.readouterr().err
+
+
+# problems put in by hand on the flannel lab (iperf3, `trace --cpu --export`, trimmed to the files the rules read)
+BY_HAND = {
+    # iptables -I FORWARD -m statistic --mode random --probability 0.02 -j DROP in node2
+    "flannel_forward_drop2pct": ("drops", {"drops", "tcp_retransmits"}, "NETFILTER_DROP"),
+    # tc qdisc add dev eth0 root tbf rate 500mbit burst 64kb latency 100ms in node1
+    "flannel_tbf500mbit": ("qdisc_queueing", {"qdisc_queueing"}, "tbf"),
+}
+
+
+@pytest.mark.parametrize("run", sorted(BY_HAND))
+def test_drops_and_qdisc_queueing_rank_first_with_their_evidence(run):
+    kind, faults, evidence = BY_HAND[run]
+    _, found = advise(DATA / run)
+    assert (found[0].kind, found[0].severity) == (kind, FAULT)
+    assert {f.kind for f in found if f.severity == FAULT} == faults  # the drops make TCP retransmit: both real
+    assert any(evidence in f"{e.metric} {e.value}" for e in found[0].evidence)
