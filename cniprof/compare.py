@@ -95,8 +95,10 @@ def _num(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _pct(value: float | None, base: float | None) -> float | None:
-    if value is None or base is None or base == 0:
+def pct_of(value: float | None, base: float | None) -> float | None:
+    """value as % of the baseline's (None when either is missing, or the baseline is 0); the trace comparison and
+    the study report both express models this way."""
+    if value is None or base is None or base == 0 or (isinstance(base, float) and math.isnan(base)):
         return None
     return 100.0 * value / base
 
@@ -157,7 +159,7 @@ def compare(entries: Sequence[Entry], skipped: Sequence[Skipped] = (), baseline:
     rows: list[Row] = []
 
     def add(section: str, metric: str, unit: str, values: dict[str, float | None], with_pct: bool) -> None:
-        pct = {m: _pct(values.get(m), values.get(base)) for m in models} if (with_pct and base) else {}
+        pct = {m: pct_of(values.get(m), values.get(base)) for m in models} if (with_pct and base) else {}
         rows.append(Row(section, metric, unit, values, pct))
 
     add("throughput", "throughput", "Gbit/s",

@@ -19,9 +19,10 @@ from rich.table import Table
 from rich.text import Text
 
 from cniprof.bench.archive import stats_table
+from cniprof.compare import BASELINE, pct_of
 from cniprof.errors import UsageError
 
-HOST = "host:network"
+HOST = BASELINE  # the model every other one is expressed as a % of
 # metrics shown per tool, in order (the first is the tool's primary metric)
 TABLE_METRICS = {
     "ping": ["latency_p50_us", "latency_p99_us", "loss_pct"],
@@ -76,11 +77,7 @@ def comparison(study: Study) -> pd.DataFrame:
     host = s[s["model"] == HOST].set_index(["variant", "generator", "metric"])["median"]
 
     def pct(row: pd.Series) -> float | None:
-        key = (row["variant"], row["generator"], row["metric"])
-        base = host.get(key)
-        if base is None or not base or math.isnan(base):
-            return None
-        return 100.0 * row["median"] / base
+        return pct_of(row["median"], host.get((row["variant"], row["generator"], row["metric"])))
 
     s["pct_of_host"] = s.apply(pct, axis=1) if not s.empty else []
     order = {m: i for i, m in enumerate(study.models)}
