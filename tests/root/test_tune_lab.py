@@ -166,3 +166,24 @@ def test_host_gw_routes_are_switched_for_the_tuned_runs_only(no_lab: None, tmp_p
     changes = json.loads((tmp_path / "tune.json").read_text())["tunings"]["host-gw"]["changes"]
     assert len(changes) == 2 and all("(host-gw)" in c for c in changes)
     assert {n: routes(n) for n in NODES} == before
+
+
+def test_auto_tries_what_advise_found_on_an_injected_lab(no_lab: None, tmp_path: Path) -> None:
+    """The whole loop on a real problem: inject, trace, advise (top finding), tune --auto from those findings."""
+    assert cli("lab", "up", "--inject", "offloads-off").returncode == 0
+    run = tmp_path / "run"
+    trace = cli("trace", "--traffic", "iperf3", "--duration", "2", "--no-ui", "--export", str(run))
+    assert trace.returncode == 0, trace.stderr
+    assert cli("advise", str(run)).returncode == 0
+    top = json.loads((run / "findings.json").read_text())["findings"][0]
+    assert (top["kind"], top["severity"]) == ("offloads_off", "fault")
+    tune = cli("tune", "--auto", "--from", str(run), "--pairs", "1", "--duration", "1")
+    assert tune.returncode == 0, tune.stderr
+    saved = json.loads((run / "tune.json").read_text())  # written into the run directory it came from
+    assert "offloads-on" in saved["tunings"] and saved["injections"] == ["offloads-off"]
+    advised = {a["tune"] for f in json.loads((run / "findings.json").read_text())["findings"]
+               for a in f["advice"] if a.get("tune")}
+    assert advised == set(saved["tunings"]) | {s["tuning"] for s in saved["skipped"]}  # each run, or said why not
+    report = cli("report", str(run))
+    assert report.returncode == 0, report.stderr
+    assert (run / "report" / "tune.png").is_file()
