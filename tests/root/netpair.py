@@ -59,3 +59,20 @@ def no_process_left() -> Iterator[None]:
     while _children() - before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _children() - before == set(), "a generator left processes behind"
+
+
+
+@contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """Start children inside this block when a test interrupts them with SIGINT. A shell's background job (CI
+    started with `&` outside job control) inherits SIGINT ignored, an ignored signal stays ignored across exec,
+    and Python then never raises KeyboardInterrupt: the child would run on as if Ctrl-C had not been pressed. A
+    handled signal is reset to the default on exec, so the children get a SIGINT Python turns into
+    KeyboardInterrupt."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import netpair
 import pandas as pd
 import pytest
 
@@ -82,8 +83,9 @@ def test_not_root_is_one_line() -> None:
 def test_ctrl_c_leaves_nothing_behind(no_lab, after_s: float) -> None:
     """SIGINT while the lab is being built or while tracing: no namespace, no BPF link, no generator left."""
     links_before = _links()
-    proc = subprocess.Popen([*CNIPROF, "trace", "--duration", "20", "--no-ui"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    with netpair.sigint_not_ignored():
+        proc = subprocess.Popen([*CNIPROF, "trace", "--duration", "20", "--no-ui"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     time.sleep(after_s)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import netpair
 import pandas as pd
 import pytest
 
@@ -142,8 +143,9 @@ def test_pod_to_service_udp_with_nf(clean_lab: Topology, tmp_path: Path) -> None
 
 def test_ctrl_c_removes_the_service_and_links(clean_lab: Topology) -> None:
     before = held_links()
-    proc = subprocess.Popen([*CNIPROF, "trace", "--path", "pod-to-service", "--traffic", "udp", "--count", "3000",
-                             "--nf", "--no-ui"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with netpair.sigint_not_ignored():
+        proc = subprocess.Popen([*CNIPROF, "trace", "--path", "pod-to-service", "--traffic", "udp", "--count",
+                                 "3000", "--nf", "--no-ui"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not (kube_chains(clean_lab)[clean_lab.nodes[0].netns]
