@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cniprof.errors import CniprofError, UsageError
+from cniprof.errors import CniprofError
 from cniprof.traffic.netns import (
     FINISH_MARGIN_S,
     LISTEN_TIMEOUT_S,
@@ -85,18 +85,11 @@ def parse_result(text: str, stderr: str = "") -> ConnectRateResult:
 class ConnectRate(ServerClient):
     """Sequential TCP connects from client_netns to server_ip:port (served in server_netns) for duration_s."""
 
+    name = "connect rate"
+
     def __init__(self, client_netns: str, server_netns: str, server_ip: str, duration_s: float,
                  port: int = 5400) -> None:
-        if duration_s <= 0:
-            raise UsageError(f"connect rate duration must be positive, not {duration_s}")
-        self.client_netns = client_netns
-        self.server_netns = server_netns
-        self.server_ip = server_ip
-        self.duration_s = duration_s
-        self.port = port
-        self._server: BackgroundProcess | None = None
-        self._client: BackgroundProcess | None = None
-        self._started_at = 0.0
+        super().__init__(client_netns, server_netns, server_ip, duration_s, port)
 
     def _argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "cniprof.traffic.connect_rate", *args]

@@ -115,6 +115,8 @@ def parse_wrk(text: str) -> WrkResult:
 class HttpBench(ServerClient):
     """nginx in server_netns serving body_bytes of zeros at http://server_ip:port/body; wrk in client_netns."""
 
+    name = "wrk"
+
     def __init__(
         self,
         client_netns: str,
@@ -126,23 +128,15 @@ class HttpBench(ServerClient):
         threads: int = 1,
         port: int = 8080,
     ) -> None:
-        if duration_s <= 0:
-            raise UsageError(f"wrk duration must be positive, not {duration_s}")
+        super().__init__(client_netns, server_netns, server_ip, duration_s, port)
         if not 0 <= body_bytes <= MAX_BODY:
             raise UsageError(f"http body size must be 0..{MAX_BODY} bytes, not {body_bytes}")
         if threads < 1 or connections < threads:
             raise UsageError(f"wrk needs threads >= 1 and connections >= threads, not {threads}/{connections}")
-        self.client_netns = client_netns
-        self.server_netns = server_netns
-        self.server_ip = server_ip
-        self.duration_s = duration_s
         self.body_bytes = body_bytes
         self.connections = connections
         self.threads = threads
-        self.port = port
         self.prefix: Path | None = None
-        self._server: BackgroundProcess | None = None
-        self._client: BackgroundProcess | None = None
         self._started_at = 0.0
 
     @property

@@ -68,6 +68,8 @@ class Iperf3(ServerClient):
     cport pins the client's source port so a tracer can filter on the exact 5-tuple.
     """
 
+    name = "iperf3"
+
     def __init__(
         self,
         client_netns: str,
@@ -80,22 +82,13 @@ class Iperf3(ServerClient):
         bitrate: str | int | None = None,
         cport: int | None = None,
     ) -> None:
-        if duration_s <= 0:
-            raise UsageError(f"iperf3 duration must be positive, not {duration_s}")
+        super().__init__(client_netns, server_netns, server_ip, duration_s, port)
         if streams < 1:
             raise UsageError(f"iperf3 needs at least one stream, not {streams}")
-        self.client_netns = client_netns
-        self.server_netns = server_netns
-        self.server_ip = server_ip
-        self.duration_s = duration_s
-        self.port = port
         self.streams = streams
         self.udp = udp
         self.bitrate = bitrate
         self.cport = cport
-        self._server: BackgroundProcess | None = None
-        self._client: BackgroundProcess | None = None
-        self._started_at = 0.0
 
     def server_argv(self) -> list[str]:
         return ["iperf3", "-s", "-1", "-p", str(self.port)]

@@ -258,9 +258,18 @@ class ServerClient(Generator):
     _client: BackgroundProcess | None = None
     _started_at: float = 0.0
 
+    def __init__(self, client_netns: str, server_netns: str, server_ip: str, duration_s: float, port: int) -> None:
+        if duration_s <= 0:
+            raise UsageError(f"{self.name} duration must be positive, not {duration_s}")
+        self.client_netns = client_netns
+        self.server_netns = server_netns
+        self.server_ip = server_ip
+        self.duration_s = duration_s
+        self.port = port
+
     @property
     def target_ip(self) -> str:
-        return self.dst_ip or self.server_ip  # type: ignore[attr-defined]
+        return self.dst_ip or self.server_ip
 
     def _check_not_started(self) -> None:
         if self._client is not None:

@@ -87,6 +87,8 @@ def parse_sockperf(text: str) -> SockperfResult:
 class Sockperf(ServerClient):
     """`sockperf ping-pong` from client_netns to server_ip (in server_netns), TCP or UDP, for duration_s."""
 
+    name = "sockperf"
+
     def __init__(
         self,
         client_netns: str,
@@ -97,20 +99,11 @@ class Sockperf(ServerClient):
         msg_size: int = 64,
         port: int = 11111,
     ) -> None:
-        if duration_s <= 0:
-            raise UsageError(f"sockperf duration must be positive, not {duration_s}")
+        super().__init__(client_netns, server_netns, server_ip, duration_s, port)
         if not 14 <= msg_size <= MAX_MSG_SIZE:  # sockperf's header is 14 bytes
             raise UsageError(f"sockperf message size must be 14..{MAX_MSG_SIZE}, not {msg_size}")
-        self.client_netns = client_netns
-        self.server_netns = server_netns
-        self.server_ip = server_ip
-        self.duration_s = duration_s
         self.tcp = tcp
         self.msg_size = msg_size
-        self.port = port
-        self._server: BackgroundProcess | None = None
-        self._client: BackgroundProcess | None = None
-        self._started_at = 0.0
 
     def _proto(self) -> list[str]:
         return ["--tcp"] if self.tcp else []
