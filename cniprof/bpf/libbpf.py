@@ -13,6 +13,8 @@ import errno
 import os
 from pathlib import Path
 
+import numpy as np
+
 from cniprof.errors import EnvironmentProblem
 
 _lib: ctypes.CDLL | None = None
@@ -112,6 +114,15 @@ class Map:
                 return None
             raise OSError(ctypes.get_errno(), _err(f"lookup in map {self.name}"))
         return buf.raw
+
+    def lookup_percpu(self, key: object, ctype: type, ncpu: int) -> np.ndarray | None:
+        """A per-CPU map's value as an (ncpu, u64 words) array (the kernel rounds each CPU's copy up to 8 bytes);
+        None when the key is absent. ncpu: the possible CPUs."""
+        stride = (ctypes.sizeof(ctype) + 7) // 8 * 8
+        raw = self.lookup_raw(key, stride * ncpu)
+        if raw is None:
+            return None
+        return np.frombuffer(raw, dtype=np.uint64).reshape(ncpu, stride // 8)
 
     def delete(self, key: object) -> bool:
         return lib().bpf_map_delete_elem(self.fd, ctypes.byref(key)) == 0

@@ -148,11 +148,7 @@ class CpuSampler:
     # --- reading ---
     def _percpu(self, m: libbpf.Map, key: Any, ctype: type) -> np.ndarray | None:
         """Per-CPU values as a (possible CPUs, u64 words) array."""
-        stride = (ctypes.sizeof(ctype) + 7) // 8 * 8
-        raw = m.lookup_raw(key, stride * self.ncpu)
-        if raw is None:
-            return None
-        return np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, stride // 8)
+        return m.lookup_percpu(key, ctype, self.ncpu)
 
     def _raw_stack(self, map_name: str, stack_id: int) -> list[int]:
         size = ctypes.sizeof(abi.STACK_VALUE if map_name == "kstacks" else abi.USTACK_VALUE)

@@ -175,12 +175,9 @@ class HopProbe:
 
     # --- reading ---
     def _percpu(self, m, key, ctype) -> np.ndarray | None:
-        stride = (ctypes.sizeof(ctype) + 7) // 8 * 8
-        raw = m.lookup_raw(key, stride * self.ncpu)
-        if raw is None:
-            return None
-        arr = np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, stride // 8)
-        return arr.sum(axis=0)
+        """The value summed over the CPUs (u64 words), None when absent."""
+        arr = m.lookup_percpu(key, ctype, self.ncpu)
+        return None if arr is None else arr.sum(axis=0)
 
     def _hist(self, slot: int) -> dict:
         v = self._percpu(self.obj.map("hists"), ctypes.c_uint32(slot), abi.Hist)

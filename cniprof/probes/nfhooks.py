@@ -232,11 +232,8 @@ class NfHookProbe:
 
     # --- reading
     def _percpu_sum(self, name: str, key: int, ctype: type) -> np.ndarray:
-        stride = (ctypes.sizeof(ctype) + 7) // 8 * 8
-        raw = self.obj.map(name).lookup_raw(ctypes.c_uint32(key), stride * self.ncpu)
-        if raw is None:
-            return np.zeros(stride // 8, dtype=np.uint64)
-        return np.frombuffer(raw, dtype=np.uint64).reshape(self.ncpu, stride // 8).sum(axis=0)
+        arr = self.obj.map(name).lookup_percpu(ctypes.c_uint32(key), ctype, self.ncpu)
+        return np.zeros((ctypes.sizeof(ctype) + 7) // 8, dtype=np.uint64) if arr is None else arr.sum(axis=0)
 
     def _pending(self) -> dict[tuple[int, int], int]:
         """Stamps not closed yet, per (netns index, hook): packets still inside a hook or dropped there."""
