@@ -134,6 +134,14 @@ def restore_tables(before: dict[tuple[str, str], str | None]) -> None:
                 log.info("kept chain %s of ip %s in %s: %s", chain, table, netns, r.stderr.strip())
 
 
+def check_target(service: kubeproxy.Applied, target: Pod) -> None:
+    """A service installed before the run (a study's, an injected one) must forward to the pod traced as the
+    destination; UsageError otherwise."""
+    if not any(e.startswith(f"{target.ip}:") for e in service.endpoints):
+        raise UsageError(f"the lab's service forwards to {', '.join(service.endpoints)}, not to {target.name}; "
+                         "choose that pod with --dst")
+
+
 def retarget(plan: Plan, cluster_ip: str) -> Plan:
     """The plan with the forward direction's start-point filter on dst = the ClusterIP (as pod-a sends it)."""
     dirs = tuple(dataclasses.replace(d, dst_ip=cluster_ip) if d.dir == 0 else d for d in plan.directions)

@@ -262,8 +262,6 @@ def _result_dict(tool: str, res: Any) -> dict[str, Any]:
 
 def _injected_service(topo: Topology, opts: TraceOptions) -> Any:
     """The service a `lab inject services=N` left in the lab (traced as it is), or None."""
-    from cniprof.lab import inject
-
     service = inject.injected_service(topo)
     if service is not None and opts.services is not None:
         raise UsageError(f"the lab has injected {service.dummy_services} services; drop --services to trace them, "
@@ -313,9 +311,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             injected = None if opts.service else _injected_service(topo, opts)
             service = opts.service or injected or \
                 pod_to_service.install(stack, topo, b, opts.services or 0, opts.traffic)
-            if not any(e.startswith(f"{b.ip}:") for e in service.endpoints):
-                raise UsageError(f"the lab's service forwards to {', '.join(service.endpoints)}, not to {b.name}; "
-                                 "choose that pod with --dst")
+            pod_to_service.check_target(service, b)
             plan = pod_to_service.retarget(plan, service.cluster_ip)
             extra["service"] = {**pod_to_service.describe(service, b), "injected": service is injected}
         probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,

@@ -46,6 +46,12 @@ class _Iperf3Len(Iperf3):
         return argv + ["-l", str(self.length)] if self.length else argv
 
 
+def every_service_port() -> list[tuple[int, str]]:
+    """Every (port, protocol) any generator can send to a ClusterIP, whatever its parameters (a service installed
+    once for several runs, e.g. `lab inject services=N`)."""
+    return [(port, "tcp") for port in PORTS.values()] + [(PORTS["sockperf"], "udp"), (PORTS["iperf3"], "udp")]
+
+
 def service_ports(spec: GeneratorSpec) -> list[tuple[int, str]]:
     """The (port, protocol) pairs a ClusterIP must forward for this generator (ping: none, it cannot use one)."""
     if spec.tool == "ping":

@@ -97,8 +97,7 @@ def _service_ip(topo: Any, path: str, b: Any) -> str | None:
     if service is None:
         raise UsageError(f"tune --path {path} needs kube-proxy services in the lab: "
                          "`cniprof lab inject services=N` first")
-    if not any(e.startswith(f"{b.ip}:") for e in service.endpoints):
-        raise UsageError(f"the lab's service forwards to {', '.join(service.endpoints)}, not to {b.name}")
+    pod_to_service.check_target(service, b)
     return service.cluster_ip
 
 

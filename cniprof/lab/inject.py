@@ -28,7 +28,6 @@ from cniprof.bench import tunings
 from cniprof.errors import CniprofError, UsageError
 from cniprof.lab import kubeproxy, state
 from cniprof.lab.topology import Topology
-from cniprof.scenario import GeneratorSpec
 
 PIN_CPUS = "0"  # softirq-one-cpu: where the generators run
 TUNNEL_ROLES = ("vxlan", "tunnel")
@@ -162,12 +161,9 @@ def service_ports() -> list[tuple[int, str]]:
     """Every (port, protocol) that trace (--traffic iperf3/udp) and the tune generators send to a ClusterIP."""
     from cniprof import pod_to_service
     from cniprof.bench import generators
-    from cniprof.tune.catalog import GENERATORS
 
     ports = [(port, pod_to_service.PROTOCOLS[tool]) for tool, port in pod_to_service.PORTS.items()]
-    for spec in (*GENERATORS.values(), GeneratorSpec("sockperf-udp", "sockperf", {"proto": "udp"})):
-        ports += generators.service_ports(spec)
-    return list(dict.fromkeys(ports))
+    return list(dict.fromkeys(ports + generators.every_service_port()))
 
 
 def _services_refusal(topo: Topology, name: str) -> str | None:
