@@ -183,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
     findings = advise_run(RunData(args.export or Path("."), summary, analysis.hops, analysis.drops,
                                   nf.hooks if nf is not None else None, result.nodestate,
                                   cpu_samples=samples_of(result.cpu)))
-    console.print(render.table(findings, title="findings (top 3; all of them: cniprof advise DIR)", top=3,
+    more = f"cniprof advise {args.export}" if args.export else "trace with --export DIR, then cniprof advise DIR"
+    console.print(render.table(findings, title=f"findings (top 3; all of them with full advice: {more})", top=3,
                                compact=True))
     if args.export:
         paths.update(render.write(args.export, findings, str(args.export), "trace"))
