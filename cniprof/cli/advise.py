@@ -15,6 +15,10 @@ import json
 import sys
 from pathlib import Path
 
+from cniprof.advise import render
+from cniprof.advise.engine import advise
+from cniprof.errors import UsageError
+from cniprof.report import findings_graph
 from cniprof.ui.console import wide_console
 
 
@@ -28,10 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cniprof.advise import render
-    from cniprof.advise.engine import advise
-    from cniprof.errors import UsageError
-    from cniprof.report import findings_graph
 
     if not args.run_dir.is_dir():
         raise UsageError(f"{args.run_dir} is not a directory")

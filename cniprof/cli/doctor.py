@@ -19,9 +19,9 @@ from rich.text import Text
 
 from cniprof.bpf import features
 from cniprof.bpf.features import Features
-from cniprof.cni import detect
-from cniprof.cni.detect import Detection
 from cniprof.errors import CniprofError, EnvironmentProblem
+from cniprof.node import detect
+from cniprof.node.detect import Detection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -14,6 +14,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cniprof.advise import render
+from cniprof.errors import UsageError
+from cniprof.report import findings_graph, graphs, study
+from cniprof.report import tune as tune_report
 from cniprof.ui.console import wide_console
 
 if TYPE_CHECKING:
@@ -31,9 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cniprof.errors import UsageError
-    from cniprof.report import findings_graph, graphs, study
-    from cniprof.report import tune as tune_report
 
     tuned = tune_report.load(args.run_dir)
     if tuned is not None and not (args.run_dir / "metadata.json").is_file():
@@ -52,7 +53,6 @@ def run(args: argparse.Namespace) -> int:
               f"{env.get('cpu_model')} x{env.get('cpus')}, cniprof {env.get('cniprof_version')}; "
               f"status {meta.get('status')}, {len(meta.get('runs', []))} runs, "
               f"{len(meta.get('failed', []))} failed\n\n")
-    from cniprof.advise import render
 
     found = study.findings(data)
     if found:
@@ -82,7 +82,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _tune_only(args: argparse.Namespace, tuned: pd.DataFrame) -> int:
     """RUN_DIR holds only `cniprof tune` results: their table and before/after graph."""
-    from cniprof.report import tune as tune_report
 
     out = args.output or args.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -27,9 +27,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cniprof import scenario as scenario_mod
 from cniprof.analysis.summary import analyze
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.report import study
+from cniprof.study import runner
+from cniprof.study import scenario as scenario_mod
 from cniprof.ui.live import render_live
 
 
@@ -53,7 +55,6 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cniprof.bench import runner
 
     console = Console(stderr=True)
     scen = scenario_mod.load(args.scenario)
@@ -102,7 +103,6 @@ def run(args: argparse.Namespace) -> int:
         archive = runner.run_scenario(scen, out, args.scenario.read_text(encoding="utf-8"), update, show)
         frame["run"] = Text("")
         live.update(screen())
-    from cniprof.report import study
 
     data = study.load(out)
     console.print(study.rich_table(data))

@@ -13,7 +13,6 @@ from typing import Any
 
 from rich.console import Console
 
-from cniprof import trace
 from cniprof.advise import render
 from cniprof.advise.engine import advise_run
 from cniprof.advise.load import RunData, samples_of
@@ -21,14 +20,16 @@ from cniprof.analysis import nf as nf_analysis
 from cniprof.analysis import path_check
 from cniprof.analysis.cpu import analyze_cpu, traffic_bytes, with_cpu
 from cniprof.analysis.summary import analyze, summary_dict
+from cniprof.cli import trace_compare
 from cniprof.cni import registry
 from cniprof.errors import UsageError
-from cniprof.lab.counters import RxBytes
 from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 from cniprof.report.export import export
 from cniprof.report.flames import export_flames
 from cniprof.report.nf_export import export_nf
+from cniprof.run import trace
+from cniprof.run.rxmeter import RxBytes
 from cniprof.ui.cpu_panel import render_cpu_panel
 from cniprof.ui.live import LiveView, render_final_table
 from cniprof.ui.nf_table import render_nf_table
@@ -105,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
                               cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services)
     opts.root, opts.node_netns = args.root, args.node_netns
     if "," in args.cni:  # a comparison: the same traffic on each model, one table (cli/trace_compare.py)
-        from cniprof.cli import trace_compare
 
         return trace_compare.run(args, opts)
     if args.services is not None and opts.path is None:

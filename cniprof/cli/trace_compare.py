@@ -2,7 +2,7 @@
 """`cniprof trace --cni A,B,...`: the same traffic on each model in turn, then one comparison table.
 
 Each model is a normal trace run (its lab built, traced and removed before the next one starts, so the models
-never share the CPU); the comparison itself is cniprof.compare. A model that cannot be traced here for a reason
+never share the CPU); the comparison itself is cniprof.analysis.compare. A model that cannot be traced here for a reason
 of its own (a kernel option it needs, a path it does not have) is reported as skipped with that reason, and a
 model whose run fails is reported as failed, so one missing model does not cost the others' numbers. Problems
 every model would hit (not root, no BTF, a missing tool) stop the comparison at once.
@@ -16,19 +16,19 @@ import platform
 
 from rich.console import Console
 
-from cniprof import trace
 from cniprof.analysis import path_check
+from cniprof.analysis.compare import Entry, Skipped, compare
 from cniprof.analysis.cpu import analyze_cpu, traffic_bytes, with_cpu
 from cniprof.analysis.summary import Analysis, analyze
 from cniprof.cni import registry
 from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Model
-from cniprof.compare import Entry, Skipped, compare
 from cniprof.errors import CniprofError, UsageError
 from cniprof.lab import kernel
 from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.report.export import export
 from cniprof.report.flames import export_flames
+from cniprof.run import trace
 from cniprof.ui.compare_table import render_comparison
 
 COMPARE_CSV = "compare.csv"

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cniprof.cni.topology import LAB_ID
 from cniprof.errors import CniprofError
-from cniprof.lab.state import STATE_DIR
-from cniprof.lab.topology import LAB_ID
+from cniprof.lab.saved import STATE_DIR
 
 log = logging.getLogger(__name__)
 

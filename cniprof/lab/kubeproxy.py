@@ -42,8 +42,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.lab.topology import Pod, Topology
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

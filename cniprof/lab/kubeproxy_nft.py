@@ -25,10 +25,10 @@ import logging
 import shutil
 from collections.abc import Sequence
 
+from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.lab import kubeproxy
 from cniprof.lab.kubeproxy import Applied, Ruleset, Service
-from cniprof.lab.topology import Topology
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ def export(
     nodestate: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the five files into out_dir (created if needed) and return {file name: path}; with `nodestate`
-    (cniprof.nodestate.window) also nodestate.json.
+    (cniprof.node.state.window) also nodestate.json.
 
     Pass `analysis` when the caller already has one (the final table was rendered from it) to guarantee the
     files show the same numbers; otherwise the snapshot is analysed here (`chain` is needed only when the

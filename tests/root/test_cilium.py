@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from cniprof import trace
 from cniprof.analysis import path_check
 from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.errors import UsageError
 from cniprof.lab import cilium_abi as abi
-from cniprof.lab import cleanup, realize, state
-from cniprof.lab.topology import Topology
+from cniprof.lab import cleanup, realize, saved
+from cniprof.run import trace
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed")]
@@ -226,7 +226,7 @@ def test_cilium_lab(mode: str, no_lab: None) -> None:
     finally:
         cleanup.teardown()
     assert not problems, "\n".join(problems)
-    assert cleanup.list_lab_namespaces() == [] and state.load() is None
+    assert cleanup.list_lab_namespaces() == [] and saved.load() is None
 
     # the filters held the programs, the programs their maps: all gone with the namespaces (freed asynchronously)
     deadline = time.monotonic() + 10.0

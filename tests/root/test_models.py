@@ -19,13 +19,13 @@ import sys
 
 import pytest
 
-from cniprof import trace
 from cniprof.analysis import path_check
 from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.errors import UsageError
-from cniprof.lab import cleanup, kernel, realize, state
-from cniprof.lab.topology import Topology
+from cniprof.lab import cleanup, kernel, realize, saved
 from cniprof.probes.plan import FULL_EVENTS
+from cniprof.run import trace
 
 pytestmark = pytest.mark.root
 
@@ -117,7 +117,7 @@ def test_model_lab_follows_its_chain(spec: str, no_lab: None) -> None:
     finally:
         cleanup.teardown()
     assert not problems, "\n".join(problems)
-    assert cleanup.list_lab_namespaces() == [] and state.load() is None
+    assert cleanup.list_lab_namespaces() == [] and saved.load() is None
     assert not any(n in os.listdir("/run/netns") for n in topology.namespaces())
 
 
@@ -154,7 +154,7 @@ def test_ipip_without_kernel_support_is_one_line(argv: tuple[str, ...]) -> None:
 
 def test_explore_reads_the_chain_off_the_lab(lab) -> None:
     """`cniprof lab explore`'s engine on the flannel lab: the walked chain is the model's, step for step."""
-    from cniprof.lab.explore import explore
+    from cniprof.run.explore import explore
 
     a, b = trace.pick_pods(lab, "cross-node", None, None)
     (seen,) = explore(lab, a, b, traffic="udp", count=5)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cniprof import trace
 from cniprof.analysis import path_check
-from cniprof.lab.topology import Topology
+from cniprof.cni.topology import Topology
+from cniprof.run import trace
 
 pytestmark = pytest.mark.root
 

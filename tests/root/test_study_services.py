@@ -18,10 +18,9 @@ import subprocess
 import pandas as pd
 import pytest
 
-from cniprof import scenario
-from cniprof.bench import runner, tunings
 from cniprof.cli.main import main
-from cniprof.lab import host_sysctl, kubeproxy, kubeproxy_nft
+from cniprof.lab import host_sysctl, kubeproxy, kubeproxy_nft, tunings
+from cniprof.study import runner, scenario
 from cniprof.traffic.connect_rate import ConnectRate
 
 pytestmark = [pytest.mark.root]

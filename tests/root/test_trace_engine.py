@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from cniprof import trace
 from cniprof.analysis.summary import analyze
+from cniprof.run import trace
 
 pytestmark = pytest.mark.root
 

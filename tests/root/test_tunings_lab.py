@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from cniprof.bench import tunings
 from cniprof.errors import CniprofError
+from cniprof.lab import tunings
 
 pytestmark = [pytest.mark.root]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from cniprof.bench import tunings
-from cniprof.bench.tunings import Dev
+from cniprof.lab import tunings
+from cniprof.lab.tunings import Dev
 
 NODE = [Dev("n1", "eth0", "underlay"), Dev("n1", "flannel.1", "vxlan"), Dev("n1", "cni0", "bridge"),
         Dev("n1", "veth-pod-a", "host_veth")]

@@ -29,13 +29,10 @@ from typing import Any
 import pandas as pd
 
 from cniprof import __version__
-from cniprof.bench.stats import summarize
+from cniprof.analysis.stats import KEYS, stats_table
 
 SCHEMA_VERSION = 1
-KEYS = ["model", "path", "variant", "generator"]
 RESULT_COLUMNS = ["run_id", *KEYS, "tool", "repetition", "metric", "value", "primary", "higher_is_better"]
-STATS_COLUMNS = [*KEYS, "tool", "metric", "primary", "higher_is_better", "n", "median", "mean", "ci_low",
-                 "ci_high", "spread_pct", "flagged"]
 
 
 def cpu_model() -> str:
@@ -74,19 +71,6 @@ def environment() -> dict[str, Any]:
             "iperf3": ["iperf3", "--version"], "sockperf": ["sockperf", "--version"], "wrk": ["wrk", "-v"],
             "nginx": ["nginx", "-v"], "ping": ["ping", "-V"]}.items()},
     }
-
-
-def stats_table(results: pd.DataFrame, max_spread_pct: float) -> pd.DataFrame:
-    """Summaries of results over repetitions (see cniprof.bench.stats)."""
-    rows = []
-    if results.empty:
-        return pd.DataFrame(columns=STATS_COLUMNS)
-    group_keys = [*KEYS, "tool", "metric", "primary", "higher_is_better"]
-    for key, group in results.dropna(subset=["value"]).groupby(group_keys, sort=False):
-        s = summarize(list(group["value"]), max_spread_pct)
-        rows.append({**dict(zip(group_keys, key)), "n": s.n, "median": s.median, "mean": s.mean,
-                     "ci_low": s.ci_low, "ci_high": s.ci_high, "spread_pct": s.spread_pct, "flagged": s.flagged})
-    return pd.DataFrame(rows, columns=STATS_COLUMNS)
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -45,8 +45,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError
-from cniprof.lab.topology import Topology
+from cniprof.lab import kubeproxy_nft, kubeproxy_switch
+from cniprof.lab.kubeproxy import cluster_cidr_of
 
 IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning", "qdisc", "sysctl", "services",
                "notrack", "rfs")
@@ -323,7 +325,6 @@ def plan_host_gw(topo: Topology) -> list[Change]:
 
 def plan_notrack(topo: Topology) -> list[Change]:
     """NOTRACK for pod-to-pod traffic in every node namespace; refused where the table is already there."""
-    from cniprof.lab.kubeproxy import cluster_cidr_of
 
     script = notrack_rules(str(cluster_cidr_of(topo)))
     changes = []
@@ -357,6 +358,22 @@ def plan_sysctl(topo: Topology, values: dict[str, Any]) -> list[Change]:
     return changes
 
 
+def plan_kube_proxy_nftables(topo: Topology) -> list[Change]:
+    """The switch to nftables mode on every node (with its exact revert): iptables' two entry jumps into
+    KUBE-SERVICES out, nftables' two `jump services` in (the table is staged by cniprof.lab.kubeproxy_switch)."""
+    out: list[Change] = []
+    for node in topo.nodes:
+        dev = Dev(node.netns, "kube-proxy", "node")
+        for ipt_chain, nft_chain in kubeproxy_switch.ENTRY_CHAINS.items():
+            out.append(Change(dev, f"iptables {ipt_chain} -> KUBE-SERVICES removed",
+                              ("iptables", "-t", "nat", "-D", ipt_chain, *kubeproxy_switch.PORTALS),
+                              ("iptables", "-t", "nat", "-A", ipt_chain, *kubeproxy_switch.PORTALS)))
+            out.append(Change(dev, f"nftables {nft_chain} -> services added",
+                              ("nft", "add", "rule", "ip", kubeproxy_nft.TABLE, nft_chain, "jump", "services"),
+                              ("nft", "flush", "chain", "ip", kubeproxy_nft.TABLE, nft_chain)))
+    return out
+
+
 def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
     """The changes a variant's tunings make to this lab (reads the current values)."""
     if not set(tunings) - set(SKIPPED_BY_PLAN):
@@ -384,10 +401,8 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
             changes += plan_rfs(devs, int(value))
         elif key == "routing":  # tune only: host-gw in place of the VXLAN routes
             changes += plan_host_gw(topo) if value == "host-gw" else []
-        elif key == "kube_proxy_mode":  # tune only (staged by cniprof.tune.catalog); not a scenario tuning
-            from cniprof.lab import kubeproxy_switch
-
-            changes += kubeproxy_switch.changes(topo) if value == "nftables" else []
+        elif key == "kube_proxy_mode":  # tune only (staged by cniprof.tune.tunes); not a scenario tuning
+            changes += plan_kube_proxy_nftables(topo) if value == "nftables" else []
         elif key in SKIPPED_BY_PLAN:
             continue
         else:

@@ -33,13 +33,18 @@ from typing import Any
 
 import pandas as pd
 
-from cniprof.bench import generators, tunings
-from cniprof.bench.archive import RunArchive
+from cniprof.analysis.cpu import analyze_cpu, with_cpu
+from cniprof.analysis.summary import analyze
 from cniprof.cni import registry
 from cniprof.cni.model import Model
 from cniprof.errors import CniprofError, EnvironmentProblem
-from cniprof.lab import cleanup, host_sysctl, inject, kernel, kubeproxy, realize
-from cniprof.scenario import SERVICE_PATH, GeneratorSpec, Scenario, Variant
+from cniprof.lab import cleanup, host_sysctl, kernel, kubeproxy, realize, tunings
+from cniprof.report.export import export
+from cniprof.report.flames import export_flames
+from cniprof.run import generators, inject, pod_to_service, trace
+from cniprof.run.generators import GeneratorSpec
+from cniprof.study.archive import RunArchive
+from cniprof.study.scenario import SERVICE_PATH, Scenario, Variant
 
 log = logging.getLogger(__name__)
 DEFAULT_SETUP_S = 3.0  # trace set-up time assumed before a model's first run measured it
@@ -156,7 +161,6 @@ def _revert_or_stop(undo: ExitStack) -> None:
 @contextmanager
 def variant_setup(topo: Any, model: Model, scenario: Scenario, path: str, variant: Variant) -> Iterator[VariantSetup]:
     """Machine-wide sysctls and the kube-proxy service for a variant's consecutive runs; removed afterwards."""
-    from cniprof import pod_to_service, trace
 
     setup = VariantSetup()
     with ExitStack() as stack:
@@ -180,7 +184,6 @@ def variant_setup(topo: Any, model: Model, scenario: Scenario, path: str, varian
 def hop_table(trace_result: Any, out_dir: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     """Export the run's trace (snapshot, hops, summary; with the CPU sampler also its cpu.* files and the "cpu"
     block of summary.json, as `cniprof trace --cpu --export` writes them) and return its hop and CPU tables."""
-    from cniprof.report.export import export
 
     result = trace_result
     if result.cpu is None:
@@ -188,9 +191,6 @@ def hop_table(trace_result: Any, out_dir: Path) -> tuple[pd.DataFrame | None, pd
                        duration_s=result.duration_s, probes=result.probes, topology=result.topology,
                        extra=result.extra, nodestate=result.nodestate)
         return pd.read_csv(paths["hops.csv"]), None
-    from cniprof.analysis.cpu import analyze_cpu, with_cpu
-    from cniprof.analysis.summary import analyze
-    from cniprof.report.flames import export_flames
 
     analysis = analyze(result.snapshot, None, result.topology)
     cpu = analyze_cpu(result.cpu, analysis.hops, None, result.extra["sampling"]["every"])
@@ -224,7 +224,6 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
 
     setup_s: the trace set-up time last measured per model (updated here). variant: what variant_setup installed
     (the service a pod-to-service run sends to)."""
-    from cniprof import pod_to_service, trace
 
     variant = variant or VariantSetup()
     a, b = trace.pick_pods(topo, run.path, None, None)

@@ -17,7 +17,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from cniprof.bench.stats import t975
+from cniprof.analysis.stats import t975
 
 CI_METHOD = "95 % CI of the geometric-mean gain: Student's t on the pairs' log(tuned/baseline)"
 HELPS, HURTS, NO_EFFECT = "helps", "hurts", "no measurable effect"

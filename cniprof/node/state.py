@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from cniprof.bench.tunings import ETHTOOL_NAMES, FEATURES, parse_features
-from cniprof.lab.topology import NETNS_DIR
+from cniprof.cni.topology import NETNS_DIR
+from cniprof.lab.tunings import ETHTOOL_NAMES, FEATURES, parse_features
 
 VERSION = 1
 TIMEOUT_S = 10.0  # one namespace's device and counter reads (~0.2 s on the lab)

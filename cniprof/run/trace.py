@@ -20,18 +20,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cniprof import nodestate, pod_to_service
-from cniprof.bench import tunings
 from cniprof.bpf.build import object_path
+from cniprof.bpf.features import calibrate
 from cniprof.cni import registry
 from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Chain, Model
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
-from cniprof.lab import cleanup, inject, kernel, realize
-from cniprof.lab.topology import Pod, Topology
+from cniprof.lab import cleanup, kernel, realize, tunings
+from cniprof.node import detect, state
 from cniprof.probes import plan as planning
 from cniprof.probes import sampling as sampling_mod
+from cniprof.probes.cpu import CpuSampler, check_freq
 from cniprof.probes.hops import HopProbe
+from cniprof.probes.nfhooks import NfHookProbe, select_attach
+from cniprof.run import inject, pod_to_service
+from cniprof.traffic.iperf3 import Iperf3
+from cniprof.traffic.ping import Ping
+from cniprof.traffic.udp_burst import UdpBurst
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,7 @@ class TraceOptions:
     events: tuple[str, ...] = planning.DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
     cpu: bool = False  # also sample CPU stacks and softirq time (cniprof.probes.cpu)
     cpu_freq_hz: int = 999
-    # --cni auto: trace the live node as detected (cniprof.cni.detect) instead of building a lab
+    # --cni auto: trace the live node as detected (cniprof.node.detect) instead of building a lab
     root: str = "/"  # the node's root directory for its CNI configuration and flannel's subnet.env
     node_netns: str | None = None  # the node's network namespace (None: the one cniprof runs in)
     topology: Topology | None = None  # set by preflight for --cni auto: the detected node, traced as found
@@ -90,7 +96,6 @@ def preflight(opts: TraceOptions) -> Model:
     Resolves opts.path when it is None (the model's default path).
     """
     if opts.cni.strip().lower() == "auto" and opts.topology is None:
-        from cniprof.cni import detect
 
         opts.cni, opts.topology, _ = detect.resolve(Path(opts.root), opts.node_netns)
     model = registry.parse(opts.cni)
@@ -120,14 +125,12 @@ def preflight(opts: TraceOptions) -> Model:
             raise EnvironmentProblem(f"{tool} is not installed: run scripts/setup.sh")
     object_path("hops")  # raises with a hint when the BPF objects were not built
     if opts.cpu:
-        from cniprof.probes.cpu import check_freq
 
         check_freq(opts.cpu_freq_hz)
         object_path("cpu")
     if opts.path == pod_to_service.PATH:
         pod_to_service.check(opts.traffic, opts.services or 0, opts.count)
     if opts.nf:
-        from cniprof.probes.nfhooks import select_attach
 
         object_path("nfhooks")
         select_attach(_features())  # no usable attach type: one line, before the lab is touched
@@ -150,7 +153,6 @@ def chain_for(model: Model, path: str) -> Chain:
 @functools.cache
 def _features() -> Any:
     """One feature calibration per process (preflight runs twice: in the CLI and in run())."""
-    from cniprof.bpf.features import calibrate
 
     return calibrate()
 
@@ -224,15 +226,12 @@ def _generator(opts: TraceOptions, a: Pod, b: Pod, topo: Topology, dst_ip: str |
     service = dst_ip is not None
     dst_ip = dst_ip or b.ip
     if opts.traffic == "iperf3":
-        from cniprof.traffic.iperf3 import Iperf3
         return Iperf3(a.netns, b.netns, dst_ip, opts.duration_s)
     if opts.traffic == "udp":
-        from cniprof.traffic.udp_burst import UdpBurst
         # to a service: every datagram from its own socket, a new connection that walks the NAT rules
         return UdpBurst(a.netns, b.netns, dst_ip, opts.count, payload_size=opts.payload_size,
                         flows=opts.count if service else 1)
     if opts.traffic == "ping":
-        from cniprof.traffic.ping import Ping
         return Ping(a.netns, b.ip, opts.count)
     return None
 
@@ -273,7 +272,6 @@ def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> Any:
     """The CPU sampler beside the hop probe (--cpu), released by the same stack; None without --cpu."""
     if not opts.cpu:
         return None
-    from cniprof.probes.cpu import CpuSampler
 
     sampler = CpuSampler(object_path("cpu"), opts.cpu_freq_hz)
     stack.callback(sampler.close)
@@ -285,7 +283,6 @@ def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: l
     """The netfilter probe on the lab's node namespaces (--nf), released by the same stack; None without --nf."""
     if not opts.nf:
         return None
-    from cniprof.probes.nfhooks import NfHookProbe
 
     probe = NfHookProbe.for_topology(topo, addresses=addresses, features=_features())
     stack.callback(probe.close)
@@ -335,7 +332,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
                 probe.reset_stats()
         # after calibration, so that CPU time and hop packet counts cover the same window
         sampler = _cpu_sampler(stack, opts)
-        state_start = nodestate.capture(topo, config=False)
+        state_start = state.capture(topo, config=False)
         cpu_read = 0.0
         deadline = t0 + _run_time(opts, gen)
         result = None
@@ -359,8 +356,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
         snapshot = probe.snapshot()
         nf_snapshot = nf.snapshot() if nf is not None else None
-        state = nodestate.window(state_start, nodestate.capture(topo))
+        node_state = state.window(state_start, state.capture(topo))
         duration = time.monotonic() - t0
         return TraceResult(model, topo, plan, snapshot, _result_dict(opts.traffic, result), list(probe.attached),
                            created, duration, extra={"sampling": sampling, **extra}, cpu=cpu_snapshot,
-                           nf=nf_snapshot, nodestate=state)
+                           nf=nf_snapshot, nodestate=node_state)

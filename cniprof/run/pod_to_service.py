@@ -21,9 +21,9 @@ import subprocess
 from contextlib import ExitStack
 from typing import Any
 
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.lab import kubeproxy, kubeproxy_nft
-from cniprof.lab.topology import Pod, Topology
 from cniprof.probes.plan import Plan
 from cniprof.traffic.udp_burst import MAX_FLOWS
 

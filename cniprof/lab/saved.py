@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from cniprof.cni.topology import LAB_ID, Topology
 from cniprof.errors import CniprofError
-from cniprof.lab.topology import LAB_ID, Topology
 
 STATE_DIR = Path("/run/cniprof")
 STATE_FILE = STATE_DIR / (f"lab-{LAB_ID}.json" if LAB_ID else "lab.json")
