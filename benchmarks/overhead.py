@@ -49,6 +49,7 @@ from cniprof.bpf.libbpf import Object
 from cniprof.bpf.prog_stats import STATS_SYSCTL, prog_stats
 from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.interrupts import sigterm_interrupts
 from cniprof.lab import cleanup, realize
 from cniprof.probes import plan as planning
 from cniprof.probes.cpu import CpuSampler
@@ -416,8 +417,8 @@ def benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], list[Run]]:
     ncpu = os.cpu_count() or 1
     runs: list[Run] = []
     floor = None
-    # _sigterm_as_interrupt: a timeout's SIGTERM unwinds like Ctrl-C, so the sysctl, probe and lab are restored
-    with trace._sigterm_as_interrupt(), ExitStack() as stack:
+    # a timeout's SIGTERM unwinds like Ctrl-C, so the sysctl, probe and lab are restored
+    with sigterm_interrupts(), ExitStack() as stack:
         if stats:
             _enable_bpf_stats(stack)
         topo, created = _lab(stack)

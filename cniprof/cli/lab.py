@@ -13,6 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from cniprof.cli import commands
 from cniprof.cni import registry
 from cniprof.cni.topology import Device, Topology, netns_inode
 from cniprof.errors import CniprofError
@@ -22,9 +23,7 @@ from cniprof.run.explore import explore, format_steps
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "lab", help="build, show or remove the embedded CNI lab (network namespaces)"
-    )
+    parser = commands.add(subparsers, "lab", __doc__)
     parser.set_defaults(func=run, lab_parser=parser)
     sub = parser.add_subparsers(dest="lab_command", metavar="ACTION")
 

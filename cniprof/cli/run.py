@@ -28,6 +28,7 @@ from rich.progress import (
 from rich.text import Text
 
 from cniprof.analysis.summary import analyze
+from cniprof.cli import commands
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.report import study
 from cniprof.study import runner
@@ -36,8 +37,7 @@ from cniprof.ui.live import render_live
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a benchmark study from a scenario file", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "run", __doc__)
     p.add_argument("scenario", type=Path, metavar="SCENARIO", help="scenario file, e.g. scenarios/cni-comparison.yaml")
     p.add_argument("--output", type=Path, metavar="RUN_DIR",
                    help="run directory to write (default ./runs/<scenario>-<date>); must not hold another study")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from cniprof.cli import commands
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.lab import cleanup, realize
@@ -32,8 +33,7 @@ DEFAULT_DURATION_S = 3.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="measure a tuning's gain on the lab (paired before/after runs, 95 %% CI)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "tune", __doc__)
     p.add_argument("--cni", default="flannel", help="CNI model of the lab (default flannel)")
     p.add_argument("--path", default=None, choices=("cross-node", "same-node", "pod-to-host", "pod-to-service"),
                    help="pod pair (default: the tuning's own path, pod-to-service for kube-proxy tunings, else the "

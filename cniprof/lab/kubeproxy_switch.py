@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from cniprof.cni.topology import Topology
 from cniprof.errors import UsageError
 from cniprof.lab import kubeproxy, kubeproxy_nft
+from cniprof.netns_exec import run_in
 
 ENTRY_CHAINS = {"PREROUTING": "nat-prerouting", "OUTPUT": "nat-output"}  # iptables base chain -> nft base chain
 PORTALS = ("-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES")
@@ -33,5 +34,5 @@ def stage(stack: ExitStack, topo: Topology, services: kubeproxy.Applied) -> None
                         count=False)
     for node in topo.nodes:
         for chain in ENTRY_CHAINS.values():
-            kubeproxy._in_netns(node.netns, ["nft", "flush", "chain", "ip", kubeproxy_nft.TABLE, chain],
-                                what="nft flush chain")
+            run_in(node.netns, ["nft", "flush", "chain", "ip", kubeproxy_nft.TABLE, chain],
+                   what="nft flush chain", timeout_s=kubeproxy.RESTORE_TIMEOUT_S)

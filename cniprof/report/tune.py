@@ -19,7 +19,7 @@ from rich.text import Text
 
 from cniprof.analysis import paired
 from cniprof.errors import UsageError
-from cniprof.report.export import _write_json
+from cniprof.files import write_json
 from cniprof.report.graphs import _save, plt
 from cniprof.report.study import fmt
 
@@ -108,7 +108,7 @@ def write(out: Path, runs: pd.DataFrame, meta: dict[str, Any]) -> tuple[list[dic
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / TUNE_CSV, index=False)
     rows = effects(runs) if not runs.empty else []
-    _write_json(out / TUNE_JSON, {**meta, "ci_method": paired.CI_METHOD, "effects": rows})
+    write_json(out / TUNE_JSON, {**meta, "ci_method": paired.CI_METHOD, "effects": rows})
     return rows, [out / TUNE_CSV, out / TUNE_JSON, *graph(runs, rows, out)]
 
 
