@@ -109,29 +109,29 @@ def run(args: argparse.Namespace) -> int:
     console = wide_console()
     names = args.tries if not args.auto else advised(args.from_dir)
     skipped: list[dict[str, str]] = []
-    tunes = []
+    chosen: list[tunes.Tune] = []
     for name in dict.fromkeys(names):
         try:
-            tunes.append(tunes.get(name))
+            chosen.append(tunes.get(name))
         except UsageError as e:
             if not args.auto:
                 raise
             skipped.append({"tuning": name, "reason": str(e)})
     model = registry.parse(args.cni)
-    for tune in tunes:
+    for tune in chosen:
         trace.chain_for(model, _path(args, model, tune))  # UsageError naming the model's paths
-    for tune in tunes:
+    for tune in chosen:
         tunes.generator(tune, args.generator)
     realize.require_root("tune (it builds and changes the lab)")
     out = args.output or args.from_dir or Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
     topo, created = realize.up(model.cni, model.mode)
     records: list[measure.Record] = []
-    paths = list(dict.fromkeys(_path(args, model, t) for t in tunes))
+    paths = list(dict.fromkeys(_path(args, model, t) for t in chosen))
     meta: dict[str, Any] = {"cni": f"{topo.cni}:{topo.mode}", "path": ", ".join(paths),
                             "injections": list(topo.injections), "pairs": args.pairs, "duration_s": args.duration,
                             "tunings": {}, "skipped": skipped}
     try:
-        for tune in tunes:
+        for tune in chosen:
             path = _path(args, model, tune)
             a, b = trace.pick_pods(topo, path, None, None)
             meta.update(src=a.name, dst=b.name)
