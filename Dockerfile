@@ -3,13 +3,13 @@
 # generators (iperf3, sockperf, wrk + nginx, ping). One image serves the agent DaemonSet, the ephemeral
 # generator containers and the client/server pods of `trace --k8s --nodes`. Multi-arch:
 #   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/cniprof:0.1.0 --push .
-# The BPF objects are compiled once per target architecture on the build machine (clang -target bpf does not
-# need the target's CPU), so no emulation runs in the build stage.
+# The build stage runs once, on the build machine (clang -target bpf does not need the target's CPU): it compiles
+# the BPF objects for both machines (cniprof/bpf/obj/x86_64/, aarch64/) into one wheel, so no emulation runs
+# there; each platform's runtime stage installs that wheel, and cniprof loads its own machine's objects.
 
 ARG DEBIAN=debian:bookworm-slim
 
 FROM --platform=$BUILDPLATFORM ${DEBIAN} AS build
-ARG TARGETARCH
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang llvm libbpf-dev python3-venv \
  && rm -rf /var/lib/apt/lists/*
@@ -17,10 +17,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bpf ./bpf
 COPY cniprof ./cniprof
-# amd64 -> x86, arm64 -> arm64 (__TARGET_ARCH_ of bpf_tracing.h); the wheel carries cniprof/bpf/obj/*.o
+# the wheel carries cniprof/bpf/obj/<machine>/*.bpf.o (package data) for x86_64 and aarch64
 RUN python3 -m venv /build \
  && rm -rf cniprof/bpf/obj \
- && /build/bin/python -m cniprof.bpf.build --arch "$([ "$TARGETARCH" = arm64 ] && echo arm64 || echo x86)" \
+ && /build/bin/python -m cniprof.bpf.build --machine x86_64 --machine aarch64 \
  && /build/bin/pip wheel --no-cache-dir --no-deps -w /wheels .
 
 FROM ${DEBIAN}

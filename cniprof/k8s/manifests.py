@@ -27,8 +27,8 @@ TRACER_ROLE = "cniprof-tracer"  # Role (agents' namespace) and ClusterRole (pods
 AGENT_CONTAINER = "agent"
 AGENT_LABELS = {"app.kubernetes.io/name": AGENT_NAME, "app.kubernetes.io/part-of": "cniprof"}
 ARCHITECTURES = ("amd64", "arm64")
-# Where the node's own files appear inside the agent container (hostPath mounts, read-only).
-HOST_ROOT = "/host"  # etc/cni/net.d and run/flannel below it: CNI detection reads them as `--root /host`
+# Where the node's own /proc appears inside the agent container (hostPath, read-only); the CNI configuration is
+# mounted at its own paths, so detection (`--cni auto`) reads it as on the node.
 HOST_PROC = "/host/proc"
 
 # capability -> why the agent needs it (the README lists the same)
@@ -44,7 +44,7 @@ PRIVILEGES: dict[str, str] = {
     "/sys/kernel/btf": "BTF of the running kernel: CO-RE relocations of the prebuilt BPF objects",
     "/proc": f"the node's /proc at {HOST_PROC}: pod processes and their cgroups, unmasked by the runtime",
     "/run/netns": "network namespaces the runtime bind-mounts (containerd cni-*, CRI-O), followed as they appear",
-    "/etc/cni/net.d, /run/flannel": f"CNI detection (as `--cni auto`) reads them under {HOST_ROOT}",
+    "/etc/cni/net.d, /run/flannel": "CNI detection (as `--cni auto`) reads them at the same paths",
 }
 CAPABILITIES = ("BPF", "PERFMON", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE")
 
@@ -61,8 +61,8 @@ HOST_MOUNTS = (
     HostMount("btf", "/sys/kernel/btf", "/sys/kernel/btf"),
     HostMount("proc", "/proc", HOST_PROC),
     HostMount("netns", "/run/netns", "/run/netns", propagation="HostToContainer"),
-    HostMount("cni-conf", "/etc/cni/net.d", f"{HOST_ROOT}/etc/cni/net.d"),
-    HostMount("flannel-run", "/run/flannel", f"{HOST_ROOT}/run/flannel"),
+    HostMount("cni-conf", "/etc/cni/net.d", "/etc/cni/net.d"),
+    HostMount("flannel-run", "/run/flannel", "/run/flannel"),
 )
 
 
