@@ -39,7 +39,7 @@ def attempt_in(netns: str, argv: Sequence[str], *, stdin: str | None = None, tim
     except subprocess.TimeoutExpired:
         raise CniprofError(f"{what} in {netns} did not finish within {timeout_s:.0f} s") from None
     except FileNotFoundError:
-        raise EnvironmentProblem("ip not found: install iproute2 (scripts/setup.sh does)") from None
+        raise EnvironmentProblem("ip not found: install the Debian package iproute2") from None
     except OSError as e:
         raise CniprofError(f"{what} in {netns}: {e.strerror or e}") from None
 

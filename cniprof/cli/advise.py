@@ -32,7 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     if not args.run_dir.is_dir():
         raise UsageError(f"{args.run_dir} is not a directory")
     kind, findings = advise(args.run_dir)

@@ -21,6 +21,7 @@ COMMANDS = {
     "report": "re-render a run directory: a trace export, a comparison, a study or a tune run",
     "advise": "ranked findings and tuning advice for a run directory",
     "tune": "measure a tuning's gain on the lab (paired before/after runs, 95 %% CI)",
+    "k8s": "deploy or remove the cniprof agents on a Kubernetes cluster",
 }
 USAGE_EXIT = 2
 

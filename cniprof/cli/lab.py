@@ -171,7 +171,6 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
-
     realize.require_root("exploring the lab")
     topology = saved.load()
     if topology is None:

@@ -55,7 +55,6 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-
     console = Console(stderr=True)
     scen = scenario_mod.load(args.scenario)
     if args.repetitions is not None:
@@ -87,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
         return Group(progress, frame["run"])
 
     with Live(screen(), console=console, refresh_per_second=2, transient=False) as live:
-
         def update(current: runner.Run | None, done: int, total: int) -> None:
             progress.update(task, completed=done, description=current.run_id if current is not None else "done")
             frame["run"] = Text("")

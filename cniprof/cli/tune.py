@@ -104,7 +104,6 @@ def _service_ip(topo: Any, path: str, b: Any) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     _check(args)
     console = wide_console()
     names = args.tries if not args.auto else advised(args.from_dir)

@@ -317,7 +317,7 @@ def default_target(topology: Topology) -> Pod:
 def _restore_tool() -> str:
     tool = shutil.which("iptables-restore")
     if not tool:
-        raise EnvironmentProblem("iptables-restore not found: run scripts/setup.sh (Debian package iptables)")
+        raise EnvironmentProblem("iptables-restore not found: install the Debian package iptables")
     return tool
 
 

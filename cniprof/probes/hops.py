@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cniprof.bpf.btf import drop_reason_names
+from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
@@ -57,7 +58,7 @@ class HopProbe:
         rodata = self.obj.rodata()
         if len(rodata) != ctypes.sizeof(abi.HopsCfg):
             raise EnvironmentProblem(f"{self.obj.path.name}: .rodata is {len(rodata)} bytes, expected "
-                                     f"{ctypes.sizeof(abi.HopsCfg)}: rebuild with scripts/setup.sh")
+                                     f"{ctypes.sizeof(abi.HopsCfg)}: {rebuild_hint()}")
         cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows))
         self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
@@ -68,14 +69,13 @@ class HopProbe:
         self.programs = [n for n in self.obj.program_names() if n in wanted]
 
     def start(self) -> None:
-
         drop_reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
         self.obj.load()
         for name, (kt, vt) in abi.MAP_TYPES.items():
             m = self.obj.map(name)
             if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         "rebuild with scripts/setup.sh")
+                                         f"{rebuild_hint()}")
         self._write_points()
         self.set_sample_every(self.sample_every)
         slots = self.obj.map("pair_slot")
@@ -160,7 +160,6 @@ class HopProbe:
         return {"count": int(v[0]), "sum_ns": int(v[1]), "buckets": {str(int(i)): int(buckets[i]) for i in nz}}
 
     def snapshot(self) -> dict:
-
         hops = []
         for slot, e in enumerate(self.expected, start=1):
             hops.append({"from": e.src, "to": e.dst, "expected": True, "dir": e.dir, "seq": e.seq, "role": e.role,

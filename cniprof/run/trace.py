@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -38,6 +37,7 @@ from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.nfhooks import NfHookProbe, select_attach
 from cniprof.run import inject, pod_to_service
 from cniprof.traffic.iperf3 import Iperf3
+from cniprof.traffic.netns import require_tool
 from cniprof.traffic.ping import Ping
 from cniprof.traffic.udp_burst import UdpBurst
 
@@ -94,7 +94,6 @@ def preflight(opts: TraceOptions) -> Model:
     Resolves opts.path when it is None (the model's default path).
     """
     if opts.cni.strip().lower() == "auto" and opts.topology is None:
-
         opts.cni, opts.topology, _ = detect.resolve(Path(opts.root), opts.node_netns)
     model = registry.parse(opts.cni)
     if opts.path is None:
@@ -119,17 +118,14 @@ def preflight(opts: TraceOptions) -> Model:
         raise EnvironmentProblem(f"{BTF_PATH} is missing: cniprof needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
     tools = {"iperf3": ["iperf3"], "ping": ["ping"]}.get(opts.traffic, []) + ["ip"]
     for tool in tools:
-        if shutil.which(tool) is None:
-            raise EnvironmentProblem(f"{tool} is not installed: run scripts/setup.sh")
+        require_tool(tool)
     object_path("hops")  # raises with a hint when the BPF objects were not built
     if opts.cpu:
-
         check_freq(opts.cpu_freq_hz)
         object_path("cpu")
     if opts.path == pod_to_service.PATH:
         pod_to_service.check(opts.traffic, opts.services or 0, opts.count)
     if opts.nf:
-
         object_path("nfhooks")
         select_attach(_features())  # no usable attach type: one line, before the lab is touched
     return model

@@ -178,7 +178,6 @@ def _names(doc: _Doc, path: str, value: Any, allowed: tuple[str, ...] | None = N
 
 
 def _models(doc: _Doc, value: Any) -> tuple[str, ...]:
-
     if value == "all":
         return ("all",)
     names = _names(doc, "models", value)

@@ -72,7 +72,6 @@ def _nftables_mode(topo: Topology) -> dict[str, Any]:
 
 
 def _stage_nftables(stack: ExitStack, topo: Topology) -> None:
-
     kubeproxy_switch.stage(stack, topo, _injected_services(topo))
 
 
