@@ -52,7 +52,7 @@ from cniprof.netns_exec import run_in
 
 IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning", "qdisc", "sysctl", "services",
                "notrack", "rfs")
-# machine-wide sysctls a scenario may change with `host_changes: true` (cniprof.bench.host restores them)
+# machine-wide sysctls a scenario may change with `host_changes: true` (cniprof.lab.host_sysctl restores them)
 HOST_SYSCTLS = ("net.core.netdev_max_backlog", "net.core.busy_poll", "net.core.busy_read",
                 "net.core.rps_sock_flow_entries")
 MAX_RFS = 1 << 20
@@ -263,7 +263,7 @@ def plan_qdisc(devs: list[Dev], kind: str) -> list[Change]:
 
 def plan_rfs(devs: list[Dev], flows: int) -> list[Change]:
     """RFS per device: rps_flow_cnt of every rx queue of the veth and underlay devices (the machine-wide flow
-    table, net.core.rps_sock_flow_entries, is a host change: cniprof.bench.host)."""
+    table, net.core.rps_sock_flow_entries, is a host change: cniprof.lab.host_sysctl)."""
     return [Change(dev, f"rps_flow_cnt {old}->{flows}", ("sh", "-c", f"echo {flows} > {target}"),
                    ("sh", "-c", f"echo {old} > {target}"))
             for dev, target, old in _queue_files(devs, "rx", "rps_flow_cnt") if old != str(flows)]
@@ -335,7 +335,7 @@ def plan_sysctl(topo: Topology, values: dict[str, Any]) -> list[Change]:
     for netns in namespaces:
         for key, value in values.items():
             if key in HOST_SYSCTLS:
-                continue  # machine-wide: cniprof.bench.host sets it once for the variant
+                continue  # machine-wide: cniprof.lab.host_sysctl sets it once for the variant
             if not netns_sysctl(key):
                 raise CniprofError(f"tuning sysctl {key} is machine-wide, not per namespace; not applied")
             old = " ".join(run_in(netns, ["sysctl", "-n", key]).split())
