@@ -197,3 +197,20 @@ def test_installed_trace_counts_every_packet(built: Built) -> None:
     assert len(fwd) == 9 and (fwd["packets"] == COUNT).all(), fwd[["hop", "packets"]]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["end_to_end"]["packets"] == COUNT
+
+
+def test_wheel_build_without_clang_stops_with_one_line(built: Built, tmp_path: Path) -> None:
+    """No clang on PATH: the wheel build fails and its output ends with one line saying what to install."""
+    no_tools = tmp_path / "empty-path"
+    no_tools.mkdir()
+    env = {**_clean_env(), "PATH": str(no_tools)}
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "dist"),
+                           str(built.copy)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=PIP_TIMEOUT_S, check=False, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0 and not list((tmp_path / "dist").glob("*.whl"))
+    output = proc.stdout + proc.stderr
+    lines = [ln.strip() for ln in output.splitlines() if "clang not found" in ln]
+    expected = ("error: cniprof: BPF objects not built: clang not found: install clang (Debian package clang) "
+                "to compile bpf/*.bpf.c")
+    assert lines == [expected], output[-3000:]
+    assert "Traceback" not in output
