@@ -47,8 +47,8 @@ NETNS_DIR = Path("/run/netns")
 HOOKS = tuple(nflink.HOOK_ENUMS)  # PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING
 PRIORITY_FIRST = nflink.NF_IP_PRI_FIRST + 1
 PRIORITY_LAST = nflink.NF_IP_PRI_LAST - 1
-_NOT_IMPLEMENTED = ("the {what} fallback on nf_hook_slow is not implemented yet (KNOWN_ISSUES.md, "
-                    "\"Netfilter cost per hook\")")
+_NOT_IMPLEMENTED = ("the {what} fallback on nf_hook_slow is not implemented yet: run without --nf, or on a kernel "
+                    "that allows netfilter links (6.4+) or fentry")
 
 
 def select_attach(features: Features) -> str:
