@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_b", type=Path, metavar="RUN_B", help="the run compared against it")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
                    help=f"differential flame graph SVG to write (default ./{DEFAULT_OUT})")
-    p.add_argument("--top", type=int, default=10, help="component changes to print (default 10)")
+    p.add_argument("--top", type=commands.bounded(int, 1, 10_000), default=10, help="component changes to print (default 10)")
     p.add_argument("--comm", action="append", default=[], metavar="NAME",
                    help="only samples of processes whose name starts with NAME (repeatable), e.g. --comm iperf3 "
                         "--comm ksoftirqd: leaves out other work that ran on the machine during either run")
@@ -54,8 +54,6 @@ def _changes_table(changes, a_name: str, b_name: str, top: int) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise UsageError(f"--top must be at least 1, not {args.top}")
     comms = tuple(args.comm)
     a, b = load_profile(args.run_a, comms), load_profile(args.run_b, comms)
     for prof, path in ((a, args.run_a), (b, args.run_b)):

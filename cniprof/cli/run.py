@@ -41,8 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("scenario", type=Path, metavar="SCENARIO", help="scenario file, e.g. scenarios/cni-comparison.yaml")
     p.add_argument("--output", type=Path, metavar="RUN_DIR",
                    help="run directory to write (default ./runs/<scenario>-<date>); must not hold another study")
-    p.add_argument("--repetitions", type=int, metavar="N", help="override the scenario's repetitions (a quick pass)")
-    p.add_argument("--duration", type=float, metavar="S", help="override the scenario's duration_s per run")
+    p.add_argument("--repetitions", type=commands.bounded(int, 1, 100), metavar="N",
+                   help="override the scenario's repetitions (a quick pass)")
+    p.add_argument("--duration", type=commands.bounded(float, 1, 600, " s"), metavar="S",
+                   help="override the scenario's duration_s per run")
     p.add_argument("--check", action="store_true", help="only validate the scenario and print its plan")
     p.set_defaults(func=run)
 
@@ -58,12 +60,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     scen = scenario_mod.load(args.scenario)
     if args.repetitions is not None:
-        if not 1 <= args.repetitions <= 100:
-            raise UsageError(f"--repetitions must be 1..100, not {args.repetitions}")
         scen = dataclasses.replace(scen, repetitions=args.repetitions)
     if args.duration is not None:
-        if not 1 <= args.duration <= 600:
-            raise UsageError(f"--duration must be 1..600 s, not {args.duration}")
         scen = dataclasses.replace(scen, duration_s=args.duration)
     models, skipped = runner.resolve_models(scen)
     runs, skipped_paths = runner.plan(scen, models)

@@ -30,6 +30,8 @@ from cniprof.ui.console import wide_console
 
 DEFAULT_PAIRS = 5
 DEFAULT_DURATION_S = 3.0
+MAX_PAIRS = 100
+MAX_DURATION_S = 600.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,8 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--auto", action="store_true", help="every tuning advised in --from RUN_DIR's findings.json")
     p.add_argument("--from", dest="from_dir", type=Path, metavar="RUN_DIR",
                    help="run directory whose findings.json --auto reads (and the default --output)")
-    p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"pairs per tuning (default {DEFAULT_PAIRS})")
-    p.add_argument("--duration", type=float, default=DEFAULT_DURATION_S,
+    p.add_argument("--pairs", type=commands.bounded(int, 1, MAX_PAIRS), default=DEFAULT_PAIRS,
+                   help=f"pairs per tuning (default {DEFAULT_PAIRS})")
+    p.add_argument("--duration", type=commands.bounded(float, 0.1, MAX_DURATION_S, " s"),
+                   default=DEFAULT_DURATION_S,
                    help=f"seconds per run (default {DEFAULT_DURATION_S:g})")
     p.add_argument("--generator", choices=tuple(tunes.GENERATORS),
                    help="override the tuning's generator (default iperf3 TCP throughput; connect for "
@@ -76,10 +80,6 @@ def advised(run_dir: Path) -> list[str]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.pairs < 1:
-        raise UsageError(f"--pairs must be at least 1, not {args.pairs}")
-    if args.duration <= 0:
-        raise UsageError(f"--duration must be positive, not {args.duration}")
     if args.auto and args.from_dir is None:
         raise UsageError("--auto tries the tunings advised for a run: give it --from RUN_DIR")
     if args.from_dir is not None and not args.from_dir.is_dir():

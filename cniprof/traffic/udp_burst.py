@@ -33,6 +33,7 @@ BIND_TIMEOUT_S = 5.0
 RECV_GRACE_S = 1.0  # after the sender is done, how long stragglers may take to arrive
 MAX_PAYLOAD = 65507  # largest UDP payload over IPv4
 MAX_FLOWS = 4096  # one socket each, all open during the burst
+INTERVAL_S = 0.001  # between two datagrams, by default
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class UdpBurst(Generator):
         count: int,
         payload_size: int = 64,
         port: int = 5300,
-        interval_s: float = 0.001,
+        interval_s: float = INTERVAL_S,
         src_port: int = 0,
         flows: int = 1,
     ) -> None:
