@@ -20,8 +20,12 @@ from cniprof.cli.commands import COMMANDS, Parser
 from cniprof.errors import CniprofError
 from cniprof.interrupts import Terminated, exit_status, sigterm_interrupts
 
-
 INTERNAL_EXIT = 1
+
+
+def one_line(message: str) -> str:
+    """A message as one line, whatever it held (a single-line message is unchanged)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -50,16 +54,16 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_interrupts():
             return _main(argv)
     except CniprofError as e:
-        print(f"cniprof: {e}", file=sys.stderr)
+        print(f"cniprof: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as interrupt:
         what = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
         print(f"cniprof: {what}; everything cniprof created was removed", file=sys.stderr)
         return exit_status(interrupt)
-    except Exception as e:  # a bug, not the user's doing: still one line (the traceback with -v)
+    except Exception as e:  # noqa: BLE001 - a bug, not the user's doing: one line (traceback with -v)
         if "-v" in argv or "--verbose" in argv:
             traceback.print_exc()
-        detail = (str(e).strip().splitlines() or [""])[0][:200]
+        detail = one_line(str(e))[:200]
         print(f"cniprof: internal error: {type(e).__name__}: {detail} (a bug; `cniprof -v ...` shows where)",
               file=sys.stderr)
         return INTERNAL_EXIT
