@@ -19,6 +19,7 @@ from cniprof.advise import render
 from cniprof.advise.engine import advise
 from cniprof.cli import commands
 from cniprof.errors import UsageError
+from cniprof.files import writable_dir
 from cniprof.report import findings_graph
 from cniprof.ui.console import wide_console
 
@@ -34,8 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.run_dir.is_dir():
         raise UsageError(f"{args.run_dir} is not a directory")
+    out = writable_dir(args.output or args.run_dir)  # refused before the run is read
     kind, findings = advise(args.run_dir)
-    out = args.output or args.run_dir
     render.write(out, findings, str(args.run_dir), kind)
     findings_graph.graph(findings, out, f"findings · {args.run_dir.name}")
     if args.json:

@@ -17,7 +17,7 @@ from rich.text import Text
 
 from cniprof.cli import commands
 from cniprof.errors import UsageError
-from cniprof.files import write_text
+from cniprof.files import writable_dir, write_text
 from cniprof.report.cpu_profile import component_changes, is_datapath, load_profile
 from cniprof.report.flame_svg import diff_svg
 
@@ -54,6 +54,10 @@ def _changes_table(changes, a_name: str, b_name: str, top: int) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; name the SVG file to write")
+    writable_dir(out.parent)  # refused before the profiles are read
     comms = tuple(args.comm)
     a, b = load_profile(args.run_a, comms), load_profile(args.run_b, comms)
     for prof, path in ((a, args.run_a), (b, args.run_b)):
@@ -64,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         a_name, b_name = a.name, b.name
     svg = diff_svg(a.folded, b.folded, title=f"CPU: {a_name} → {b_name}", a_name=a_name, b_name=b_name)
-    out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -24,6 +24,7 @@ from cniprof.analysis.compare import COMPARE_CSV, Entry, compare
 from cniprof.analysis.record import analyze_record
 from cniprof.cli import commands
 from cniprof.errors import UsageError
+from cniprof.files import writable_dir, write_text
 from cniprof.report import findings_graph, graphs, study
 from cniprof.report import tune as tune_report
 from cniprof.report.export import (
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     root: Path = args.run_dir
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory: name a trace export, a comparison, a study or a tune run")
+    writable_dir(args.output or root / "report")  # refused before anything is read or drawn
     tuned = tune_report.load(root)
     if (root / "metadata.json").is_file():
         return _study(args, tuned)
@@ -100,7 +102,7 @@ def _comparison(args: argparse.Namespace) -> int:
     where = f" · {first.kernel} {first.arch}" if first is not None else ""
     console = wide_console()
     console.print(render_comparison(cmp, title=f"cniprof · comparison{where}"))
-    cmp.to_csv(out / COMPARE_CSV)
+    write_text(out / COMPARE_CSV, cmp.to_csv())
     console.print(f"wrote {COMPARE_CSV} and each model's views ({', '.join(model_dir(s) for s, _ in records)}) "
                   f"to {out}")
     return 0
@@ -114,7 +116,7 @@ def _study(args: argparse.Namespace, tuned: pd.DataFrame | None) -> int:
     out = args.output or args.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     table = study.comparison(data)
-    table.to_csv(out / "comparison.csv", index=False)
+    write_text(out / "comparison.csv", table.to_csv(index=False))
     meta = data.metadata
     env = meta.get("environment", {})
     header = (f"# {meta['scenario']['name']}\n\nkernel {env.get('kernel')} ({env.get('arch')}), "
@@ -126,8 +128,7 @@ def _study(args: argparse.Namespace, tuned: pd.DataFrame | None) -> int:
     if found:
         render.write(out, found, str(args.run_dir), "study")
         findings_graph.graph(found, out, f"findings · {meta['scenario']['name']}")
-    (out / "report.md").write_text(header + study.markdown(data, table) + study.findings_markdown(found),
-                                   encoding="utf-8")
+    write_text(out / "report.md", header + study.markdown(data, table) + study.findings_markdown(found))
     written = graphs.render_all(data, out)
     if args.hops_generator:
         written += graphs.hop_stacks(data, out, args.hops_generator)
@@ -135,7 +136,7 @@ def _study(args: argparse.Namespace, tuned: pd.DataFrame | None) -> int:
     console.print(study.rich_table(data, table))
     cpu = study.cpu_summary(data)
     if not cpu.empty:
-        cpu.to_csv(out / "cpu_summary.csv", index=False)
+        write_text(out / "cpu_summary.csv", cpu.to_csv(index=False))
         console.print(study.cpu_rich_table(data, cpu))
     if tuned is not None:
         rows = tune_report.effects(tuned)

@@ -30,6 +30,7 @@ from rich.text import Text
 from cniprof.analysis.summary import analyze
 from cniprof.cli import commands
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.files import writable_dir
 from cniprof.report import study
 from cniprof.study import runner
 from cniprof.study import scenario as scenario_mod
@@ -53,7 +54,7 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
     out = args.output or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (out / "metadata.json").exists():
         raise UsageError(f"{out} already holds a study (metadata.json); choose another --output")
-    return out
+    return writable_dir(out)  # refused before any lab is built
 
 
 def run(args: argparse.Namespace) -> int:

@@ -22,9 +22,10 @@ import pandas as pd
 from cniprof.cli import commands
 from cniprof.cni import registry
 from cniprof.errors import UsageError
+from cniprof.files import writable_dir
 from cniprof.lab import cleanup, realize
 from cniprof.report import tune as tune_report
-from cniprof.run import inject, pod_to_service, trace
+from cniprof.run import generators, inject, pod_to_service, trace
 from cniprof.tune import measure, tunes
 from cniprof.ui.console import wide_console
 
@@ -119,10 +120,10 @@ def run(args: argparse.Namespace) -> int:
     model = registry.parse(args.cni)
     for tune in chosen:
         trace.chain_for(model, _path(args, model, tune))  # UsageError naming the model's paths
-    for tune in chosen:
-        tunes.generator(tune, args.generator)
     realize.require_root("tune (it builds and changes the lab)")
+    generators.require_programs(tunes.generator(tune, args.generator) for tune in chosen)
     out = args.output or args.from_dir or Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    writable_dir(out)  # refused before the lab is built or changed, not after every pair ran
     topo, created = realize.up(model.cni, model.mode)
     records: list[measure.Record] = []
     paths = list(dict.fromkeys(_path(args, model, t) for t in chosen))

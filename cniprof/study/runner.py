@@ -277,6 +277,7 @@ def run_scenario(scenario: Scenario, out: Path, text: str,
     runs, skipped_paths = plan(scenario, models)
     if not runs:
         raise CniprofError(f"{scenario.source}: no run to do on this machine ({len(skipped_models)} models skipped)")
+    generators.require_programs(scenario.generators)  # a missing tool is one line now, not a failure per run
     archive = RunArchive(out, {"name": scenario.name, "file": scenario.source, "text": text,
                                "repetitions": scenario.repetitions, "duration_s": scenario.duration_s,
                                "trace": scenario.trace, "planned_runs": len(runs)}, scenario.max_spread_pct)
