@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from cniprof.advise import render
 from cniprof.advise.engine import advise
@@ -26,9 +25,9 @@ from cniprof.ui.console import wide_console
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add(sub, "advise", __doc__)
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="trace export or study run directory")
+    p.add_argument("run_dir", type=commands.path, metavar="RUN_DIR", help="trace export or study run directory")
     p.add_argument("--json", action="store_true", help="print findings.json to stdout instead of the table")
-    p.add_argument("--output", type=Path, metavar="DIR", help="where to write findings.json/.csv (default RUN_DIR)")
+    p.add_argument("--output", type=commands.path, metavar="DIR", help="where to write findings.json/.csv (default RUN_DIR)")
     p.set_defaults(func=run)
 
 

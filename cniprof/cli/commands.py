@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 COMMANDS = {
@@ -26,6 +28,7 @@ COMMANDS = {
     "k8s": "deploy or remove the cniprof agents on a Kubernetes cluster",
 }
 USAGE_EXIT = 2
+NAME_MAX, PATH_MAX = 255, 4096  # Linux
 
 
 LEAF = "cli_parser"  # the namespace attribute naming the innermost (sub)command's parser
@@ -69,6 +72,17 @@ def finite(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
     return value
+
+
+def path(text: str) -> Path:
+    """argparse type of a file or directory name: one that no system call could take is refused here (a name
+    over NAME_MAX bytes, a path over PATH_MAX, an empty one), before anything asks the file system about it."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path")
+    if len(os.fsencode(text)) >= PATH_MAX or any(len(os.fsencode(p)) > NAME_MAX for p in text.split("/")):
+        raise argparse.ArgumentTypeError(f"path too long (a name over {NAME_MAX} bytes or a path over "
+                                         f"{PATH_MAX}): {text[:60]}...")
+    return Path(text)
 
 
 def bounded(kind: type, low: float, high: float, unit: str = "") -> Any:

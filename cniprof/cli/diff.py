@@ -26,9 +26,9 @@ DEFAULT_OUT = "cpu-diff.svg"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add(sub, "diff", __doc__)
-    p.add_argument("run_a", type=Path, metavar="RUN_A", help="the baseline run (export dir, cpu.json or folded)")
-    p.add_argument("run_b", type=Path, metavar="RUN_B", help="the run compared against it")
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+    p.add_argument("run_a", type=commands.path, metavar="RUN_A", help="the baseline run (export dir, cpu.json or folded)")
+    p.add_argument("run_b", type=commands.path, metavar="RUN_B", help="the run compared against it")
+    p.add_argument("--out", type=commands.path, default=Path(DEFAULT_OUT),
                    help=f"differential flame graph SVG to write (default ./{DEFAULT_OUT})")
     p.add_argument("--top", type=commands.bounded(int, 1, 10_000), default=10, help="component changes to print (default 10)")
     p.add_argument("--comm", action="append", default=[], metavar="NAME",

@@ -42,9 +42,9 @@ from cniprof.ui.run_summary import print_run
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add(sub, "report", __doc__)
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+    p.add_argument("run_dir", type=commands.path, metavar="RUN_DIR",
                    help="a trace or comparison export, a study's or a tune run's directory")
-    p.add_argument("--output", type=Path, metavar="DIR", help="where to write (default RUN_DIR/report)")
+    p.add_argument("--output", type=commands.path, metavar="DIR", help="where to write (default RUN_DIR/report)")
     p.add_argument("--hops-generator", metavar="NAME",
                    help="generator whose hop tables the stacked bars show (default: the first latency one)")
     p.set_defaults(func=run)

@@ -39,8 +39,8 @@ from cniprof.ui.live import render_live
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add(sub, "run", __doc__)
-    p.add_argument("scenario", type=Path, metavar="SCENARIO", help="scenario file, e.g. scenarios/cni-comparison.yaml")
-    p.add_argument("--output", type=Path, metavar="RUN_DIR",
+    p.add_argument("scenario", type=commands.path, metavar="SCENARIO", help="scenario file, e.g. scenarios/cni-comparison.yaml")
+    p.add_argument("--output", type=commands.path, metavar="RUN_DIR",
                    help="run directory to write (default ./runs/<scenario>-<date>); must not hold another study")
     p.add_argument("--repetitions", type=commands.bounded(int, 1, 100), metavar="N",
                    help="override the scenario's repetitions (a quick pass)")
@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         scen = dataclasses.replace(scen, repetitions=args.repetitions)
     if args.duration is not None:
         scen = dataclasses.replace(scen, duration_s=args.duration)
+    if not args.check:  # what would stop the study, before its plan is printed: one line, nothing built
+        if os.geteuid() != 0:
+            raise EnvironmentProblem("cniprof run needs root (labs, BPF): run with sudo")
+        out = _out_dir(args, scen.name)
+        runner.preflight(scen)
     models, skipped = runner.resolve_models(scen)
     runs, skipped_paths = runner.plan(scen, models)
     for s in skipped + skipped_paths:
@@ -72,9 +77,6 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"{scen.name}: {len(runs)} runs on {len(models)} models, ~{len(runs) * per_run / 60:.0f} min")
     if args.check:
         return 0
-    if os.geteuid() != 0:
-        raise EnvironmentProblem("cniprof run needs root (labs, BPF): run with sudo")
-    out = _out_dir(args, scen.name)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     progress = Progress(*columns, console=console)

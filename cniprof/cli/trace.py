@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
 from cniprof.advise import render
@@ -39,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and trace its pods (no lab); A,B,...: run the same traffic on each model and print one "
                         "comparison table (with host: each model as %% of host); models: "
                         + ", ".join(registry.supported()))
-    p.add_argument("--root", default="/", metavar="DIR",
+    p.add_argument("--root", default="/", metavar="DIR", type=commands.path,
                    help="--cni auto: the node's root directory holding etc/cni/net.d and run/flannel (default /)")
     p.add_argument("--node-netns", metavar="NAME",
                    help="--cni auto: the node's network namespace (default: the one cniprof runs in)")
@@ -76,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "stream walks the NAT rules once, on its first packet), or udp to ClusterIP:5300 with "
                         "every datagram from its own socket, a new connection that pays the NAT rule lookup "
                         "(--count at most 4096)")
-    p.add_argument("--export", type=Path, metavar="DIR",
+    p.add_argument("--export", type=commands.path, metavar="DIR",
                    help="write hops.csv/.parquet, drops.csv, summary.json, hops-flame.svg (and with --cpu: "
                         "cpu.json, cpu.folded, cpu.speedscope.json, cpu.svg; with --nf: nf.csv, nf.json)")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
                               cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services,
-                              root=args.root, node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]))
+                              root=str(args.root), node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]))
     if args.export is not None:
         writable_dir(args.export)  # refused now, not after the whole trace ran
     if trace_compare.is_comparison(args.cni):  # the same traffic on each model, one table

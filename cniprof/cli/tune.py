@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--try", dest="tries", action="append", metavar="NAME",
                       help=f"tuning to measure (repeatable): {', '.join(tunes.TUNES)}")
     what.add_argument("--auto", action="store_true", help="every tuning advised in --from RUN_DIR's findings.json")
-    p.add_argument("--from", dest="from_dir", type=Path, metavar="RUN_DIR",
+    p.add_argument("--from", dest="from_dir", type=commands.path, metavar="RUN_DIR",
                    help="run directory whose findings.json --auto reads (and the default --output)")
     p.add_argument("--pairs", type=commands.bounded(int, 1, MAX_PAIRS), default=DEFAULT_PAIRS,
                    help=f"pairs per tuning (default {DEFAULT_PAIRS})")
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--generator", choices=tuple(tunes.GENERATORS),
                    help="override the tuning's generator (default iperf3 TCP throughput; connect for "
                         "services/netfilter tunings)")
-    p.add_argument("--output", type=Path, metavar="DIR", help="where to write tune.json/csv and the graph")
+    p.add_argument("--output", type=commands.path, metavar="DIR", help="where to write tune.json/csv and the graph")
     p.set_defaults(func=run)
 
 
