@@ -113,24 +113,24 @@ def rich_table(study: Study, table: pd.DataFrame | None = None) -> Table:
     models = study.models
     t = Table(title=f"{study.metadata['scenario']['name']}: median over repetitions (% of host)",
               title_justify="left")
-    shown = _label_columns(table)
+    shown = label_columns(table)
     for col in shown:
         t.add_column(col)
     for m in models:
         t.add_column(m, justify="right")
-    for labels, cells in _rows(table, models, shown):
+    for labels, cells in table_rows(table, models, shown):
         t.add_row(*labels, *(Text(text, style="yellow" if flagged else "") if text != "-" else Text("-", style="dim")
                              for text, flagged in cells))
     t.caption = f"! = 95 % CI half-width > {study.metadata.get('max_spread_pct', 10)} % of the median: repeat it"
     return t
 
 
-def _label_columns(table: pd.DataFrame) -> list[str]:
+def label_columns(table: pd.DataFrame) -> list[str]:
     """Path and variant only when the study has several (they would repeat one value on every row)."""
     return [c for c in ("path", "variant") if table[c].nunique() > 1] + ["generator", "metric"]
 
 
-def _rows(table: pd.DataFrame, models: list[str], shown: list[str]):
+def table_rows(table: pd.DataFrame, models: list[str], shown: list[str]):
     """(row labels, [(cell text, flagged)] per model) of the comparison, for the Rich and the Markdown table."""
     for key, group in table.groupby(["path", "variant", "generator", "metric"], sort=False):
         by_model = {r["model"]: r for _, r in group.iterrows()}
@@ -152,9 +152,9 @@ def markdown(study: Study, table: pd.DataFrame | None = None) -> str:
     """The comparison as a Markdown table (report.md), same cells as the Rich one."""
     table = comparison(study) if table is None else table
     models = study.models
-    shown = _label_columns(table)
+    shown = label_columns(table)
     lines = ["| " + " | ".join([*shown, *models]) + " |", "|" + "---|" * len(shown) + "---:|" * len(models)]
-    for labels, cells in _rows(table, models, shown):
+    for labels, cells in table_rows(table, models, shown):
         lines.append("| " + " | ".join([*labels, *(text for text, _ in cells)]) + " |")
     return "\n".join(lines) + "\n"
 
