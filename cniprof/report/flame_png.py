@@ -107,6 +107,7 @@ def cpu_png(folded: Mapping[tuple[str, ...], float], path: Path, title: str) -> 
 
 def write(t: TraceDir, out: Path, suffix: str = "") -> list[Path]:
     """hops-flame<suffix>.png (every direction with packets) and, with a CPU profile, cpu-flame<suffix>.png."""
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     panels = [(f"{t.spec} · {d}", tree) for d in t.directions if (tree := hop_flame(t, d)) is not None]
     stem = HOPS_FLAME_PNG.replace(".png", f"{suffix}.png")

@@ -148,17 +148,6 @@ def table_rows(table: pd.DataFrame, models: list[str], shown: list[str]):
         yield [str(labels[c]) for c in shown], cells
 
 
-def markdown(study: Study, table: pd.DataFrame | None = None) -> str:
-    """The comparison as a Markdown table (report.md), same cells as the Rich one."""
-    table = comparison(study) if table is None else table
-    models = study.models
-    shown = label_columns(table)
-    lines = ["| " + " | ".join([*shown, *models]) + " |", "|" + "---|" * len(shown) + "---:|" * len(models)]
-    for labels, cells in table_rows(table, models, shown):
-        lines.append("| " + " | ".join([*labels, *(text for text, _ in cells)]) + " |")
-    return "\n".join(lines) + "\n"
-
-
 CPU_TOP = 6  # components shown per (model, path, variant, generator); the rest are in cpu.csv
 
 
@@ -211,17 +200,3 @@ def findings(study: Study) -> list[Any]:
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable or older: compute it again
     return advise_study(study.root)
-
-
-def findings_markdown(found: list[Any]) -> str:
-    """The findings as a Markdown table for report.md (rank, group, severity, share, finding, evidence, advice)."""
-    if not found:
-        return ""
-    lines = ["| # | model · path · variant | severity | share | finding | evidence | advice |", "|---:|---|---|---:|---|---|---|"]
-    for f in found:
-        g = f.group
-        ev = "<br>".join(e.text() for e in f.evidence[:4]).replace("|", "\\|")
-        adv = "<br>".join(a["title"] + (f" (`tune {a['tune']}`)" if a.get("tune") else "") for a in f.advice)
-        lines.append(f"| {f.rank} | {g.get('model')} · {g.get('path')} · {g.get('variant')} | {f.severity} | "
-                     f"{f.share:.0%} | {f.title.replace('|', '/')} | {ev} | {adv.replace('|', '/')} |")
-    return "\n## Findings\n\n" + "\n".join(lines) + "\n"
