@@ -149,15 +149,20 @@ def test_report_renders_and_zooms_offline(report: Path, browser) -> None:
 
 
 def _readme_screenshot(page, path: Path) -> None:
-    """The top of the page (header, hop tables) and the two flames, 900 px wide, 64 colors: small enough to
-    check in."""
+    """The header and hop tables, the hop flame, and the CPU flame graph's lower part (where the wide frames
+    are), 900 px wide and 128 colors: small enough to check in."""
     page.evaluate("window.scrollTo(0, 0)")
-    shots = [page.screenshot(clip={"x": 0, "y": 0, "width": 1280, "height": 880})]
-    for sel in ("#hop-flame", "#cpu"):
-        box = page.locator(sel).bounding_box()
-        shots.append(page.screenshot(full_page=True, clip={"x": 0, "y": box["y"], "width": 1280,
-                                                            "height": min(box["height"], 620)}))
-    images = [Image.open(io.BytesIO(s)).convert("RGB") for s in shots]
+
+    def box(sel: str) -> dict:
+        return page.locator(sel).bounding_box()
+
+    flame, heading = box("#cpu-flame-0"), box("#cpu")
+    clips = [(0, box("#hop-flame")["y"] + box("#hop-flame")["height"]),  # header, hop tables, hop flame
+             (heading["y"], flame["y"] - heading["y"]),  # CPU heading, search box and note
+             (flame["y"] + max(0.0, flame["height"] - 460), min(460, flame["height"]))]  # the flame's base
+    images = [Image.open(io.BytesIO(page.screenshot(full_page=True, clip={"x": 0, "y": y, "width": 1280,
+                                                                          "height": h}))).convert("RGB")
+              for y, h in clips]
     sheet = Image.new("RGB", (1280, sum(i.height for i in images)), "white")
     y = 0
     for im in images:
@@ -165,4 +170,4 @@ def _readme_screenshot(page, path: Path) -> None:
         y += im.height
     sheet = sheet.resize((900, round(sheet.height * 900 / 1280)), Image.LANCZOS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.quantize(colors=64, method=Image.MEDIANCUT).save(path, optimize=True)
+    sheet.quantize(colors=128, method=Image.MEDIANCUT).save(path, optimize=True)

@@ -17,6 +17,7 @@ import pytest
 from markdown_it import MarkdownIt
 from report_data import OFFLOADS_OFF, STUDY_RUN, comparison_export, trace_export, tune_run
 
+from cniprof.cli.main import main
 from cniprof.errors import UsageError
 from cniprof.report import attach, bundle, flame_png, html, markdown, rundir
 from cniprof.report.folded import parse_folded
@@ -261,3 +262,34 @@ def test_bundle_of_a_study_is_named_after_its_models(tmp_path):
     run = rundir.load(run_dir)
     started = run.study.metadata["started"]
     assert bundle.name(run) == f"cniprof-{'+'.join(run.cnis)}-{started[:10]}-{started[11:13]}{started[14:16]}.tar.gz"
+
+
+def test_a_huge_profile_keeps_the_page_under_2_mb(trace_dir):
+    """A long --cpu trace of a busy machine: ~100 000 distinct frames (real frame names recombined into deeper
+    stacks) still give a page under 2 MB, the root keeping every sample."""
+    run = rundir.load(trace_dir)
+    base = list(run.trace.folded.items())
+    huge = dict(base)
+    for i in range(60_000):
+        frames, n = base[i % len(base)]
+        huge[(*frames[:-1], f"{frames[-1]}_{i % 9000}", f"leaf_{i}")] = n
+    run.trace.folded = huge
+    page = html.render(run)
+    data = _page_data(page)["cpu_flames"][0]
+    assert data["frames_total"] > 100_000 and data["frames"] <= html.CPU_FRAME_BUDGET
+    assert data["tree"][1] == sum(huge.values())
+    assert len(page.encode()) < 2_000_000
+
+
+def test_report_cli_on_a_trace_export_with_bundle(tmp_path, capsys):
+    src = trace_export(tmp_path / "run")
+    assert main(["report", str(src), "--bundle"]) == 0
+    out = capsys.readouterr().out
+    html_path = src / "report.html"
+    assert f"report: {html_path}" in out and "MB" in out
+    (bundle_path,) = src.glob("cniprof-flannel-*.tar.gz")
+    assert f"bundle: {bundle_path} (" in out and "MB" in out
+    for name in ("report.md", "hops-flame.png", "cpu-flame.png"):
+        assert (src / name).is_file()
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
