@@ -13,6 +13,7 @@ from cniprof.report import bundle as bundles
 from cniprof.report import flame_png, html, markdown
 from cniprof.report.rundir import COMPARISON, TRACE, RunDir
 
+REPORT_DIR = "report"  # where `cniprof report DIR` and `trace --export DIR` put it: DIR/report/
 REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 

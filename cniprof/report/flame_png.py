@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """hops-flame.png and cpu-flame.png: the two flame graphs as images, for issue trackers that show PNGs inline and
-not SVG or HTML. Drawn with matplotlib from the same trees as report.html (html.hop_flame, flamegraph.build_tree)."""
+not SVG or HTML. Drawn with matplotlib from the same trees as report.html (html.hop_flame, flame_svg.build_tree)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from matplotlib.collections import PatchCollection
 from matplotlib.patches import Rectangle
 
-from cniprof.report.flamegraph import Node, build_tree, component_color
+from cniprof.report.flame_svg import Node, build_tree, component_color
 from cniprof.report.html import hop_flame
 from cniprof.report.rundir import TraceDir
 

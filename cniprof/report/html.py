@@ -29,8 +29,7 @@ from cniprof.advise.finding import FAULT, Finding
 from cniprof.analysis.cpu_components import frame_component
 from cniprof.report import study as study_report
 from cniprof.report import tune as tune_report
-from cniprof.report.flamegraph import Node, build_tree, component_color
-from cniprof.report.hopflame import role_color
+from cniprof.report.flame_svg import Node, build_tree, component_color, role_color
 from cniprof.report.rundir import COMPARISON, STUDY, TRACE, RunDir, TraceDir, compare_rows
 from cniprof.report.units import DASH, fmt_bps, fmt_count, fmt_gain, fmt_pct, fmt_us, num
 

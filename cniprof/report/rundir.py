@@ -8,42 +8,47 @@ all rendered from the RunDir it returns, so they show the same numbers.
 
 from __future__ import annotations
 
-import json
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from cniprof.advise.engine import advise_run
 from cniprof.advise.finding import Finding
-from cniprof.advise.load import load_run
-from cniprof.advise.render import FINDINGS_JSON
+from cniprof.analysis.compare import Comparison, Entry, compare
+from cniprof.analysis.record import TraceAnalysis, TraceRecord, analyze_record
 from cniprof.errors import UsageError
 from cniprof.report import study as study_report
 from cniprof.report import tune as tune_report
-from cniprof.report.flames import CPU_FOLDED, CPU_JSON
-from cniprof.report.folded import fold, parse_folded
+from cniprof.report.cpu_profile import fold
+from cniprof.report.export import (
+    is_comparison_export,
+    is_trace_export,
+    load_comparison,
+    load_record,
+    model_dir,
+)
 from cniprof.report.units import DASH, fmt_compared
 
 TRACE, COMPARISON, STUDY, TUNE = "trace", "comparison", "study", "tune"
-COMPARE_CSV = "compare.csv"
 
 
 @dataclass
 class TraceDir:
-    """One trace export: summary.json, hops.csv, drops.csv (+ nf.csv, cpu.json or cpu.folded, findings)."""
+    """One trace export, re-analysed from its raw snapshots (report.export.load_record, analysis.record)."""
 
     root: Path
-    name: str  # "" for the directory itself, the sub-directory's name in a comparison
-    summary: dict[str, Any]
+    name: str  # "" for the directory itself, the model's sub-directory in a comparison
+    summary: dict[str, Any]  # summary.json as the analysis gives it
     hops: pd.DataFrame
     drops: pd.DataFrame
     nf: pd.DataFrame | None
-    folded: Counter[tuple[str, ...]] | None  # busy CPU samples per stack (idle left out), None without --cpu
+    folded: Mapping[tuple[str, ...], float] | None  # busy CPU samples per stack (idle left out), None without --cpu
     cpu_freq_hz: float | None
     findings: list[Finding]
+    record: TraceRecord | None = None
+    analysis: TraceAnalysis | None = None
 
     @property
     def spec(self) -> str:
@@ -69,11 +74,16 @@ class RunDir:
     kind: str  # trace | comparison | study | tune
     trace: TraceDir | None = None  # a trace export (also a tune run written into one)
     models: list[TraceDir] = field(default_factory=list)  # a comparison's per-model exports, in compare.csv order
-    compare: pd.DataFrame | None = None  # compare.csv
+    comparison: Comparison | None = None  # recomputed from the models' records (compare.csv's content)
     study: study_report.Study | None = None
     study_findings: list[Finding] = field(default_factory=list)
     tune: pd.DataFrame | None = None  # tune.csv
     tune_meta: dict[str, Any] = field(default_factory=dict)  # tune.json
+
+    @property
+    def compare(self) -> pd.DataFrame | None:
+        """The comparison in compare.csv's long form."""
+        return self.comparison.frame() if self.comparison is not None else None
 
     @property
     def traces(self) -> list[TraceDir]:
@@ -114,73 +124,48 @@ def compare_rows(table: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, l
     return models, rows
 
 
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not readable JSON: {e}".splitlines()[0]) from None
+def load_trace(root: Path, name: str = "", record: TraceRecord | None = None,
+               analysis: TraceAnalysis | None = None) -> TraceDir:
+    """A trace export (its record read unless given) with everything the report shows, analysed once."""
+    record = record or load_record(root)
+    analysis = analysis or analyze_record(record)
+    nf = analysis.nf.hooks if analysis.nf is not None else None
+    cpu = record.cpu
+    return TraceDir(root, name, analysis.summary, analysis.tables.hops, analysis.tables.drops, nf,
+                    fold(cpu) if cpu is not None else None, cpu.get("freq_hz") if cpu is not None else None,
+                    analysis.findings, record, analysis)
 
 
-def _cpu(root: Path) -> tuple[Counter[tuple[str, ...]] | None, float | None]:
-    """Busy samples per stack from cpu.json (the symbolized snapshot), else from cpu.folded."""
-    if (root / CPU_JSON).is_file():
-        cpu = _json(root / CPU_JSON)
-        return fold(cpu), cpu.get("freq_hz")
-    if (root / CPU_FOLDED).is_file():
-        return parse_folded((root / CPU_FOLDED).read_text(encoding="utf-8")), None
-    return None, None
+def _comparison(root: Path) -> tuple[list[TraceDir], Comparison]:
+    records, skipped = load_comparison(root)
+    models = [load_trace(root / model_dir(spec), model_dir(spec), record) for spec, record in records]
+    entries = [Entry(t.spec, t.analysis.tables, t.record.traffic.get("throughput_bps"), t.record.sample_every)
+               for t in models if t.record is not None and t.analysis is not None]
+    return models, compare(entries, skipped)
 
 
-def _findings(root: Path) -> list[Finding]:
-    """findings.json as trace or `cniprof advise` wrote it, else computed now from the run's files."""
-    saved = root / FINDINGS_JSON
-    if saved.is_file():
-        try:
-            return [Finding.from_dict(d) for d in _json(saved).get("findings", [])]
-        except (KeyError, TypeError, AttributeError):
-            pass  # an older or hand-edited file: compute it again
-    return advise_run(load_run(root))
-
-
-def load_trace(root: Path, name: str = "") -> TraceDir:
-    run = load_run(root)  # summary.json + hops.csv or one UsageError line
-    folded, freq = _cpu(root)
-    return TraceDir(root, name, run.summary, run.hops, run.drops, run.nf, folded, freq, _findings(root))
-
-
-def is_trace(root: Path) -> bool:
-    return (root / "summary.json").is_file() and (root / "hops.csv").is_file()
-
-
-def _comparison_dirs(root: Path, table: pd.DataFrame) -> list[TraceDir]:
-    """The per-model exports (`<cni>-<mode>/`), in the comparison's model order."""
-    dirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.is_symlink() and is_trace(d)]
-    loaded = [load_trace(d, d.name) for d in dirs]
-    order = {m: i for i, m in enumerate(dict.fromkeys(table.get("model", ())))}
-    return sorted(loaded, key=lambda t: order.get(t.spec, len(order)))
+def of_trace(root: Path, record: TraceRecord, analysis: TraceAnalysis) -> RunDir:
+    """The trace just exported to root, from the record and analysis in hand (nothing read back)."""
+    return RunDir(root, TRACE, trace=load_trace(root, "", record, analysis))
 
 
 def load(root: str | Path) -> RunDir:
     """The run directory at root, or UsageError (one line) saying what a run directory holds."""
     path = Path(root)
     if not path.is_dir():
-        raise UsageError(f"{path} is not a directory")
+        raise UsageError(f"{path} is not a directory: name a trace export, a comparison, a study or a tune run")
     tune = tune_report.load(path)
     tune_meta = tune_report.meta(path) if tune is not None else {}
     if (path / "metadata.json").is_file():
         data = study_report.load(path)
         return RunDir(path, STUDY, study=data, study_findings=study_report.findings(data), tune=tune,
                       tune_meta=tune_meta)
-    if (path / COMPARE_CSV).is_file():
-        try:
-            table = pd.read_csv(path / COMPARE_CSV)
-        except (OSError, ValueError) as e:
-            raise UsageError(f"{path / COMPARE_CSV}: cannot read it: {e}".splitlines()[0]) from None
-        return RunDir(path, COMPARISON, models=_comparison_dirs(path, table), compare=table)
-    if is_trace(path):
+    if is_trace_export(path):
         return RunDir(path, TRACE, trace=load_trace(path), tune=tune, tune_meta=tune_meta)
+    if is_comparison_export(path):
+        models, comparison = _comparison(path)
+        return RunDir(path, COMPARISON, models=models, comparison=comparison)
     if tune is not None:
         return RunDir(path, TUNE, tune=tune, tune_meta=tune_meta)
-    raise UsageError(f"{path} is not a cniprof run directory: it needs summary.json and hops.csv (`cniprof trace "
-                     "--export`), compare.csv (`trace --cni A,B --export`), metadata.json (`cniprof run`) or "
-                     "tune.csv (`cniprof tune`)")
+    raise UsageError(f"{path} holds no cniprof run: expected summary.json + snapshot.json (a trace export), "
+                     "compare.csv (a comparison), metadata.json (a study) or tune.csv (a tune run)")

@@ -23,6 +23,7 @@ from playwright.sync_api import sync_playwright
 
 pytestmark = pytest.mark.root
 
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CNIPROF = [sys.executable, "-m", "cniprof"]
 # root needs --no-sandbox; the rest keeps Chromium from reaching for the network it does not have
@@ -31,20 +32,20 @@ ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-
 HIGHLIGHT = "#e600e6"
 
 
-def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([*CNIPROF, *args], capture_output=True, text=True, timeout=timeout, check=False)
+def _run(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the work tree's package, run from the temporary directory
+    return subprocess.run([*CNIPROF, *args], capture_output=True, text=True, timeout=timeout, check=False,
+                          cwd=cwd, env=env)
 
 
 @pytest.fixture(scope="module")
 def report(lab, tmp_path_factory) -> Path:
-    """A real 3 s iperf3 trace with CPU sampling, exported, then `cniprof report`."""
-    out = tmp_path_factory.mktemp("browser") / "run"
-    p = _run("trace", "--cni", "flannel", "--duration", "3", "--cpu", "--no-ui", "--export", str(out))
+    """A real 3 s iperf3 trace with CPU sampling, exported: its end writes the report and names report.html."""
+    base = tmp_path_factory.mktemp("browser")  # --export relative to it: the page shows no machine path
+    p = _run("trace", "--cni", "flannel", "--duration", "3", "--cpu", "--no-ui", "--export", "run", cwd=base)
     assert p.returncode == 0, p.stderr
-    p = _run("report", str(out))
-    assert p.returncode == 0, p.stderr
-    assert f"report: {out / 'report.html'}" in p.stdout
-    return out / "report.html"
+    assert f"report: {Path('run', 'report', 'report.html')} (" in p.stdout
+    return base / "run" / "report" / "report.html"
 
 
 @pytest.fixture(scope="module")

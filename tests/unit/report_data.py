@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Run directories for the report tests, written from recorded real runs: a trace export (`trace --cpu`), a
-comparison export (`trace --cni flannel,calico:bgp,host --export`) and a tune run."""
+"""Run directories for the report tests, exported (report.export.export_trace) from recorded real runs: a trace
+(`trace --cpu`), the same with the node state of a run with offloads off on flannel.1 (a fault), a comparison
+(`trace --cni flannel,calico:bgp,host --export`) and a tune run."""
 
 from __future__ import annotations
 
@@ -9,41 +10,37 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from cpu_data import DATA, recorded, traffic_bytes
+from cpu_data import DATA, recorded
 
-from cniprof.advise import render
-from cniprof.advise.engine import advise_run
-from cniprof.advise.load import load_run
-from cniprof.analysis.cpu import analyze_cpu, with_cpu
-from cniprof.analysis.summary import analyze
-from cniprof.compare import Entry, Skipped, compare
+from cniprof.analysis.compare import COMPARE_CSV, Entry, Skipped, compare
+from cniprof.analysis.record import TraceRecord, analyze_record
 from cniprof.report import tune as tune_report
-from cniprof.report.export import export
-from cniprof.report.flames import export_flames
+from cniprof.report.export import export_trace, model_dir
 
 STUDY_RUN = DATA / "study_run"
-OFFLOADS_OFF = DATA / "advise" / "flannel_offloads_off"  # a trimmed trace export whose top finding is a fault
+OFFLOADS_OFF = DATA / "advise" / "flannel_offloads_off"  # nodestate.json of `lab inject offloads-off`
+COMMAND = "cniprof trace --cni flannel --duration 3 --cpu --export run"
 
 
-def _export(out: Path, snapshot: dict, summary: dict, cpu_snapshot: dict | None = None) -> Path:
-    a = analyze(snapshot)
-    extra = {"sampling": summary.get("sampling") or {"mode": "auto", "every": 1}}
-    if cpu_snapshot is not None:
-        cpu = analyze_cpu(cpu_snapshot, a.hops, summary["traffic"]["throughput_bps"] / 8 * summary["duration_s"],
-                          extra["sampling"]["every"])
-        a, extra = with_cpu(a, cpu), {**extra, "cpu": cpu.summary}
-    export(out, snapshot, analysis=a, cni=summary["cni"], mode=summary["mode"], duration_s=summary["duration_s"],
-           traffic=summary["traffic"], extra=extra)
-    export_flames(out, a.hops, cpu_snapshot, e2e_mean_us=dict(zip(a.e2e["direction"], a.e2e["mean_us"])))
-    render.write(out, advise_run(load_run(out)), str(out), "trace")
-    return out
+def _record(run: dict, **kw) -> TraceRecord:
+    s = run["summary"]
+    return TraceRecord(s["cni"], s["mode"], "cross-node", run["hops"], s["duration_s"], traffic=s["traffic"],
+                       probes=tuple(s.get("probes") or ()), sampling=s.get("sampling") or {"mode": "auto", "every": 1},
+                       kernel=s["kernel"], arch=s["arch"], command=COMMAND, **kw)
 
 
 def trace_export(out: Path) -> Path:
     """The recorded 2 s iperf3 flannel trace with --cpu, exported as `trace --cpu --export` does."""
     run = recorded()
-    assert traffic_bytes(run) > 0
-    return _export(out, run["hops"], run["summary"], run["cpu"])
+    export_trace(out, _record(run, cpu=run["cpu"]))
+    return out
+
+
+def fault_export(out: Path) -> Path:
+    """The recorded trace with the node state of a lab whose flannel.1 has its offloads off."""
+    nodestate = json.loads((OFFLOADS_OFF / "nodestate.json").read_text())
+    export_trace(out, _record(recorded(), nodestate=nodestate))
+    return out
 
 
 def comparison_export(out: Path) -> Path:
@@ -52,12 +49,12 @@ def comparison_export(out: Path) -> Path:
     entries = []
     for m in rec["models"]:
         cni, _, mode = m["spec"].partition(":")
-        summary = {"cni": cni, "mode": mode, "duration_s": m["snapshot"].get("elapsed_s", 2.0),
-                   "traffic": {"tool": "iperf3", "throughput_bps": m["throughput_bps"], "retransmits": None},
-                   "sampling": {"mode": "auto", "every": m["sample_every"]}}
-        _export(out / f"{cni}-{mode}", m["snapshot"], summary)
-        entries.append(Entry(m["spec"], analyze(m["snapshot"]), m["throughput_bps"], m["sample_every"]))
-    compare(entries, [Skipped("calico:ipip", "needs CONFIG_NET_IPIP")]).to_csv(out / "compare.csv")
+        record = TraceRecord(cni, mode, "cross-node", m["snapshot"], float(m["snapshot"].get("elapsed_s") or 2.0),
+                             traffic={"tool": "iperf3", "throughput_bps": m["throughput_bps"]},
+                             sampling={"mode": "auto", "every": m["sample_every"]}, command=COMMAND)
+        export_trace(out / model_dir(m["spec"]), record)
+        entries.append(Entry(m["spec"], analyze_record(record).tables, m["throughput_bps"], m["sample_every"]))
+    compare(entries, [Skipped("calico:ipip", "needs CONFIG_NET_IPIP")]).to_csv(out / COMPARE_CSV)
     return out
 
 

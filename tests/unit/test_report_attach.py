@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
-from report_data import OFFLOADS_OFF, STUDY_RUN, comparison_export, trace_export, tune_run
+from report_data import STUDY_RUN, comparison_export, fault_export, trace_export, tune_run
 
 from cniprof.cli.main import main
 from cniprof.errors import UsageError
 from cniprof.report import attach, bundle, flame_png, html, markdown, rundir
-from cniprof.report.folded import parse_folded
+from cniprof.report.cpu_profile import parse_folded
 
 ASSETS = Path(html.__file__).parent / "assets"
 
@@ -107,16 +107,17 @@ def test_trace_page_is_self_contained_and_complete(trace_dir):
 
 def test_page_escapes_names_from_the_run(tmp_path):
     d = trace_export(tmp_path / "run")
-    hops = (d / "hops.csv").read_text().replace("bridge input", "<script>alert(1)</script>")
-    (d / "hops.csv").write_text(hops)
+    snap = (d / "snapshot.json").read_text()
+    assert '"cni0"' in snap
+    (d / "snapshot.json").write_text(snap.replace('"cni0"', '"<script>alert(1)</script>"'))
     page = html.render(rundir.load(d))
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "\\u003cscript>alert(1)\\u003c/script>" in page  # inside the embedded JSON too
     _page_data(page)
 
 
-def test_fault_finding_shows_evidence_and_advice():
-    run = rundir.load(OFFLOADS_OFF)
+def test_fault_finding_shows_evidence_and_advice(tmp_path):
+    run = rundir.load(fault_export(tmp_path / "fault"))
     page = html.render(run)
     top = run.trace.findings[0]
     assert top.severity == "fault" and 'class="finding fault-box"' in page
@@ -161,10 +162,10 @@ def test_markdown_renders_the_forward_hop_table_under_60_lines(trace_dir):
     assert bundle.name(run) in lines[-1] and "--bundle" in lines[-1]
 
 
-@pytest.mark.parametrize("kind", ["comparison", "study", "tune", "offloads"])
+@pytest.mark.parametrize("kind", ["comparison", "study", "tune", "fault"])
 def test_markdown_of_every_kind_stays_under_60_lines(tmp_path, kind):
     root = {"comparison": lambda: comparison_export(tmp_path / "cmp"), "study": lambda: STUDY_RUN,
-            "tune": lambda: tune_run(tmp_path / "tune"), "offloads": lambda: OFFLOADS_OFF}[kind]()
+            "tune": lambda: tune_run(tmp_path / "tune"), "fault": lambda: fault_export(tmp_path / "fault")}[kind]()
     run = rundir.load(root)
     md = markdown.render(run, bundle.name(run))
     assert len(md.splitlines()) < 60
@@ -201,7 +202,7 @@ def test_study_and_tune_pages(tmp_path):
 
 
 def test_not_a_run_directory_is_one_line(tmp_path):
-    with pytest.raises(UsageError, match="not a cniprof run directory") as e:
+    with pytest.raises(UsageError, match="holds no cniprof run") as e:
         rundir.load(tmp_path)
     assert "\n" not in str(e.value)
 
@@ -217,7 +218,7 @@ def test_flame_pngs(trace_dir, tmp_path):
     placed = list(flame_png.frames(tree))
     assert placed[0][:3] == (0.0, 1.0, 0)
     assert all(0.0 <= x and x + w <= 1.0 + 1e-9 for x, w, _, _ in placed)
-    no_cpu = rundir.load(OFFLOADS_OFF).trace
+    no_cpu = rundir.load(fault_export(tmp_path / "fault")).trace
     assert [p.name for p in flame_png.write(no_cpu, tmp_path / "n")] == ["hops-flame.png"]
 
 
@@ -285,11 +286,11 @@ def test_report_cli_on_a_trace_export_with_bundle(tmp_path, capsys):
     src = trace_export(tmp_path / "run")
     assert main(["report", str(src), "--bundle"]) == 0
     out = capsys.readouterr().out
-    html_path = src / "report.html"
+    html_path = src / "report" / "report.html"
     assert f"report: {html_path}" in out and "MB" in out
-    (bundle_path,) = src.glob("cniprof-flannel-*.tar.gz")
+    (bundle_path,) = (src / "report").glob("cniprof-flannel-*.tar.gz")
     assert f"bundle: {bundle_path} (" in out and "MB" in out
     for name in ("report.md", "hops-flame.png", "cpu-flame.png"):
-        assert (src / name).is_file()
+        assert (src / "report" / name).is_file()
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "is not a directory" in capsys.readouterr().err
