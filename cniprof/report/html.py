@@ -234,6 +234,7 @@ def trace_header(t: TraceDir) -> list[tuple[str, Any]]:
     sampling = s.get("sampling") or {}
     return [
         ("command", Raw(f"<code>{_e(s['command'])}</code>") if s.get("command") else "not recorded in summary.json"),
+        ("started", started_text(s.get("started"))),
         ("cniprof version", s.get("cniprof_version") or "not recorded in summary.json"),
         ("kernel", f"{s.get('kernel')} ({s.get('arch')})"),
         ("CNI and mode", t.spec),
@@ -243,6 +244,14 @@ def trace_header(t: TraceDir) -> list[tuple[str, Any]]:
         ("sampling", f"1 in {sampling.get('every')} packets ({sampling.get('mode')})" if sampling else None),
         ("probes", ", ".join(s.get("probes") or ()) or None),
     ]
+
+
+def started_text(started: Any) -> str | None:
+    """2026-11-30T14:05:09+0100 as 2026-11-30 14:05:09 +0100 (None when not recorded)."""
+    if not started:
+        return None
+    text = str(started)
+    return f"{text[:10]} {text[11:19]} {text[19:]}".strip() if len(text) >= 19 and text[10] == "T" else text
 
 
 def hop_table(t: TraceDir, direction: str) -> str:

@@ -20,13 +20,14 @@ from cniprof.report.export import export_trace, model_dir
 STUDY_RUN = DATA / "study_run"
 OFFLOADS_OFF = DATA / "advise" / "flannel_offloads_off"  # nodestate.json of `lab inject offloads-off`
 COMMAND = "cniprof trace --cni flannel --duration 3 --cpu --export run"
+STARTED = "2026-11-30T14:05:09+0100"
 
 
 def _record(run: dict, **kw) -> TraceRecord:
     s = run["summary"]
     return TraceRecord(s["cni"], s["mode"], "cross-node", run["hops"], s["duration_s"], traffic=s["traffic"],
                        probes=tuple(s.get("probes") or ()), sampling=s.get("sampling") or {"mode": "auto", "every": 1},
-                       kernel=s["kernel"], arch=s["arch"], command=COMMAND, **kw)
+                       kernel=s["kernel"], arch=s["arch"], command=COMMAND, started=STARTED, **kw)
 
 
 def trace_export(out: Path) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
-from report_data import STUDY_RUN, comparison_export, fault_export, trace_export, tune_run
+from report_data import COMMAND, STUDY_RUN, comparison_export, fault_export, trace_export, tune_run
 
 from cniprof.cli.main import main
 from cniprof.errors import UsageError
@@ -99,7 +99,8 @@ def test_trace_page_is_self_contained_and_complete(trace_dir):
     assert prof["tree"][1] == sum(folded.values())
     assert prof["names"][0] == "all" and len(prof["names"]) == len(prof["colors"]) == len(prof["components"])
     # header, both directions' tables with end-to-end and reconciliation, netfilter, drops, findings
-    for text in ("kernel", "CNI and mode", "flannel:vxlan", "nodes", "node1, node2", "traffic", "iperf3",
+    for text in (COMMAND, "started", "2026-11-30 14:05:09 +0100", "cniprof version", "kernel", "CNI and mode",
+                 "flannel:vxlan", "nodes", "node1, node2", "traffic", "iperf3",
                  *t.directions, "end-to-end", "reconciliation: Σ hop means", "path check", "netfilter", "drops",
                  "findings", "observation"):
         assert text in page, text
@@ -233,7 +234,7 @@ def test_bundle_rerenders_the_same_report_elsewhere(tmp_path):
     (src / "escape-dir").symlink_to(outside)
     written = attach.write(rundir.load(src), src, bundle=True)
     b = written.bundle
-    assert b is not None and b.path.parent == src and b.path.name.startswith("cniprof-flannel-")
+    assert b is not None and b.path.parent == src and b.path.name == "cniprof-flannel-2026-11-30-1305.tar.gz"
     assert b.size == b.path.stat().st_size and sorted(b.skipped_links) == ["escape-dir", "escape-file"]
     assert not list(src.glob("*.tmp")) and not list(src.glob(".cniprof-bundle-*"))
     with tarfile.open(b.path) as tar:
