@@ -31,7 +31,7 @@ from cniprof.report import study as study_report
 from cniprof.report import tune as tune_report
 from cniprof.report.flame_svg import Node, build_tree, component_color, role_color
 from cniprof.report.rundir import COMPARISON, STUDY, TRACE, RunDir, TraceDir, compare_rows
-from cniprof.report.units import DASH, fmt_bps, fmt_count, fmt_gain, fmt_pct, fmt_us, num
+from cniprof.report.units import DASH, fmt_bps, fmt_count, fmt_gain, fmt_pct, fmt_us, num, started_text
 
 # Frames drawn in the CPU flame graphs of one page: a 60 s trace of a busy machine has ~30 000 distinct frames;
 # the smallest ones beyond this budget are left out (their samples stay in their parent's width) to keep the page
@@ -244,14 +244,6 @@ def trace_header(t: TraceDir) -> list[tuple[str, Any]]:
         ("sampling", f"1 in {sampling.get('every')} packets ({sampling.get('mode')})" if sampling else None),
         ("probes", ", ".join(s.get("probes") or ()) or None),
     ]
-
-
-def started_text(started: Any) -> str | None:
-    """2026-11-30T14:05:09+0100 as 2026-11-30 14:05:09 +0100 (None when not recorded)."""
-    if not started:
-        return None
-    text = str(started)
-    return f"{text[:10]} {text[11:19]} {text[19:]}".strip() if len(text) >= 19 and text[10] == "T" else text
 
 
 def hop_table(t: TraceDir, direction: str) -> str:

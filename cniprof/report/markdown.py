@@ -10,7 +10,7 @@ from cniprof.advise.finding import Finding
 from cniprof.report import study as study_report
 from cniprof.report.rundir import COMPARISON, STUDY, TRACE, TUNE, RunDir, TraceDir, compare_rows
 from cniprof.report.tune import effects
-from cniprof.report.units import DASH, fmt_bps, fmt_count, fmt_gain, fmt_pct, fmt_us, num
+from cniprof.report.units import DASH, fmt_bps, fmt_count, fmt_gain, fmt_pct, fmt_us, num, started_text
 
 MAX_LINES = 59  # "under 60 lines"
 TOP_FINDINGS = 3
@@ -47,7 +47,8 @@ def _trace_header(t: TraceDir) -> list[str]:
     if tr.get("retransmits") is not None:
         traffic += f", {fmt_count(tr['retransmits'])} retransmits"
     sampling = (s.get("sampling") or {}).get("every")
-    out = [f"**{t.spec}** · kernel {s.get('kernel')} ({s.get('arch')}){_version(s)} · "
+    started = started_text(s.get("started"))
+    out = [f"**{t.spec}** · {f'{started} · ' if started else ''}kernel {s.get('kernel')} ({s.get('arch')}){_version(s)} · "
            f"nodes {', '.join(t.nodes) or DASH} · {num(s.get('duration_s')) or 0:.1f} s · {traffic}"
            + (f" · 1 in {sampling} packets tracked" if sampling else "")]
     if s.get("command"):

@@ -96,7 +96,9 @@ class RunDir:
         if self.kind == COMPARISON:
             return "cniprof · comparison · " + ", ".join(t.spec for t in self.models)
         if self.kind == TRACE and self.trace is not None:
-            return f"cniprof · {self.trace.spec} · {(self.trace.summary.get('traffic') or {}).get('tool') or 'no traffic'}"
+            s = self.trace.summary
+            path = f"{s['path']} · " if s.get("path") else ""
+            return f"cniprof · {self.trace.spec} · {path}{(s.get('traffic') or {}).get('tool') or 'no traffic'}"
         return f"cniprof · tune · {self.tune_meta.get('cni', '')}"
 
     @property

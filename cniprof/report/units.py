@@ -55,3 +55,11 @@ def fmt_compared(value: Any, unit: Any, pct: Any) -> str:
     text = f"{v:.2f}" if unit == "Gbit/s" else fmt_us(v) if unit == "µs" else fmt_count(v)
     p = num(pct)
     return text + (f" ({p:.0f} %)" if p is not None else "")
+
+
+def started_text(started: Any) -> str | None:
+    """2026-11-30T14:05:09+0100 as 2026-11-30 14:05:09 +0100 (None when not recorded)."""
+    if not started:
+        return None
+    text = str(started)
+    return f"{text[:10]} {text[11:19]} {text[19:]}".strip() if len(text) >= 19 and text[10] == "T" else text
