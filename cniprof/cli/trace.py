@@ -81,6 +81,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write hops.csv/.parquet, drops.csv, summary.json, hops-flame.svg (and with --cpu: "
                         "cpu.json, cpu.folded, cpu.speedscope.json, cpu.svg; with --nf: nf.csv, nf.json)")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
+    k = p.add_argument_group("cluster mode (--k8s; see `cniprof k8s` to deploy the agents)")
+    k.add_argument("--k8s", action="store_true",
+                   help="trace pods of a Kubernetes cluster: --src/--dst NS/POD, or --nodes A,B")
+    k.add_argument("--kubeconfig", help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+    k.add_argument("--context", help="kubeconfig context (default: the current one)")
+    k.add_argument("--nodes", metavar="A,B", help="schedule a client pod on node A and a server pod on node B "
+                                                  "(deleted at the end) and trace between them")
+    k.add_argument("--namespace", default=None, help="the agents' namespace (default cniprof)")
+    k.add_argument("--image", default=None, help="the cniprof image for generators and --nodes pods "
+                                                 "(default: the agents' image tag cniprof:VERSION)")
+    k.add_argument("--dry-run", action="store_true", help="print every API call the run would make, in order, "
+                                                          "and exit")
     p.set_defaults(func=run)
 
 
@@ -104,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
                               cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services)
     opts.root, opts.node_netns = args.root, args.node_netns
+    if args.k8s or args.dry_run or args.nodes:  # cluster mode (cli/trace_k8s.py)
+        from cniprof.cli import trace_k8s
+
+        return trace_k8s.run(args)
     if "," in args.cni:  # a comparison: the same traffic on each model, one table (cli/trace_compare.py)
         from cniprof.cli import trace_compare
 

@@ -70,6 +70,9 @@ class ClusterRun:
             raise UsageError("--k8s needs --src NS/POD and --dst NS/POD, or --nodes A,B")
         if opts.nodes is not None and (opts.src or opts.dst):
             raise UsageError("--nodes A,B schedules its own pods: give it without --src/--dst")
+        if opts.traffic not in generators.TRAFFIC:
+            raise UsageError(f"--traffic {opts.traffic} is not available with --k8s: use one of "
+                             f"{', '.join(generators.TRAFFIC)}")
         self.cluster = cluster
         self.opts = opts
         self.stack = stack
@@ -196,7 +199,7 @@ class ClusterRun:
         ns, name = gen.pod.split("/", 1)
         try:
             state, _ = generators.container_state(self.cluster.read_pod(ns, name), gen.container)
-            if state in ("running", "waiting") and not self.cluster.dry_run:
+            if state in ("running", "waiting") or self.cluster.dry_run:  # a dry run shows the stop it may need
                 generators.stop(self.cluster, ns, name, gen.container)
         except CniprofError as e:  # it ends by itself at its timeout
             log.warning("could not stop %s in %s: %s (it ends by itself within %d s)", gen.container, gen.pod, e,

@@ -194,9 +194,11 @@ def test_dry_run_prints_the_same_calls_in_order(server: FakeApiServer) -> None:
     for placeholder, value in names.items():
         printed = [line.replace(placeholder, value) for line in printed]
     # the dry run cannot know that the client generator ends before the first poll, nor what cleanup finds
-    # running, so it polls once less and stops (kills) both generators; the rest is the same calls
+    # running, so it polls once less and shows the stop (kill) of both generators; the rest is the same calls
     assert printed[:20] == real[:20]
     assert [line for line in printed[20:] if "/log" in line] == [line for line in real if "/log" in line]
+    kills = [line for line in printed if "command=kill" in line]
+    assert len(kills) == 2 and kills[1] in real
     assert server.requests[-1].path.endswith("/exec")  # nothing was sent by the dry run itself
     assert len(server.requests) == len(real)
 
@@ -279,3 +281,33 @@ def test_nodes_with_different_cnis_are_refused(server: FakeApiServer) -> None:
         run.facts.cni["node-b"] = {"cni": "calico", "mode": "vxlan"}
         with pytest.raises(EnvironmentProblem, match=r"node-a: flannel:vxlan, node-b: calico:vxlan"):
             run.cni_spec()
+
+
+def test_trace_dry_run_command(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cniprof trace --k8s --dry-run` needs no cluster and no kubeconfig: it prints the calls and exits 0."""
+    from cniprof.cli.main import main
+
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    assert main(["trace", "--k8s", "--dry-run", "--nodes", "node-a,node-b", "--traffic", "ping", "--count", "5",
+                 "--namespace", "prof", "--image", "registry.test/cniprof:1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    calls = [line for line in out if not line.startswith("#")]
+    assert calls[0] == "GET /version/"
+    assert calls[1].startswith("POST /api/v1/namespaces/prof/pods  # pod cniprof-client-")
+    assert calls[2].startswith("POST /api/v1/namespaces/prof/pods  # pod cniprof-server-")
+    assert sum("command=agent" in line for line in calls) == 2
+    assert sum("/ephemeralcontainers" in line for line in calls) == 1  # ping: one client generator
+    assert [line.split()[0] for line in calls[-2:]] == ["DELETE", "DELETE"]  # server pod, then client pod
+    assert any(line.startswith("# on each agent session") for line in out)
+
+
+def test_trace_k8s_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from cniprof.cli.main import main
+
+    assert main(["trace", "--nodes", "a,b", "--dry-run"]) == 2
+    assert "add --k8s" in capsys.readouterr().err
+    assert main(["trace", "--k8s", "--nodes", "a", "--dry-run"]) == 2
+    assert "two different node names" in capsys.readouterr().err
+    assert main(["trace", "--k8s", "--dry-run", "--src", "default/a", "--dst", "b/c", "--traffic", "udp"]) == 2
+    out = capsys.readouterr()
+    assert "not available with --k8s" in out.err and out.out == ""  # refused before any call is printed
