@@ -8,44 +8,17 @@ import ctypes
 import ipaddress
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cniprof.bpf.btf import drop_reason_names
 from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
-
-if TYPE_CHECKING:
-    from cniprof.probes.plan import ExpectedHop
-
-
-@dataclass(frozen=True)
-class Point:
-    """A probe point with the names analysis uses; id is assigned by HopProbe in list order."""
-
-    event: str
-    netns: str
-    netns_ino: int
-    ifindex: int
-    device: str
-    role: str
-    node: str
-    pod: str | None = None
-    start_dir: int | None = None  # a packet of the traced flows starts tracking here, in this direction
-    end: bool = False  # tracking that ends after this point counts towards end-to-end
-
-
-@dataclass(frozen=True)
-class Direction:
-    dir: int
-    src_pod: str
-    dst_pod: str
-    src_ip: str
-    dst_ip: str
+from cniprof.probes.plan import Direction, ExpectedHop, Point
 
 
 def _ip_u32(ip: str) -> int:
@@ -96,8 +69,6 @@ class HopProbe:
         self.programs = [n for n in self.obj.program_names() if n in wanted]
 
     def start(self) -> None:
-        from cniprof.bpf.btf import drop_reason_names
-
         drop_reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
         self.obj.load()
         for name, (kt, vt) in abi.MAP_TYPES.items():
@@ -189,8 +160,6 @@ class HopProbe:
         return {"count": int(v[0]), "sum_ns": int(v[1]), "buckets": {str(int(i)): int(buckets[i]) for i in nz}}
 
     def snapshot(self) -> dict:
-        from cniprof.bpf.btf import drop_reason_names
-
         hops = []
         for slot, e in enumerate(self.expected, start=1):
             hops.append({"from": e.src, "to": e.dst, "expected": True, "dir": e.dir, "seq": e.seq, "role": e.role,
