@@ -321,8 +321,10 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 		return 0;
 	t->skb = 0;
 	count(C_END_COPY);
-	task = bpf_get_current_task_btf();
-	pt = point_of(task->nsproxy->net_ns->ns.inum, 0, EV_COPY);
+	/* bpf_get_current_task_btf() needs 5.11; the untyped task and CO-RE reads work from 5.5 (only tracked
+	 * packets get here) */
+	task = (struct task_struct *)bpf_get_current_task();
+	pt = point_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum), 0, EV_COPY);
 	now = bpf_ktime_get_ns();
 	if (pt-- && now - t->last_ns <= cfg.stale_ns)
 		hop(t->last_pt, pt, now - t->last_ns);

@@ -80,8 +80,9 @@ def load_probes(choices: dict) -> dict:
                 out[name] = f"{type(e).__name__}: {e}"
 
         def hops() -> None:
-            point = Point("queue", ns, ino, 1, "lo", "pod_veth", "node1", pod="a", start_dir=0)
-            with HopProbe(object_path("hops"), [point], [], []) as p:
+            points = [Point(ev, ns, ino, 0 if ev == "copy" else 1, "lo", "pod_veth", "node1", pod="a")
+                      for ev in ("queue", "xmit", "rx", "receive", "copy")]  # every program of the object
+            with HopProbe(object_path("hops"), points, [], []) as p:
                 p.start()
                 if p.drop_program != ("on_kfree_skb" if choices["drops"] == "tp_btf" else "on_kfree_skb_noreason"):
                     raise AssertionError(f"hop probe attached {p.drop_program}, doctor chose {choices['drops']}")

@@ -62,13 +62,17 @@ class Arch:
     wheel: str  # manylinux platform suffix
     qemu: tuple[str, ...]
     console: str
+    cmdline: str = ""
 
 
 ARCHES = {
     # cortex-a72 rather than max: no pointer authentication, which TCG emulates slowly
     "arm64": Arch("arm64", "aarch64", "arm64", "aarch64",
                   ("qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72"), "ttyAMA0"),
-    "amd64": Arch("amd64", "x86_64", "x86", "x86_64", ("qemu-system-x86_64", "-M", "q35", "-cpu", "max"), "ttyS0"),
+    # Nehalem: x86-64-v2 as numpy's wheels need. qemu 7.2's TCG cmpxchg16b corrupts 6.12's SLUB per-CPU fast
+    # path (double faults at boot): slub_debug=F keeps every cache on the locked slow path.
+    "amd64": Arch("amd64", "x86_64", "x86", "x86_64", ("qemu-system-x86_64", "-M", "q35", "-cpu", "Nehalem"),
+                  "ttyS0", "slub_debug=F"),
 }
 
 # Userspace of every guest (bookworm): Python, and the tools the lab and the traffic generators run.
@@ -303,7 +307,7 @@ def boot(kid: str, level: str, rootfs: Path, project: Path, work: Path) -> Outco
     logf = logs / f"{kid}-{level}.log"
     cmd = [*arch.qemu, "-accel", "tcg", "-smp", "1", "-m", str(MEMORY_MB), "-nographic", "-no-reboot",
            "-kernel", str(kdir / "vmlinuz"), "-initrd", str(initrd),
-           "-append", f"console={arch.console} panic=-1 loglevel=3 rdinit=/init cniprof_vm={level}"]
+           "-append", f"console={arch.console} panic=-1 loglevel=3 rdinit=/init cniprof_vm={level} {arch.cmdline}"]
     start = time.monotonic()
     error = ""
     with open(logf, "wb") as f:
@@ -393,13 +397,24 @@ def parse_kernels(text: str | None) -> list[str]:
     return kids
 
 
+HOST_PACKAGES = {"mmdebstrap": "mmdebstrap", "cpio": "cpio", "depmod": "kmod", "qemu-system-aarch64": "qemu-system-arm",
+                 "qemu-system-x86_64": "qemu-system-x86"}
+
+
 def need_tools() -> None:
-    missing = [t for t in ("mmdebstrap", "cpio", "qemu-system-aarch64", "qemu-system-x86_64") if not shutil.which(t)]
-    if missing:
-        raise SystemExit(f"matrix: {', '.join(missing)} not found: apt-get install mmdebstrap cpio "
-                         "qemu-system-arm qemu-system-x86 (scripts/vm-setup.sh does it)")
+    """Root, and the host's tools (installed from Debian's archive when missing: a fresh machine works)."""
     if os.geteuid() != 0:
-        raise SystemExit("matrix: run as root (mmdebstrap --mode=root, cpio owners)")
+        raise SystemExit("matrix: run as root (mmdebstrap --mode=root, apt-get, cpio owners)")
+    for d in ("/usr/sbin", "/sbin"):
+        if d not in os.environ.get("PATH", "").split(os.pathsep):
+            os.environ["PATH"] += os.pathsep + d
+    missing = sorted({pkg for tool, pkg in HOST_PACKAGES.items() if not shutil.which(tool)})
+    if missing:
+        log(f"installing {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600",
+             *missing], env=env)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
