@@ -23,12 +23,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cniprof.bpf import features
-from cniprof.bpf.build import OBJ_DIR
+from cniprof.bpf.build import object_dir
 from cniprof.bpf.features import NAMES, Features
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(not (OBJ_DIR / "features.bpf.o").is_file(), reason="run python -m cniprof.bpf.build"),
+    pytest.mark.skipif(not (object_dir() / "features.bpf.o").is_file(), reason="run python -m cniprof.bpf.build"),
     pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed"),
 ]
 
@@ -148,6 +148,10 @@ def test_cli_json_has_every_feature_and_leaves_nothing() -> None:
     assert list(data["features"]) == list(NAMES)
     assert data["per_hop_tracing"] is True
     assert Features.from_dict(data).tp_btf.available
+    objects = data["bpf_objects"]
+    assert objects["machine"] == os.uname().machine and objects["dir"] == str(object_dir())
+    assert "hops" in objects["objects"] and "features" in objects["objects"]
+    assert objects["available"]["x86_64"] == objects["available"]["aarch64"] == objects["objects"]
     assert after["our_programs"] == [] and after["probe_netns"] == []
     assert not set(after["links"]) - set(before["links"])
 
@@ -158,3 +162,4 @@ def test_cli_table() -> None:
     for label in features.LABELS.values():
         assert label in proc.stdout
     assert "✓ per-hop tracing can run here" in proc.stdout
+    assert f"BPF objects: {os.uname().machine} (" in proc.stdout and "carried for x86_64, aarch64" in proc.stdout
