@@ -30,7 +30,7 @@ ATTACH_POINT = {
     "on_copy": "tp_btf/skb:skb_copy_datagram_iovec",
     "on_consume_skb": "tp_btf/skb:consume_skb",
     "on_kfree_skb": "tp_btf/skb:kfree_skb",
-    "on_kfree_skb_noreason": "tp_btf/skb:kfree_skb",
+    "on_kfree_skb_noreason": "tp_btf/skb:kfree_skb (no reason argument)",
 }
 # always attached: they end tracking (and record drops)
 END_PROGRAMS = ("on_consume_skb", "on_kfree_skb")

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("vm_matrix", ROOT / "tests/vm/matrix.py")
 matrix = importlib.util.module_from_spec(spec)
+sys.modules["vm_matrix"] = matrix  # dataclasses look their module up there
 spec.loader.exec_module(matrix)
 
 
 def readme_table() -> str:
     text = (ROOT / "README.md").read_text()
-    m = re.search(r"<!-- kernel-matrix:begin[^>]*-->\n(.*?)<!-- kernel-matrix:end -->", text, re.S)
+    m = re.search(r"<!-- kernel-matrix:begin[^>]*-->\n(.*?)<!-- kernel-matrix:end -->", text, re.DOTALL)
     assert m, "README.md has no kernel-matrix section"
     return m.group(1)
 
