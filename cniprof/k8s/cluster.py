@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
@@ -27,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
 
-from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.errors import CniprofError, EnvironmentProblem
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,6 +102,15 @@ class Cluster:
     def refused(self, what: str, e: ApiException) -> CniprofError:
         status = int(e.status or 0)
         reason = _reason(e)
+        # an exec refused at the websocket upgrade comes as status 0 with websocket-client's message:
+        # "Handshake status 403 Forbidden -+-+- {headers} -+-+- {Status body}"
+        handshake = re.match(r"Handshake status (\d+) [^-]*-\+-\+- .*? -\+-\+- (.*)$", reason, re.DOTALL)
+        if status == 0 and handshake:
+            status = int(handshake[1])
+            try:
+                reason = str(json.loads(handshake[2])["message"])
+            except (ValueError, KeyError, TypeError):
+                reason = f"HTTP {status}"
         if status == 0:
             return EnvironmentProblem(f"{what}: cannot reach the API server at {self.server} ({reason})")
         if status in (401, 403):
@@ -242,11 +252,3 @@ class DryRun(Cluster):
         super()._request(verb, path, what, lambda: None, dry, query, note)
         print(self.calls[-1], file=self.out, flush=True)
         return dry()
-
-
-def usage_pod_ref(text: str) -> tuple[str, str]:
-    """NS/POD -> (namespace, name); a bare POD is in namespace default."""
-    ns, _, name = text.rpartition("/")
-    if not name or "/" in ns:
-        raise UsageError(f"pod {text!r}: give NAMESPACE/POD (or POD for namespace default)")
-    return (ns or "default"), name

@@ -58,7 +58,7 @@ def select_attach(features: Features) -> str:
         return best
     raise EnvironmentProblem(f"netfilter cost per hook is unavailable: this kernel refuses BPF netfilter links "
                              f"({features.netfilter_link.detail}), fentry ({features.fentry.detail}) and kprobes "
-                             f"({features.kprobe.detail})")
+                             f"({features.kprobe.detail}): run without --nf")
 
 
 def netns_path(name: str) -> str:

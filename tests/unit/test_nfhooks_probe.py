@@ -55,7 +55,7 @@ def test_nothing_available_is_one_line() -> None:
     with pytest.raises(EnvironmentProblem) as e:
         nfhooks.select_attach(calibration(netfilter_link=False, fentry=False, kprobe=False))
     assert "\n" not in str(e.value) and "refuses BPF netfilter links (netfilter_link says so)" in str(e.value)
-    assert "kprobes (kprobe says so)" in str(e.value)
+    assert "kprobes (kprobe says so): run without --nf" in str(e.value)
 
 
 def test_argument_checks() -> None:
