@@ -16,14 +16,14 @@ import json
 import sys
 from pathlib import Path
 
+from cniprof.cli import commands
 from cniprof.k8s import deploy, manifests
 from cniprof.k8s.cluster import Cluster, DryRun, connect
 from cniprof.node import pods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("k8s", help="deploy or remove the cniprof agents on a Kubernetes cluster",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "k8s", __doc__)
     actions = p.add_subparsers(dest="k8s_action", metavar="ACTION", required=True)
     for name, helptext in (("manifest", "print the manifests as YAML"), ("deploy", "apply the manifests"),
                            ("undeploy", "delete everything deploy created")):

@@ -8,9 +8,8 @@ import ctypes
 import ipaddress
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,34 +18,7 @@ from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
-
-if TYPE_CHECKING:
-    from cniprof.probes.plan import ExpectedHop
-
-
-@dataclass(frozen=True)
-class Point:
-    """A probe point with the names analysis uses; id is assigned by HopProbe in list order."""
-
-    event: str
-    netns: str
-    netns_ino: int
-    ifindex: int
-    device: str
-    role: str
-    node: str
-    pod: str | None = None
-    start_dir: int | None = None  # a packet of the traced flows starts tracking here, in this direction
-    end: bool = False  # tracking that ends after this point counts towards end-to-end
-
-
-@dataclass(frozen=True)
-class Direction:
-    dir: int
-    src_pod: str
-    dst_pod: str
-    src_ip: str
-    dst_ip: str
+from cniprof.probes.plan import Direction, ExpectedHop, Point
 
 
 def reason_names() -> dict[int, str]:

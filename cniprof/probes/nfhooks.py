@@ -33,13 +33,15 @@ import numpy as np
 
 from cniprof.bpf import libbpf, nflink
 from cniprof.bpf.build import object_path, rebuild_hint
+from cniprof.bpf.features import calibrate, errno_text
 from cniprof.bpf.libbpf import Object, possible_cpus
+from cniprof.bpf.prog_stats import prog_stats
+from cniprof.cni.topology import Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.probes import nfhooks_abi as abi
 
 if TYPE_CHECKING:
     from cniprof.bpf.features import Features
-    from cniprof.lab.topology import Topology
 
 OBJECT = "nfhooks"
 NETNS_DIR = Path("/run/netns")
@@ -138,8 +140,6 @@ class NfHookProbe:
             raise EnvironmentProblem("the netfilter cost probe loads BPF programs: run as root")
         self.inodes = [self._inode(n) for n in self.netns]
         if self.features is None:
-            from cniprof.bpf.features import calibrate
-
             self.features = calibrate()
         self.attach = select_attach(self.features)
         hooks = nflink.hook_numbers()
@@ -214,7 +214,6 @@ class NfHookProbe:
 
     def _link_all(self, c: nflink.NfConstants, fds: dict[str, int], netns: str) -> None:
         """In a thread inside netns: link both programs on every hook (closing program first)."""
-        from cniprof.bpf.features import errno_text
 
         for name in abi.PROGRAMS:
             priority = PRIORITY_FIRST if name == "nf_first" else PRIORITY_LAST
@@ -280,7 +279,6 @@ class NfHookProbe:
 
     def prog_stats(self) -> dict[str, dict[str, int]]:
         """Kernel run time and run count of each program (kernel.bpf_stats_enabled must be on while it runs)."""
-        from cniprof.bpf.stats import prog_stats
 
         if self.obj is None:
             raise UsageError("netfilter cost probe not started")

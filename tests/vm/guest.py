@@ -62,8 +62,9 @@ def load_probes(choices: dict) -> dict:
     from cniprof.bpf.build import object_path
     from cniprof.bpf.features import Features
     from cniprof.probes.cpu import CpuSampler
-    from cniprof.probes.hops import HopProbe, Point
+    from cniprof.probes.hops import HopProbe
     from cniprof.probes.nfhooks import NfHookProbe
+    from cniprof.probes.plan import Point
 
     out: dict[str, str] = {}
     ns = "cpvm-load"

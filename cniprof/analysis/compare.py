@@ -23,8 +23,10 @@ from typing import Any
 import pandas as pd
 
 from cniprof.analysis.summary import Analysis
+from cniprof.files import replacing
 
 BASELINE = "host:network"
+COMPARE_CSV = "compare.csv"  # the long form of a comparison, beside each model's export
 CSV_COLUMNS = ["model", "status", "section", "metric", "unit", "value", "pct_of_host", "note"]
 
 
@@ -83,9 +85,14 @@ class Comparison:
         return pd.DataFrame(out, columns=CSV_COLUMNS)
 
     def to_csv(self, path: str | Path) -> Path:
-        path = Path(path)
-        self.frame().to_csv(path, index=False)
-        return path
+        with replacing(path) as tmp:
+            self.frame().to_csv(tmp, index=False)
+        return Path(path)
+
+
+def _gbit(bps: Any) -> float | None:
+    value = _num(bps)
+    return value / 1e9 if value is not None else None
 
 
 def _num(x: Any) -> float | None:
@@ -163,7 +170,7 @@ def compare(entries: Sequence[Entry], skipped: Sequence[Skipped] = (), baseline:
         rows.append(Row(section, metric, unit, values, pct))
 
     add("throughput", "throughput", "Gbit/s",
-        {e.spec: (_num(e.throughput_bps) / 1e9 if _num(e.throughput_bps) is not None else None) for e in entries},
+        {e.spec: _gbit(e.throughput_bps) for e in entries},
         True)
     e2e = {e.spec: (e.analysis.e2e_for(e.analysis.forward) if e.analysis.forward else {}) for e in entries}
     add("end-to-end", "packets", "", {m: _num(e2e[m].get("packets")) for m in models}, False)

@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The tunings `cniprof tune` can try, by the names the advice catalog (cniprof advise) uses.
 
-Each one is a bench tuning spec (cniprof.bench.tunings) built for the lab as it is, plus whether the generators
+Each one is a bench tuning spec (cniprof.lab.tunings) built for the lab as it is, plus whether the generators
 are unpinned for the tuned runs. A name whose tuning is not implemented yet stays in the table with `not_yet`
 (one line said to the user), so adding it later is one entry: give it `spec` (and, for services and netfilter
 tunings, the connect generator). Generators: iperf3 TCP throughput unless the tuning acts per connection (connect)
@@ -15,10 +15,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from cniprof.cni.topology import Topology
 from cniprof.errors import UsageError
-from cniprof.lab import inject
-from cniprof.lab.topology import Topology
-from cniprof.scenario import GeneratorSpec
+from cniprof.lab import kubeproxy_switch
+from cniprof.run import inject
+from cniprof.run.generators import GeneratorSpec
 
 # --generator choices -> the scenario generator spec generators.make runs
 GENERATORS: dict[str, GeneratorSpec] = {
@@ -71,8 +72,6 @@ def _nftables_mode(topo: Topology) -> dict[str, Any]:
 
 
 def _stage_nftables(stack: ExitStack, topo: Topology) -> None:
-    from cniprof.lab import kubeproxy_switch
-
     kubeproxy_switch.stage(stack, topo, _injected_services(topo))
 
 

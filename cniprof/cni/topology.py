@@ -117,7 +117,7 @@ class Topology:
     # a dict cannot be hashed; keep it out of the generated __hash__ so the dataclass stays usable as a key
     underlay_ips: dict[str, str] = field(default_factory=dict, hash=False)
     host_ips: dict[str, str] = field(default_factory=dict, hash=False)
-    # problems injected on purpose (`lab up --inject`, cniprof.lab.inject), in the order applied; they stay until
+    # problems injected on purpose (`lab up --inject`, cniprof.run.inject), in the order applied; they stay until
     # `lab down`, and traces and `tune` read them from here (softirq-one-cpu pins their generators)
     injections: tuple[str, ...] = ()
 

@@ -9,10 +9,10 @@ p50/p99, which iputils does not print: they are order statistics of its per-repl
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from cniprof.lab.topology import Pod
-from cniprof.scenario import GeneratorSpec
+from cniprof.cni.topology import Pod
 from cniprof.traffic import sockperf
 from cniprof.traffic.connect_rate import ConnectRate
 from cniprof.traffic.http import HttpBench
@@ -20,6 +20,16 @@ from cniprof.traffic.iperf3 import Iperf3
 from cniprof.traffic.netns import Generator
 from cniprof.traffic.ping import Ping
 from cniprof.traffic.sockperf import Sockperf
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """A generator as a scenario or `tune --generator` names it: the tool and its parameters."""
+
+    name: str
+    tool: str
+    params: dict[str, Any] = field(default_factory=dict)
+
 
 # the metric each tool is compared on first (tables, graphs), and whether higher is better
 PRIMARY: dict[str, tuple[str, bool]] = {

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cniprof.cni import livenode, registry
-from cniprof.cni.livenode import Link
+from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError, UsageError
-from cniprof.lab.topology import Topology
+from cniprof.node import livenode
+from cniprof.node.livenode import Link
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,12 @@ from typing import Any
 
 from cniprof.bpf.build import object_path
 from cniprof.cni.model import Step
-from cniprof.lab.topology import Pod, Topology
+from cniprof.cni.topology import Pod, Topology
 from cniprof.probes import plan as planning
-from cniprof.probes.hops import Direction, HopProbe, Point
+from cniprof.probes.hops import HopProbe
+from cniprof.probes.plan import Direction, Point
+from cniprof.traffic.ping import Ping
+from cniprof.traffic.udp_burst import UdpBurst
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,8 @@ def _run(points: list[Point], a: Pod, b: Pod, traffic: str, count: int) -> dict[
     with HopProbe(object_path("hops"), points, [], dirs, sample_every=1) as probe:
         probe.start()
         if traffic == "ping":
-            from cniprof.traffic.ping import Ping
             gen: Any = Ping(a.netns, b.ip, count)
         else:
-            from cniprof.traffic.udp_burst import UdpBurst
             gen = UdpBurst(a.netns, b.netns, b.ip, count)
         with gen:
             gen.wait(timeout=30.0)

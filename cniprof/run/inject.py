@@ -2,7 +2,7 @@
 """Problems injected into the lab on purpose (`cniprof lab up --inject NAME`, `cniprof lab inject NAME`), so that
 findings and `cniprof tune` can be checked against a known cause.
 
-An injection is a set of bench tunings (cniprof.bench.tunings) applied once and never reverted by itself: every
+An injection is a set of bench tunings (cniprof.lab.tunings) applied once and never reverted by itself: every
 device it changes lives in a lab namespace, so `lab down` (deleting the namespaces) takes it away, and nothing
 outside the lab is touched. softirq-one-cpu also pins the generators: that is not a device setting but a note in
 the lab state (Topology.injections) which trace and tune read back (`pinned_cpus`) around each generator start.
@@ -24,10 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cniprof.bench import tunings
+from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError, UsageError
-from cniprof.lab import kubeproxy, state
-from cniprof.lab.topology import Topology
+from cniprof.lab import kubeproxy, saved, tunings
+from cniprof.run import generators, pod_to_service
 
 PIN_CPUS = "0"  # softirq-one-cpu: where the generators run
 TUNNEL_ROLES = ("vxlan", "tunnel")
@@ -142,8 +143,8 @@ def apply(topo: Topology, names: list[str]) -> tuple[Topology, list[str]]:
             done.append(f"{name}: kube-proxy iptables rules, {svc.rules:,} per node, ClusterIP {svc.cluster_ip} "
                         f"-> {', '.join(svc.endpoints[:1])} ({svc.seconds:.1f} s)")
             topo = replace(topo, injections=(*topo.injections, name))
-            with state.locked():
-                state.save(topo)
+            with saved.locked():
+                saved.save(topo)
             continue
         inj = INJECTIONS[name]
         for change in _changes(topo, inj.tunings(topo)):
@@ -152,15 +153,13 @@ def apply(topo: Topology, names: list[str]) -> tuple[Topology, list[str]]:
         if inj.pin is not None:
             done.append(f"{name}: generators of trace/tune pinned to CPU {inj.pin}")
         topo = replace(topo, injections=(*topo.injections, name))
-        with state.locked():
-            state.save(topo)  # after each one: a failure halfway still leaves the state telling what is in place
+        with saved.locked():
+            saved.save(topo)  # after each one: a failure halfway still leaves the state telling what is in place
     return topo, done
 
 
 def service_ports() -> list[tuple[int, str]]:
     """Every (port, protocol) that trace (--traffic iperf3/udp) and the tune generators send to a ClusterIP."""
-    from cniprof import pod_to_service
-    from cniprof.bench import generators
 
     ports = [(port, pod_to_service.PROTOCOLS[tool]) for tool, port in pod_to_service.PORTS.items()]
     return list(dict.fromkeys(ports + generators.every_service_port()))
@@ -171,7 +170,6 @@ def _services_refusal(topo: Topology, name: str) -> str | None:
         return f"the lab already has {next(n for n in topo.injections if n.startswith(SERVICES_PREFIX))}"
     if kubeproxy.installed(topo) and name not in topo.injections:
         return "the lab already holds kube-proxy rules cniprof did not inject"
-    from cniprof.cni import registry
 
     model = registry.parse(f"{topo.cni}:{topo.mode}")
     return model.no_services or None

@@ -17,7 +17,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from cniprof.bench.stats import t975
+from cniprof.analysis.stats import t975
 
 CI_METHOD = "95 % CI of the geometric-mean gain: Student's t on the pairs' log(tuned/baseline)"
 HELPS, HURTS, NO_EFFECT = "helps", "hurts", "no measurable effect"
@@ -54,7 +54,8 @@ def effect(baseline: list[float | None], tuned: list[float | None], higher_is_be
     """baseline[i] and tuned[i] are pair i's two runs."""
     if len(baseline) != len(tuned):
         raise ValueError("baseline and tuned must have one value per pair")
-    kept = [(b, t) for b, t in zip(baseline, tuned) if _usable(b) and _usable(t)]
+    kept = [(float(b), float(t)) for b, t in zip(baseline, tuned) if b is not None and t is not None
+            and _usable(b) and _usable(t)]
     dropped = len(baseline) - len(kept)
     if not kept:
         return Effect(0, dropped, None, None, None, None, None, NO_EFFECT)

@@ -31,8 +31,10 @@ from typing import Any
 
 import yaml
 
-from cniprof.bench import tunings as tunings_mod
+from cniprof.cni import registry
 from cniprof.errors import UsageError
+from cniprof.lab.tunings import HOST_SYSCTLS, IMPLEMENTED, MAX_RFS, NETNS_SYSCTL_PREFIXES
+from cniprof.run.generators import GeneratorSpec
 
 SCHEMA_VERSION = 1
 PATHS = ("cross-node", "same-node", "pod-to-host", "pod-to-service")
@@ -40,7 +42,6 @@ NOT_YET_PATHS: tuple[str, ...] = ()
 SERVICE_PATH = "pod-to-service"
 KUBE_PROXY_MODES = ("iptables", "nftables")
 MAX_SERVICES = 10000
-HOST_SYSCTLS = tunings_mod.HOST_SYSCTLS
 
 # tool -> {param: (type, check, description)}; bool is checked before int (bool is an int in Python)
 _POS_INT = (int, lambda v: v >= 1, "an integer >= 1")
@@ -58,18 +59,10 @@ TOOLS: dict[str, dict[str, tuple[type, Any, str]]] = {
 # tunings the issue asks for; none is applied by the runner yet, so each is rejected rather than ignored
 TUNINGS = ("mtu", "offloads", "txqueuelen", "qdisc", "rps", "xps", "rfs", "sysctl", "notrack", "services",
            "cpu_pinning")
-IMPLEMENTED_TUNINGS = tunings_mod.IMPLEMENTED
-NETNS_SYSCTL_PREFIXES = tunings_mod.NETNS_SYSCTL_PREFIXES
+IMPLEMENTED_TUNINGS = IMPLEMENTED
 OFFLOAD_FEATURES = ("gro", "gso", "tso", "tx-checksum", "rx-checksum")
 OFFLOAD_ROLES = ("veth", "vxlan", "tunnel", "underlay", "bridge", "macvlan")
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1024, "M": 1000**2, "MB": 1024**2, "G": 1000**3, "GB": 1024**3}
-
-
-@dataclass(frozen=True)
-class GeneratorSpec:
-    name: str
-    tool: str
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -185,8 +178,6 @@ def _names(doc: _Doc, path: str, value: Any, allowed: tuple[str, ...] | None = N
 
 
 def _models(doc: _Doc, value: Any) -> tuple[str, ...]:
-    from cniprof.cni import registry
-
     if value == "all":
         return ("all",)
     names = _names(doc, "models", value)
@@ -265,7 +256,7 @@ def _cpus(value: Any) -> bool:
 
 
 def _tuning(doc: _Doc, path: str, key: str, value: Any) -> Any:
-    """Check one tuning's value (what cniprof.bench.tunings expects)."""
+    """Check one tuning's value (what cniprof.lab.tunings expects)."""
     if key == "mtu":
         return _typed(doc, path, value, int, lambda v: 1280 <= v <= 9216, "an MTU 1280..9216")
     if key == "txqueuelen":
@@ -290,8 +281,8 @@ def _tuning(doc: _Doc, path: str, key: str, value: Any) -> Any:
     if key == "notrack":
         return _typed(doc, path, value, bool, None, "true or false")
     if key == "rfs":
-        return _typed(doc, path, value, int, lambda v: 0 <= v <= tunings_mod.MAX_RFS,
-                      f"a flow count 0..{tunings_mod.MAX_RFS} (0 turns RFS off)")
+        return _typed(doc, path, value, int, lambda v: 0 <= v <= MAX_RFS,
+                      f"a flow count 0..{MAX_RFS} (0 turns RFS off)")
     if key == "services":
         return _services(doc, path, value)
     if key in ("rps", "xps"):

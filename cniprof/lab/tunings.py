@@ -39,18 +39,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError
-from cniprof.lab.topology import Topology
+from cniprof.lab import kubeproxy_nft, kubeproxy_switch
+from cniprof.lab.kubeproxy import cluster_cidr_of
+from cniprof.netns_exec import run_in
 
 IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning", "qdisc", "sysctl", "services",
                "notrack", "rfs")
-# machine-wide sysctls a scenario may change with `host_changes: true` (cniprof.bench.host restores them)
+# machine-wide sysctls a scenario may change with `host_changes: true` (cniprof.lab.host_sysctl restores them)
 HOST_SYSCTLS = ("net.core.netdev_max_backlog", "net.core.busy_poll", "net.core.busy_read",
                 "net.core.rps_sock_flow_entries")
 MAX_RFS = 1 << 20
@@ -103,20 +105,8 @@ def devices(topo: Topology) -> list[Dev]:
     return list(seen.values())
 
 
-def _sh(netns: str, argv: list[str]) -> str:
-    try:
-        out = subprocess.run(["ip", "netns", "exec", netns, *argv], check=False, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise CniprofError(f"tuning: {' '.join(argv)} in {netns} failed: {e}") from None
-    if out.returncode != 0:
-        msg = next((line.strip() for line in out.stderr.splitlines() if line.strip()), f"exit {out.returncode}")
-        raise CniprofError(f"tuning: {' '.join(argv)} in {netns}: {msg}")
-    return out.stdout
-
-
 def link_info(dev: Dev) -> dict[str, Any]:
-    return json.loads(_sh(dev.netns, ["ip", "-j", "link", "show", "dev", dev.name]))[0]
+    return json.loads(run_in(dev.netns, ["ip", "-j", "link", "show", "dev", dev.name]))[0]
 
 
 def parse_features(text: str) -> dict[str, tuple[bool, bool]]:
@@ -250,7 +240,7 @@ def _queue_files(devs: list[Dev], queue: str, file: str) -> list[tuple[Dev, str,
         if dev.role not in ("host_veth", "pod_veth", "underlay"):
             continue
         base = f"/sys/class/net/{dev.name}/queues"
-        listing = _sh(dev.netns, ["sh", "-c", f"for q in {base}/{queue}-*; do echo $q $(cat $q/{file}); done"])
+        listing = run_in(dev.netns, ["sh", "-c", f"for q in {base}/{queue}-*; do echo $q $(cat $q/{file}); done"])
         for line in listing.splitlines():
             path, _, old = line.partition(" ")
             if old.strip():  # no queue file: nothing to change or revert
@@ -261,7 +251,7 @@ def _queue_files(devs: list[Dev], queue: str, file: str) -> list[tuple[Dev, str,
 def plan_qdisc(devs: list[Dev], kind: str) -> list[Change]:
     changes = []
     for dev in devs:
-        roots = [q for q in json.loads(_sh(dev.netns, ["tc", "-j", "qdisc", "show", "dev", dev.name]) or "[]")
+        roots = [q for q in json.loads(run_in(dev.netns, ["tc", "-j", "qdisc", "show", "dev", dev.name]) or "[]")
                  if q.get("root")]
         old = roots[0]["kind"] if roots else "noqueue"
         if old not in DEFAULT_QDISCS:
@@ -273,7 +263,7 @@ def plan_qdisc(devs: list[Dev], kind: str) -> list[Change]:
 
 def plan_rfs(devs: list[Dev], flows: int) -> list[Change]:
     """RFS per device: rps_flow_cnt of every rx queue of the veth and underlay devices (the machine-wide flow
-    table, net.core.rps_sock_flow_entries, is a host change: cniprof.bench.host)."""
+    table, net.core.rps_sock_flow_entries, is a host change: cniprof.lab.host_sysctl)."""
     return [Change(dev, f"rps_flow_cnt {old}->{flows}", ("sh", "-c", f"echo {flows} > {target}"),
                    ("sh", "-c", f"echo {old} > {target}"))
             for dev, target, old in _queue_files(devs, "rx", "rps_flow_cnt") if old != str(flows)]
@@ -303,7 +293,7 @@ def plan_host_gw(topo: Topology) -> list[Change]:
         tunnels, underlay = node.by_role("vxlan"), node.by_role("underlay")
         if not tunnels or not underlay:
             continue
-        for route in json.loads(_sh(node.netns, ["ip", "-j", "route", "show", "dev", tunnels[0].name]) or "[]"):
+        for route in json.loads(run_in(node.netns, ["ip", "-j", "route", "show", "dev", tunnels[0].name]) or "[]"):
             if "/" not in route.get("dst", "") or "gateway" not in route:
                 continue
             net = ipaddress.ip_network(route["dst"])
@@ -323,12 +313,11 @@ def plan_host_gw(topo: Topology) -> list[Change]:
 
 def plan_notrack(topo: Topology) -> list[Change]:
     """NOTRACK for pod-to-pod traffic in every node namespace; refused where the table is already there."""
-    from cniprof.lab.kubeproxy import cluster_cidr_of
 
     script = notrack_rules(str(cluster_cidr_of(topo)))
     changes = []
     for node in topo.nodes:
-        tables = _sh(node.netns, ["nft", "list", "tables"])
+        tables = run_in(node.netns, ["nft", "list", "tables"])
         if f"table ip {NOTRACK_TABLE}" in tables:
             raise CniprofError(f"tuning notrack: {node.netns} already has table ip {NOTRACK_TABLE}; not touching it")
         changes.append(Change(Dev(node.netns, "-", "netns"), "notrack pod-to-pod", ("nft", script),
@@ -346,15 +335,31 @@ def plan_sysctl(topo: Topology, values: dict[str, Any]) -> list[Change]:
     for netns in namespaces:
         for key, value in values.items():
             if key in HOST_SYSCTLS:
-                continue  # machine-wide: cniprof.bench.host sets it once for the variant
+                continue  # machine-wide: cniprof.lab.host_sysctl sets it once for the variant
             if not netns_sysctl(key):
                 raise CniprofError(f"tuning sysctl {key} is machine-wide, not per namespace; not applied")
-            old = " ".join(_sh(netns, ["sysctl", "-n", key]).split())
+            old = " ".join(run_in(netns, ["sysctl", "-n", key]).split())
             new = " ".join(str(value).split())
             if old != new:
                 changes.append(Change(Dev(netns, "-", "netns"), f"{key} {old}->{new}",
                                       ("sysctl", "-q", "-w", f"{key}={new}"), ("sysctl", "-q", "-w", f"{key}={old}")))
     return changes
+
+
+def plan_kube_proxy_nftables(topo: Topology) -> list[Change]:
+    """The switch to nftables mode on every node (with its exact revert): iptables' two entry jumps into
+    KUBE-SERVICES out, nftables' two `jump services` in (the table is staged by cniprof.lab.kubeproxy_switch)."""
+    out: list[Change] = []
+    for node in topo.nodes:
+        dev = Dev(node.netns, "kube-proxy", "node")
+        for ipt_chain, nft_chain in kubeproxy_switch.ENTRY_CHAINS.items():
+            out.append(Change(dev, f"iptables {ipt_chain} -> KUBE-SERVICES removed",
+                              ("iptables", "-t", "nat", "-D", ipt_chain, *kubeproxy_switch.PORTALS),
+                              ("iptables", "-t", "nat", "-A", ipt_chain, *kubeproxy_switch.PORTALS)))
+            out.append(Change(dev, f"nftables {nft_chain} -> services added",
+                              ("nft", "add", "rule", "ip", kubeproxy_nft.TABLE, nft_chain, "jump", "services"),
+                              ("nft", "flush", "chain", "ip", kubeproxy_nft.TABLE, nft_chain)))
+    return out
 
 
 def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
@@ -368,7 +373,7 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
         if key == "mtu":
             changes += plan_mtu(devs, infos, int(value))
         elif key == "offloads":
-            feats = {d: parse_features(_sh(d.netns, ["ethtool", "-k", d.name])) for d in devs}
+            feats = {d: parse_features(run_in(d.netns, ["ethtool", "-k", d.name])) for d in devs}
             changes += plan_offloads(devs, feats, value)
         elif key == "txqueuelen":
             changes += plan_txqueuelen(devs, infos, int(value))
@@ -384,10 +389,8 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
             changes += plan_rfs(devs, int(value))
         elif key == "routing":  # tune only: host-gw in place of the VXLAN routes
             changes += plan_host_gw(topo) if value == "host-gw" else []
-        elif key == "kube_proxy_mode":  # tune only (staged by cniprof.tune.catalog); not a scenario tuning
-            from cniprof.lab import kubeproxy_switch
-
-            changes += kubeproxy_switch.changes(topo) if value == "nftables" else []
+        elif key == "kube_proxy_mode":  # tune only (staged by cniprof.tune.tunes); not a scenario tuning
+            changes += plan_kube_proxy_nftables(topo) if value == "nftables" else []
         elif key in SKIPPED_BY_PLAN:
             continue
         else:
@@ -397,7 +400,7 @@ def plan(topo: Topology, tunings: dict[str, Any]) -> list[Change]:
 
 def run_change(change: Change) -> None:
     """Make one change (its revert is the caller's business)."""
-    _sh(change.dev.netns, list(change.apply))
+    run_in(change.dev.netns, list(change.apply))
 
 
 @contextmanager
@@ -413,7 +416,7 @@ def applied(topo: Topology, tunings: dict[str, Any]) -> Iterator[list[Change]]:
         errors = []
         for change in reversed(done):
             try:
-                _sh(change.dev.netns, list(change.revert))
+                run_in(change.dev.netns, list(change.revert))
             except CniprofError as e:
                 errors.append(str(e))
         if errors:

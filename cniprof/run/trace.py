@@ -11,27 +11,35 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cniprof import nodestate, pod_to_service
-from cniprof.bench import tunings
+from cniprof.analysis.record import TraceRecord
 from cniprof.bpf.build import object_path
+from cniprof.bpf.features import calibrate
 from cniprof.cni import registry
 from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Chain, Model
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
-from cniprof.lab import cleanup, inject, kernel, realize
-from cniprof.lab.topology import Pod, Topology
+from cniprof.interrupts import sigterm_interrupts
+from cniprof.lab import cleanup, kernel, realize, tunings
+from cniprof.node import detect, state
 from cniprof.probes import plan as planning
 from cniprof.probes import sampling as sampling_mod
+from cniprof.probes.cpu import CpuSampler, check_freq
 from cniprof.probes.hops import HopProbe
+from cniprof.probes.hops_abi import ATTACH_POINT
+from cniprof.probes.nfhooks import NfHookProbe, select_attach
+from cniprof.run import inject, pod_to_service
+from cniprof.traffic.iperf3 import Iperf3
 from cniprof.traffic.netns import require_tool
+from cniprof.traffic.ping import Ping
+from cniprof.traffic.udp_burst import UdpBurst
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +65,7 @@ class TraceOptions:
     events: tuple[str, ...] = planning.DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
     cpu: bool = False  # also sample CPU stacks and softirq time (cniprof.probes.cpu)
     cpu_freq_hz: int = 999
-    # --cni auto: trace the live node as detected (cniprof.cni.detect) instead of building a lab
+    # --cni auto: trace the live node as detected (cniprof.node.detect) instead of building a lab
     root: str = "/"  # the node's root directory for its CNI configuration and flannel's subnet.env
     node_netns: str | None = None  # the node's network namespace (None: the one cniprof runs in)
     topology: Topology | None = None  # set by preflight for --cni auto: the detected node, traced as found
@@ -66,22 +74,18 @@ class TraceOptions:
     # pod-to-service with the kube-proxy service already installed by the caller (a study installs it before its
     # generator starts): used as is, neither installed nor removed here
     service: Any = None  # cniprof.lab.kubeproxy.Applied
+    command: str | None = None  # the command line, recorded in summary.json
 
 
 @dataclass
 class TraceResult:
+    """A finished trace: its record (plain data for analysis and export) and the live objects that made it."""
+
+    record: TraceRecord
     model: Model
     topology: Topology
     plan: planning.Plan
-    snapshot: dict[str, Any]
-    traffic: dict[str, Any]
-    probes: list[str]
     lab_created: bool
-    duration_s: float
-    extra: dict[str, Any] = field(default_factory=dict)
-    cpu: dict[str, Any] | None = None  # the CPU sampler's last snapshot (--cpu)
-    nf: dict[str, Any] | None = None  # the netfilter probe's last snapshot (--nf)
-    nodestate: dict[str, Any] | None = None  # config at the end, counter deltas over the window (nodestate.py)
 
 
 def preflight(opts: TraceOptions) -> Model:
@@ -90,8 +94,6 @@ def preflight(opts: TraceOptions) -> Model:
     Resolves opts.path when it is None (the model's default path).
     """
     if opts.cni.strip().lower() == "auto" and opts.topology is None:
-        from cniprof.cni import detect
-
         opts.cni, opts.topology, _ = detect.resolve(Path(opts.root), opts.node_netns)
     model = registry.parse(opts.cni)
     if opts.path is None:
@@ -119,15 +121,11 @@ def preflight(opts: TraceOptions) -> Model:
         require_tool(tool)
     object_path("hops")  # raises with a hint when the BPF objects were not built
     if opts.cpu:
-        from cniprof.probes.cpu import check_freq
-
         check_freq(opts.cpu_freq_hz)
         object_path("cpu")
     if opts.path == pod_to_service.PATH:
         pod_to_service.check(opts.traffic, opts.services or 0, opts.count)
     if opts.nf:
-        from cniprof.probes.nfhooks import select_attach
-
         object_path("nfhooks")
         select_attach(_features())  # no usable attach type: one line, before the lab is touched
     return model
@@ -149,7 +147,6 @@ def chain_for(model: Model, path: str) -> Chain:
 @functools.cache
 def _features() -> Any:
     """One feature calibration per process (preflight runs twice: in the CLI and in run())."""
-    from cniprof.bpf.features import calibrate
 
     return calibrate()
 
@@ -186,27 +183,6 @@ def _pod_and_host(topo: Topology, src: str | None, dst: str | None) -> tuple[Pod
     return a, topo.host_endpoint(a.node)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (e.g. from a timeout) unwinds like Ctrl-C, so cleanup runs the same way.
-
-    pyroute2 forks helper processes to open sockets in other namespaces; they inherit this handler and must
-    not run our cleanup (which would tear down the lab under the parent), so a forked child just exits.
-    """
-    owner = os.getpid()
-
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != owner:
-            os._exit(128 + signum)
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _lab(stack: ExitStack, model: Model, live: Topology | None = None) -> tuple[Topology, bool]:
     if live is not None:  # --cni auto: the node as detected; nothing to build or remove
         return live, False
@@ -223,15 +199,12 @@ def _generator(opts: TraceOptions, a: Pod, b: Pod, topo: Topology, dst_ip: str |
     service = dst_ip is not None
     dst_ip = dst_ip or b.ip
     if opts.traffic == "iperf3":
-        from cniprof.traffic.iperf3 import Iperf3
         return Iperf3(a.netns, b.netns, dst_ip, opts.duration_s)
     if opts.traffic == "udp":
-        from cniprof.traffic.udp_burst import UdpBurst
         # to a service: every datagram from its own socket, a new connection that walks the NAT rules
         return UdpBurst(a.netns, b.netns, dst_ip, opts.count, payload_size=opts.payload_size,
                         flows=opts.count if service else 1)
     if opts.traffic == "ping":
-        from cniprof.traffic.ping import Ping
         return Ping(a.netns, b.ip, opts.count)
     return None
 
@@ -272,7 +245,6 @@ def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> Any:
     """The CPU sampler beside the hop probe (--cpu), released by the same stack; None without --cpu."""
     if not opts.cpu:
         return None
-    from cniprof.probes.cpu import CpuSampler
 
     sampler = CpuSampler(object_path("cpu"), opts.cpu_freq_hz)
     stack.callback(sampler.close)
@@ -284,7 +256,6 @@ def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: l
     """The netfilter probe on the lab's node namespaces (--nf), released by the same stack; None without --nf."""
     if not opts.nf:
         return None
-    from cniprof.probes.nfhooks import NfHookProbe
 
     probe = NfHookProbe.for_topology(topo, addresses=addresses, features=_features())
     stack.callback(probe.close)
@@ -296,23 +267,22 @@ CPU_READ_S = 1.0  # CPU snapshots (symbolizing user stacks while the generators 
 
 
 def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] | None = None,
-        on_cpu: Callable[[dict[str, Any]], None] | None = None) -> TraceResult:
-    model = preflight(opts)
+        on_cpu: Callable[[dict[str, Any]], None] | None = None, model: Model | None = None) -> TraceResult:
+    """Trace once. `model`: what preflight(opts) returned when the caller already ran it (it is not repeated)."""
+    model = model or preflight(opts)
     chain = chain_for(model, opts.path)
-    with _sigterm_as_interrupt(), ExitStack() as stack:
+    with sigterm_interrupts(), ExitStack() as stack:
         topo, created = _lab(stack, model, opts.topology)
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
         plan = planning.build(topo, chain, a, b, events=opts.events)
-        service, extra = None, {}
-        if topo.injections:
-            extra["injections"] = list(topo.injections)  # the run's findings should name the injected cause
+        service, service_info = None, None
         if opts.path == pod_to_service.PATH:
             injected = None if opts.service else _injected_service(topo, opts)
             service = opts.service or injected or \
                 pod_to_service.install(stack, topo, b, opts.services or 0, opts.traffic)
             pod_to_service.check_target(service, b)
             plan = pod_to_service.retarget(plan, service.cluster_ip)
-            extra["service"] = {**pod_to_service.describe(service, b), "injected": service is injected}
+            service_info = {**pod_to_service.describe(service, b), "injected": service is injected}
         probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
                          stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
         stack.callback(probe.close)
@@ -334,7 +304,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
                 probe.reset_stats()
         # after calibration, so that CPU time and hop packet counts cover the same window
         sampler = _cpu_sampler(stack, opts)
-        state_start = nodestate.capture(topo, config=False)
+        state_start = state.capture(topo, config=False)
         cpu_read = 0.0
         deadline = t0 + _run_time(opts, gen)
         result = None
@@ -358,8 +328,17 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
         snapshot = probe.snapshot()
         nf_snapshot = nf.snapshot() if nf is not None else None
-        state = nodestate.window(state_start, nodestate.capture(topo))
-        duration = time.monotonic() - t0
-        return TraceResult(model, topo, plan, snapshot, _result_dict(opts.traffic, result), list(probe.attached),
-                           created, duration, extra={"sampling": sampling, **extra}, cpu=cpu_snapshot,
-                           nf=nf_snapshot, nodestate=state)
+        node_state = state.window(state_start, state.capture(topo))
+        record = TraceRecord(
+            cni=model.cni, mode=model.mode, path=opts.path or "", snapshot=snapshot,
+            duration_s=time.monotonic() - t0, traffic=_result_dict(opts.traffic, result),
+            probes=tuple(ATTACH_POINT[p] for p in probe.attached), sampling=sampling, cpu=cpu_snapshot,
+            nf=nf_snapshot, nodestate=node_state, service=service_info, injections=tuple(topo.injections),
+            where=_where(opts, model, created), command=opts.command)
+        return TraceResult(record, model, topo, plan, created)
+
+
+def _where(opts: TraceOptions, model: Model, created: bool) -> str:
+    if opts.topology is not None:
+        return f"live node {opts.node_netns or 'root namespace'} (detected {model.spec})"
+    return f"lab {'built and removed' if created else 'reused, left up'}"

@@ -16,7 +16,6 @@ with the runs done so far (metadata `status` says whether it finished).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import re
@@ -29,13 +28,11 @@ from typing import Any
 import pandas as pd
 
 from cniprof import __version__
-from cniprof.bench.stats import summarize
+from cniprof.analysis.stats import KEYS, stats_table
+from cniprof.files import replacing, write_json
 
 SCHEMA_VERSION = 1
-KEYS = ["model", "path", "variant", "generator"]
 RESULT_COLUMNS = ["run_id", *KEYS, "tool", "repetition", "metric", "value", "primary", "higher_is_better"]
-STATS_COLUMNS = [*KEYS, "tool", "metric", "primary", "higher_is_better", "n", "median", "mean", "ci_low",
-                 "ci_high", "spread_pct", "flagged"]
 
 
 def cpu_model() -> str:
@@ -76,28 +73,11 @@ def environment() -> dict[str, Any]:
     }
 
 
-def stats_table(results: pd.DataFrame, max_spread_pct: float) -> pd.DataFrame:
-    """Summaries of results over repetitions (see cniprof.bench.stats)."""
-    rows = []
-    if results.empty:
-        return pd.DataFrame(columns=STATS_COLUMNS)
-    group_keys = [*KEYS, "tool", "metric", "primary", "higher_is_better"]
-    for key, group in results.dropna(subset=["value"]).groupby(group_keys, sort=False):
-        s = summarize(list(group["value"]), max_spread_pct)
-        rows.append({**dict(zip(group_keys, key)), "n": s.n, "median": s.median, "mean": s.mean,
-                     "ci_low": s.ci_low, "ci_high": s.ci_high, "spread_pct": s.spread_pct, "flagged": s.flagged})
-    return pd.DataFrame(rows, columns=STATS_COLUMNS)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _write_table(df: pd.DataFrame, base: Path) -> None:
-    df.to_csv(base.with_suffix(".csv"), index=False)
-    df.to_parquet(base.with_suffix(".parquet"), index=False)
+    with replacing(base.with_suffix(".csv")) as tmp:
+        df.to_csv(tmp, index=False)
+    with replacing(base.with_suffix(".parquet")) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 class RunArchive:
@@ -133,7 +113,7 @@ class RunArchive:
         if cpu is not None and not cpu.empty:
             self.cpu.append(cpu.assign(**keys))
         self.meta["runs"].append(run)
-        _write_json(self.run_dir(run["run_id"]) / "result.json", {**run, "metrics": values})
+        write_json(self.run_dir(run["run_id"]) / "result.json", {**run, "metrics": values}, default=str)
         self.write()
 
     def fail(self, run: dict[str, Any], error: str) -> None:
@@ -154,4 +134,4 @@ class RunArchive:
             _write_table(pd.concat(self.hops, ignore_index=True), self.root / "hops")
         if self.cpu:
             _write_table(pd.concat(self.cpu, ignore_index=True), self.root / "cpu")
-        _write_json(self.root / "metadata.json", self.meta)
+        write_json(self.root / "metadata.json", self.meta, default=str)

@@ -16,15 +16,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from cniprof.bench.tunings import ETHTOOL_NAMES, FEATURES, parse_features
-from cniprof.lab.topology import NETNS_DIR
+from cniprof.cni.topology import NETNS_DIR
+from cniprof.errors import CniprofError
+from cniprof.lab.tunings import ETHTOOL_NAMES, FEATURES, parse_features
+from cniprof.netns_exec import attempt_in
 
 VERSION = 1
 TIMEOUT_S = 10.0  # one namespace's device and counter reads (~0.2 s on the lab)
@@ -198,12 +199,10 @@ def parse_namespace(text: str, devices: Mapping[str, str]) -> dict[str, Any]:
 def _exec(netns: str, script: str, timeout_s: float = TIMEOUT_S) -> tuple[str, str | None]:
     """(stdout, None) or ("", why it could not be read): bounded by timeout_s."""
     try:
-        out = subprocess.run(["ip", "netns", "exec", netns, "sh", "-c", script], capture_output=True, text=True,
-                             timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return "", f"{netns}: {'rules ' if script is _RULES else ''}read timed out after {timeout_s:.0f} s"
-    except OSError as e:
-        return "", f"{netns}: {e}"
+        out = attempt_in(netns, ["sh", "-c", script], timeout_s=timeout_s,
+                         what=f"{'rules ' if script is _RULES else ''}read")
+    except CniprofError as e:  # timed out or could not start: what was not read is said, not raised
+        return "", str(e)
     if out.returncode != 0 and "@@" not in out.stdout:
         return "", f"{netns}: " + (out.stderr.strip().splitlines() or [f"exit {out.returncode}"])[0]
     return out.stdout, None

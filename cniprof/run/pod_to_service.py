@@ -21,9 +21,10 @@ import subprocess
 from contextlib import ExitStack
 from typing import Any
 
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.lab import kubeproxy, kubeproxy_nft
-from cniprof.lab.topology import Pod, Topology
+from cniprof.netns_exec import attempt_in
 from cniprof.probes.plan import Plan
 from cniprof.traffic.udp_burst import MAX_FLOWS
 
@@ -89,9 +90,8 @@ def install_service(stack: ExitStack, topo: Topology, target: Pod, services: int
     return kubeproxy.apply(topo, services=services, target_pod=target.name, ports=ports)
 
 
-def _nft(netns: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", netns, "nft", *args], input=stdin, capture_output=True,
-                          text=True, timeout=NFT_TIMEOUT_S, check=False)
+def _nft(netns: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return attempt_in(netns, ["nft", *args], stdin=stdin, timeout_s=NFT_TIMEOUT_S, what="nft")
 
 
 def nft_tables(topo: Topology) -> dict[tuple[str, str], str | None]:

@@ -12,10 +12,17 @@ import math
 import statistics
 from dataclasses import dataclass
 
+import pandas as pd
+
 # two-sided 95 % quantiles of Student's t, df 1..30 (beyond: the normal 1.96)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
          2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
          2.045, 2.042)
+
+
+KEYS = ["model", "path", "variant", "generator"]  # what identifies a study's run (repetitions aside)
+STATS_COLUMNS = [*KEYS, "tool", "metric", "primary", "higher_is_better", "n", "median", "mean", "ci_low",
+                 "ci_high", "spread_pct", "flagged"]
 
 
 @dataclass(frozen=True)
@@ -44,3 +51,16 @@ def summarize(values: list[float], max_spread_pct: float = 10.0) -> Summary:
     half = t975(len(clean) - 1) * statistics.stdev(clean) / math.sqrt(len(clean))
     spread = 100.0 * half / abs(med) if med else (0.0 if half == 0 else math.inf)
     return Summary(len(clean), med, mean, mean - half, mean + half, spread, spread > max_spread_pct)
+
+
+def stats_table(results: pd.DataFrame, max_spread_pct: float) -> pd.DataFrame:
+    """A study's results.csv rows -> one `summarize` row per run key, tool and metric (stats.csv)."""
+    rows = []
+    if results.empty:
+        return pd.DataFrame(columns=STATS_COLUMNS)
+    group_keys = [*KEYS, "tool", "metric", "primary", "higher_is_better"]
+    for key, group in results.dropna(subset=["value"]).groupby(group_keys, sort=False):
+        s = summarize(list(group["value"]), max_spread_pct)
+        rows.append({**dict(zip(group_keys, key)), "n": s.n, "median": s.median, "mean": s.mean,
+                     "ci_low": s.ci_low, "ci_high": s.ci_high, "spread_pct": s.spread_pct, "flagged": s.flagged})
+    return pd.DataFrame(rows, columns=STATS_COLUMNS)

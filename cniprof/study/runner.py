@@ -33,13 +33,16 @@ from typing import Any
 
 import pandas as pd
 
-from cniprof.bench import generators, tunings
-from cniprof.bench.archive import RunArchive
+from cniprof.analysis.record import TraceRecord, analyze_record
 from cniprof.cni import registry
 from cniprof.cni.model import Model
 from cniprof.errors import CniprofError, EnvironmentProblem
-from cniprof.lab import cleanup, host_sysctl, inject, kernel, kubeproxy, realize
-from cniprof.scenario import SERVICE_PATH, GeneratorSpec, Scenario, Variant
+from cniprof.lab import cleanup, host_sysctl, kernel, kubeproxy, realize, tunings
+from cniprof.report.export import export_trace
+from cniprof.run import generators, inject, pod_to_service, trace
+from cniprof.run.generators import GeneratorSpec
+from cniprof.study.archive import RunArchive
+from cniprof.study.scenario import SERVICE_PATH, Scenario, Variant
 
 log = logging.getLogger(__name__)
 DEFAULT_SETUP_S = 3.0  # trace set-up time assumed before a model's first run measured it
@@ -156,7 +159,6 @@ def _revert_or_stop(undo: ExitStack) -> None:
 @contextmanager
 def variant_setup(topo: Any, model: Model, scenario: Scenario, path: str, variant: Variant) -> Iterator[VariantSetup]:
     """Machine-wide sysctls and the kube-proxy service for a variant's consecutive runs; removed afterwards."""
-    from cniprof import pod_to_service, trace
 
     setup = VariantSetup()
     with ExitStack() as stack:
@@ -177,30 +179,11 @@ def variant_setup(topo: Any, model: Model, scenario: Scenario, path: str, varian
         yield setup
 
 
-def hop_table(trace_result: Any, out_dir: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Export the run's trace (snapshot, hops, summary; with the CPU sampler also its cpu.* files and the "cpu"
-    block of summary.json, as `cniprof trace --cpu --export` writes them) and return its hop and CPU tables."""
-    from cniprof.report.export import export
-
-    result = trace_result
-    if result.cpu is None:
-        paths = export(out_dir, result.snapshot, cni=result.model.cni, mode=result.model.mode,
-                       duration_s=result.duration_s, probes=result.probes, topology=result.topology,
-                       extra=result.extra, nodestate=result.nodestate)
-        return pd.read_csv(paths["hops.csv"]), None
-    from cniprof.analysis.cpu import analyze_cpu, with_cpu
-    from cniprof.analysis.summary import analyze
-    from cniprof.report.flames import export_flames
-
-    analysis = analyze(result.snapshot, None, result.topology)
-    cpu = analyze_cpu(result.cpu, analysis.hops, None, result.extra["sampling"]["every"])
-    analysis = with_cpu(analysis, cpu)
-    paths = export(out_dir, result.snapshot, analysis=analysis, cni=result.model.cni, mode=result.model.mode,
-                   duration_s=result.duration_s, probes=result.probes, topology=result.topology,
-                   extra={**result.extra, "cpu": cpu.summary}, nodestate=result.nodestate)
-    e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
-    export_flames(out_dir, analysis.hops, result.cpu, e2e_mean_us=e2e, title=out_dir.name)
-    return pd.read_csv(paths["hops.csv"]), cpu_rows(cpu)
+def hop_table(record: TraceRecord, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Export the run's trace (the same files `cniprof trace --export` writes) and return its hop and CPU tables."""
+    analysis = analyze_record(record)
+    export_trace(out_dir, record, analysis)
+    return analysis.tables.hops, cpu_rows(analysis.cpu) if analysis.cpu is not None else None
 
 
 CPU_COLUMNS = ["kind", "component", "cpu", "cpu_ms", "share_pct", "us_per_pkt", "net_rx_pct", "net_tx_pct",
@@ -224,7 +207,6 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
 
     setup_s: the trace set-up time last measured per model (updated here). variant: what variant_setup installed
     (the service a pod-to-service run sends to)."""
-    from cniprof import pod_to_service, trace
 
     variant = variant or VariantSetup()
     a, b = trace.pick_pods(topo, run.path, None, None)
@@ -253,7 +235,7 @@ def execute(run: Run, topo: Any, scenario: Scenario, archive: RunArchive,
                                       duration_s=scenario.duration_s + startup, cpu=scenario.cpu,
                                       service=variant.service if to_service else None)
             result = trace.run(opts, on_update=first_update)
-            hops, cpu = hop_table(result, archive.run_dir(run.run_id))
+            hops, cpu = hop_table(result.record, archive.run_dir(run.run_id))
             if "setup_s" in measured:
                 setup_s[run.model.spec] = measured["setup_s"]
         values = generators.metrics(run.generator.tool, gen.wait())

@@ -12,8 +12,9 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from cniprof.cni.topology import LAB_ID, Topology
 from cniprof.errors import CniprofError
-from cniprof.lab.topology import LAB_ID, Topology
+from cniprof.files import write_text
 
 STATE_DIR = Path("/run/cniprof")
 STATE_FILE = STATE_DIR / (f"lab-{LAB_ID}.json" if LAB_ID else "lab.json")
@@ -23,10 +24,7 @@ LOCK_FILE = STATE_DIR / (f"lab-{LAB_ID}.lock" if LAB_ID else "lab.lock")
 def save(topology: Topology, path: Path = STATE_FILE) -> None:
     """Write atomically (temp file + rename) so a reader never sees half a topology."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(topology.to_json() + "\n")
-    os.chmod(tmp, 0o644)  # readable without root: `lab status` and reports need it
-    os.replace(tmp, path)
+    write_text(path, topology.to_json() + "\n")  # mode 0644: `lab status` and reports read it without root
 
 
 def load(path: Path = STATE_FILE) -> Topology | None:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from cniprof.cni.topology import NETNS_DIR, Device, Node, Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
-from cniprof.lab.topology import NETNS_DIR, Device, Node, Pod, Topology
 
 # a namespace with no name: the one cniprof runs in. An absolute path works everywhere a name does
 # (os.path.join keeps it, pyroute2 opens it as is) except `ip netns exec`.
