@@ -13,13 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from cniprof.bpf.btf import drop_reason_names
+from cniprof.bpf.btf import drop_reason_names, has_drop_reasons
 from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
 from cniprof.probes.plan import Direction, ExpectedHop, Point
 from cniprof.probes.probe import BpfProbe
+
+
+def reason_names() -> dict[int, str]:
+    """Drop reason value -> name on this kernel, with DROP_REASON_UNKNOWN as 'unknown' (kernels without reasons)."""
+    names = drop_reason_names() if has_drop_reasons() else {}
+    return {**names, abi.DROP_REASON_UNKNOWN: "unknown"}
 
 
 def _ip_u32(ip: str) -> int:
@@ -64,13 +70,16 @@ class HopProbe(BpfProbe):
         self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
         events = {p.event for p in self.points}
-        wanted = {abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS)
+        # one kfree_skb program: with the reason argument where the kernel has one (5.17+), else without
+        self.drop_program = abi.DROP_PROGRAMS[has_drop_reasons()]
+        wanted = ({abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS) - {"on_kfree_skb"}
+                  | {self.drop_program})
         for name in self.obj.program_names():
             self.obj.set_autoload(name, name in wanted)
         self.programs = [n for n in self.obj.program_names() if n in wanted]
 
     def start(self) -> None:
-        drop_reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
+        reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
         self.obj.load()
         self.check_maps(abi.MAP_TYPES)
         self._write_points()
@@ -156,7 +165,7 @@ class HopProbe(BpfProbe):
             hops.append({"from": a, "to": b, "expected": False, "count": int(v[0]), "sum_ns": int(v[1]),
                          "buckets": {}})
         e2e = [{"dir": d.dir, **self._hist(abi.MAX_HOPS + d.dir)} for d in self.directions]
-        names = drop_reason_names()
+        names = reason_names()
         drops = []
         for key in self.obj.map("drops").keys(abi.DropKey):
             v = self.percpu_sum("drops", key, ctypes.c_uint64)
