@@ -175,8 +175,20 @@ def trace_nf(choices: dict, tmp: Path) -> dict:
     nf = summary["netfilter"]
     slow = nf["slowest"] or {}
     hooks = {f"{h['node']} {h['hook']}": h["packets"] for h in nf["hooks"] if h["packets"]}
-    return {"exit": 0, "attach": nf["attach"], "slowest": f"{slow.get('node')} {slow.get('hook')}",
-            "hooks_with_packets": hooks, "counts": hop_counts(out)}
+    print(f"guest: most expensive hook {slow.get('node')} {slow.get('hook')} ({slow.get('mean_us')} us mean)")
+    return {"exit": 0, "attach": nf["attach"], "hooks_with_packets": hooks, "counts": hop_counts(out)}
+
+
+DROP_PROBES = {"tp_btf": "tp_btf/skb:kfree_skb", "tp_btf_noreason": "tp_btf/skb:kfree_skb (no reason argument)"}
+
+
+def agrees(choices: dict, trace: dict) -> dict:
+    """Per feature: did the trace use exactly the probe type doctor chose (False names a broken promise)."""
+    out = {"drops": trace["flannel"].get("drop_probe") == DROP_PROBES.get(choices["drops"]),
+           "cpu": bool(trace["flannel"].get("cpu")) == bool(choices["cpu"])}
+    if choices["netfilter"]:
+        out["netfilter"] = trace.get("netfilter", {}).get("attach") == choices["netfilter"]
+    return out
 
 
 def main() -> int:
@@ -199,6 +211,7 @@ def main() -> int:
                 if result["choices"]["netfilter"]:
                     result["trace"]["netfilter"] = trace_nf(result["choices"], tmp)
                     result["seconds"]["netfilter"] = round(time.monotonic() - t0, 1)
+                result["trace"]["doctor_said_what_trace_used"] = agrees(result["choices"], result["trace"])
     except Exception:  # noqa: BLE001 - report, the host compares
         result["errors"].append(traceback.format_exc().strip().splitlines()[-1])
         traceback.print_exc()
