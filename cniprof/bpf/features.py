@@ -36,9 +36,9 @@ from pyroute2 import netns as pr_netns
 from cniprof.bpf import btf, libbpf, nflink
 from cniprof.bpf.build import object_path
 from cniprof.errors import CniprofError, EnvironmentProblem
+from cniprof.netns_exec import enter_netns, in_thread
 
 # re-exported: the doctor's helper-thread runner moved to nflink, which the netfilter probe shares
-in_thread = nflink.in_thread
 
 T = TypeVar("T")
 
@@ -516,7 +516,7 @@ def _netfilter_link_here(c: nflink.NfConstants) -> None:
 def _probe_netfilter_link() -> str:
     constants = nflink.constants()
     with probe_netns() as netns:
-        in_thread(lambda: _netfilter_link_here(constants), setup=lambda: nflink.enter_netns(netns))
+        in_thread(lambda: _netfilter_link_here(constants), setup=lambda: enter_netns(netns))
     return (f"loaded and linked at IPv4 LOCAL_OUT, priority {NETFILTER_PRIORITY}, "
             f"in a throwaway netns ({PROBE_NETNS}, deleted)")
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ctypes
 
+from cniprof.bpf.btf import c_structs
+
 HIST_SUB_BITS = 4
 HIST_BUCKETS = 512
 MAX_POINTS = 64
@@ -108,13 +110,4 @@ MAP_TYPES = {
     "settings": (u32, HopsSettings),
 }
 # C struct name -> ctypes mirror, for the BTF check
-STRUCTS = {
-    "dev_slot": DevSlot,
-    "point_info": PointInfo,
-    "skb_track": SkbTrack,
-    "hist": Hist,
-    "pair_stat": PairStat,
-    "drop_key": DropKey,
-    "hops_cfg": HopsCfg,
-    "hops_settings": HopsSettings,
-}
+STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, HopsCfg, HopsSettings)
