@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""ctypes mirror of bpf/hops.h. tests/root/test_hops_abi.py checks every struct against the object's BTF, and
+"""ctypes mirror of bpf/hops.h. tests/root/test_bpf_abi.py checks every struct against the object's BTF, and
 HopProbe checks map key/value sizes at load, so a drift between the C and Python sides fails loudly."""
 
 from __future__ import annotations
