@@ -173,8 +173,6 @@ class NfHookProbe(BpfProbe):
     def _start_traced(self) -> None:
         """fentry/fexit or kprobe/kretprobe on nf_hook_slow: one pair of programs for every namespace and hook
         (the namespaces are filtered in BPF). Chosen only where the doctor's calibration found the type allowed."""
-        from cniprof.bpf.features import errno_text
-
         self.obj.load()
         self.check_maps(abi.MAP_TYPES)
         self._configure()
