@@ -469,7 +469,7 @@ def render(run: RunDir, images: Sequence[Path] = (), bundle_name: str | None = N
                           ("kernel", f"{first.get('kernel')} ({first.get('arch')})" if first else None),
                           ("models", ", ".join(t.spec for t in run.models)),
                           ("duration", f"{num(first.get('duration_s')) or 0:.1f} s per model" if first else None),
-                          ("traffic", _traffic(first) if first else None)])
+                          ("traffic", (first.get("traffic") or {}).get("tool") or "none")])
         page.section("comparison", "comparison", comparison_table(run.compare))
         budget = CPU_FRAME_BUDGET // max(1, sum(t.folded is not None for t in run.models))
         for t in run.models:
