@@ -33,7 +33,7 @@ from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.files import writable_dir
 from cniprof.report import study
 from cniprof.study import runner
-from cniprof.study import scenario as scenario_mod
+from cniprof.study.scenario import load as load_scenario
 from cniprof.ui.live import render_live
 
 
@@ -59,7 +59,7 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    scen = scenario_mod.load(args.scenario)
+    scen = load_scenario(args.scenario)
     if args.repetitions is not None:
         scen = dataclasses.replace(scen, repetitions=args.repetitions)
     if args.duration is not None:
