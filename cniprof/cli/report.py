@@ -107,7 +107,7 @@ def _comparison(args: argparse.Namespace, data: rundir.RunDir, out: Path, consol
     first = data.models[0].record if data.models else None
     where = f" · {first.kernel} {first.arch}" if first is not None else ""
     console.print(render_comparison(data.comparison, title=f"cniprof · comparison{where}"))
-    write_text(out / COMPARE_CSV, data.comparison.to_csv())
+    data.comparison.to_csv(out / COMPARE_CSV)
     console.print(f"wrote {COMPARE_CSV} and each model's views ({', '.join(model_dir(t.spec) for t in data.models)}) "
                   f"to {out}")
 
