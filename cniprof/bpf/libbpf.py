@@ -459,3 +459,16 @@ def tc_attach(ifindex: int, attach_point: int, prog_fd: int, handle: int = 1, pr
     if rc < 0:
         raise OSError(-rc, f"bpf_tc_attach(ifindex {ifindex}): {os.strerror(-rc)}")
     return int(opts.prog_id)
+
+
+def tc_detach(ifindex: int, attach_point: int, handle: int = 1, priority: int = 1) -> None:
+    """Remove the direct-action filter (handle, priority) that tc_attach put on the device's hook; the clsact
+    qdisc stays (other filters may use it). Call from a thread inside the device's namespace, like tc_attach."""
+    hook = _tc_hook(ifindex, attach_point)
+    opts = TcOpts()
+    opts.sz, opts.handle, opts.priority = ctypes.sizeof(TcOpts), handle, priority
+    detach = lib().bpf_tc_detach
+    detach.restype, detach.argtypes = ctypes.c_int, [ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts)]
+    rc = detach(ctypes.byref(hook), ctypes.byref(opts))
+    if rc < 0:
+        raise OSError(-rc, f"bpf_tc_detach(ifindex {ifindex}): {os.strerror(-rc)}")
