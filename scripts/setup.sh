@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Prepare this machine for cniprof (Debian 12, as root): system packages, .venv, editable install, BPF objects.
+# Prepare this machine for cniprof (Debian 12, as root): system packages, .venv, editable install, BPF objects
+# (compiled in place for x86_64 and aarch64 into cniprof/bpf/obj/<machine>/ by python -m cniprof.bpf.build,
+# the same code the wheel build runs).
 #
 # Idempotent and fast when re-run: apt is skipped when every package is installed, pip when pyproject.toml
-# has not changed since the last successful install. The BPF objects are always rebuilt (about a second).
+# has not changed since the last successful install. The BPF objects are always rebuilt (a few seconds).
 # Tool output goes to a log; on failure its tail is shown, then one line saying what failed.
 set -uo pipefail
 

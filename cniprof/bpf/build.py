@@ -1,12 +1,17 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Compile bpf/*.bpf.c into BPF ELF objects (cniprof/bpf/obj/<name>.bpf.o).
+"""Compile bpf/*.bpf.c into BPF ELF objects, one set per CPU architecture (cniprof/bpf/obj/<machine>/<name>.bpf.o).
 
 Why a Python module and not a Makefile: the flags (target arch define, include paths that make libbpf-dev's
-<bpf/bpf_helpers.h> and the checked-in vmlinux.h work without kernel headers) are needed both by
-scripts/setup.sh and by tests that compile for both architectures, and failures must become one-line
-EnvironmentProblem messages like every other environment failure in cniprof.
+<bpf/bpf_helpers.h> and the checked-in vmlinux.h work without kernel headers) are needed by scripts/setup.sh
+(objects compiled in place in a checkout), by the wheel build (setup.py compiles into the wheel) and by tests
+that compile for both architectures; failures must become one-line EnvironmentProblem messages like every other
+environment failure in cniprof.
 
-Usage: python -m cniprof.bpf.build [--arch x86|arm64] [--src DIR] [--out DIR]
+The objects are CO-RE, but the __TARGET_ARCH_ define selects the register layout bpf_tracing.h uses, so each
+architecture gets its own set: `<machine>` is the `uname -m` name (x86_64, aarch64), and `object_path()` picks the
+running machine's.
+
+Usage: python -m cniprof.bpf.build [--machine x86_64|aarch64] [--src DIR] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,42 +26,76 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from cniprof.errors import CniprofError, EnvironmentProblem
 
 log = logging.getLogger(__name__)
 
-ARCHES = ("x86", "arm64")
+# `uname -m` name -> __TARGET_ARCH_ suffix used by bpf_tracing.h; the machines are the obj/<machine>/ directories
+MACHINES = {"x86_64": "x86", "aarch64": "arm64"}
+ARCHES = tuple(MACHINES.values())
+_MACHINE_ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}  # other spellings of platform.machine()
+_MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}  # Debian multiarch triplets
 PACKAGE_DIR = Path(__file__).resolve().parent
 OBJ_DIR = PACKAGE_DIR / "obj"
-# The sources live at the repository root (bpf/), next to the checked-in vmlinux.h.
-SRC_DIR = PACKAGE_DIR.parent.parent / "bpf"
+# In a checkout the sources live at the repository root (bpf/), next to the checked-in vmlinux.h; an installed
+# package has no sources, only the objects its wheel carried.
+CHECKOUT_DIR = PACKAGE_DIR.parent.parent
+SRC_DIR = CHECKOUT_DIR / "bpf"
 COMPILE_TIMEOUT_S = 300
 
-# platform.machine() spellings -> (__TARGET_ARCH_ suffix used by bpf_tracing.h, Debian multiarch triplet)
-_MACHINES = {
-    "x86_64": ("x86", "x86_64-linux-gnu"),
-    "amd64": ("x86", "x86_64-linux-gnu"),
-    "aarch64": ("arm64", "aarch64-linux-gnu"),
-    "arm64": ("arm64", "aarch64-linux-gnu"),
-}
+
+def host_machine() -> str:
+    """This machine's `uname -m` name ('x86_64' or 'aarch64'); the only two the project supports."""
+    machine = platform.machine().lower()
+    machine = _MACHINE_ALIASES.get(machine, machine)
+    if machine not in MACHINES:
+        raise EnvironmentProblem(f"unsupported CPU architecture {machine!r}: cniprof supports x86_64 and aarch64")
+    return machine
 
 
 def host_arch() -> str:
-    """The __TARGET_ARCH_ name of this machine ('x86' or 'arm64'); the only two the project supports."""
-    machine = platform.machine().lower()
-    if machine not in _MACHINES:
-        raise EnvironmentProblem(f"unsupported CPU architecture {machine!r}: cniprof supports x86_64 and arm64")
-    return _MACHINES[machine][0]
+    """The __TARGET_ARCH_ name of this machine ('x86' or 'arm64')."""
+    return MACHINES[host_machine()]
+
+
+def object_dir(machine: str | None = None) -> Path:
+    """The directory holding the objects for machine (default: this machine's)."""
+    return OBJ_DIR / (machine or host_machine())
 
 
 def object_path(name: str) -> Path:
-    """Path of the compiled object for bpf/<name>.bpf.c; raises EnvironmentProblem when it was not built."""
-    path = OBJ_DIR / f"{name}.bpf.o"
+    """Path of this machine's compiled object for bpf/<name>.bpf.c; raises EnvironmentProblem when it is missing."""
+    path = object_dir() / f"{name}.bpf.o"
     if not path.is_file():
-        raise EnvironmentProblem(f"BPF object {path} is missing: run scripts/setup.sh (it compiles bpf/*.bpf.c)")
+        raise EnvironmentProblem(f"BPF object {path} is missing: {rebuild_hint()}")
     return path
+
+
+def is_checkout() -> bool:
+    """True when cniprof runs from a source checkout (bpf/ sources and scripts/setup.sh beside the package)."""
+    return SRC_DIR.is_dir() and (CHECKOUT_DIR / "scripts" / "setup.sh").is_file()
+
+
+def rebuild_hint() -> str:
+    """What to do about missing or stale BPF objects, in words that fit how this cniprof was installed."""
+    if is_checkout():
+        return "run scripts/setup.sh (it compiles bpf/*.bpf.c for x86_64 and aarch64)"
+    return ("this installation of cniprof lacks its BPF objects: reinstall it from a wheel "
+            "(the wheel carries the objects for x86_64 and aarch64)")
+
+
+def installed_objects() -> dict:
+    """Which objects the loader uses here (for `cniprof doctor`): machine, directory, object names per machine."""
+    available = {
+        machine: sorted(p.name[: -len(".bpf.o")] for p in object_dir(machine).glob("*.bpf.o"))
+        for machine in MACHINES
+    }
+    machine = host_machine()
+    return {"machine": machine, "arch": MACHINES[machine], "dir": str(object_dir(machine)),
+            "objects": available[machine], "available": available}
 
 
 def find_clang() -> str:
@@ -71,7 +110,7 @@ def find_clang() -> str:
             if match and os.access(candidate, os.X_OK):
                 versioned.append((int(match.group(1)), candidate))
     if not versioned:
-        raise EnvironmentProblem("clang not found: run scripts/setup.sh (installs clang, llvm, libbpf-dev)")
+        raise EnvironmentProblem("clang not found: install clang (Debian package clang) to compile bpf/*.bpf.c")
     return max(versioned)[1]
 
 
@@ -82,9 +121,9 @@ def include_flags(src_dir: Path) -> list[str]:
     dir supplies <asm/types.h> should a source include uapi headers; with vmlinux.h no kernel headers are needed.
     """
     flags = ["-I", str(src_dir)]
-    machine = platform.machine().lower()
-    if machine in _MACHINES:
-        multiarch = Path("/usr/include") / _MACHINES[machine][1]
+    machine = _MACHINE_ALIASES.get(platform.machine().lower(), platform.machine().lower())
+    if machine in _MULTIARCH:
+        multiarch = Path("/usr/include") / _MULTIARCH[machine]
         if multiarch.is_dir():
             flags += ["-I", str(multiarch)]
     return flags
@@ -95,8 +134,11 @@ def compile_command(clang: str, source: Path, output: Path, arch: str, src_dir: 
 
     -g is what makes clang emit .BTF/.BTF.ext (needed for CO-RE and for tp_btf typed arguments).
     -mcpu=v3 (kernel >= 5.1; BTF-typed tracepoints need 5.5 anyway) allows 32-bit jumps and atomics.
+    -ffile-prefix-map names src_dir `bpf` in the debug info and BTF line info (clang runs in src_dir, so the
+    compilation directory is mapped too): an object says nothing about the directory it was built in.
     """
-    flags = ["-O2", "-g", "-Wall", "-target", "bpf", "-mcpu=v3", f"-D__TARGET_ARCH_{arch}"]
+    flags = ["-O2", "-g", "-Wall", "-target", "bpf", "-mcpu=v3", f"-D__TARGET_ARCH_{arch}",
+             f"-ffile-prefix-map={Path(src_dir).resolve()}=bpf"]
     return [clang, *flags, *include_flags(src_dir), "-c", str(source), "-o", str(output)]
 
 
@@ -112,7 +154,7 @@ def build(src_dir: Path | str, out_dir: Path | str, arch: str) -> list[Path]:
     """
     if arch not in ARCHES:
         raise EnvironmentProblem(f"unknown BPF target arch {arch!r}: use one of {', '.join(ARCHES)}")
-    src_dir, out_dir = Path(src_dir), Path(out_dir)
+    src_dir, out_dir = Path(src_dir).resolve(), Path(out_dir)
     if not src_dir.is_dir():
         raise EnvironmentProblem(f"BPF source directory {src_dir} does not exist")
     clang = find_clang()
@@ -125,7 +167,7 @@ def build(src_dir: Path | str, out_dir: Path | str, arch: str) -> list[Path]:
         os.close(fd)
         tmp = Path(tmp_name)
         try:
-            _compile(compile_command(clang, source, tmp, arch, src_dir), source)
+            _compile(compile_command(clang, source, tmp.resolve(), arch, src_dir), source, cwd=src_dir)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -133,17 +175,35 @@ def build(src_dir: Path | str, out_dir: Path | str, arch: str) -> list[Path]:
     return built
 
 
-def _compile(cmd: list[str], source: Path) -> None:
+def build_all(src_dir: Path | str, obj_root: Path | str, machines: Iterable[str] = tuple(MACHINES)) -> list[Path]:
+    """Compile every src_dir/*.bpf.c for each machine into obj_root/<machine>/ (the layout object_path reads).
+
+    Objects directly in obj_root are the layout before per-machine directories; they are removed so nothing
+    loads them by mistake.
+    """
+    obj_root = Path(obj_root)
+    built: list[Path] = []
+    for machine in machines:
+        if machine not in MACHINES:
+            raise EnvironmentProblem(f"unknown machine {machine!r}: use one of {', '.join(MACHINES)}")
+        built += build(src_dir, obj_root / machine, MACHINES[machine])
+    for stale in obj_root.glob("*.bpf.o"):
+        stale.unlink()
+    return built
+
+
+def _compile(cmd: list[str], source: Path, cwd: Path) -> None:
     """Run clang; on failure put its output on stderr and raise a one-line EnvironmentProblem."""
     log.info("compiling %s", " ".join(cmd))
     try:
         proc = subprocess.run(
-            cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL
+            cmd, check=False, capture_output=True, text=True, timeout=COMPILE_TIMEOUT_S, stdin=subprocess.DEVNULL,
+            cwd=cwd,
         )
     except subprocess.TimeoutExpired as e:
         raise EnvironmentProblem(f"clang did not finish compiling {source} within {COMPILE_TIMEOUT_S} s") from e
     except OSError as e:
-        raise EnvironmentProblem(f"cannot run {cmd[0]}: {e.strerror}; run scripts/setup.sh") from e
+        raise EnvironmentProblem(f"cannot run {cmd[0]}: {e.strerror}; install clang (Debian package clang)") from e
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
         if output:
@@ -157,13 +217,15 @@ def _compile(cmd: list[str], source: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """CLI used by scripts/setup.sh; prints the objects built, errors as one line (exit code 3)."""
     parser = argparse.ArgumentParser(prog="python -m cniprof.bpf.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", choices=ARCHES, help="BPF target arch (default: this machine's)")
+    parser.add_argument("--machine", choices=sorted(MACHINES), action="append",
+                        help="build only for this machine (repeatable; default: x86_64 and aarch64)")
     parser.add_argument("--src", type=Path, default=SRC_DIR, help=f"source dir (default: {SRC_DIR})")
-    parser.add_argument("--out", type=Path, default=OBJ_DIR, help=f"output dir (default: {OBJ_DIR})")
+    parser.add_argument("--out", type=Path, default=OBJ_DIR,
+                        help=f"output root, objects go to OUT/<machine>/ (default: {OBJ_DIR})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        built = build(args.src, args.out, args.arch or host_arch())
+        built = build_all(args.src, args.out, args.machine or tuple(MACHINES))
     except CniprofError as e:
         print(f"cniprof: {e}", file=sys.stderr)
         return e.exit_code

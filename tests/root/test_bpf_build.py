@@ -80,13 +80,34 @@ def test_compile_error_is_one_line(tiny_src: Path, tmp_path: Path, capsys) -> No
     assert "expected expression" in capsys.readouterr().err  # the compiler's own output goes to stderr
 
 
-def test_cli_builds_host_arch(tiny_src: Path, tmp_path: Path, capsys) -> None:
-    assert build.main(["--src", str(tiny_src), "--out", str(tmp_path / "o")]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "o" / "tiny.bpf.o")
+def test_cli_builds_every_machine(tiny_src: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "tiny.bpf.o").write_bytes(b"flat layout of before")
+    assert build.main(["--src", str(tiny_src), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == [str(out / "x86_64" / "tiny.bpf.o"), str(out / "aarch64" / "tiny.bpf.o")]
+    for obj in printed:
+        check_object(Path(obj))
+    assert not (out / "tiny.bpf.o").exists(), "an object of the flat layout was left where nothing reads it"
+
+
+def test_cli_builds_one_machine(tiny_src: Path, tmp_path: Path, capsys) -> None:
+    assert build.main(["--src", str(tiny_src), "--out", str(tmp_path / "o"), "--machine", "aarch64"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "o" / "aarch64" / "tiny.bpf.o")]
+
+
+def test_objects_do_not_name_the_build_directory(tiny_src: Path, tmp_path: Path) -> None:
+    """Debug info and BTF line info name the sources `bpf/...`, not the directory they were compiled in."""
+    for obj in build.build_all(tiny_src, tmp_path / "o"):
+        data = obj.read_bytes()
+        assert str(tmp_path).encode() not in data, obj
+        assert b"bpf/tiny.bpf.c" in data, obj
 
 
 def test_host_arch_and_object_path() -> None:
-    assert build.host_arch() in build.ARCHES
+    assert build.host_machine() in build.MACHINES
+    assert build.host_arch() == build.MACHINES[build.host_machine()]
     with pytest.raises(EnvironmentProblem, match="scripts/setup.sh"):
         build.object_path("no-such-object")
 

@@ -23,12 +23,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cniprof.bpf import features
-from cniprof.bpf.build import OBJ_DIR
+from cniprof.bpf.build import object_dir
 from cniprof.bpf.features import NAMES, Features
 
 pytestmark = [
     pytest.mark.root,
-    pytest.mark.skipif(not (OBJ_DIR / "features.bpf.o").is_file(), reason="run python -m cniprof.bpf.build"),
+    pytest.mark.skipif(not (object_dir() / "features.bpf.o").is_file(), reason="run python -m cniprof.bpf.build"),
     pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed"),
 ]
 
