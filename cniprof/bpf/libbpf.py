@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
 from pathlib import Path
 
@@ -126,6 +127,13 @@ class Map:
 
     def delete(self, key: object) -> bool:
         return lib().bpf_map_delete_elem(self.fd, ctypes.byref(key)) == 0
+
+    def mmap_readonly(self, entries: int) -> mmap.mmap:
+        """A read-only shared mapping of an array map created with BPF_F_MMAPABLE (entries values, each rounded
+        up to 8 bytes, as the kernel lays them out): read without a syscall per element. Close it before the
+        object."""
+        stride = (self.value_size + 7) // 8 * 8
+        return mmap.mmap(self.fd, stride * entries, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
 
     def keys(self, key_type: type) -> list:
         out = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import mmap
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -53,6 +54,12 @@ def _ip_u32(ip: str) -> int:
 
 
 _LITTLE = np.little_endian
+# struct skb_track as numpy reads it from the mmapped table (offsets from the ctypes mirror)
+_TRACK_DTYPE = np.dtype({"names": ["skb", "last_ns", "last_pt", "epoch"],
+                         "formats": [np.uint64, np.uint64, np.uint32, np.uint32],
+                         "offsets": [abi.SkbTrack.skb.offset, abi.SkbTrack.last_ns.offset,
+                                     abi.SkbTrack.last_pt.offset, abi.SkbTrack.epoch.offset],
+                         "itemsize": (ctypes.sizeof(abi.SkbTrack) + 7) // 8 * 8})
 
 
 class HopProbe:
@@ -74,6 +81,9 @@ class HopProbe:
         self.ncpu = possible_cpus()
         self.started_at: float | None = None
         self.attached: list[str] = []
+        self.epoch = 0  # bumped by reset_stats; the kernel counts into counter set epoch & 1
+        self.stale_ns = int(stale_ms * 1e6)
+        self._tracks: mmap.mmap | None = None
         try:
             self._configure(stale_ms, sample_every, filter_flows)
         except BaseException:
@@ -104,6 +114,7 @@ class HopProbe:
             if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
                                          "rebuild with scripts/setup.sh")
+        self._tracks = self.obj.map("tracks").mmap_readonly(abi.TRACK_SLOTS)
         self._write_points()
         self.set_sample_every(self.sample_every)
         slots = self.obj.map("pair_slot")
@@ -142,29 +153,39 @@ class HopProbe:
     def set_sample_every(self, n: int) -> None:
         """Track 1 in n packets from now on (takes effect immediately in the kernel)."""
         self.sample_every = max(1, int(n))
-        self.obj.map("settings").update(ctypes.c_uint32(0), abi.HopsSettings(self.sample_every, 0))
+        self.obj.map("settings").update(ctypes.c_uint32(0), abi.HopsSettings(self.sample_every, self.epoch))
 
     def reset_stats(self) -> None:
-        """Zero every aggregate (histograms, counters, drops, unexpected pairs); packets in flight stay tracked.
+        """Zero every aggregate (histograms, counters, drops, ends, unexpected pairs) and start a new epoch.
 
-        Used when auto sampling switches N after calibration, so a report never mixes two sampling rates."""
+        Used when auto sampling switches N after calibration, so a report never mixes two sampling rates. Packets
+        in flight stay tracked for their hops, but they belong to the old epoch: their ends are not counted in the
+        new one (nor were their starts), so the accounting of the new epoch stays exact. The next epoch's counter
+        set is zeroed before the kernel switches to it."""
+        zero_u64 = (ctypes.c_uint64 * self.ncpu)()
+        nxt = (self.epoch + 1) & 1
+        for i in range(abi.C_COUNT):
+            self.obj.map("counters").update(ctypes.c_uint32(nxt * abi.C_COUNT + i), zero_u64)
+        self.epoch += 1
+        self.set_sample_every(self.sample_every)
         zero_hist = (ctypes.c_uint8 * (ctypes.sizeof(abi.Hist) * self.ncpu))()
         for slot in [*range(1, len(self.expected) + 1), *(abi.MAX_HOPS + d.dir for d in self.directions)]:
             self.obj.map("hists").update(ctypes.c_uint32(slot), zero_hist)
-        zero_u64 = (ctypes.c_uint64 * self.ncpu)()
-        for i in range(abi.C_COUNT):
-            self.obj.map("counters").update(ctypes.c_uint32(i), zero_u64)
-        for name, key_type in (("odd_pairs", ctypes.c_uint32), ("drops", abi.DropKey)):
+        for name, key_type in (("odd_pairs", ctypes.c_uint32), ("drops", abi.DropKey), ("ends", abi.EndKey)):
             m = self.obj.map(name)
             for key in m.keys(key_type):
                 m.delete(key)
         self.started_at = time.monotonic()
 
     def counter(self, name: str) -> int:
-        v = self._percpu(self.obj.map("counters"), ctypes.c_uint32(abi.COUNTERS.index(name)), ctypes.c_uint64)
+        idx = (self.epoch & 1) * abi.C_COUNT + abi.COUNTERS.index(name)
+        v = self._percpu(self.obj.map("counters"), ctypes.c_uint32(idx), ctypes.c_uint64)
         return int(v[0]) if v is not None else 0
 
     def close(self) -> None:
+        if self._tracks is not None:
+            self._tracks.close()
+            self._tracks = None
         self.obj.close()
 
     def __enter__(self) -> HopProbe:
@@ -186,6 +207,22 @@ class HopProbe:
         buckets = v[2:2 + abi.HIST_BUCKETS]
         nz = np.nonzero(buckets)[0]
         return {"count": int(v[0]), "sum_ns": int(v[1]), "buckets": {str(int(i)): int(buckets[i]) for i in nz}}
+
+    def _live(self) -> list[dict]:
+        """Packets of this epoch still in the tracking table, per last point: in flight (seen within stale_ms) or
+        stale (not seen since; the kernel counts them as stale when their slot or address comes back)."""
+        if self._tracks is None:
+            return []
+        now = time.monotonic_ns()  # CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns
+        t = np.frombuffer(self._tracks, dtype=_TRACK_DTYPE, count=abi.TRACK_SLOTS)
+        mine = t[(t["skb"] != 0) & (t["epoch"] == self.epoch & 0xFFFFFFFF)]
+        age = now - mine["last_ns"].astype(np.int64)
+        stale = age > self.stale_ns
+        out = []
+        for pt in np.unique(mine["last_pt"]):
+            at = mine["last_pt"] == pt
+            out.append({"point": int(pt), "in_flight": int((at & ~stale).sum()), "stale": int((at & stale).sum())})
+        return out
 
     def snapshot(self) -> dict:
         from cniprof.bpf.btf import drop_reason_names
@@ -211,11 +248,16 @@ class HopProbe:
             if v is not None:
                 drops.append({"point": key.point, "reason": key.reason,
                               "reason_name": names.get(key.reason, f"reason_{key.reason}"), "count": int(v[0])})
-        cm = self.obj.map("counters")
-        counters = {}
-        for i, name in enumerate(abi.COUNTERS):
-            v = self._percpu(cm, ctypes.c_uint32(i), ctypes.c_uint64)
-            counters[name] = int(v[0]) if v is not None else 0
+        ends = []
+        em = self.obj.map("ends")
+        for key in em.keys(abi.EndKey):
+            v = self._percpu(em, key, ctypes.c_uint64)
+            if v is not None and key.kind < len(abi.END_KINDS):
+                ends.append({"point": key.point, "kind": abi.END_KINDS[key.kind], "count": int(v[0])})
+        counters = {name: self.counter(name) for name in abi.COUNTERS}
+        live = self._live()
+        counters["in_flight"] = sum(r["in_flight"] for r in live)
+        counters["stale_in_table"] = sum(r["stale"] for r in live)
         return {
             "version": 1,
             "elapsed_s": time.monotonic() - self.started_at if self.started_at else 0.0,
@@ -223,6 +265,8 @@ class HopProbe:
             "hops": hops,
             "e2e": e2e,
             "drops": drops,
+            "ends": ends,
+            "live": live,
             "counters": counters,
             "directions": [asdict(d) for d in self.directions],
             "programs": list(self.attached),
