@@ -203,6 +203,14 @@ static __always_inline struct hops_settings *settings_now(void)
 	return bpf_map_lookup_elem(&settings, &zero);
 }
 
+/* user space has frozen the aggregates for its final read (checked once a tracked packet is at hand) */
+static __always_inline bool frozen(void)
+{
+	struct hops_settings *set = settings_now();
+
+	return !set || set->frozen;
+}
+
 /* --- accounting: every started packet ends exactly once -------------------------------------------------------
  * A slot changes hands only by compare-and-swap of its key, so when two CPUs race for it (a start evicting a packet
  * another CPU is ending, two frees ...) exactly one of them swaps the key out, and only that one counts the end.
@@ -335,7 +343,7 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 	struct skb_track was;
 	__u64 now, fp = 0;
 
-	if (!set)
+	if (!set || set->frozen)
 		return 0;
 	if (!starts_here(skb, pi, set, &fp)) {
 		/* whatever this address carried before is over: a new packet enters the topology here */
@@ -383,7 +391,7 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 	if (pi->flags & (PT_START | PT_RESET))
 		return at_entry(skb, pi, t, key, pt);
 
-	if (t->skb != key)
+	if (t->skb != key || frozen())
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (now - t->last_ns > cfg.stale_ns) {
@@ -440,7 +448,7 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 	bool same;
 	__u32 pt;
 
-	if (!t || t->skb != key)
+	if (!t || t->skb != key || frozen())
 		return 0;
 	same = same_packet(t, skb);
 	if (!take(t, key, 0, &was))
@@ -470,7 +478,7 @@ static __always_inline void track_freed(struct sk_buff *skb, __u32 reason)
 	struct hops_settings *set;
 	bool same;
 
-	if (!t || t->skb != key)
+	if (!t || t->skb != key || frozen())
 		return;
 	same = same_packet(t, skb);
 	if (!take(t, key, 0, &was))

@@ -107,6 +107,8 @@ struct end_key {
 struct hops_settings {
 	__u32 sample_every; /* track 1 in N packets that match a start point; 0 or 1 = all */
 	__u32 epoch;        /* bumped by user space when it restarts the aggregates: counters of epoch & 1 are used */
+	__u32 frozen;       /* 1: every program returns at once (user space reads one consistent final snapshot) */
+	__u32 pad;
 };
 
 /* load-time settings, written into .rodata before load (the only variable there) */

@@ -357,6 +357,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         time.sleep(0.2)
         # CPU first: the hop snapshot's one-off work (reading the kernel's BTF) is not datapath cost
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
+        probe.freeze()  # one consistent cut: every started packet is in exactly one category of the accounting
         snapshot = probe.snapshot()
         nf_snapshot = nf.snapshot() if nf is not None else None
         state = nodestate.window(state_start, nodestate.capture(topo))

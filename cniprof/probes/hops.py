@@ -54,6 +54,9 @@ def _ip_u32(ip: str) -> int:
 
 
 _LITTLE = np.little_endian
+# a program that read the settings just before a freeze runs to its end within microseconds (tracepoint programs
+# run with preemption off); 10 ms is far beyond that
+FREEZE_SETTLE_S = 0.01
 # struct skb_track as numpy reads it from the mmapped table (offsets from the ctypes mirror)
 _TRACK_DTYPE = np.dtype({"names": ["skb", "last_ns", "last_pt", "epoch"],
                          "formats": [np.uint64, np.uint64, np.uint32, np.uint32],
@@ -81,6 +84,7 @@ class HopProbe:
         self.ncpu = possible_cpus()
         self.started_at: float | None = None
         self.attached: list[str] = []
+        self.frozen = False
         self.epoch = 0  # bumped by reset_stats; the kernel counts into counter set epoch & 1
         self.stale_ns = int(stale_ms * 1e6)
         self._tracks: mmap.mmap | None = None
@@ -153,7 +157,19 @@ class HopProbe:
     def set_sample_every(self, n: int) -> None:
         """Track 1 in n packets from now on (takes effect immediately in the kernel)."""
         self.sample_every = max(1, int(n))
-        self.obj.map("settings").update(ctypes.c_uint32(0), abi.HopsSettings(self.sample_every, self.epoch))
+        self._write_settings()
+
+    def _write_settings(self) -> None:
+        self.obj.map("settings").update(ctypes.c_uint32(0),
+                                        abi.HopsSettings(self.sample_every, self.epoch, int(self.frozen), 0))
+
+    def freeze(self) -> None:
+        """Stop every aggregate from changing (the programs stay attached but return at once), so that the next
+        snapshot is one consistent cut: started == the ends + the packets still in the table, exactly, even while
+        traffic flows. For the final read of a run."""
+        self.frozen = True
+        self._write_settings()
+        time.sleep(FREEZE_SETTLE_S)
 
     def reset_stats(self) -> None:
         """Zero every aggregate (histograms, counters, drops, ends, unexpected pairs) and start a new epoch.
@@ -167,7 +183,7 @@ class HopProbe:
         for i in range(abi.C_COUNT):
             self.obj.map("counters").update(ctypes.c_uint32(nxt * abi.C_COUNT + i), zero_u64)
         self.epoch += 1
-        self.set_sample_every(self.sample_every)
+        self._write_settings()
         zero_hist = (ctypes.c_uint8 * (ctypes.sizeof(abi.Hist) * self.ncpu))()
         for slot in [*range(1, len(self.expected) + 1), *(abi.MAX_HOPS + d.dir for d in self.directions)]:
             self.obj.map("hists").update(ctypes.c_uint32(slot), zero_hist)

@@ -96,7 +96,7 @@ class HopsCfg(ctypes.Structure):
 
 
 class HopsSettings(ctypes.Structure):
-    _fields_ = [("sample_every", u32), ("epoch", u32)]
+    _fields_ = [("sample_every", u32), ("epoch", u32), ("frozen", u32), ("pad", u32)]
 
 
 # (map name, key type, value type) for the load-time size check

@@ -1,0 +1,132 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Where every tracked packet went: the accounting of a snapshot, category by category, adding up to `started`.
+
+The hop probe counts each started packet's end exactly once (bpf/hops.bpf.c: slots change hands by compare-and-swap,
+the CPU that swaps a packet out counts its end) and the final snapshot is one consistent cut (the probe is frozen
+for it), so for a final snapshot
+
+    started = delivered (copied + at the path's end + coalesced) + dropped + freed + unseen + lost + stale + in flight
+
+exactly; `unexplained` is what is left, 0 unless the snapshot was read while packets moved (a live view) or was
+recorded by an older probe that did not count every end. Categories:
+
+- delivered: copied to the reading socket; reached the path's end with nothing to copy (UDP, ICMP, pure ACKs: the
+  kernel frees those without a tracepoint); or, for TCP, coalesced: merged into the previous segment in the socket
+  receive queue (tcp_try_coalesce frees the merged skb with no tracepoint; its data is read with the other's).
+  A coalesced packet is recognised when its skb address comes back as another packet.
+- dropped: kfree_skb with a reason, at the last point the packet passed (the drops table).
+- freed: consume_skb before the path's end (e.g. a GRO frag_list member freed with its aggregate).
+- unseen: freed without a tracepoint before the path's end (e.g. its head merged by GRO), recognised the same way.
+- lost: its tracking slot was taken by another packet while it was fresh (a hash clash in the table).
+- stale: not seen for stale_ms: counted when its slot or address came back, or still in the table at the snapshot.
+- in flight: still in the table at the snapshot, seen within stale_ms.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cniprof.analysis.hops import point_name
+
+CATEGORIES = ("delivered", "dropped", "freed", "unseen", "lost", "stale", "in_flight")
+MEANING = {
+    "delivered": "copied to the reader, at the path's end with nothing to copy, or coalesced into the previous "
+                 "TCP segment",
+    "dropped": "kfree_skb with a reason, at the last point passed",
+    "freed": "consume_skb before the path's end",
+    "unseen": "freed without a tracepoint before the path's end (GRO merge ...)",
+    "lost": "tracking slot taken by another packet (hash clash)",
+    "stale": "not seen for stale_ms",
+    "in_flight": "still tracked at the snapshot",
+}
+
+
+@dataclass(frozen=True)
+class Accounting:
+    started: int
+    copied: int
+    path_end: int
+    coalesced: int
+    dropped: int
+    freed: int
+    unseen: int
+    lost: int
+    stale: int
+    in_flight: int
+    where: Mapping[str, tuple[tuple[str, int], ...]]  # category -> (point name, count), most first
+    complete: bool  # the snapshot counts every end (a probe with in-flight and unseen counters)
+
+    @property
+    def delivered(self) -> int:
+        return self.copied + self.path_end + self.coalesced
+
+    @property
+    def accounted(self) -> int:
+        return sum(self.category(c) for c in CATEGORIES)
+
+    @property
+    def unexplained(self) -> int:
+        return self.started - self.accounted
+
+    def category(self, name: str) -> int:
+        return int(getattr(self, name))
+
+    def share(self, name: str) -> float:
+        return self.category(name) / self.started if self.started else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started": self.started,
+            "categories": {c: self.category(c) for c in CATEGORIES},
+            "delivered": {"copied": self.copied, "path_end": self.path_end, "coalesced": self.coalesced},
+            "unexplained": self.unexplained,
+            "complete": self.complete,
+            "where": {c: [{"point": p, "count": n} for p, n in rows] for c, rows in self.where.items() if rows},
+        }
+
+
+def accounting(snapshot: Mapping[str, Any]) -> Accounting:
+    """The accounting of one snapshot (see the module docstring); pure."""
+    c = {k: int(v) for k, v in (snapshot.get("counters") or {}).items()}
+    points = {int(p["id"]): p for p in snapshot.get("points") or ()}
+    ends_at = {pid for pid, p in points.items() if p.get("end")}
+
+    def name(pid: int) -> str:
+        return point_name(points[pid]) if pid in points else f"point {pid}"
+
+    where: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    coalesced = 0
+    for e in snapshot.get("ends") or ():
+        pid, kind, n = int(e["point"]), str(e["kind"]), int(e.get("count", 0))
+        if kind == "unseen" and pid in ends_at:
+            coalesced += n
+            where["coalesced"][name(pid)] += n
+        else:
+            where[kind][name(pid)] += n
+    for dr in snapshot.get("drops") or ():
+        pid = int(dr["point"]["id"] if isinstance(dr["point"], Mapping) else dr["point"])
+        where["dropped"][f"{name(pid)} ({dr.get('reason_name') or dr.get('reason')})"] += int(dr.get("count", 0))
+    for lv in snapshot.get("live") or ():
+        pid = int(lv["point"])
+        if lv.get("in_flight"):
+            where["in_flight"][name(pid)] += int(lv["in_flight"])
+        if lv.get("stale"):
+            where["stale"][name(pid)] += int(lv["stale"])
+    unseen = c.get("ended_unseen", 0) - coalesced
+    return Accounting(
+        started=c.get("started", 0),
+        copied=c.get("ended_copy", 0),
+        path_end=c.get("ended_path", 0),
+        coalesced=coalesced,
+        dropped=c.get("ended_drop", 0),
+        freed=c.get("ended_free", 0),
+        unseen=unseen,
+        lost=c.get("lost", 0),
+        stale=c.get("stale", 0) + c.get("stale_in_table", 0),
+        in_flight=c.get("in_flight", 0),
+        where={k: tuple(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in where.items()},
+        complete="in_flight" in c and "ended_unseen" in c,
+    )
