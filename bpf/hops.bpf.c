@@ -291,21 +291,18 @@ static __always_inline bool same_packet(const struct skb_track *t, struct sk_buf
 
 /* --- points -------------------------------------------------------------------------------------------------- */
 
-/* Only a TCP segment with payload reaches skb_copy_datagram_iter at a reader; anything else (UDP, which copies
- * with checksum verification, ICMP, pure ACKs) is freed on paths without a tracepoint, and a slot kept for it
- * would outlive the packet. */
-static __always_inline bool reader_will_copy(struct sk_buff *skb)
+/* Is the path's end the end of what can be seen of this packet? For TCP and UDP it is not: the socket layer may
+ * still drop it (INPUT rules, a full receive buffer, no socket) and TCP readers copy it with a tracepoint, so their
+ * slot is kept until the copy, a free, or its address coming back (UDP reads, TCP receive coalescing and pure ACKs
+ * free without a tracepoint). ICMP ends here: ping as root reads a raw-socket clone and the kernel then frees the
+ * original with NO_SOCKET, which is not a loss. */
+static __always_inline bool ends_at_path_end(struct sk_buff *skb)
 {
-	__u8 h[34]; /* IPv4 header without options + the TCP header up to its data offset */
-	__u32 total, doff;
+	__u8 h[10];
 
 	if (bpf_probe_read_kernel(h, sizeof(h), skb->head + skb->network_header))
-		return false;
-	if (h[0] != 0x45 || h[9] != 6 /* IPPROTO_TCP */)
-		return false;
-	total = ((__u32)h[2] << 8) | h[3];
-	doff = (h[32] >> 4) * 4;
-	return total > 20 + doff;
+		return true;
+	return h[9] != 6 /* IPPROTO_TCP */ && h[9] != 17 /* IPPROTO_UDP */;
 }
 
 /* Does a packet of the traced flows start here (and is it sampled)? Sets *fp to its fingerprint. */
@@ -407,7 +404,7 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 	 * events (socket copy, free) are not observable for every protocol, e.g. UDP frees without a tracepoint. */
 	if (pi->flags & PT_END) {
 		hist_add(MAX_HOPS + (t->dir & (MAX_DIRS - 1)), now - t->first_ns);
-		if (!reader_will_copy(skb) && take(t, key, 0, &was))
+		if (ends_at_path_end(skb) && take(t, key, 0, &was))
 			end_of(&was, C_END_PATH, END_KINDS);
 	}
 	return 0;

@@ -91,8 +91,8 @@ struct drop_key {
  * deliveries (a copy to the reader, the path's end) and drops (map "drops", per point and reason). */
 enum end_kind {
 	END_FREE = 0,   /* consume_skb: freed as not dropped before the path's end (a GRO frag_list member, ...) */
-	END_UNSEEN = 1, /* freed without a tracepoint: its address came back as another packet (TCP receive
-			 * coalescing at the path's end, a GRO merge of its head) */
+	END_UNSEEN = 1, /* freed without a tracepoint: its address came back as another packet (after the path's end:
+			 * a UDP read, TCP receive coalescing, a pure ACK; before it: a GRO merge of its head) */
 	END_LOST = 2,   /* its slot was taken by a new packet while it was still fresh (hash clash) */
 	END_STALE = 3,  /* not seen for stale_ns when its address or slot came back */
 	END_KINDS = 4,
@@ -127,7 +127,7 @@ enum hop_counter {
 	C_END_DROP = 5,   /* tracking ended by kfree_skb (a drop) */
 	C_CANDIDATES = 6, /* packets that matched a start point (tracked or sampled out) */
 	C_LOST = 7,       /* a live packet's slot was taken by a new start (END_LOST) */
-	C_END_PATH = 8,   /* tracking ended at the path's end: nothing for a reader to copy (UDP, ICMP, pure ACK) */
+	C_END_PATH = 8,   /* tracking ended at the path's end: not TCP or UDP (ICMP) */
 	C_END_UNSEEN = 9, /* freed without a tracepoint (END_UNSEEN) */
 	C_COUNT = 10,
 };

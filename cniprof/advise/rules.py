@@ -398,6 +398,15 @@ def _started(run: RunData) -> float:
     return 0.0
 
 
+def _path_points(run: RunData) -> set[str]:
+    """The points of the expected paths (hops.csv), socket delivery included."""
+    h = run.hops
+    if h.empty or not {"from_point", "to_point", "expected"} <= set(h.columns):
+        return set()
+    exp = h[h["expected"].astype(bool)]
+    return set(exp["from_point"].astype(str)) | set(exp["to_point"].astype(str))
+
+
 def _loss_base(run: RunData, points: dict[str, int]) -> float:
     """The packets a loss at these points is a share of: the started packets of the directions whose paths hold
     the points (a drop of the data direction is not diluted by the ACKs coming back), else of the whole run."""
@@ -455,6 +464,9 @@ def drops(run: RunData) -> list[Finding]:
     reasons_at: dict[str, list[str]] = {}
     if d is not None and len(d) and "reason" in d:
         bad = d[~d["reason"].astype(str).isin(BENIGN_DROP_REASONS)]
+        on_path = _path_points(run)
+        if on_path:  # a drop off the path is a packet that left it (the path check's business, e.g. bridge flooding)
+            bad = bad[bad["point"].astype(str).isin(on_path)]
         for (point, reason), g in bad.groupby(["point", "reason"]):
             n = int(g["count"].sum())
             by_point[str(point)] = by_point.get(str(point), 0) + n

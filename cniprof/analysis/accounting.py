@@ -5,15 +5,16 @@ The hop probe counts each started packet's end exactly once (bpf/hops.bpf.c: slo
 the CPU that swaps a packet out counts its end) and the final snapshot is one consistent cut (the probe is frozen
 for it), so for a final snapshot
 
-    started = delivered (copied + at the path's end + coalesced) + dropped + freed + unseen + lost + stale + in flight
+    started = delivered (copied + freed unseen after the path's end + ended there) + dropped + freed + unseen + lost
+              + stale + in flight
 
 exactly; `unexplained` is what is left, 0 unless the snapshot was read while packets moved (a live view) or was
 recorded by an older probe that did not count every end. Categories:
 
-- delivered: copied to the reading socket; reached the path's end with nothing to copy (UDP, ICMP, pure ACKs: the
-  kernel frees those without a tracepoint); or, for TCP, coalesced: merged into the previous segment in the socket
-  receive queue (tcp_try_coalesce frees the merged skb with no tracepoint; its data is read with the other's).
-  A coalesced packet is recognised when its skb address comes back as another packet.
+- delivered: copied to the reading socket (TCP); freed unseen after the path's end: a UDP read, a TCP segment
+  coalesced into the previous one in the receive queue (tcp_try_coalesce), a pure ACK processed: the kernel frees
+  those without a tracepoint, and the probe recognises it when the skb address comes back as another packet; or
+  ended at the path's end (ICMP, whose reader may get a raw-socket clone).
 - dropped: kfree_skb with a reason, at the last point the packet passed (the drops table).
 - freed: consume_skb before the path's end (e.g. a GRO frag_list member freed with its aggregate).
 - unseen: freed without a tracepoint before the path's end (e.g. its head merged by GRO), recognised the same way.
@@ -33,8 +34,8 @@ from cniprof.analysis.hops import point_name
 
 CATEGORIES = ("delivered", "dropped", "freed", "unseen", "lost", "stale", "in_flight")
 MEANING = {
-    "delivered": "copied to the reader, at the path's end with nothing to copy, or coalesced into the previous "
-                 "TCP segment",
+    "delivered": "copied to the reader, freed unseen after the path's end (UDP read, TCP coalescing, ACK), or "
+                 "ended there (ICMP)",
     "dropped": "kfree_skb with a reason, at the last point passed",
     "freed": "consume_skb before the path's end",
     "unseen": "freed without a tracepoint before the path's end (GRO merge ...)",
@@ -49,7 +50,7 @@ class Accounting:
     started: int
     copied: int
     path_end: int
-    coalesced: int
+    freed_unseen: int  # after the path's end: delivered, freed without a tracepoint
     dropped: int
     freed: int
     unseen: int
@@ -61,7 +62,7 @@ class Accounting:
 
     @property
     def delivered(self) -> int:
-        return self.copied + self.path_end + self.coalesced
+        return self.copied + self.freed_unseen + self.path_end
 
     @property
     def accounted(self) -> int:
@@ -81,7 +82,7 @@ class Accounting:
         return {
             "started": self.started,
             "categories": {c: self.category(c) for c in CATEGORIES},
-            "delivered": {"copied": self.copied, "path_end": self.path_end, "coalesced": self.coalesced},
+            "delivered": {"copied": self.copied, "freed_unseen": self.freed_unseen, "path_end": self.path_end},
             "unexplained": self.unexplained,
             "complete": self.complete,
             "where": {c: [{"point": p, "count": n} for p, n in rows] for c, rows in self.where.items() if rows},
@@ -98,12 +99,12 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
         return point_name(points[pid]) if pid in points else f"point {pid}"
 
     where: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    coalesced = 0
+    after_end = 0
     for e in snapshot.get("ends") or ():
         pid, kind, n = int(e["point"]), str(e["kind"]), int(e.get("count", 0))
         if kind == "unseen" and pid in ends_at:
-            coalesced += n
-            where["coalesced"][name(pid)] += n
+            after_end += n
+            where["delivered"][name(pid)] += n
         else:
             where[kind][name(pid)] += n
     for dr in snapshot.get("drops") or ():
@@ -115,12 +116,12 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
             where["in_flight"][name(pid)] += int(lv["in_flight"])
         if lv.get("stale"):
             where["stale"][name(pid)] += int(lv["stale"])
-    unseen = c.get("ended_unseen", 0) - coalesced
+    unseen = c.get("ended_unseen", 0) - after_end
     return Accounting(
         started=c.get("started", 0),
         copied=c.get("ended_copy", 0),
         path_end=c.get("ended_path", 0),
-        coalesced=coalesced,
+        freed_unseen=after_end,
         dropped=c.get("ended_drop", 0),
         freed=c.get("ended_free", 0),
         unseen=unseen,
