@@ -23,8 +23,13 @@ HANDLE, PRIORITY = 0xD20, 1  # a filter of ours, never one the lab's own tc prog
 
 
 class DropperCfg(ctypes.Structure):
+    """struct dropper_cfg of bpf/dropper.h (tests/root/test_bpf_abi.py checks it against the object's BTF)."""
+
     _fields_ = [("every", ctypes.c_uint32), ("saddr", ctypes.c_uint32), ("daddr", ctypes.c_uint32),
                 ("proto", ctypes.c_uint32)]
+
+
+STRUCTS = {"dropper_cfg": DropperCfg}
 
 
 def _be32(ip: str | None) -> int:
