@@ -55,7 +55,7 @@ def check(traffic: str, services: int, count: int) -> None:
                          f"--count at most {MAX_FLOWS}, not {count}")
     for tool in ("iptables-restore", "iptables-save"):
         if shutil.which(tool) is None:
-            raise EnvironmentProblem(f"{tool} not found: run scripts/setup.sh (Debian package iptables)")
+            raise EnvironmentProblem(f"{tool} not found: install the Debian package iptables")
 
 
 def install(stack: ExitStack, topo: Topology, target: Pod, services: int, traffic: str) -> kubeproxy.Applied:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
 from cniprof.probes import sampling as sampling_mod
 from cniprof.probes.hops import HopProbe
+from cniprof.traffic.netns import require_tool
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ def preflight(opts: TraceOptions) -> Model:
         raise EnvironmentProblem(f"{BTF_PATH} is missing: cniprof needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
     tools = {"iperf3": ["iperf3"], "ping": ["ping"]}.get(opts.traffic, []) + ["ip"]
     for tool in tools:
-        if shutil.which(tool) is None:
-            raise EnvironmentProblem(f"{tool} is not installed: run scripts/setup.sh")
+        require_tool(tool)
     object_path("hops")  # raises with a hint when the BPF objects were not built
     if opts.cpu:
         from cniprof.probes.cpu import check_freq

@@ -317,7 +317,7 @@ def default_target(topology: Topology) -> Pod:
 def _restore_tool() -> str:
     tool = shutil.which("iptables-restore")
     if not tool:
-        raise EnvironmentProblem("iptables-restore not found: run scripts/setup.sh (Debian package iptables)")
+        raise EnvironmentProblem("iptables-restore not found: install the Debian package iptables")
     return tool
 
 
@@ -329,7 +329,7 @@ def _in_netns(netns: str, argv: list[str], stdin: str = "", what: str = "") -> s
     except subprocess.TimeoutExpired:
         raise CniprofError(f"{what or argv[0]} in {netns} did not finish within {RESTORE_TIMEOUT_S} s") from None
     except FileNotFoundError:
-        raise EnvironmentProblem("ip not found: run scripts/setup.sh (Debian package iproute2)") from None
+        raise EnvironmentProblem("ip not found: install the Debian package iproute2") from None
     if proc.returncode != 0:
         first = next((ln.strip() for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
         raise CniprofError(f"{what or argv[0]} failed in {netns}: {first}")

@@ -101,7 +101,7 @@ def ruleset(services: Sequence[Service], cluster_cidr: str) -> Ruleset:
 def _nft() -> str:
     tool = shutil.which("nft")
     if not tool:
-        raise EnvironmentProblem("nft not found: run scripts/setup.sh (Debian package nftables)")
+        raise EnvironmentProblem("nft not found: install the Debian package nftables")
     return tool
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
@@ -98,7 +99,7 @@ class HopProbe:
         rodata = self.obj.rodata()
         if len(rodata) != ctypes.sizeof(abi.HopsCfg):
             raise EnvironmentProblem(f"{self.obj.path.name}: .rodata is {len(rodata)} bytes, expected "
-                                     f"{ctypes.sizeof(abi.HopsCfg)}: rebuild with scripts/setup.sh")
+                                     f"{ctypes.sizeof(abi.HopsCfg)}: {rebuild_hint()}")
         cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows))
         self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
@@ -117,7 +118,7 @@ class HopProbe:
             m = self.obj.map(name)
             if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         "rebuild with scripts/setup.sh")
+                                         f"{rebuild_hint()}")
         self._tracks = self.obj.map("tracks").mmap_readonly(abi.TRACK_SLOTS)
         self._write_points()
         self.set_sample_every(self.sample_every)

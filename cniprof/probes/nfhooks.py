@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cniprof.bpf import libbpf, nflink
-from cniprof.bpf.build import object_path
+from cniprof.bpf.build import object_path, rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.probes import nfhooks_abi as abi
@@ -45,8 +45,8 @@ NETNS_DIR = Path("/run/netns")
 HOOKS = tuple(nflink.HOOK_ENUMS)  # PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING
 PRIORITY_FIRST = nflink.NF_IP_PRI_FIRST + 1
 PRIORITY_LAST = nflink.NF_IP_PRI_LAST - 1
-_NOT_IMPLEMENTED = ("the {what} fallback on nf_hook_slow is not implemented yet (KNOWN_ISSUES.md, "
-                    "\"Netfilter cost per hook\")")
+_NOT_IMPLEMENTED = ("the {what} fallback on nf_hook_slow is not implemented yet: run without --nf, or on a kernel "
+                    "that allows netfilter links (6.4+) or fentry")
 
 
 def select_attach(features: Features) -> str:
@@ -163,8 +163,8 @@ class NfHookProbe:
             try:
                 libbpf.set_program_type(self.obj, name, c.prog_type, c.attach_type)
             except KeyError:
-                raise EnvironmentProblem(f"{self.obj.path.name} has no program {name}: rebuild with "
-                                         "scripts/setup.sh") from None
+                raise EnvironmentProblem(f"{self.obj.path.name} has no program {name}: "
+                                         f"{rebuild_hint()}") from None
         self.obj.load()
         self._check_maps()
         self._configure()
@@ -201,7 +201,7 @@ class NfHookProbe:
             m = self.obj.map(name)
             if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         "rebuild with scripts/setup.sh")
+                                         f"{rebuild_hint()}")
 
     def _configure(self) -> None:
         zero = ctypes.c_uint32(0)

@@ -46,11 +46,15 @@ def require_netns(name: str) -> None:
         raise UsageError(f"network namespace {name!r} does not exist (no {NETNS_DIR / name})")
 
 
+# Debian packages of the tools whose name is not their package's
+DEBIAN_PACKAGES = {"ip": "iproute2", "ping": "iputils-ping", "nginx": "nginx-light"}
+
+
 def require_tool(tool: str) -> str:
     """Path of an executable, or an EnvironmentProblem that says how to get it."""
     path = shutil.which(tool)
     if not path:
-        raise EnvironmentProblem(f"{tool} not found: run scripts/setup.sh (it installs the traffic tools)")
+        raise EnvironmentProblem(f"{tool} not found: install the Debian package {DEBIAN_PACKAGES.get(tool, tool)}")
     return path
 
 
