@@ -36,7 +36,7 @@ from cniprof.analysis.hops import direction_label, directions, point_name
 # (issue 11). A real difference between the model and the kernel's path (a route, a neighbour, a device) moves
 # every packet of a flow, or at least a visible share of them; 1 in 1000 separates the two by orders of magnitude.
 NEGLIGIBLE_SHARE = 0.001
-NEGLIGIBLE_REASON = (f"below {NEGLIGIBLE_SHARE:.1%} of the direction's packets: what a tracker keyed by skb address "
+NEGLIGIBLE_REASON = (f"below {NEGLIGIBLE_SHARE * 100:g} % of the direction's packets: what a tracker keyed by skb address "
                      "mistakes when an address is reused after a free without a tracepoint; a real path difference "
                      "moves a visible share")
 
@@ -151,7 +151,9 @@ class PathCheck:
         else:
             out = [f"path check: MISMATCH with the model's chain ({summary})"]
         if self.negligible:
-            out.append(f"  {self.negligible} packets off the chain are negligible: {NEGLIGIBLE_REASON}")
+            n = self.negligible
+            out.append(f"  {n} packet{'' if n == 1 else 's'} off the chain {'is' if n == 1 else 'are'} negligible: "
+                       f"{NEGLIGIBLE_REASON}")
         for d in self.directions:
             out += [f"  {h.line()}" for h in (*d.missing, *d.unexpected)]
             out += [f"  {e.line()}" for e in d.ended]
