@@ -214,11 +214,26 @@ static __always_inline bool frozen(void)
 /* --- accounting: every started packet ends exactly once -------------------------------------------------------
  * A slot changes hands only by compare-and-swap of its key, so when two CPUs race for it (a start evicting a packet
  * another CPU is ending, two frees ...) exactly one of them swaps the key out, and only that one counts the end.
- * `was` is the slot as it was just before the swap: the fields a later start overwrites are read from there. */
+ * `was` keeps what the end is counted with, read before the swap: a later start overwrites the slot. */
 
-static __always_inline bool take(struct skb_track *t, __u64 key, __u64 to, struct skb_track *was)
+struct ended {
+	__u64 skb;
+	__u64 last_ns;
+	__u32 last_pt;
+	__u32 epoch;
+};
+
+static __always_inline void remember(const struct skb_track *t, struct ended *was)
 {
-	__builtin_memcpy(was, t, sizeof(*was));
+	was->skb = t->skb;
+	was->last_ns = t->last_ns;
+	was->last_pt = t->last_pt;
+	was->epoch = t->epoch;
+}
+
+static __always_inline bool take(struct skb_track *t, __u64 key, __u64 to, struct ended *was)
+{
+	remember(t, was);
 	if (was->skb != key)
 		return false;
 	return __sync_val_compare_and_swap(&t->skb, key, to) == key;
@@ -227,7 +242,7 @@ static __always_inline bool take(struct skb_track *t, __u64 key, __u64 to, struc
 /* Count the end of the packet that held a slot (`was`): counter `which` of its epoch, and for the ends that are not
  * deliveries (kind < END_KINDS) one more at its last point. A packet started before the aggregates were restarted
  * (another epoch) was not counted as started in this one, so its end is not counted either. */
-static __always_inline void end_of(const struct skb_track *was, __u32 which, __u32 kind)
+static __always_inline void end_of(const struct ended *was, __u32 which, __u32 kind)
 {
 	struct hops_settings *set = settings_now();
 	struct end_key k = {.point = was->last_pt, .kind = kind};
@@ -240,7 +255,7 @@ static __always_inline void end_of(const struct skb_track *was, __u32 which, __u
 }
 
 /* The packet in `was` ended without a tracepoint (its address now carries another packet). */
-static __always_inline void end_unseen(const struct skb_track *was, __u64 now)
+static __always_inline void end_unseen(const struct ended *was, __u64 now)
 {
 	if (now - was->last_ns > cfg.stale_ns)
 		end_of(was, C_STALE, END_STALE);
@@ -337,7 +352,7 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 				    __u32 pt)
 {
 	struct hops_settings *set = settings_now();
-	struct skb_track was;
+	struct ended was;
 	__u64 now, fp = 0;
 
 	if (!set || set->frozen)
@@ -349,7 +364,7 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 		return 0;
 	}
 	now = bpf_ktime_get_ns();
-	__builtin_memcpy(&was, t, sizeof(was));
+	remember(t, &was);
 	if (__sync_val_compare_and_swap(&t->skb, was.skb, key) != was.skb)
 		return 0;  /* another CPU changed the slot in between: this packet is not tracked (nor counted) */
 	if (was.skb == key)
@@ -372,7 +387,8 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 static __always_inline int at_point(struct sk_buff *skb, const struct net_device *dev, __u32 event)
 {
 	struct point_info *pi;
-	struct skb_track *t, was;
+	struct skb_track *t;
+	struct ended was;
 	__u64 key = addr_of(skb), now;
 	__u32 pt;
 
@@ -440,7 +456,8 @@ SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 {
 	__u64 key = addr_of(skb), now;
-	struct skb_track *t = slot_of(key), was;
+	struct skb_track *t = slot_of(key);
+	struct ended was;
 	struct task_struct *task;
 	bool same;
 	__u32 pt;
@@ -470,7 +487,8 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 static __always_inline void track_freed(struct sk_buff *skb, __u32 reason)
 {
 	__u64 key = addr_of(skb);
-	struct skb_track *t = slot_of(key), was;
+	struct skb_track *t = slot_of(key);
+	struct ended was;
 	struct drop_key dk = {};
 	struct hops_settings *set;
 	bool same;

@@ -5,16 +5,16 @@ The hop probe counts each started packet's end exactly once (bpf/hops.bpf.c: slo
 the CPU that swaps a packet out counts its end) and the final snapshot is one consistent cut (the probe is frozen
 for it), so for a final snapshot
 
-    started = delivered (copied + freed unseen after the path's end + ended there) + dropped + freed + unseen + lost
+    started = delivered (copied + freed after the path's end + ended there) + dropped + freed + unseen + lost
               + stale + in flight
 
 exactly; `unexplained` is what is left, 0 unless the snapshot was read while packets moved (a live view) or was
 recorded by an older probe that did not count every end. Categories:
 
-- delivered: copied to the reading socket (TCP); freed unseen after the path's end: a UDP read, a TCP segment
-  coalesced into the previous one in the receive queue (tcp_try_coalesce), a pure ACK processed: the kernel frees
-  those without a tracepoint, and the probe recognises it when the skb address comes back as another packet; or
-  ended at the path's end (ICMP, whose reader may get a raw-socket clone).
+- delivered: copied to the reading socket (TCP); freed after the path's end: a UDP read, a TCP segment coalesced
+  into the previous one in the receive queue (tcp_try_coalesce), a pure ACK processed (the kernel frees those
+  without a tracepoint, and the probe recognises it when the skb address comes back as another packet), or
+  consumed there; or ended at the path's end (ICMP, whose reader may get a raw-socket clone).
 - dropped: kfree_skb with a reason, at the last point the packet passed (the drops table).
 - freed: consume_skb before the path's end (e.g. a GRO frag_list member freed with its aggregate).
 - unseen: freed without a tracepoint before the path's end (e.g. its head merged by GRO), recognised the same way.
@@ -34,8 +34,8 @@ from cniprof.analysis.hops import point_name
 
 CATEGORIES = ("delivered", "dropped", "freed", "unseen", "lost", "stale", "in_flight")
 MEANING = {
-    "delivered": "copied to the reader, freed unseen after the path's end (UDP read, TCP coalescing, ACK), or "
-                 "ended there (ICMP)",
+    "delivered": "copied to the reader, freed after the path's end (UDP read, TCP coalescing, ACK), or ended "
+                 "there (ICMP)",
     "dropped": "kfree_skb with a reason, at the last point passed",
     "freed": "consume_skb before the path's end",
     "unseen": "freed without a tracepoint before the path's end (GRO merge ...)",
@@ -50,7 +50,7 @@ class Accounting:
     started: int
     copied: int
     path_end: int
-    freed_unseen: int  # after the path's end: delivered, freed without a tracepoint
+    freed_after_end: int  # delivered, then freed (without a tracepoint: a UDP read, TCP coalescing; or consumed)
     dropped: int
     freed: int
     unseen: int
@@ -62,7 +62,7 @@ class Accounting:
 
     @property
     def delivered(self) -> int:
-        return self.copied + self.freed_unseen + self.path_end
+        return self.copied + self.freed_after_end + self.path_end
 
     @property
     def accounted(self) -> int:
@@ -82,7 +82,7 @@ class Accounting:
         return {
             "started": self.started,
             "categories": {c: self.category(c) for c in CATEGORIES},
-            "delivered": {"copied": self.copied, "freed_unseen": self.freed_unseen, "path_end": self.path_end},
+            "delivered": {"copied": self.copied, "freed_after_end": self.freed_after_end, "path_end": self.path_end},
             "unexplained": self.unexplained,
             "complete": self.complete,
             "where": {c: [{"point": p, "count": n} for p, n in rows] for c, rows in self.where.items() if rows},
@@ -99,11 +99,11 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
         return point_name(points[pid]) if pid in points else f"point {pid}"
 
     where: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    after_end = 0
+    after_end = {"unseen": 0, "freed": 0}  # ends at the path's end: delivered, then freed
     for e in snapshot.get("ends") or ():
         pid, kind, n = int(e["point"]), str(e["kind"]), int(e.get("count", 0))
-        if kind == "unseen" and pid in ends_at:
-            after_end += n
+        if kind in after_end and pid in ends_at:
+            after_end[kind] += n
             where["delivered"][name(pid)] += n
         else:
             where[kind][name(pid)] += n
@@ -116,14 +116,14 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
             where["in_flight"][name(pid)] += int(lv["in_flight"])
         if lv.get("stale"):
             where["stale"][name(pid)] += int(lv["stale"])
-    unseen = c.get("ended_unseen", 0) - after_end
+    unseen = c.get("ended_unseen", 0) - after_end["unseen"]
     return Accounting(
         started=c.get("started", 0),
         copied=c.get("ended_copy", 0),
         path_end=c.get("ended_path", 0),
-        freed_unseen=after_end,
+        freed_after_end=sum(after_end.values()),
         dropped=c.get("ended_drop", 0),
-        freed=c.get("ended_free", 0),
+        freed=c.get("ended_free", 0) - after_end["freed"],
         unseen=unseen,
         lost=c.get("lost", 0),
         stale=c.get("stale", 0) + c.get("stale_in_table", 0),

@@ -202,8 +202,8 @@ def accounting_text(acc: Accounting) -> Flow:
     """Where every tracked packet went: started = the categories (cniprof.analysis.accounting), then each category
     other than delivery with the points it happened at (the top three). Anything unexplained is highlighted."""
     items = [Text(f"accounting: started {acc.started:,} =")]
-    items.append(Text(f"delivered {acc.delivered:,} (copied {acc.copied:,}, freed unseen after the end "
-                      f"{acc.freed_unseen:,}, ended there {acc.path_end:,})"))
+    items.append(Text(f"delivered {acc.delivered:,} (copied {acc.copied:,}, freed after the end "
+                      f"{acc.freed_after_end:,}, ended there {acc.path_end:,})"))
     for c in CATEGORIES[1:]:
         n = acc.category(c)
         where = acc.where.get(c) or ()
