@@ -231,12 +231,27 @@ static __always_inline void remember(const struct skb_track *t, struct ended *wa
 	was->epoch = t->epoch;
 }
 
+#ifndef HOPS_NO_ATOMICS
+#define swap_key(p, old, new) (__sync_val_compare_and_swap((p), (old), (new)) == (old))
+#else
+/* bpf/hops_legacy.bpf.c, for kernels before 5.12, which refuse BPF atomics at load: a plain compare and store.
+ * Two CPUs racing for one slot (two packets that hash together, handled at the same instant) may then count one
+ * end twice or none; measured nowhere here (no such kernel runs the accounting tests). */
+static __always_inline bool swap_key(__u64 *p, __u64 old, __u64 new)
+{
+	if (*(volatile __u64 *)p != old)
+		return false;
+	*p = new;
+	return true;
+}
+#endif
+
 static __always_inline bool take(struct skb_track *t, __u64 key, __u64 to, struct ended *was)
 {
 	remember(t, was);
 	if (was->skb != key)
 		return false;
-	return __sync_val_compare_and_swap(&t->skb, key, to) == key;
+	return swap_key(&t->skb, key, to);
 }
 
 /* Count the end of the packet that held a slot (`was`): counter `which` of its epoch, and for the ends that are not
@@ -365,7 +380,7 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 	}
 	now = bpf_ktime_get_ns();
 	remember(t, &was);
-	if (__sync_val_compare_and_swap(&t->skb, was.skb, key) != was.skb)
+	if (!swap_key(&t->skb, was.skb, key))
 		return 0;  /* another CPU changed the slot in between: this packet is not tracked (nor counted) */
 	if (was.skb == key)
 		end_unseen(&was, now);  /* its address is back: the packet it carried was freed without a tracepoint */
@@ -473,15 +488,17 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 		return 0;
 	}
 	end_of(&was, C_END_COPY, END_KINDS);
-	task = bpf_get_current_task_btf();
-	pt = point_of(task->nsproxy->net_ns->ns.inum, 0, EV_COPY);
+	/* bpf_get_current_task_btf() needs 5.11; the untyped task and CO-RE reads work from 5.5 (only tracked
+	 * packets get here) */
+	task = (struct task_struct *)bpf_get_current_task();
+	pt = point_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum), 0, EV_COPY);
 	if (pt-- && now - was.last_ns <= cfg.stale_ns)
 		hop(was.epoch, was.last_pt, pt, now - was.last_ns);
 	return 0;
 }
 
 /* The shared end of tracking for every free tracepoint (and for kfree_skb variants of older kernels, which pass
- * SKB_DROP_REASON_NOT_SPECIFIED): the kernel freed `skb`, consumed (reason SKB_CONSUMED) or dropped. A tracked
+ * DROP_REASON_UNKNOWN): the kernel freed `skb`, consumed (reason SKB_CONSUMED) or dropped. A tracked
  * packet's drop is counted at the last point it passed, with the reason; a free of an address whose packet ended
  * unseen earlier ends that packet as unseen (nothing is charged to the traced path). */
 static __always_inline void track_freed(struct sk_buff *skb, __u32 reason)
@@ -526,5 +543,15 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
 	track_freed(skb, reason);
+	return 0;
+}
+
+/* Kernels before 5.17 (no enum skb_drop_reason, kfree_skb(skb, location) only): the verifier refuses a read of
+ * a third argument, so this variant is loaded instead (user space picks one by the kernel's BTF); reason 0 is
+ * reported as "unknown", the point is kept. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb_noreason, struct sk_buff *skb, void *location)
+{
+	track_freed(skb, DROP_REASON_UNKNOWN);
 	return 0;
 }

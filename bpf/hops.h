@@ -84,8 +84,11 @@ struct pair_stat {
 
 struct drop_key {
 	__u32 point;
-	__u32 reason; /* enum skb_drop_reason */
+	__u32 reason; /* enum skb_drop_reason, or DROP_REASON_UNKNOWN */
 };
+
+/* kfree_skb of a kernel without drop reasons (< 5.17: the tracepoint has no reason argument) */
+#define DROP_REASON_UNKNOWN 0xffffffffu
 
 /* How the tracking of a packet ended, counted per last point (map "ends") for every end except the two
  * deliveries (a copy to the reader, the path's end) and drops (map "drops", per point and reason). */

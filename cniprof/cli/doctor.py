@@ -19,18 +19,14 @@ from rich.text import Text
 
 from cniprof.bpf import build, features
 from cniprof.bpf.features import Features
-from cniprof.cni import detect
-from cniprof.cni.detect import Detection
+from cniprof.cli import commands
 from cniprof.errors import CniprofError, EnvironmentProblem
+from cniprof.node import detect
+from cniprof.node.detect import Detection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "doctor",
-        help="check which BPF features this kernel allows and what is lost without the others (root)",
-        description="Load and attach one tiny program of each kind cniprof uses, and report what works, why "
-        "the rest does not, and what that costs in coverage. Exit status 0 when per-hop tracing can run here.",
-    )
+    parser = commands.add(subparsers, "doctor", "Load and attach one tiny program of each kind cniprof uses, and report what works, why the rest does not, and what that costs in coverage. Exit status 0 when per-hop tracing can run here.")
     parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
     parser.set_defaults(func=run)
 

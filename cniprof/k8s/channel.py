@@ -33,6 +33,25 @@ log = logging.getLogger(__name__)
 CLOSE_WAIT_S = 2.0
 
 
+def exit_status(ws: WSClient) -> tuple[int | None, str | None]:
+    """The exec's end as the API server reports it on the error channel: (exit code, None), or (None, the
+    failure message), or (None, None) when the stream closed without a status (a broken connection)."""
+    raw = ws.read_channel(ERROR_CHANNEL)
+    try:
+        status = yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError:
+        status = None
+    if not isinstance(status, dict):
+        return None, None
+    if status.get("status") == "Success":
+        return 0, None
+    causes = (status.get("details") or {}).get("causes") or []
+    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
+    if code is not None and str(code).lstrip("-").isdigit():
+        return int(code), None
+    return None, str(status.get("message", "unknown error"))
+
+
 class ChannelClosed(Exception):
     """The stream ended: the agent exited, was killed, or its transport broke. str() says which."""
 
@@ -57,20 +76,13 @@ class ExecChannel:
         connection, with the agent's last stderr line."""
         if self._closed is None:
             self._drain_stderr()
-            why = f"the exec stream to {self.where} closed"
-            raw = self.ws.read_channel(ERROR_CHANNEL)
-            try:
-                status = yaml.safe_load(raw) if raw else None
-            except yaml.YAMLError:
-                status = None
-            if isinstance(status, dict):
-                if status.get("status") == "Success":
-                    why = f"the agent in {self.where} exited with status 0"
-                else:
-                    causes = (status.get("details") or {}).get("causes") or []
-                    code = next((c.get("message") for c in causes if c.get("reason") == "ExitCode"), None)
-                    why = (f"the agent in {self.where} exited with status {code}" if code is not None else
-                           f"the exec in {self.where} failed: {status.get('message', 'unknown error')}")
+            code, failure = exit_status(self.ws)
+            if code is not None:
+                why = f"the agent in {self.where} exited with status {code}"
+            elif failure:
+                why = f"the exec in {self.where} failed: {failure}"
+            else:
+                why = f"the exec stream to {self.where} closed"
             last = next((line for line in reversed(self._stderr) if line.strip()), "")
             self._closed = f"{why}: {last.strip()}" if last else why
         return self._closed

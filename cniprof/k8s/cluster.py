@@ -19,7 +19,7 @@ import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import urllib3
 from kubernetes import client, config
@@ -88,7 +88,7 @@ class Cluster:
     def _request(self, verb: str, path: str, what: str, send: Callable[[], T], dry: Callable[[], T],
                  query: dict[str, Any] | None = None, note: str = "") -> T:
         """Journal one request, then send it (DryRun: answer `dry()` instead)."""
-        line = f"{verb} {path}" + (f"?{urlencode(query, doseq=True)}" if query else "") + (f"  # {note}" if note else "")
+        line = f"{verb} {path}" + (f"?{unquote(urlencode(query, doseq=True, quote_via=quote))}" if query else "") + (f"  # {note}" if note else "")
         self.calls.append(line)
         log.info("k8s: %s", line)
         try:
@@ -126,7 +126,7 @@ class Cluster:
             info = client.VersionApi(self.api).get_code()
             return {"git_version": info.git_version, "platform": info.platform}
 
-        return self._request("GET", "/version", "reading the server version", send,
+        return self._request("GET", "/version/", "reading the server version", send,
                              lambda: {"git_version": "<server version>", "platform": "<platform>"})
 
     def read_pod(self, namespace: str, name: str) -> client.V1Pod:

@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from cniprof.analysis.symbols import Kallsyms, UserSymbols
 from cniprof.bpf import libbpf
 from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.probes import cpu_abi as abi
+from cniprof.probes.symbols import Kallsyms, UserSymbols
 
 DEFAULT_FREQ_HZ = 999
 MAX_SAMPLE_RATE = "/proc/sys/kernel/perf_event_max_sample_rate"

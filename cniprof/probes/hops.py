@@ -7,46 +7,27 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import mmap
+import platform
+import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cniprof.bpf.btf import drop_reason_names, has_drop_reasons
 from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
-
-if TYPE_CHECKING:
-    from cniprof.probes.plan import ExpectedHop
+from cniprof.probes.plan import Direction, ExpectedHop, Point
 
 
-@dataclass(frozen=True)
-class Point:
-    """A probe point with the names analysis uses; id is assigned by HopProbe in list order."""
-
-    event: str
-    netns: str
-    netns_ino: int
-    ifindex: int
-    device: str
-    role: str
-    node: str
-    pod: str | None = None
-    start_dir: int | None = None  # a packet of the traced flows starts tracking here, in this direction
-    end: bool = False  # tracking that ends after this point counts towards end-to-end
-
-
-@dataclass(frozen=True)
-class Direction:
-    dir: int
-    src_pod: str
-    dst_pod: str
-    src_ip: str
-    dst_ip: str
+def reason_names() -> dict[int, str]:
+    """Drop reason value -> name on this kernel, with DROP_REASON_UNKNOWN as 'unknown' (kernels without reasons)."""
+    names = drop_reason_names() if has_drop_reasons() else {}
+    return {**names, abi.DROP_REASON_UNKNOWN: "unknown"}
 
 
 def _ip_u32(ip: str) -> int:
@@ -64,6 +45,21 @@ _TRACK_DTYPE = np.dtype({"names": ["skb", "last_ns", "last_pt", "epoch"],
                          "offsets": [abi.SkbTrack.skb.offset, abi.SkbTrack.last_ns.offset,
                                      abi.SkbTrack.last_pt.offset, abi.SkbTrack.epoch.offset],
                          "itemsize": (ctypes.sizeof(abi.SkbTrack) + 7) // 8 * 8})
+
+
+# BPF atomics (compare-and-swap of a slot's key) arrived in Linux 5.12; older kernels get bpf/hops_legacy.bpf.c
+ATOMICS_SINCE = (5, 12)
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as 6.18.44-fc-v1272; (0, 0) when it does not parse."""
+    m = re.match(r"(\d+)\.(\d+)", release if release is not None else platform.release())
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def object_name(release: str | None = None) -> str:
+    """The hop object for this kernel: "hops", or "hops_legacy" (no BPF atomics) before 5.12."""
+    return "hops" if kernel_version(release) >= ATOMICS_SINCE else "hops_legacy"
 
 
 class HopProbe:
@@ -104,15 +100,16 @@ class HopProbe:
         self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
         events = {p.event for p in self.points}
-        wanted = {abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS)
+        # one kfree_skb program: with the reason argument where the kernel has one (5.17+), else without
+        self.drop_program = abi.DROP_PROGRAMS[has_drop_reasons()]
+        wanted = ({abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS) - {"on_kfree_skb"}
+                  | {self.drop_program})
         for name in self.obj.program_names():
             self.obj.set_autoload(name, name in wanted)
         self.programs = [n for n in self.obj.program_names() if n in wanted]
 
     def start(self) -> None:
-        from cniprof.bpf.btf import drop_reason_names
-
-        drop_reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
+        reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
         self.obj.load()
         for name, (kt, vt) in abi.MAP_TYPES.items():
             m = self.obj.map(name)
@@ -242,8 +239,6 @@ class HopProbe:
         return out
 
     def snapshot(self) -> dict:
-        from cniprof.bpf.btf import drop_reason_names
-
         hops = []
         for slot, e in enumerate(self.expected, start=1):
             hops.append({"from": e.src, "to": e.dst, "expected": True, "dir": e.dir, "seq": e.seq, "role": e.role,
@@ -257,7 +252,7 @@ class HopProbe:
             hops.append({"from": a, "to": b, "expected": False, "count": int(v[0]), "sum_ns": int(v[1]),
                          "buckets": {}})
         e2e = [{"dir": d.dir, **self._hist(abi.MAX_HOPS + d.dir)} for d in self.directions]
-        names = drop_reason_names()
+        names = reason_names()
         drops = []
         dm = self.obj.map("drops")
         for key in dm.keys(abi.DropKey):

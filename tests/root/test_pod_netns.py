@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cniprof.lab.topology import NETNS_DIR, Topology
+from cniprof.cni.topology import NETNS_DIR, Topology
 from cniprof.node.pods import pod_netns, pod_processes
 
 pytestmark = pytest.mark.root

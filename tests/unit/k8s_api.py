@@ -18,6 +18,7 @@ import re
 import socket
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,10 +80,12 @@ class FakeApiServer:
     requests: list[Request] = field(default_factory=list)
     fail: dict[tuple[str, str], int] = field(default_factory=dict)
     version: str = "v1.31.2"
-    ephemeral_state: str = "running"  # what a new ephemeral container's status says: running | terminated
     exec_handler: Any = None  # (path, query) -> ExecProcess
     exec_refuse: dict[str, int] = field(default_factory=dict)
     sessions: list[Any] = field(default_factory=list)
+    # the kubelet's part for ephemeral containers: (pod, container) -> (state dict, log text); default running
+    on_ephemeral: Any = None
+    logs: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     def add_pod(self, p: dict[str, Any]) -> None:
         self.pods[(p["metadata"]["namespace"], p["metadata"]["name"])] = p
@@ -120,7 +123,7 @@ class FakeApiServer:
             if method == req.method and re.fullmatch(pattern, req.path):
                 return status(code, f"injected {code} for {req.method} {req.path}", _REASONS.get(code, "Error"))
         m, path = req.method, req.path
-        if path == "/version":
+        if path in ("/version", "/version/"):
             return 200, {"major": "1", "minor": "31", "gitVersion": self.version, "gitCommit": "", "gitTreeState": "",
                          "buildDate": "", "goVersion": "go1.22", "compiler": "gc", "platform": "linux/amd64"}
         if match := re.fullmatch(r"/api/v1/nodes/([^/]+)", path):
@@ -137,8 +140,11 @@ class FakeApiServer:
                 key = (ns, p["metadata"]["name"])
                 if key in self.pods:
                     return status(409, f'pods "{key[1]}" already exists', "AlreadyExists")
-                p["metadata"].update(namespace=ns, uid=f"uid-{key[1]}")
-                p["status"] = {"phase": "Running", "podIP": f"10.244.{len(self.pods) + 1}.9"}
+                p["metadata"].update(namespace=ns, uid=str(uuid.uuid4()))
+                p["status"] = {"phase": "Running", "podIP": f"10.244.{len(self.pods) + 1}.9",
+                               "containerStatuses": [{"name": c["name"], "ready": True, "restartCount": 0,
+                                                      "image": c["image"], "imageID": "", "state": {"running": {}}}
+                                                     for c in p["spec"]["containers"]]}
                 self.pods[key] = p
                 return 201, p
         if match := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)(/[a-z]+)?", path):
@@ -154,13 +160,15 @@ class FakeApiServer:
             if sub == "/ephemeralcontainers" and m == "PATCH":
                 added = req.body["spec"]["ephemeralContainers"]
                 p["spec"].setdefault("ephemeralContainers", []).extend(added)
-                state = {"running": {}} if self.ephemeral_state == "running" else {"terminated": {"exitCode": 0}}
-                p["status"].setdefault("ephemeralContainerStatuses", []).extend(
-                    {"name": c["name"], "ready": False, "restartCount": 0, "image": c["image"], "imageID": "",
-                     "state": state} for c in added)
+                for c in added:
+                    state, text = (self.on_ephemeral(p, c) if self.on_ephemeral else ({"running": {}}, ""))
+                    self.logs[(key[0], key[1], c["name"])] = text
+                    p["status"].setdefault("ephemeralContainerStatuses", []).append(
+                        {"name": c["name"], "ready": False, "restartCount": 0, "image": c["image"], "imageID": "",
+                         "state": state})
                 return 200, p
             if sub == "/log" and m == "GET":
-                return 200, p.get("logs", {}).get(req.query.get("container", [""])[0], "")
+                return 200, self.logs.get((key[0], key[1], req.query.get("container", [""])[0]), "")
         if m == "PATCH" and req.headers.get("Content-Type") == "application/apply-patch+yaml":
             self.objects[path] = req.body
             return 200, req.body
@@ -273,6 +281,7 @@ class FakeWebSocket:
         match = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec", path)
         if not match or (match[1], match[2]) not in self.server.pods:
             raise _bad_status(404, f"pods {path.split('/')[-2]!r} not found")
+        self.command = query.get("command", [])
         self.process = self.server.exec_handler(path, query)
         with self.process.lock:
             self.process.notify = lambda: self._w.send(b"x")
