@@ -45,7 +45,6 @@ if str(ROOT) not in sys.path:  # run from the work tree, like the tests
     sys.path.insert(0, str(ROOT))
 
 from cniprof.bpf.build import object_path
-from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.bpf.libbpf import Object
 from cniprof.bpf.prog_stats import STATS_SYSCTL, prog_stats
 from cniprof.cni.topology import Pod, Topology
@@ -55,6 +54,7 @@ from cniprof.lab import cleanup, realize
 from cniprof.probes import plan as planning
 from cniprof.probes.cpu import CpuSampler
 from cniprof.probes.hops import HopProbe
+from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
 from cniprof.run import trace
 from cniprof.traffic.iperf3 import Iperf3, Iperf3Result
