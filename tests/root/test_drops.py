@@ -28,12 +28,12 @@ from pathlib import Path
 import pytest
 from dropper import dropper
 
-from cniprof import trace
 from cniprof.analysis.accounting import accounting
 from cniprof.analysis.summary import analyze
 from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.lab import cleanup, kernel, realize
-from cniprof.lab.topology import Topology
+from cniprof.run import trace
 from cniprof.traffic.iperf3 import Iperf3
 
 pytestmark = pytest.mark.root
