@@ -13,13 +13,15 @@ recorded by an older probe that did not count every end. Categories:
 
 - delivered: copied to the reading socket (TCP); freed after the path's end: a UDP read, a TCP segment coalesced
   into the previous one in the receive queue (tcp_try_coalesce), a pure ACK processed (the kernel frees those
-  without a tracepoint, and the probe recognises it when the skb address comes back as another packet), or
-  consumed there; or ended at the path's end (ICMP, whose reader may get a raw-socket clone).
+  without a tracepoint, and the probe recognises it when the skb address comes back as another packet), consumed
+  there, or not seen for stale_ms after it (no drop was reported: it reached the socket layer, maybe still queued);
+  or ended at the path's end (ICMP, whose reader may get a raw-socket clone).
 - dropped: kfree_skb with a reason, at the last point the packet passed (the drops table).
 - freed: consume_skb before the path's end (e.g. a GRO frag_list member freed with its aggregate).
 - unseen: freed without a tracepoint before the path's end (e.g. its head merged by GRO), recognised the same way.
 - lost: its tracking slot was taken by another packet while it was fresh (a hash clash in the table).
-- stale: not seen for stale_ms: counted when its slot or address came back, or still in the table at the snapshot.
+- stale: not seen for stale_ms before the path's end: counted when its slot or address came back, or still in the
+  table at the snapshot.
 - in flight: still in the table at the snapshot, seen within stale_ms.
 """
 
@@ -99,7 +101,9 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
         return point_name(points[pid]) if pid in points else f"point {pid}"
 
     where: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    after_end = {"unseen": 0, "freed": 0}  # ends at the path's end: delivered, then freed
+    # ends at the path's end are deliveries: freed there (without a tracepoint, or consumed), or not seen for
+    # stale_ms after it (no drop was reported, so the packet reached the socket layer; it may still be queued)
+    after_end = {"unseen": 0, "freed": 0, "stale": 0}
     for e in snapshot.get("ends") or ():
         pid, kind, n = int(e["point"]), str(e["kind"]), int(e.get("count", 0))
         if kind in after_end and pid in ends_at:
@@ -110,23 +114,27 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
     for dr in snapshot.get("drops") or ():
         pid = int(dr["point"]["id"] if isinstance(dr["point"], Mapping) else dr["point"])
         where["dropped"][f"{name(pid)} ({dr.get('reason_name') or dr.get('reason')})"] += int(dr.get("count", 0))
+    live_stale_at_end = 0
     for lv in snapshot.get("live") or ():
         pid = int(lv["point"])
         if lv.get("in_flight"):
             where["in_flight"][name(pid)] += int(lv["in_flight"])
-        if lv.get("stale"):
+        if lv.get("stale") and pid in ends_at:
+            live_stale_at_end += int(lv["stale"])
+            where["delivered"][name(pid)] += int(lv["stale"])
+        elif lv.get("stale"):
             where["stale"][name(pid)] += int(lv["stale"])
     unseen = c.get("ended_unseen", 0) - after_end["unseen"]
     return Accounting(
         started=c.get("started", 0),
         copied=c.get("ended_copy", 0),
         path_end=c.get("ended_path", 0),
-        freed_after_end=sum(after_end.values()),
+        freed_after_end=sum(after_end.values()) + live_stale_at_end,
         dropped=c.get("ended_drop", 0),
         freed=c.get("ended_free", 0) - after_end["freed"],
         unseen=unseen,
         lost=c.get("lost", 0),
-        stale=c.get("stale", 0) + c.get("stale_in_table", 0),
+        stale=c.get("stale", 0) - after_end["stale"] + c.get("stale_in_table", 0) - live_stale_at_end,
         in_flight=c.get("in_flight", 0),
         where={k: tuple(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in where.items()},
         complete="in_flight" in c and "ended_unseen" in c,
