@@ -187,11 +187,11 @@ def _check_case(t: Topology, cni: str, case: Case) -> None:
     assert truth.dropped > 0, f"{case.place}: nothing was dropped, the case tests nothing"
     if "tbf" not in case.place:
         assert truth.dropped == N // EVERY
-    a = analyze(res.snapshot)
+    a = analyze(res.record.snapshot)
     drops = {(r["point"], r["reason"]): int(r["count"]) for r in a.drops.to_dict("records")}
     assert drops == {(case.point(t), case.reason): truth.dropped}, (case.place, drops, truth.dropped)
-    assert res.traffic["received"] == N - truth.dropped
-    acc = accounting(res.snapshot)
+    assert res.record.traffic["received"] == N - truth.dropped
+    acc = accounting(res.record.snapshot)
     assert acc.started == N and acc.unexplained == 0 and acc.complete, acc
     assert acc.dropped == truth.dropped and acc.lost == 0
 
@@ -233,7 +233,7 @@ def test_accounting_exact_under_eight_streams(lab) -> None:
     finally:
         result = gen.wait(timeout=30)
     assert result.throughput_bps > 0
-    acc = accounting(res.snapshot)
+    acc = accounting(res.record.snapshot)
     assert acc.complete and acc.started > 10_000, acc
     assert acc.unexplained == 0, acc.to_dict()
     assert min(acc.category(k) for k in ("delivered", "dropped", "freed", "unseen", "lost", "stale",
