@@ -294,7 +294,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             stack.callback(gen.stop)
             with tunings.pinned(inject.pinned_cpus(topo)):  # softirq-one-cpu injected: client and server on CPU 0
                 gen.start()
-        t0 = time.monotonic()
+        t0, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
         sampling = {"mode": "fixed" if opts.sample_every else "auto", "every": probe.sample_every}
         if not opts.sample_every:
             time.sleep(min(CALIBRATION_S, opts.duration_s / 4))
@@ -336,7 +336,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             duration_s=time.monotonic() - t0, traffic=_result_dict(opts.traffic, result),
             probes=tuple(ATTACH_POINT[p] for p in probe.attached), sampling=sampling, cpu=cpu_snapshot,
             nf=nf_snapshot, nodestate=node_state, service=service_info, injections=tuple(topo.injections),
-            where=_where(opts, model, created), command=opts.command)
+            where=_where(opts, model, created), command=opts.command, started=started)
         return TraceResult(record, model, topo, plan, created)
 
 
