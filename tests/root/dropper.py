@@ -10,14 +10,13 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import socket
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cniprof.bpf import libbpf
 from cniprof.bpf.build import object_path
-from cniprof.lab.nsutil import run_in_netns
+from cniprof.netns_exec import call_in, run_in
 
 HANDLE, PRIORITY = 0xD20, 1  # a filter of ours, never one the lab's own tc programs use
 
@@ -37,9 +36,7 @@ def _be32(ip: str | None) -> int:
 
 
 def _has_clsact(netns: str, device: str) -> bool:
-    out = subprocess.run(["ip", "netns", "exec", netns, "tc", "qdisc", "show", "dev", device],
-                         capture_output=True, text=True, check=True).stdout
-    return "clsact" in out
+    return "clsact" in run_in(netns, ["tc", "qdisc", "show", "dev", device])
 
 
 @dataclass
@@ -65,14 +62,13 @@ def dropper(netns: str, device: str, hook: str, every: int, *, saddr: str | None
         def ifindex() -> int:  # resolved in the namespace of the calling thread (sysfs would show ours)
             return socket.if_nametoindex(device)
 
-        run_in_netns(netns, lambda: libbpf.tc_attach(ifindex(), point, fd, HANDLE, PRIORITY))
+        call_in(netns, lambda: libbpf.tc_attach(ifindex(), point, fd, HANDLE, PRIORITY))
         try:
             yield result
         finally:
-            run_in_netns(netns, lambda: libbpf.tc_detach(ifindex(), point, HANDLE, PRIORITY))
+            call_in(netns, lambda: libbpf.tc_detach(ifindex(), point, HANDLE, PRIORITY))
             if not had_clsact:
-                subprocess.run(["ip", "netns", "exec", netns, "tc", "qdisc", "del", "dev", device, "clsact"],
-                               check=True)
+                run_in(netns, ["tc", "qdisc", "del", "dev", device, "clsact"])
             counts = obj.map("dropper_counts")
             for i, name in enumerate(("matched", "dropped")):
                 raw = counts.lookup_raw(ctypes.c_uint32(i), 8)

@@ -33,6 +33,7 @@ from cniprof.analysis.summary import analyze
 from cniprof.cni import registry
 from cniprof.cni.topology import Topology
 from cniprof.lab import cleanup, kernel, realize
+from cniprof.netns_exec import attempt_in, run_in
 from cniprof.run import trace
 from cniprof.traffic.iperf3 import Iperf3
 
@@ -43,9 +44,8 @@ EVERY = 4  # the dropper and the netfilter rule drop every 4th: 100 of 400
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ns(netns: str, *argv: str, check: bool = True) -> str:
-    return subprocess.run(["ip", "netns", "exec", netns, *argv], capture_output=True, text=True,
-                          check=check).stdout
+def _ns(netns: str, *argv: str) -> str:
+    return run_in(netns, list(argv))
 
 
 @dataclass
@@ -65,8 +65,7 @@ def tc_dropper(netns: str, device: str, hook: str, **match: str) -> Iterator[Tru
 @contextmanager
 def nth_rule(netns: str, chain: str, dst: str) -> Iterator[Truth]:
     """iptables DROP of every 4th UDP datagram to dst in chain (filter table); the rule's counter is the truth."""
-    had_table = subprocess.run(["ip", "netns", "exec", netns, "nft", "list", "table", "ip", "filter"],
-                               capture_output=True, check=False).returncode == 0
+    had_table = attempt_in(netns, ["nft", "list", "table", "ip", "filter"]).returncode == 0
     rule = [chain, "-d", dst, "-p", "udp", "-m", "statistic", "--mode", "nth", "--every", str(EVERY),
             "--packet", str(EVERY - 1), "-j", "DROP"]
     truth = Truth()
