@@ -189,6 +189,9 @@ def test_comparison_page_has_the_table_and_each_model(tmp_path):
                  "flannel-vxlan · hops", "host-network · hop flame"):
         assert text in page, text
     assert len(_page_data(page)["hop_flames"]) == 6  # 3 models x 2 directions
+    written = attach.write(run, tmp_path / "out")
+    assert sorted(p.name for p in written.files) == sorted(
+        ["report.html", "report.md", *(f"hops-flame-{t.name}.png" for t in run.models)])  # recorded without --cpu
 
 
 def test_study_and_tune_pages(tmp_path):
