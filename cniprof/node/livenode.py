@@ -74,8 +74,9 @@ def netlink(netns: str | None) -> Iterator[IPRoute]:
             from None
     except PermissionError:
         raise EnvironmentProblem(f"entering network namespace {netns!r} needs root") from None
-    except OSError as e:  # a name no namespace can have: too long, a directory, below a file
-        raise UsageError(f"network namespace {(netns or '')[:80]!r}: {e.strerror or e}") from None
+    except (OSError, UnicodeError) as e:  # a name no namespace can have: too long, a directory, not ASCII
+        why = getattr(e, "strerror", None) or "not a network namespace name"
+        raise UsageError(f"network namespace {(netns or '')[:80]!r}: {why}") from None
     try:
         yield ipr
     finally:
