@@ -164,12 +164,12 @@ STUDY_METADATA = obj({
     "failed": array({"type": "object"}),
 }, ("scenario",))
 
+_LAB_DEVICE = obj({"name": TEXT, "role": TEXT, "ifindex": COUNT, "netns": TEXT}, ("name", "role", "ifindex", "netns"))
 TOPOLOGY = obj({
     "cni": TEXT, "mode": TEXT,
-    "nodes": array(obj({"name": TEXT, "netns": TEXT, "devices": array(obj({"name": TEXT, "role": TEXT,
-                                                                          "ifindex": COUNT, "netns": TEXT}))},
-                       ("name", "netns"))),
-    "pods": array(obj({"name": TEXT, "node": TEXT, "netns": TEXT, "ip": TEXT}, ("name", "node", "netns", "ip"))),
+    "nodes": array(obj({"name": TEXT, "netns": TEXT, "devices": array(_LAB_DEVICE)}, ("name", "netns", "devices"))),
+    "pods": array(obj({"name": TEXT, "node": TEXT, "netns": TEXT, "ip": TEXT, "host_veth": TEXT,
+                       "devices": array(_LAB_DEVICE)}, ("name", "node", "netns", "ip", "host_veth"))),
     "underlay_ips": {"type": "object", "additionalProperties": TEXT},
     "host_ips": {"type": "object", "additionalProperties": TEXT},
     "injections": array(TEXT),

@@ -93,7 +93,8 @@ def _up(args: argparse.Namespace) -> int:
         return 0
     try:
         if args.inject:
-            topology, done = inject.apply(topology, args.inject)
+            with saved.in_use(f"cniprof lab up --inject {' '.join(args.inject)}"):  # not under a measuring run
+                topology, done = inject.apply(topology, args.inject)
             _print_injected(console, done)
         if not created:
             return 0
@@ -118,7 +119,8 @@ def _inject(args: argparse.Namespace) -> int:
     topology = saved.load()
     if topology is None:
         raise EnvironmentProblem("no lab is up; start one with `cniprof lab up --cni flannel --inject NAME`")
-    topology, done = inject.apply(topology, args.names)
+    with saved.in_use(f"cniprof lab inject {' '.join(args.names)}"):  # not under a run that is measuring
+        topology, done = inject.apply(topology, args.names)
     _print_injected(Console(), done)
     return 0
 
@@ -130,6 +132,10 @@ def _print_injected(console: Console, done: list[str]) -> None:
 
 def _down() -> int:
     realize.require_root("removing the lab")
+    running = saved.holder()
+    if running is not None:  # its generators and probes are in there; stopping it removes a lab it built
+        raise EnvironmentProblem(f"the lab is in use by {running}: stop that run first (Ctrl-C or SIGTERM: it "
+                                 "removes a lab it built), then `cniprof lab down`")
     console = Console()
     removed, had_state, lingering = cleanup.teardown()
     for name in removed:
@@ -181,7 +187,9 @@ def _explore(args: argparse.Namespace) -> int:
     model.chain(path)  # UsageError naming the paths the model has (macvlan: no pod-to-host)
     a, b = trace.pick_pods(topology, path, args.src, args.dst)
     console = Console()
-    for seen in explore(topology, a, b, traffic=args.traffic, count=args.count):
+    with saved.in_use("cniprof lab explore"):
+        seen_all = list(explore(topology, a, b, traffic=args.traffic, count=args.count))
+    for seen in seen_all:
         table = Table(title=f"{topology.cni}/{topology.mode} · {path} · {seen.direction}", box=box.SIMPLE_HEAD)
         for column in ("from", "to", "packets", "mean µs"):
             table.add_column(column, justify="right" if column in ("packets", "mean µs") else "left")

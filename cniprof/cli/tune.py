@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,7 +24,7 @@ from cniprof.cli import commands
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.files import writable_dir
-from cniprof.lab import cleanup, realize
+from cniprof.lab import cleanup, realize, saved
 from cniprof.report import tune as tune_report
 from cniprof.run import generators, inject, pod_to_service, trace
 from cniprof.tune import measure, tunes
@@ -124,13 +125,16 @@ def run(args: argparse.Namespace) -> int:
     generators.require_programs(tunes.generator(tune, args.generator) for tune in chosen)
     out = args.output or args.from_dir or Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
     writable_dir(out)  # refused before the lab is built or changed, not after every pair ran
-    topo, created = realize.up(model.cni, model.mode)
     records: list[measure.Record] = []
-    paths = list(dict.fromkeys(_path(args, model, t) for t in chosen))
-    meta: dict[str, Any] = {"cni": f"{topo.cni}:{topo.mode}", "path": ", ".join(paths),
-                            "injections": list(topo.injections), "pairs": args.pairs, "duration_s": args.duration,
-                            "tunings": {}, "skipped": skipped}
-    try:
+    with ExitStack() as lab:  # the lab is this tune's alone, and one built here goes when it ends, however
+        lab.enter_context(saved.in_use(shlex.join(["cniprof", "tune", *(args.tries or ["--auto"])])))
+        topo, created = realize.up(model.cni, model.mode)
+        if created:
+            lab.callback(cleanup.teardown)
+        paths = list(dict.fromkeys(_path(args, model, t) for t in chosen))
+        meta: dict[str, Any] = {"cni": f"{topo.cni}:{topo.mode}", "path": ", ".join(paths),
+                                "injections": list(topo.injections), "pairs": args.pairs, "duration_s": args.duration,
+                                "tunings": {}, "skipped": skipped}
         for tune in chosen:
             path = _path(args, model, tune)
             a, b = trace.pick_pods(topo, path, None, None)
@@ -161,9 +165,6 @@ def run(args: argparse.Namespace) -> int:
             records += done
             meta["tunings"][tune.name] = {"summary": tune.summary, "generator": gen.name, "changes": plan.changes,
                                           "path": path, "dst_ip": dst_ip or b.ip}
-    finally:
-        if created:
-            cleanup.teardown()
     for s in skipped:
         console.print(f"[yellow]skipped[/] {s['tuning']}: {s['reason']}", highlight=False)
     if not records:

@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cniprof import runfiles
 from cniprof.cni.topology import LAB_ID, Topology
-from cniprof.errors import EnvironmentProblem
+from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.files import write_text
 
 STATE_DIR = Path("/run/cniprof")
 STATE_FILE = STATE_DIR / (f"lab-{LAB_ID}.json" if LAB_ID else "lab.json")
 LOCK_FILE = STATE_DIR / (f"lab-{LAB_ID}.lock" if LAB_ID else "lab.lock")
+RUN_FILE = STATE_DIR / (f"lab-{LAB_ID}.run" if LAB_ID else "lab.run")  # held (flock) by the run using the lab
 
 
 def save(topology: Topology, path: Path = STATE_FILE) -> None:
@@ -36,8 +40,11 @@ def load(path: Path = STATE_FILE) -> Topology | None:
     except (OSError, UnicodeDecodeError) as e:
         raise EnvironmentProblem(f"{path} is unreadable ({e}); run `cniprof lab down` to reset the lab") from None
     try:
-        return Topology.from_json(text)
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        return Topology.from_dict(runfiles.check(runfiles.parse_json(text), runfiles.LAB, str(path)))
+    except UsageError as e:
+        why = str(e).removeprefix(f"{path}: ")
+        raise EnvironmentProblem(f"{path} is unreadable ({why}); run `cniprof lab down` to reset the lab") from None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         raise EnvironmentProblem(f"{path} is unreadable ({e}); run `cniprof lab down` to reset the lab") from None
 
 
@@ -58,5 +65,72 @@ def locked(path: Path = LOCK_FILE) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def node_run_file(netns: str | None) -> Path:
+    """The run file of a live node (`trace --cni auto`): two traces of one node would mix as two of a lab do."""
+    return STATE_DIR / f"node-{netns or 'root'}.run"
+
+
+_held: dict[Path, int] = {}  # run files this process holds, and how deeply (a study's traces nest in the study)
+
+
+def _holder(fd: int) -> str:
+    """Who holds a run file, from what it wrote into it: `pid 42 (cniprof trace ...) for 12 s`."""
+    try:
+        doc = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"pid {int(doc['pid'])} ({doc['command']}) for {time.time() - float(doc['started']):.0f} s"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another cniprof run"  # it took the lock and has not written its name yet
+
+
+def holder(path: Path = RUN_FILE) -> str | None:
+    """Who is using the lab for a run now (None when nobody is)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd)
+        return None
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def in_use(command: str, path: Path = RUN_FILE) -> Iterator[None]:
+    """The lab is this run's while the block runs: a second run on the same lab (whose traffic and probes would
+    mix with this one's, and whose generators would want the same ports) is refused in one line naming this one.
+
+    The kernel drops the lock when the process ends, however it ends, so a crashed run never blocks the next one.
+    A process already holding it (a study's traces) nests."""
+    if path in _held:
+        _held[path] += 1
+        try:
+            yield
+        finally:
+            _held[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EnvironmentProblem(f"the lab is in use by {_holder(fd)}: wait for it to end, or give this run "
+                                     "a lab of its own (CNIPROF_LAB_ID=NAME, letters and digits)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "started": time.time()}).encode(), 0)
+        _held[path] = 1
+        try:
+            yield
+        finally:
+            del _held[path]
+            os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing releases the lock

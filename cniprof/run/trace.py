@@ -28,7 +28,7 @@ from cniprof.cni.model import Chain, Model
 from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.interrupts import sigterm_interrupts
-from cniprof.lab import cleanup, kernel, kubeproxy, realize, tunings
+from cniprof.lab import cleanup, kernel, kubeproxy, realize, saved, tunings
 from cniprof.node import detect, state
 from cniprof.probes.cpu import CpuSampler, check_freq
 from cniprof.probes.hops import HopProbe
@@ -199,9 +199,13 @@ def _pod_and_host(topo: Topology, src: str | None, dst: str | None) -> tuple[Pod
     return a, topo.host_endpoint(a.node)
 
 
-def _lab(stack: ExitStack, model: Model, live: Topology | None = None) -> tuple[Topology, bool]:
-    if live is not None:  # --cni auto: the node as detected; nothing to build or remove
-        return live, False
+def _lab(stack: ExitStack, model: Model, opts: TraceOptions) -> tuple[Topology, bool]:
+    """The lab (or the live node), this run's alone until the stack unwinds: a second run is refused."""
+    command = opts.command or f"cniprof trace --cni {model.spec}"
+    if opts.topology is not None:  # --cni auto: the node as detected; nothing to build or remove
+        stack.enter_context(saved.in_use(command, saved.node_run_file(opts.node_netns)))
+        return opts.topology, False
+    stack.enter_context(saved.in_use(command))  # before the build: a second trace must not reuse a lab half up
     topo, created = realize.up(model.cni, model.mode)
     if created:
         def down() -> None:
@@ -288,7 +292,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
     model = model or preflight(opts)
     chain = chain_for(model, opts.path)
     with sigterm_interrupts(), ExitStack() as stack:
-        topo, created = _lab(stack, model, opts.topology)
+        topo, created = _lab(stack, model, opts)
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
         plan = build_plan(topo, chain, a, b, events=opts.events)
         service, service_info = None, None

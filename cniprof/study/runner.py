@@ -37,7 +37,7 @@ from cniprof.analysis.record import TraceRecord, analyze_record
 from cniprof.cni import registry
 from cniprof.cni.model import Model
 from cniprof.errors import CniprofError, EnvironmentProblem
-from cniprof.lab import cleanup, host_sysctl, kernel, kubeproxy, realize, tunings
+from cniprof.lab import cleanup, host_sysctl, kernel, kubeproxy, realize, saved, tunings
 from cniprof.report.export import export_trace
 from cniprof.run import generators, inject, pod_to_service, trace
 from cniprof.run.generators import GeneratorSpec
@@ -120,13 +120,15 @@ def plan(scenario: Scenario, models: list[Model]) -> tuple[list[Run], list[dict[
 
 @contextmanager
 def model_lab(model: Model) -> Iterator[Any]:
-    """The model's lab, up for the duration of the block; removed afterwards only if built here."""
-    topo, created = realize.up(model.cni, model.mode)
-    try:
-        yield topo
-    finally:
-        if created:
-            cleanup.teardown()
+    """The model's lab, up (and this study's alone) for the duration of the block; removed afterwards only if
+    built here."""
+    with saved.in_use(f"cniprof run ({model.spec})"):
+        topo, created = realize.up(model.cni, model.mode)
+        try:
+            yield topo
+        finally:
+            if created:
+                cleanup.teardown()
 
 
 @dataclass
