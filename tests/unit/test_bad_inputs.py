@@ -324,3 +324,22 @@ def test_missing_generator_programs_are_found_before_any_lab(tool: str, argv: li
             env={**ENV, "PATH": str(path)})
     check(o, rc=3, says=f"{tool} not found: install the Debian package {tool}")
     assert lab_namespaces() == []
+
+
+# ------------------------------------------------------------------ a bug is still one line
+
+
+def test_a_bug_is_one_internal_error_line_and_the_traceback_with_v(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    from cniprof.cli import diff
+
+    def broken(args: object) -> int:
+        raise TypeError("unsupported operand\nsecond line")
+
+    monkeypatch.setattr(diff, "run", broken)
+    quiet = in_process(["diff", "a", "b"])
+    assert quiet.rc == 1
+    assert quiet.stderr == ("cniprof: internal error: TypeError: unsupported operand second line (a bug; "
+                            "`cniprof -v ...` shows where)\n")
+    loud = in_process(["-v", "diff", "a", "b"])
+    assert loud.rc == 1 and "Traceback" in loud.stderr and loud.stderr.endswith(quiet.stderr)
