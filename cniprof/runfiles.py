@@ -141,9 +141,17 @@ _CPU_SUMMARY = obj({
                                                                                       "boolean"]}))},
     "softirq": {"type": "object", "additionalProperties": obj({}, values=nullable(NUMBER))},
 })
+_PAIRS = array({"type": "array", "minItems": 2, "maxItems": 2, "prefixItems": [SCALAR, COUNT]})  # (name, n)
+_PATH_CHECK = obj({"directions": array(obj({
+    "direction": NAME, "started": nullable(COUNT), "completed": nullable(COUNT),
+    "ended": array(obj({"point": TEXT, "count": nullable(COUNT), "on_path": nullable(BOOL), "drops": nullable(_PAIRS),
+                        "other": nullable(_PAIRS)}, ("point",)))}))})
 SUMMARY = obj({
     "cni": NAME, "mode": NAME, "path": NAME, "kernel": NAME, "arch": NAME, "where": NAME, "command": NAME,
-    "cniprof_version": NAME,
+    "cniprof_version": NAME, "started": NAME,
+    "counters": {"type": "object", "additionalProperties": nullable(COUNT)},
+    "accounting": nullable(obj({"started": nullable(COUNT)})),
+    "path_check": nullable(_PATH_CHECK),
     "duration_s": nullable(NONNEG),
     "traffic": nullable(GENERATOR),
     "generator": nullable(GENERATOR),
@@ -319,14 +327,13 @@ HOPS_TABLE = CsvFile("the hop table of `cniprof trace --export`", {
     "p50_us": MEASURED_COL, "p90_us": MEASURED_COL, "p99_us": MEASURED_COL, "mean_us": MEASURED_COL,
     "share_pct": NUMBER_COL, "expected": FLAG_COL, "in_e2e": FLAG_COL, "cpu_us_per_pkt": NUMBER_COL,
     "cpu_us_per_gb": NUMBER_COL, "cpu_component": TEXT_COL,
-}, per="packets", optional=("p90_us", "cpu_us_per_pkt", "cpu_us_per_gb", "cpu_component", "in_e2e", "seq",
-                            "node", "device"))
+}, per="packets", optional=("cpu_us_per_pkt", "cpu_us_per_gb", "cpu_component"))  # the CPU columns: --cpu
 DROPS_TABLE = CsvFile("the drops table of `cniprof trace --export`", {
     "point": TEXT_COL, "node": TEXT_COL, "device": TEXT_COL, "reason": TEXT_COL, "count": COUNT_COL})
 NF_TABLE = CsvFile("the netfilter table of `cniprof trace --nf --export`", {
     "node": TEXT_COL, "netns": TEXT_COL, "hook": TEXT_COL, "packets": COUNT_COL, "mean_us": MEASURED_COL,
     "p50_us": MEASURED_COL, "p90_us": MEASURED_COL, "p99_us": MEASURED_COL, "total_ms": NUMBER_COL,
-    "unclosed": COUNT_COL}, per="packets", optional=("p90_us", "total_ms"))
+    "unclosed": COUNT_COL}, per="packets")
 RESULTS_TABLE = CsvFile("the results of a `cniprof run` study", {
     "run_id": TEXT_COL, "model": TEXT_COL, "path": TEXT_COL, "variant": TEXT_COL, "generator": TEXT_COL,
     "tool": TEXT_COL, "repetition": COUNT_COL, "metric": TEXT_COL, "value": NUMBER_COL, "primary": FLAG_COL,
@@ -361,7 +368,10 @@ def check_table(df: pd.DataFrame, spec: CsvFile, source: str) -> pd.DataFrame:
         raise UsageError(f"{source}: no column {', '.join(missing)} (not {spec.what})")
     out = df.copy()
     for col, kind in spec.columns.items():
-        if col not in out.columns or kind == TEXT_COL:
+        if col not in out.columns:
+            continue
+        if kind == TEXT_COL:  # an empty cell is an empty name, never the word "nan" in a finding
+            out[col] = out[col].map(lambda v: "" if isinstance(v, float) and math.isnan(v) else str(v))
             continue
         raw = out[col]
         if kind == FLAG_COL:

@@ -216,7 +216,7 @@ def _generators(doc: _Doc, value: Any) -> tuple[GeneratorSpec, ...]:
             raise doc.error(path, f"must be a mapping with name, tool and params, not {item!r}")
         _only(doc, path, item, ("name", "tool", "params"))
         tool = item.get("tool")
-        if tool not in TOOLS:
+        if not isinstance(tool, str) or tool not in TOOLS:
             raise doc.error(f"{path}.tool", f"unknown tool {tool!r}; supported: {', '.join(TOOLS)}")
         name = item.get("name", tool)
         if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
@@ -36,3 +37,47 @@ def test_a_later_run_in_the_same_process_is_interrupted_again() -> None:
             os.kill(os.getpid(), signal.SIGTERM)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+class _Dropper:
+    """A __del__ running when the signal arrives: Python drops any exception raised in it."""
+
+    def __del__(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside __del__, and its raise is lost
+        for _ in range(1000):  # give the handler bytecode boundaries to run at, still inside __del__
+            pass
+
+
+def test_an_interrupt_python_drops_is_delivered_again() -> None:
+    """A signal landing in a __del__ (or an os.fork hook: pyroute2 forks for every namespace) raises where Python
+    ignores exceptions; the interrupt must still stop the run, from the next place it can unwind."""
+    reached_after = []
+    with pytest.raises(Terminated), sigterm_interrupts():
+        d = _Dropper()
+        del d  # the first raise is dropped here ...
+        reached_after.append(True)
+        for _ in range(200):  # ... and delivered again within milliseconds
+            time.sleep(0.01)
+        pytest.fail("the dropped interrupt was not delivered again")
+    assert reached_after == [True]
+
+
+def test_an_interrupt_in_a_fork_hook_is_delivered_again() -> None:
+    def hook() -> None:
+        if armed:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):
+                pass
+
+    armed: list[bool] = []
+    os.register_at_fork(after_in_parent=hook)
+    with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+        armed.append(True)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        armed.clear()
+        os.waitpid(pid, 0)
+        for _ in range(200):
+            time.sleep(0.01)
+        pytest.fail("the interrupt raised in a fork hook was not delivered again")
