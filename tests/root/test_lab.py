@@ -2,7 +2,8 @@
 """The flannel VXLAN lab against the real kernel: devices, forwarding state, real packets, cleanup.
 
 UDP packets are sent from sockets created inside the pod namespaces (a helper thread enters the namespace, the
-socket keeps it); ICMP echo uses `ping` through `ip netns exec`.
+socket keeps it); ICMP echo uses `ping` through `ip netns exec`. The ports are bound inside this session's own lab
+(its CNIPROF_LAB_ID), so they are private to it.
 """
 
 from __future__ import annotations
