@@ -381,7 +381,8 @@ def test_down_after_a_crash_without_state_file(no_lab: None) -> None:
     assert cli("lab", "up", "--cni", "flannel").returncode == 0
     saved.STATE_FILE.unlink()
     refused = cli("lab", "up", "--cni", "flannel")
-    assert refused.returncode != 0 and "lab down" in refused.stderr
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "run `cniprof lab down` first" in refused.stderr
     down = cli("lab", "down")
     assert down.returncode == 0, down.stderr
     assert down.stdout.count("removed netns") == 6
