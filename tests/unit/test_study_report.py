@@ -95,9 +95,10 @@ def test_fmt_units():
 
 
 def test_cpu_table_from_recorded_cpu_run(run_dir, capsys):
+    from cpu_data import recorded
+
     from cniprof.analysis.cpu import analyze_cpu
     from cniprof.study import runner
-    from cpu_data import recorded
 
     run = recorded()
     cpu = analyze_cpu(run["cpu"], None, None)
