@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -31,11 +32,14 @@ from cniprof.lab import cleanup, kernel, kubeproxy, realize, tunings
 from cniprof.node import detect, state
 from cniprof.probes.cpu import CpuSampler, check_freq
 from cniprof.probes.hops import HopProbe
+from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.nfhooks import NfHookProbe, select_attach
 from cniprof.probes.plan import DEFAULT_EVENTS, Plan, build_plan
 from cniprof.probes.sampling import AUTO_TRACKED_PER_S, CALIBRATION_S, choose_sample_every
 from cniprof.run import inject, pod_to_service
+from cniprof.traffic import ping as ping_mod
+from cniprof.traffic import udp_burst
 from cniprof.traffic.iperf3 import Iperf3
 from cniprof.traffic.netns import require_tool
 from cniprof.traffic.ping import Ping
@@ -47,6 +51,8 @@ TRAFFIC = ("iperf3", "udp", "ping", "none")
 PATHS = (*MODEL_PATHS, pod_to_service.PATH)
 __all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
+MAX_DURATION_S = 24 * 3600.0  # a day: longer runs are mistakes (1e9 s would never end)
+SEND_INTERVAL_S = {"udp": udp_burst.INTERVAL_S, "ping": ping_mod.INTERVAL_S}
 
 
 @dataclass
@@ -107,10 +113,15 @@ def preflight(opts: TraceOptions) -> Model:
         raise UsageError(f"--services adds kube-proxy services for --path {pod_to_service.PATH}, not {opts.path}")
     if opts.traffic not in TRAFFIC:
         raise UsageError(f"unknown --traffic {opts.traffic!r}; supported: {', '.join(TRAFFIC)}")
-    if opts.duration_s <= 0:
-        raise UsageError(f"--duration must be positive, not {opts.duration_s}")
+    if not (math.isfinite(opts.duration_s) and 0 < opts.duration_s <= MAX_DURATION_S):
+        raise UsageError(f"--duration must be a number of seconds above 0 and at most {MAX_DURATION_S:.0f}, "
+                         f"not {opts.duration_s:g}")
     if opts.count < 1:
         raise UsageError(f"--count must be at least 1, not {opts.count}")
+    if send_time_s(opts.traffic, opts.count) > MAX_DURATION_S:
+        raise UsageError(f"--count {opts.count} {opts.traffic} packets take "
+                         f"{send_time_s(opts.traffic, opts.count):.0f} s to send ({SEND_INTERVAL_S[opts.traffic]:g} s apart), longer than a run may last "
+                         f"({MAX_DURATION_S:.0f} s): lower --count")
     kernel.require(model.spec, model.requires)
     if os.geteuid() != 0:
         raise EnvironmentProblem("tracing needs root (BPF programs and network namespaces): run with sudo")
@@ -119,7 +130,7 @@ def preflight(opts: TraceOptions) -> Model:
     tools = {"iperf3": ["iperf3"], "ping": ["ping"]}.get(opts.traffic, []) + ["ip"]
     for tool in tools:
         require_tool(tool)
-    object_path("hops")  # raises with a hint when the BPF objects were not built
+    object_path(hops_object_name())  # raises with a hint when the BPF objects were not built
     if opts.cpu:
         check_freq(opts.cpu_freq_hz)
         object_path("cpu")
@@ -129,6 +140,11 @@ def preflight(opts: TraceOptions) -> Model:
         object_path("nfhooks")
         select_attach(_features())  # no usable attach type: one line, before the lab is touched
     return model
+
+
+def send_time_s(traffic: str, count: int) -> float:
+    """How long --count packets of `traffic` take to send (0 for the generators that run for --duration)."""
+    return count * SEND_INTERVAL_S.get(traffic, 0.0)
 
 
 def chain_for(model: Model, path: str) -> Chain:
@@ -283,7 +299,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             pod_to_service.check_target(service, b)
             plan = pod_to_service.retarget(plan, service.cluster_ip)
             service_info = {**pod_to_service.describe(service, b), "injected": service is injected}
-        probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
+        probe = HopProbe(object_path(hops_object_name()), plan.points, plan.expected, plan.directions,
                          stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
         stack.callback(probe.close)
         probe.start()
@@ -328,6 +344,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         time.sleep(0.2)
         # CPU first: the hop snapshot's one-off work (reading the kernel's BTF) is not datapath cost
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
+        probe.freeze()  # one consistent cut: every started packet is in exactly one category of the accounting
         snapshot = probe.snapshot()
         nf_snapshot = nf.snapshot() if nf is not None else None
         node_state = state.window(state_start, state.capture(topo))
