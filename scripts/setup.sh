@@ -14,8 +14,11 @@ VENV="$ROOT/.venv"
 STAMP="$VENV/.cniprof-install-stamp"
 # iputils-ping: cniprof.traffic.ping; setpriv (util-linux, essential) is used by cniprof.traffic.netns.
 # chromium: the browser test of report.html (tests/root/test_report_browser.py, driven by playwright from .venv).
-PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iperf3 sockperf iptables nginx-light wrk ethtool python3-venv
-          iputils-ping chromium)
+# nftables (nft): NOTRACK and kube-proxy's nftables mode in the lab, and the tests that read the tables back (it
+# came only as a recommendation of iptables); procps (sysctl): per-namespace sysctls of the lab tunings; gcc (cc):
+# tests/unit/test_dev_hash.py compiles bpf/hops.h's hash for the host; git: the wheel test copies the tracked files.
+PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iperf3 sockperf iptables nftables nginx-light wrk ethtool
+          python3-venv iputils-ping procps gcc git chromium)
 
 LOG="$(mktemp /tmp/cniprof-setup.XXXXXX.log)"
 POLICY_RC=""

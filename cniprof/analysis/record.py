@@ -37,7 +37,7 @@ class TraceRecord:
     duration_s: float
     traffic: Mapping[str, Any] = field(default_factory=dict)  # the generator's printed numbers, with its tool
     probes: tuple[str, ...] = ()  # attach points of the hop programs, e.g. tp_btf/net_dev_queue
-    sampling: Mapping[str, Any] = field(default_factory=dict)  # {mode, every, calibration_s?}
+    sampling: Mapping[str, Any] = field(default_factory=dict)  # {mode, every, calibration_s?, candidates?, budget_per_s?}
     cpu: Mapping[str, Any] | None = None  # the CPU sampler's last snapshot (--cpu)
     nf: Mapping[str, Any] | None = None  # the netfilter probe's last snapshot (--nf)
     nodestate: Mapping[str, Any] | None = None  # cniprof.node.state.window

@@ -55,6 +55,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map_delete_elem": (i, [i, vp]),
         "bpf_map_get_next_key": (i, [i, vp, vp]),
         "bpf_obj_get_info_by_fd": (i, [i, vp, ctypes.POINTER(u32)]),
+        "bpf_enable_stats": (i, [i]),
         "libbpf_num_possible_cpus": (i, []),
         "libbpf_set_print": (vp, [vp]),
     }
@@ -239,6 +240,20 @@ class Object:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
+
+
+def enable_stats() -> int:
+    """An fd that keeps the kernel's BPF run-time statistics on while it is open (BPF_ENABLE_STATS, Linux 5.8+).
+
+    The kernel counts these holders, so this never turns statistics off under anyone else and needs no restore:
+    closing the fd (or the process ending) drops the hold."""
+    fd = lib().bpf_enable_stats(BPF_STATS_RUN_TIME)
+    if fd < 0:
+        raise EnvironmentProblem(f"cannot enable BPF run-time statistics: {_err('BPF_ENABLE_STATS')}")
+    return fd
 
 
 def prog_info(fd: int, size: int = 256) -> bytes:

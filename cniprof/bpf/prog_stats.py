@@ -12,10 +12,13 @@ BPF_ENABLE_STATS command is open); otherwise both values stay where they were (0
 from __future__ import annotations
 
 import functools
+import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from cniprof.bpf.btf import vmlinux
-from cniprof.bpf.libbpf import prog_info
+from cniprof.bpf.libbpf import enable_stats, prog_info
 from cniprof.errors import EnvironmentProblem
 
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
@@ -50,3 +53,15 @@ def prog_stats(fd: int) -> tuple[int, int]:
     (run_time_ns,) = struct.unpack_from("=Q", raw, time_off)
     (run_cnt,) = struct.unpack_from("=Q", raw, cnt_off)
     return run_time_ns, run_cnt
+
+
+@contextmanager
+def stats_enabled() -> Iterator[None]:
+    """Run-time statistics on for the block, through a BPF_ENABLE_STATS fd rather than the machine-wide sysctl:
+    other users of kernel.bpf_stats_enabled are not affected when the block ends, and a crash restores nothing
+    because nothing was changed (the kernel drops the hold with the fd)."""
+    fd = enable_stats()
+    try:
+        yield
+    finally:
+        os.close(fd)

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cniprof import __version__
+
 COMMANDS = {
     "trace": "per-hop latency of a CNI datapath under real traffic",
     "lab": "build, show or remove the embedded CNI lab (network namespaces)",
@@ -37,8 +39,14 @@ LEAF = "cli_parser"  # the namespace attribute naming the innermost (sub)command
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: `cniprof trace: argument --duration: ... (see cniprof trace --help)`.
 
-    Each parser records itself in the namespace unless a subcommand's parser did first, so an error found
+    Every parser has --version beside --help. Each parser records itself in the namespace unless a subcommand's parser did first, so an error found
     after parsing (an unrecognized flag, a missing action) names the innermost command and its --help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.add_help:  # every command and action answers --version as it answers --help
+            self.add_argument("--version", action="version", version=f"cniprof {__version__}",
+                              help="print cniprof's version and exit")
 
     def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)

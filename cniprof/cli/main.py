@@ -14,7 +14,6 @@ import logging
 import sys
 import traceback
 
-from cniprof import __version__
 from cniprof.cli import commands
 from cniprof.cli.commands import COMMANDS, Parser
 from cniprof.errors import CniprofError
@@ -31,7 +30,6 @@ def one_line(message: str) -> str:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every command is listed; only `command` (None: all of them) is imported and gets its flags."""
     parser = Parser(prog="cniprof", description="eBPF datapath profiler for container networking")
-    parser.add_argument("--version", action="version", version=f"cniprof {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done (to stderr)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, summary in COMMANDS.items():

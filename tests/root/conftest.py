@@ -2,8 +2,11 @@
 """Fixtures for tests that need root, real namespaces and real packets.
 
 - `lab`: the flannel/vxlan lab, built once per session and removed at the end.
-- `no_netns_leak` (autouse): a test that leaves a new `cniprof-*` namespace behind fails, and the session
-  fails if any new one is left at the very end.
+- `no_netns_leak` (autouse): a test that leaves a new namespace of this session behind fails, and the session
+  fails if any new one, or any process of the session, is left at the very end.
+
+Only this session's things are looked at or removed: tests/conftest.py gives every session its own
+CNIPROF_LAB_ID, so its namespaces are `cniprof_<id>-...` and other sessions' labs on the machine never match.
 - Tests marked `lab_destructive` tear the shared lab down; they are moved after every other test so that tests
   using `lab` never see it disappear.
 """
@@ -21,10 +24,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the package is used from the work tree, not installed
     sys.path.insert(0, str(ROOT))
 
-from cniprof.cni.topology import LAB_NETNS_PREFIX, NETNS_PREFIX, Topology
+import owned
+
+from cniprof.cni.topology import LAB_ID, LAB_NETNS_PREFIX, NETNS_PREFIX, Topology
 from cniprof.lab import cleanup, realize, saved
 
 IS_ROOT = os.geteuid() == 0
+# tests/conftest.py set it before cniprof was imported: without it the prefix would be every default lab's
+assert LAB_ID and NETNS_PREFIX == f"cniprof_{LAB_ID}-", (LAB_ID, NETNS_PREFIX)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,7 +51,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def cniprof_namespaces() -> set[str]:
-    """Every namespace named like ours (`cniprof-` prefix), the lab's and any other."""
+    """Every namespace of this session (`cniprof_<id>-` prefix), the lab's and the tests' own."""
     return set(cleanup.list_lab_namespaces(prefix=NETNS_PREFIX))
 
 
@@ -69,11 +76,14 @@ def _nothing_left_at_session_end() -> Iterator[None]:
     if left:
         _remove_leaked(left)
         pytest.fail(f"cniprof namespaces left at the end of the session: {sorted(left)}")
+    stray = owned.settle(owned.stray_processes)
+    if stray:
+        pytest.fail(f"processes of this session left at its end: {sorted(stray)}")
 
 
 @pytest.fixture(autouse=True)
 def no_netns_leak() -> Iterator[None]:
-    """Fail the test if it leaves a `cniprof-*` namespace that was not there before it (the lab is set up
+    """Fail the test if it leaves a namespace of this session that was not there before it (the lab is set up
     earlier, being session-scoped, so it counts as "before")."""
     before = cniprof_namespaces()
     yield

@@ -2,7 +2,9 @@
 """Two throwaway namespaces joined by a veth pair, for generator tests, and a check that no child process stays.
 
 The veth is created inside the first namespace with its peer placed directly in the second, so the root
-namespace's networking is never touched; the names never start with `cniprof-` (the lab's cleanup owns those).
+namespace's networking is never touched. The namespaces are this session's own (owned.netns_name: the session's
+`cniprof_<id>-` prefix, never the lab's `...-node`), so the addresses and fixed ports the tests use inside them
+are private to the session, and conftest.py's leak checks cover them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,20 @@ def veth_pair(ns_a: str, ns_b: str, ip_a: str, ip_b: str, dev_a: str, dev_b: str
     finally:
         for name in (ns_a, ns_b):
             _remove(name)
+
+
+def snmp(netns: str) -> dict[str, int]:
+    """The namespace's own SNMP counters (/proc/net/snmp and /proc/net/netstat are per namespace): what the
+    kernel counted, to check a generator's numbers against."""
+    from cniprof.netns_exec import run_in
+    from cniprof.node.state import parse_snmp
+
+    return {**parse_snmp(run_in(netns, ["cat", "/proc/net/snmp"])),
+            **parse_snmp(run_in(netns, ["cat", "/proc/net/netstat"]))}
+
+
+def delta(after: dict[str, int], before: dict[str, int], key: str) -> int:
+    return after[key] - before[key]
 
 
 def _children() -> set[int]:

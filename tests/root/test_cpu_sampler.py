@@ -8,11 +8,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+import owned
 import pandas as pd
 import pytest
 
@@ -20,7 +20,6 @@ from cniprof.analysis.cpu import analyze_cpu, component_table, softirq_table
 from cniprof.bpf.build import object_path
 from cniprof.errors import EnvironmentProblem
 from cniprof.probes.cpu import CpuSampler
-from cniprof.probes.cpu_abi import PROGRAMS
 from cniprof.report.cpu_profile import SPEEDSCOPE_SCHEMA
 from cniprof.sysinfo import online_cpus
 from cniprof.traffic.iperf3 import Iperf3
@@ -30,28 +29,23 @@ pytestmark = pytest.mark.root
 CNIPROF = [sys.executable, "-m", "cniprof"]
 
 
-def _bpftool(*args: str) -> list[dict]:
-    out = subprocess.run(["bpftool", "-j", *args], capture_output=True, text=True, check=True).stdout
-    return json.loads(out or "[]")
+def _mine() -> set[int]:
+    """BPF programs this process holds (others' samplers load programs of the same names: never judged here)."""
+    return owned.held_programs(pids=[os.getpid()])
 
 
-def _our_prog_ids() -> set[int]:
-    """Loaded programs named like ours (other sessions may run their own sampler; compare ids, not counts)."""
-    return {p["id"] for p in _bpftool("prog", "show") if p.get("name") in PROGRAMS}
+def _released(prog_ids: set[int]) -> bool:
+    """The kernel frees a tracing program shortly after its last link (after an RCU grace period): poll, by id."""
+    return not owned.settle(lambda: owned.loaded_programs(prog_ids))
 
 
-def _released(prog_ids: set[int], timeout_s: float = 5.0) -> bool:
-    """The kernel frees a tracing program shortly after its last link (after an RCU grace period): poll."""
-    deadline = time.monotonic() + timeout_s
-    while prog_ids & _our_prog_ids():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+def _links() -> set[int]:
+    return owned.held_links(pids=[os.getpid()])
 
 
-def _links_of(prog_ids: set[int]) -> list[dict]:
-    return [link for link in _bpftool("link", "show") if link.get("prog_id") in prog_ids]
+def _link_types(ids: set[int]) -> list[str]:
+    out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return sorted(link.get("type") for link in json.loads(out or "[]") if link["id"] in ids)
 
 
 def _perf_fds() -> int:
@@ -71,13 +65,14 @@ def capture(lab) -> Iterator[dict]:
     """One ~2 s capture with iperf3 pod-a -> pod-c (cross-node: veth, bridge, vxlan, tcp on the path)."""
     a = next(p for p in lab.pods if p.name == "pod-a")
     c = next(p for p in lab.pods if p.name == "pod-c")
-    before = _our_prog_ids()
+    before, links_before = _mine(), _links()
     fds = _perf_fds()
     sampler = CpuSampler(object_path("cpu"))
     try:
         sampler.start()
-        mine = _our_prog_ids() - before
-        links = _links_of(mine)
+        mine = _mine() - before
+        links = _links() - links_before
+        link_types = _link_types(links)
         attached_fds = _perf_fds()
         gen = Iperf3(a.netns, c.netns, c.ip, 2.0)
         gen.start()
@@ -88,12 +83,13 @@ def capture(lab) -> Iterator[dict]:
         snapshot = sampler.snapshot()
     finally:
         sampler.close()
-    yield {"snapshot": snapshot, "mine": mine, "links": links, "fds": fds, "attached_fds": attached_fds}
+    yield {"snapshot": snapshot, "mine": mine, "links": links, "link_types": link_types, "fds": fds,
+           "attached_fds": attached_fds}
 
 
 def test_programs_and_links_while_attached(capture) -> None:
     assert len(capture["mine"]) == 3
-    kinds = sorted(link.get("type") for link in capture["links"])
+    kinds = capture["link_types"]
     # one perf_event link per online CPU, two tracing links for the softirq tracepoints
     assert kinds.count("perf_event") == len(online_cpus())
     assert len(kinds) == len(online_cpus()) + 2
@@ -102,7 +98,7 @@ def test_programs_and_links_while_attached(capture) -> None:
 
 def test_nothing_left_behind(capture) -> None:
     assert _released(capture["mine"])
-    assert not _links_of(capture["mine"])
+    assert not _links() & capture["links"]
     assert _perf_fds() == capture["fds"]
 
 
@@ -110,14 +106,15 @@ def test_samples_have_datapath_stacks(capture) -> None:
     snap = capture["snapshot"]
     total = sum(s["count"] for s in snap["samples"])
     assert total > 0 and snap["counters"]["samples"] >= total
-    assert {s["cpu"] for s in snap["samples"]} == set(online_cpus())
+    assert {s["cpu"] for s in snap["samples"]} <= set(online_cpus())
     kframes = {f for s in snap["samples"] if s["kstack"] is not None for f in snap["stacks"][s["kstack"]]}
     for prefix in ("veth_", "vxlan_", "tcp_", "br_"):
         assert any(f.startswith(prefix) for f in kframes), prefix
-    # a sample per 1/999 s per CPU at most (an idle virtual CPU may take none: see analysis.cpu.softirq_table)
+    # a CPU cannot be sampled for longer than the capture lasted (an idle virtual CPU may take no sample at all,
+    # see analysis.cpu.softirq_table; the 10 % is the frequency mode's period adjustment, not the machine's speed)
     for cpu in online_cpus():
         ns = sum(s["period_ns"] for s in snap["samples"] if s["cpu"] == cpu)
-        assert 0 < ns / 1e9 < snap["elapsed_s"] * 1.1
+        assert ns / 1e9 <= snap["elapsed_s"] * 1.1
     assert snap["counters"]["keys_full"] == 0
     assert snap["counters"]["kstack_lost"] < 0.1 * total
     json.dumps(snap, allow_nan=False)
@@ -145,12 +142,12 @@ def test_softirq_net_rx_time(capture) -> None:
 def test_failed_start_releases_everything(lab) -> None:
     """A perf event that cannot be opened (a CPU that does not exist) fails start(); close() releases what
     was attached before the failure, as the trace's ExitStack does."""
-    before, fds = _our_prog_ids(), _perf_fds()
+    before, fds = _mine(), _perf_fds()
     sampler = CpuSampler(object_path("cpu"), cpus=[online_cpus()[0], 4095])
     try:
         with pytest.raises(EnvironmentProblem, match="CPU 4095"):
             sampler.start()
-        mine = _our_prog_ids() - before
+        mine = _mine() - before
         assert len(mine) == 3 and _perf_fds() == fds + 1  # softirq links and CPU 0's event were attached
     finally:
         sampler.close()

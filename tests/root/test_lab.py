@@ -2,7 +2,8 @@
 """The flannel VXLAN lab against the real kernel: devices, forwarding state, real packets, cleanup.
 
 UDP packets are sent from sockets created inside the pod namespaces (a helper thread enters the namespace, the
-socket keeps it); ICMP echo uses `ping` through `ip netns exec`.
+socket keeps it); ICMP echo uses `ping` through `ip netns exec`. The ports are bound inside this session's own lab
+(its CNIPROF_LAB_ID), so they are private to it.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from cniprof.cni.topology import LAB_NETNS_PREFIX, NETNS_PREFIX, Topology, netns_inode
+from cniprof.cli.main import main
+from cniprof.cni.topology import LAB_ID, LAB_NETNS_PREFIX, NETNS_DIR, NETNS_PREFIX, Topology, netns_inode
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.lab import cleanup, nsutil, realize, saved
+from cniprof.lab import cleanup, host_sysctl, nsutil, realize, saved
 from cniprof.lab.recipes import flannel as flannel_recipe
 from cniprof.lab.recipes.common import NodeSpec, PodSpec
 from cniprof.netns_exec import call_in
@@ -31,8 +33,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="120")
+def cli(*args: str, lab_id: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command in a subprocess; `lab_id` runs it as another lab instance (CNIPROF_LAB_ID)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="120", **({"CNIPROF_LAB_ID": lab_id} if lab_id else {}))
     return subprocess.run(
         [sys.executable, "-m", "cniprof", *args],
         check=False,
@@ -349,6 +352,35 @@ def test_udp_same_node_stays_off_the_underlay(lab: Topology) -> None:
     assert stats(f"{LAB_NETNS_PREFIX}1", "eth0")["tx_packets"] == underlay_before
 
 
+# ---------------------------------------------------------------- lab instances
+
+
+@pytest.mark.root
+def test_another_lab_id_is_an_independent_lab(lab: Topology) -> None:
+    """CNIPROF_LAB_ID=x runs an independent lab (`cniprof_x-node...`): building, showing and removing it leaves
+    this session's lab exactly as it was (same namespaces, same inodes, same state)."""
+    other = f"{LAB_ID}x"
+    theirs = f"cniprof_{other}-"
+    inodes = {n: netns_inode(n) for n in lab.namespaces()}
+
+    def their_namespaces() -> list[str]:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(theirs))
+
+    try:
+        up = cli("lab", "up", "--cni", "flannel", lab_id=other)
+        assert up.returncode == 0, up.stderr
+        assert their_namespaces() == sorted(n.replace(NETNS_PREFIX, theirs, 1) for n in lab.namespaces())
+        status = cli("lab", "status", "--json", lab_id=other)
+        assert status.returncode == 0, status.stderr
+        assert {n["netns"] for n in json.loads(status.stdout)["nodes"]} == {f"{theirs}node1", f"{theirs}node2"}
+        assert Topology.from_json(cli("lab", "status", "--json").stdout) == lab  # ours still reads as ours
+    finally:
+        down = cli("lab", "down", lab_id=other)
+    assert down.returncode == 0, down.stderr
+    assert their_namespaces() == []
+    assert {n: netns_inode(n) for n in lab.namespaces()} == inodes and saved.load() == lab
+
+
 # ---------------------------------------------------------------- cleanup (these remove the shared lab: last)
 
 
@@ -380,7 +412,8 @@ def test_down_after_a_crash_without_state_file(no_lab: None) -> None:
     assert cli("lab", "up", "--cni", "flannel").returncode == 0
     saved.STATE_FILE.unlink()
     refused = cli("lab", "up", "--cni", "flannel")
-    assert refused.returncode != 0 and "lab down" in refused.stderr
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "run `cniprof lab down` first" in refused.stderr
     down = cli("lab", "down")
     assert down.returncode == 0, down.stderr
     assert down.stdout.count("removed netns") == 6
@@ -421,3 +454,27 @@ def test_stale_state_is_forgotten_and_a_partial_lab_refused(no_lab: None) -> Non
     cleanup.remove_namespaces(topology.namespaces())  # ... and then all of them: the record is just stale
     again, created = realize.up("flannel")
     assert created and saved.load() == again
+
+
+BACKLOG = "net.core.netdev_max_backlog"
+
+
+@pytest.mark.root
+@pytest.mark.lab_destructive
+def test_down_restores_the_host_sysctls_a_crashed_study_left(no_lab: None) -> None:
+    """A study with host_changes killed half-way leaves a machine-wide sysctl changed and its old value in the
+    state file; `lab down` puts it back. The study's own code changes it (entered, never left: the crash), the
+    value moves by one (nobody notices), and host_sysctl's machine-wide lock is held throughout, so no other
+    cniprof process changes it meanwhile (`lab down` runs in-process: the lock is re-entrant there)."""
+    with host_sysctl.locked():
+        old = host_sysctl.read(BACKLOG)
+        crashed = host_sysctl.applied({BACKLOG: str(int(old) + 1)})
+        crashed.__enter__()  # the study sets it ... and dies here, without its finally
+        try:
+            assert host_sysctl.read(BACKLOG) == str(int(old) + 1) and host_sysctl.STATE_FILE.exists()
+            assert main(["lab", "down"]) == 0
+            assert host_sysctl.read(BACKLOG) == old and not host_sysctl.STATE_FILE.exists()
+        finally:
+            if host_sysctl.read(BACKLOG) != old:
+                host_sysctl.write(BACKLOG, old)
+            host_sysctl.STATE_FILE.unlink(missing_ok=True)

@@ -95,32 +95,45 @@ def test_interrupted_variant_removes_services(lab, tmp_path, monkeypatch):
     _no_kube_proxy(lab)
 
 
-def _conntrack(netns: str) -> int:
-    out = subprocess.run(["ip", "netns", "exec", netns, "cat", "/proc/sys/net/netfilter/nf_conntrack_count"],
-                         capture_output=True, text=True, check=True).stdout
-    return int(out)
+CONNECT_PORT = 5432
+
+
+def _tracked_connections(netns: str, src: str, dst: str) -> int:
+    """Connections src -> dst:CONNECT_PORT in the namespace's conntrack table (/proc/net/nf_conntrack is per
+    namespace). The connector resets each connection, which leaves its entry in CLOSE for 10 s: every connect of a
+    1 s run is still listed when it ends."""
+    out = subprocess.run(["ip", "netns", "exec", netns, "cat", "/proc/net/nf_conntrack"], capture_output=True,
+                         text=True, check=True).stdout
+    n = 0
+    for line in out.splitlines():
+        first: dict[str, str] = {}
+        for key, _, value in (f.partition("=") for f in line.split()):
+            first.setdefault(key, value)  # the original direction's tuple comes before the reply's
+        n += (first.get("src"), first.get("dst"), first.get("dport")) == (src, dst, str(CONNECT_PORT))
+    return n
 
 
 def _connections(lab, notrack: bool) -> tuple[int, int]:
-    """(conntrack entries added in node1 while ~1 s of connects ran, connects made)."""
+    """(conntrack entries in node1 for the connects of ~1 s of connect_rate, connects made)."""
     a, c = lab.pods[0], next(p for p in lab.pods if p.node != lab.pods[0].node)
     node1 = next(n.netns for n in lab.nodes if n.name == a.node)
     with tunings.applied(lab, {"notrack": notrack}):
-        before = _conntrack(node1)
-        gen = ConnectRate(a.netns, c.netns, c.ip, 1.0, port=5432)
+        gen = ConnectRate(a.netns, c.netns, c.ip, 1.0, port=CONNECT_PORT)
         gen.start()
         made = gen.wait().connects
-        return _conntrack(node1) - before, made
+        return _tracked_connections(node1, a.ip, c.ip), made
 
 
 def test_notrack_keeps_pod_traffic_out_of_conntrack(lab):
     # kube-proxy's nat rules turn conntrack on in the node namespaces, as on a real node
     kubeproxy.apply(lab, services=0, port=5300)
     try:
-        untracked, made = _connections(lab, notrack=True)  # first: entries of the tracked run live 2 min
-        assert made > 50 and untracked <= 2
+        untracked, made = _connections(lab, notrack=True)  # first: the tracked run's entries stay for 10 s
+        assert made >= 1 and untracked == 0
         tracked, made = _connections(lab, notrack=False)
-        assert made > 50 and tracked > 50
+        # at most one entry per connection; fewer were measured (6768 entries for 8231 connects), most likely
+        # source ports coming round again within the 10 s a reset entry stays, which reopens the old entry
+        assert made >= 1 and 0 < tracked <= made
     finally:
         kubeproxy.remove(lab)
     for n in lab.nodes:
@@ -128,35 +141,41 @@ def test_notrack_keeps_pod_traffic_out_of_conntrack(lab):
 
 
 BACKLOG = "net.core.netdev_max_backlog"
+# netdev_max_backlog is machine-wide (not per namespace): these tests change it by one (a change nobody on the
+# machine notices) and hold host_sysctl.locked(), the lock every cniprof process takes to change or restore such a
+# value, from reading the old value to checking it is back, so no other cniprof run can change it in between.
 
 
 def test_host_sysctls_set_for_the_variant_and_restored(lab, tmp_path, monkeypatch):
-    old = host_sysctl.read(BACKLOG)
-    new = str(int(old) + 1)  # a change nobody else on the machine notices
     seen = {}
 
     def record(run, topo, scen, archive, setup_s, setup=None, on_snapshot=None):
         seen[run.variant.name] = (host_sysctl.read(BACKLOG), dict(setup.host_sysctls))
 
     monkeypatch.setattr(runner, "execute", record)
-    text = SERVICES.replace("paths: [pod-to-service]", "paths: [cross-node]").replace("cpu: true", "host_changes: true")
-    text = text.split("variants:")[0] + f"variants:\n  - {{name: backlog, tunings: {{sysctl: {{{BACKLOG}: {new}}}}}}}\n"
-    (tmp_path / "s.yaml").write_text(text)
-    runner.run_scenario(scenario.load(tmp_path / "s.yaml"), tmp_path / "run", text)
-    assert seen["backlog"] == (new, {BACKLOG: old})
-    assert host_sysctl.read(BACKLOG) == old and not host_sysctl.STATE_FILE.exists()
+    with host_sysctl.locked():
+        old = host_sysctl.read(BACKLOG)
+        new = str(int(old) + 1)
+        text = SERVICES.replace("paths: [pod-to-service]", "paths: [cross-node]").replace("cpu: true",
+                                                                                          "host_changes: true")
+        text = text.split("variants:")[0] + f"variants:\n  - {{name: backlog, tunings: {{sysctl: {{{BACKLOG}: {new}}}}}}}\n"
+        (tmp_path / "s.yaml").write_text(text)
+        runner.run_scenario(scenario.load(tmp_path / "s.yaml"), tmp_path / "run", text)
+        assert seen["backlog"] == (new, {BACKLOG: old})
+        assert host_sysctl.read(BACKLOG) == old and not host_sysctl.STATE_FILE.exists()
 
 
 def test_crashed_study_sysctls_restored_from_state_file(tmp_path):
-    old = host_sysctl.read(BACKLOG)
     state = tmp_path / "host.json"
-    state.write_text(json.dumps({BACKLOG: old}))  # what applied() writes before it changes anything
-    host_sysctl.write(BACKLOG, str(int(old) + 1))
-    try:
-        assert host_sysctl.restore_from_state(state) == {BACKLOG: old}
-    finally:
-        host_sysctl.write(BACKLOG, old)
-    assert host_sysctl.read(BACKLOG) == old and not state.exists()
+    with host_sysctl.locked():
+        old = host_sysctl.read(BACKLOG)
+        state.write_text(json.dumps({BACKLOG: old}))  # what applied() writes before it changes anything
+        host_sysctl.write(BACKLOG, str(int(old) + 1))
+        try:
+            assert host_sysctl.restore_from_state(state) == {BACKLOG: old}
+        finally:
+            host_sysctl.write(BACKLOG, old)
+        assert host_sysctl.read(BACKLOG) == old and not state.exists()
 
 
 def test_rfs_flow_count_per_device(lab):

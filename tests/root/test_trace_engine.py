@@ -7,6 +7,7 @@ point is missed, a packet is double counted, or tracking leaks between packets.
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -110,29 +111,35 @@ def test_netem_delay_shows_on_its_hop_only(lab) -> None:
         _ns(node1, "tc", "qdisc", "del", "dev", "eth0", "root")
     fwd = _fwd_hops(res)
     delayed = fwd[fwd["role"] == UNDERLAY].iloc[0]
-    assert 4500 <= delayed["p50_us"] <= 6500, delayed["p50_us"]
-    assert (fwd[fwd["role"] != UNDERLAY]["p50_us"] < 1000).all()
+    # netem adds at least its 5 ms (the bucket's lower edge is within 6.25 %); how much more is the machine's
+    assert delayed["p50_us"] >= 5000 * (1 - 0.0625), delayed["p50_us"]
+    assert (fwd[fwd["role"] != UNDERLAY]["mean_us"] * 10 < delayed["mean_us"]).all()
 
 
 def test_qdisc_queueing_shows_on_its_hop_only(lab) -> None:
     """A token bucket slower than the sender queues packets on node1's underlay: only that hop grows.
 
-    23 datagrams of ~1.1 kB on the wire every 1 ms into 2 Mbit/s (4.3 ms each): the k-th waits ~3.3*k ms.
+    23 datagrams of ~1.1 kB on the wire every 1 ms into 2 Mbit/s (4.3 ms each): the k-th waits ~3.3*k ms, the
+    other hops take microseconds. No absolute time is asserted (a loaded machine paces the sender differently):
+    the token bucket's own counter says packets waited, and the hop table must put that wait on its hop only.
     """
     node1 = lab.node("node1").netns
     tbf = ["tbf", "rate", "2mbit", "burst", "1600", "limit", "200000"]
     _ns(node1, "tc", "qdisc", "add", "dev", "eth0", "root", *tbf)
     try:
         res = _run(traffic="udp", count=N, payload_size=1000)
+        stats = json.loads(subprocess.run(["ip", "netns", "exec", node1, "tc", "-j", "-s", "qdisc", "show", "dev",
+                                           "eth0"], capture_output=True, text=True, check=True).stdout)
     finally:
         _ns(node1, "tc", "qdisc", "del", "dev", "eth0", "root")
+    (qdisc,) = [q for q in stats if q["kind"] == "tbf"]
+    assert qdisc["overlimits"] > 0, qdisc  # the bucket held packets back
     assert res.record.traffic["received"] == N
     fwd = _fwd_hops(res)
     queued = fwd[fwd["role"] == UNDERLAY].iloc[0]
     assert queued["packets"] == N
-    assert 20_000 <= queued["mean_us"] <= 60_000, queued["mean_us"]  # model: mean wait ~ 3.3 ms * 11 = 36 ms
     others = fwd[fwd["role"] != UNDERLAY]
-    assert (others["p99_us"] < 5_000).all(), others[["role", "p99_us"]]
+    assert queued["mean_us"] > 10 * others["mean_us"].max(), fwd[["role", "mean_us"]]
     assert queued["share_pct"] > 90
 
 

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Each traffic generator for real, between two throwaway namespaces joined by a veth pair.
 
-The namespaces are `cptraffic-a` (10.99.0.1/24) and `cptraffic-b` (10.99.0.2/24): not `cniprof-*`, which
-belong to the lab and its cleanup. The veth pair is created inside cptraffic-a with its peer placed directly in
-cptraffic-b, so the root namespace's networking is never touched.
+The namespaces are this session's own (owned.netns_name: `cniprof_<id>-traffic-a` with 10.99.0.1/24 and
+`...-traffic-b` with 10.99.0.2/24), so the fixed ports below are private to the session. The veth pair is created
+inside traffic-a with its peer placed directly in traffic-b, so the root namespace's networking is never touched.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import netpair
+import owned
 import pytest
 
 from cniprof.traffic.iperf3 import Iperf3
@@ -24,7 +25,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)"),
 ]
 
-NS_A, NS_B = "cptraffic-a", "cptraffic-b"
+NS_A, NS_B = owned.netns_name("traffic-a"), owned.netns_name("traffic-b")
 IP_A, IP_B = "10.99.0.1", "10.99.0.2"
 
 
@@ -80,18 +81,19 @@ def test_ping(veth_pair):
 
 
 def test_stop_kills_a_running_generator(veth_pair):
+    """stop() ends a 30 s iperf3 long before its time; no_process_left checks that its processes are gone."""
+    started = time.monotonic()
     gen = Iperf3(NS_A, NS_B, IP_B, duration_s=30, port=5203)
     gen.start()
-    time.sleep(0.5)
-    assert gen.running()
-    started = time.monotonic()
+    owned.wait_for(lambda: gen.running() and len(owned.descendants(os.getpid())) >= 2, "iperf3 server and client")
     gen.stop()
-    assert time.monotonic() - started < 3
     assert not gen.running()
+    assert time.monotonic() - started < 30  # killed: it did not run to its end
 
 
 def test_missing_namespace_is_a_usage_error():
     from cniprof.errors import UsageError
 
-    with pytest.raises(UsageError, match="cptraffic-nope"):
-        Ping("cptraffic-nope", IP_B, count=1).start()
+    missing = owned.netns_name("traffic-nope")
+    with pytest.raises(UsageError, match=f"network namespace '{missing}' does not exist"):
+        Ping(missing, IP_B, count=1).start()

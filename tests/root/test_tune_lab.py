@@ -45,8 +45,9 @@ def lab_state() -> dict[str, object]:
     return {(d.netns, d.name): (mtu(d.netns, d.name), features(d.netns, d.name)) for d in topo.devices()}
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
-    assert result.returncode != 0
+def one_line_error(result: subprocess.CompletedProcess[str], text: str, status: int = 2) -> None:
+    """Exit `status` (2: usage, 3: environment, e.g. no lab) with exactly one line naming `text`."""
+    assert result.returncode == status, (result.returncode, result.stderr)
     assert result.stderr.count("\n") == 1 and text in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
 
@@ -83,7 +84,7 @@ def test_refusals_are_one_line_and_build_nothing(no_lab: None, tmp_path: Path) -
     one_line_error(cli("lab", "up", "--inject", "services=x"), "services=N needs N in 0..")
     one_line_error(cli("lab", "up", "--inject", "bogus"), "unknown injection 'bogus'")
     assert cleanup.list_lab_namespaces() == []
-    one_line_error(cli("lab", "inject", "offloads-off"), "no lab is up")
+    one_line_error(cli("lab", "inject", "offloads-off"), "no lab is up", status=3)
     one_line_error(cli("tune", "--try", "kube-proxy-nftables"), "needs kube-proxy services in the lab")
     one_line_error(cli("tune", "--auto"), "--auto tries the tunings advised for a run: give it --from RUN_DIR")
     one_line_error(cli("tune", "--auto", "--from", str(tmp_path)), "has no findings.json")

@@ -22,6 +22,8 @@ import pytest
 import run_files
 from cli_contract import check, in_process, run
 
+import cniprof
+
 LAB = f"bad{os.getpid()}"  # letters and digits: this module's own lab id
 ENV = {"CNIPROF_LAB_ID": LAB}
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to get past the root check")
@@ -85,6 +87,45 @@ def test_help_and_version_need_no_command() -> None:
     for argv in (["--help"], ["--version"]):
         o = run(*argv)
         assert o.rc == 0 and o.stderr == "" and o.stdout.startswith(("usage: cniprof", "cniprof ")), str(o)
+
+
+COMMANDS = cli_contract.commands()
+
+
+@pytest.mark.parametrize("words", [w for w, _ in COMMANDS], ids=[" ".join(w) or "cniprof" for w, _ in COMMANDS])
+def test_short_help_and_version_of_every_command(words: list[str]) -> None:
+    """-h is --help, and every command and action prints the version (README, Usage)."""
+    long, short = in_process([*words, "--help"]), in_process([*words, "-h"])
+    assert (short.rc, short.stderr, short.stdout) == (0, "", long.stdout), str(short)
+    version = in_process([*words, "--version"])
+    assert (version.rc, version.stderr, version.stdout) == (0, "", f"cniprof {cniprof.__version__}\n"), str(version)
+
+
+def _required(parser: object) -> bool:
+    """The command needs an argument: a positional one, or one of a required group of flags."""
+    import argparse
+
+    assert isinstance(parser, argparse.ArgumentParser)
+    positional = any(not a.option_strings and a.nargs not in ("?", "*") and not isinstance(
+        a, argparse._SubParsersAction) for a in parser._actions)
+    return positional or any(g.required for g in parser._mutually_exclusive_groups)
+
+
+NEED_ARGUMENTS = [w for w, p in COMMANDS if w and _required(p)]
+
+
+def test_commands_needing_arguments_are_known() -> None:
+    """The list below is what the parser says; a command that starts needing an argument shows up here."""
+    assert [" ".join(w) for w in NEED_ARGUMENTS] == ["lab inject", "diff", "run", "report", "advise", "tune",
+                                                    "k8s pod-netns"]
+
+
+@pytest.mark.parametrize("words", NEED_ARGUMENTS, ids=[" ".join(w) for w in NEED_ARGUMENTS])
+def test_no_arguments_is_one_line_naming_the_help(words: list[str]) -> None:
+    """The installed command, with nothing after the command's name: one line that names its --help, exit 2."""
+    o = run(*words, env=ENV)
+    check(o, rc=2, says=f"(see cniprof {' '.join(words)} --help)")
+    assert "required" in o.stderr, str(o)
 
 
 # ------------------------------------------------------------------ outputs that cannot be written

@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from pathlib import Path
 
+import expect
 import pytest
 from rich.console import Console, RenderableType
 
@@ -62,15 +64,21 @@ def test_final_table_per_direction(analysis: Analysis) -> None:
 
 
 def test_final_table_reconciles(analysis: Analysis) -> None:
+    """The reconciliation line of each direction, its numbers checked against the raw snapshot (expect.py)."""
+    snap = json.loads((DATA / "flannel_cross_node.json").read_text())
     text = render(render_final_table(analysis))
-    for label in (FWD, REV):
-        e = analysis.e2e_for(label)
-        r = analysis.reconciliation_for(label)
-        line = (
-            f"end-to-end mean {fmt_us(e['mean_us'])} µs (p50 {fmt_us(e['p50_us'])}, p99 {fmt_us(e['p99_us'])})"
-            f" · Σ hop means {fmt_us(r['hop_mean_sum_us'])} µs"
-        )
-        assert line in text
+    number = r"([\d,.]+)"
+    for d, label in enumerate((FWD, REV)):
+        line = re.search(rf"end-to-end mean {number} µs \(p50 {number}, p99 {number}\) · Σ hop means {number} µs",
+                         text[text.index(label):])
+        assert line, label
+        mean, p50, p99, hop_sum = (float(g.replace(",", "")) for g in line.groups())
+        e2e = expect.e2e(snap, d)
+        assert mean == pytest.approx(expect.mean_us(e2e), abs=0.05)  # printed with one decimal from 10 us
+        assert hop_sum == pytest.approx(expect.hop_mean_sum_us(snap, d), abs=0.05)
+        for p, shown in ((50, p50), (99, p99)):
+            low, high = expect.percentile_range_us(e2e["buckets"], p)
+            assert low - 0.05 <= shown <= high + 0.05, (label, p, shown, low, high)
     assert "e2e mean µs" in text and "Σ hop means µs" in text and "unattributed" in text
     assert "12/12" in text  # expected hops inside the e2e time that were seen
 
