@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cniprof.bpf.libbpf import Object, possible_cpus
+from cniprof.bpf.libbpf import Object, RingBuffer, possible_cpus, prog_id
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
 
@@ -36,6 +37,7 @@ class Point:
     pod: str | None = None
     start_dir: int | None = None  # a packet of the traced flows starts tracking here, in this direction
     end: bool = False  # tracking that ends after this point counts towards end-to-end
+    record: tuple[str, ...] = ()  # node agents: record kinds emitted here ("last", "first", "end": hops_abi.REC_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,10 @@ class HopProbe:
 
     def __init__(self, obj_path: Path, points: Sequence[Point], expected: Sequence[ExpectedHop],
                  directions: Sequence[Direction], stale_ms: float = 1000.0, sample_every: int = 1,
-                 filter_flows: bool = True):
+                 filter_flows: bool = True, agent: bool = False, max_records_per_s: int = 5000):
+        """agent: node agent mode (ARCHITECTURE.md "Node agents"): start points sample by the packets' identity
+        and points with `record` set write records to the ring buffer (drain_records); off, none of that code is
+        in the verified programs."""
         if len(points) > abi.MAX_POINTS:
             raise CniprofError(f"{len(points)} probe points; at most {abi.MAX_POINTS} are supported")
         if len(expected) >= abi.MAX_HOPS:
@@ -74,18 +79,22 @@ class HopProbe:
         self.ncpu = possible_cpus()
         self.started_at: float | None = None
         self.attached: list[str] = []
+        self.agent = agent
+        self.ring: RingBuffer | None = None
         try:
-            self._configure(stale_ms, sample_every, filter_flows)
+            self._configure(stale_ms, sample_every, filter_flows, max_records_per_s)
         except BaseException:
             self.obj.close()
             raise
 
-    def _configure(self, stale_ms: float, sample_every: int, filter_flows: bool) -> None:
+    def _configure(self, stale_ms: float, sample_every: int, filter_flows: bool, max_records_per_s: int) -> None:
         rodata = self.obj.rodata()
         if len(rodata) != ctypes.sizeof(abi.HopsCfg):
             raise EnvironmentProblem(f"{self.obj.path.name}: .rodata is {len(rodata)} bytes, expected "
                                      f"{ctypes.sizeof(abi.HopsCfg)}: rebuild with scripts/setup.sh")
-        cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows))
+        cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows), int(self.agent), int(max_records_per_s))
+        if not self.agent:  # the single tracer never writes records: the smallest ring the kernel allows
+            self.obj.set_max_entries("records", os.sysconf("SC_PAGE_SIZE"))
         self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
         events = {p.event for p in self.points}
@@ -105,6 +114,8 @@ class HopProbe:
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
                                          "rebuild with scripts/setup.sh")
         self._write_points()
+        if self.agent:
+            self.ring = RingBuffer(self.obj.map("records"))
         self.set_sample_every(self.sample_every)
         slots = self.obj.map("pair_slot")
         for slot, h in enumerate(self.expected, start=1):
@@ -125,7 +136,7 @@ class HopProbe:
             # tracking (whatever the device's kind: veth, macvlan ...)
             reset = p.event == "queue" and p.pod is not None and p.device != "socket"
             flags = ((abi.PT_START if p.start_dir is not None else 0) | (abi.PT_END if p.end else 0)
-                     | (abi.PT_RESET if reset else 0))
+                     | (abi.PT_RESET if reset else 0) | sum(abi.REC_FLAGS[k] for k in p.record))
             saddr, daddr = addrs.get(p.start_dir, (0, 0)) if p.start_dir is not None else (0, 0)
             infos.update(ctypes.c_uint32(pid), abi.PointInfo(flags, p.start_dir or 0, saddr, daddr))
         table: dict[int, abi.DevSlot] = {}
@@ -158,13 +169,37 @@ class HopProbe:
             m = self.obj.map(name)
             for key in m.keys(key_type):
                 m.delete(key)
+        if self.ring is not None:  # records of the old sampling rate are not sent
+            for i in range(abi.RC_COUNT):
+                self.obj.map("rec_counts").update(ctypes.c_uint32(i), zero_u64)
+            self.ring.drain()
         self.started_at = time.monotonic()
+
+    def drain_records(self) -> bytes:
+        """Agent mode: the records written since the last call (struct hop_record each, host byte order)."""
+        return self.ring.drain() if self.ring is not None else b""
+
+    def record_counters(self) -> dict[str, int]:
+        """Agent mode: records sent, refused by the rate limit and refused by a full ring (REC_COUNTERS)."""
+        m = self.obj.map("rec_counts")
+        out = {}
+        for i, name in enumerate(abi.REC_COUNTERS):
+            v = self._percpu(m, ctypes.c_uint32(i), ctypes.c_uint64)
+            out[name] = int(v[0]) if v is not None else 0
+        return out
+
+    def prog_ids(self) -> list[int]:
+        """The kernel ids of the attached programs (what `bpftool prog`/`link show` list)."""
+        return [prog_id(self.obj.prog_fd(name)) for name in self.attached]
 
     def counter(self, name: str) -> int:
         v = self._percpu(self.obj.map("counters"), ctypes.c_uint32(abi.COUNTERS.index(name)), ctypes.c_uint64)
         return int(v[0]) if v is not None else 0
 
     def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
         self.obj.close()
 
     def __enter__(self) -> HopProbe:

@@ -37,6 +37,18 @@ END_PROGRAMS = ("on_consume_skb", "on_kfree_skb")
 PT_START = 1
 PT_END = 2
 PT_RESET = 4
+# agent mode: the point emits a record of this kind for every tracked packet (ARCHITECTURE.md "Node agents")
+PT_REC_LAST = 8
+PT_REC_FIRST = 16
+PT_REC_END = 32
+REC_FLAGS = {"last": PT_REC_LAST, "first": PT_REC_FIRST, "end": PT_REC_END}
+REC_KINDS = {1: "last", 2: "first", 3: "end"}
+VXLAN_PORT_IANA = 4789
+VXLAN_PORT_LINUX = 8472
+RECORD_WINDOW_SHIFT = 30
+RECORD_RING_BYTES = 1 << 20
+REC_COUNTERS = ("sent", "rate_limited", "ring_full")
+RC_COUNT = 3
 
 DEV_SLOTS = 1024
 DEV_PROBES = 8
@@ -84,7 +96,17 @@ class DropKey(ctypes.Structure):
 
 
 class HopsCfg(ctypes.Structure):
-    _fields_ = [("stale_ns", u64), ("unused", u32), ("filter_flows", u32)]
+    _fields_ = [("stale_ns", u64), ("unused", u32), ("filter_flows", u32), ("agent", u32),
+                ("max_records_per_s", u32)]
+
+
+class HopRecord(ctypes.Structure):
+    _fields_ = [("id", u64), ("t_ns", u64), ("span_ns", u64), ("dir", u32), ("kind", ctypes.c_uint8),
+                ("point", ctypes.c_uint8), ("reserved", ctypes.c_uint16)]
+
+
+class RecWindow(ctypes.Structure):
+    _fields_ = [("window", u64), ("count", u64)]
 
 
 class HopsSettings(ctypes.Structure):
@@ -102,6 +124,8 @@ MAP_TYPES = {
     "drops": (DropKey, u64),
     "counters": (u32, u64),
     "settings": (u32, HopsSettings),
+    "rec_window": (u32, RecWindow),
+    "rec_counts": (u32, u64),
 }
 # C struct name -> ctypes mirror, for the BTF check
 STRUCTS = {
@@ -113,4 +137,6 @@ STRUCTS = {
     "drop_key": DropKey,
     "hops_cfg": HopsCfg,
     "hops_settings": HopsSettings,
+    "hop_record": HopRecord,
+    "rec_window": RecWindow,
 }

@@ -148,3 +148,100 @@ def build(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod
             (shared if (hop.src, hop.dst) in taken else expected).append(hop)
     pts = [Point(**{**p.__dict__, **flags.get(i, {})}) for i, p in enumerate(pts)]
     return Plan(tuple(pts), tuple(expected), tuple(directions), tuple(shared))
+
+
+# --- node agents (ARCHITECTURE.md "Node agents"): one node's half of each direction ---------------------------
+
+
+@dataclass(frozen=True)
+class NodeDirection:
+    """A direction as one node sees it: side "src" (the node holds its source half) or "dst"; `local` is this
+    node's endpoint; src_ip/dst_ip are the addresses the packets carry at this node's first point."""
+
+    dir: int
+    src_pod: str
+    dst_pod: str
+    src_ip: str
+    dst_ip: str
+    side: str
+    local: Pod
+
+
+SIDE_PLACES = {"src": ("src_pod", "src_node"), "dst": ("dst_node", "dst_pod")}
+
+
+def node_topology(topo: Topology, node: str) -> Topology:
+    """The part of a topology on one node: that node and its pods (what a node agent can see)."""
+    return Topology(topo.cni, topo.mode, (topo.node(node),), tuple(p for p in topo.pods if p.node == node),
+                    {k: v for k, v in topo.underlay_ips.items() if k == node},
+                    {k: v for k, v in topo.host_ips.items() if k == node}, topo.injections)
+
+
+def build_node(topo: Topology, chain: Chain, dirs: tuple[NodeDirection, ...],
+               events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
+    """What a node agent watches: every point of its node (as `build` does for a whole lab), and per direction
+    only the chain steps on its side, labelled with their seq in the whole chain so that the coordinator's merged
+    table has the single tracer's order. The source side starts at the chain's first point and ends (record
+    "last") at its last point on the node; the destination side starts at its first point on the node (record
+    "first", the packet's identity read through the encapsulation) and ends at the path's end (record "end").
+    """
+    chain = chain.restricted(set(events) | {"copy"})
+    used = {s.event for d in (0, 1) for s in chain.steps_for(d) if s.event != "copy"}
+    node_sockets = any(s.device == "socket" and s.place.endswith("_node")
+                       for d in (0, 1) for s in chain.steps_for(d))
+    pts = all_points(topo, tuple(sorted(set(events) | used)), node_sockets=node_sockets)
+    index = {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
+    flags: dict[int, dict] = {}
+    expected: list[ExpectedHop] = []
+    directions = []
+    for nd in dirs:
+        if nd.side not in SIDE_PLACES:
+            raise CniprofError(f"direction {nd.dir}: side must be src or dst, not {nd.side!r}")
+        steps = chain.steps_for(nd.dir)
+        last = max(i for i, s in enumerate(steps) if s.device != "socket")
+        directions.append(Direction(nd.dir, nd.src_pod, nd.dst_pod, nd.src_ip, nd.dst_ip))
+        mine = [(i, s) for i, s in enumerate(steps) if s.place in SIDE_PLACES[nd.side]]
+        if not mine:
+            raise CniprofError(f"the {chain.path} chain has no {nd.side} steps in direction {nd.dir}")
+        ids = []
+        for _, step in mine:
+            key = resolve(step, nd.local, nd.local, topo)
+            if key not in index:
+                raise CniprofError(f"the {chain.path} chain needs {key[1]} ({key[2]}) in {key[0]}, "
+                                   "which this node lacks")
+            ids.append(index[key])
+        first = flags.setdefault(ids[0], {})
+        if "start_dir" in first and first["start_dir"] != nd.dir:
+            raise CniprofError(f"directions {first['start_dir']} and {nd.dir} start at the same point")
+        first["start_dir"] = nd.dir
+        if nd.side == "src":
+            # the packet leaves the node after its last point here: the node's part of end-to-end ends there
+            end = ids[-1]
+            kinds = ("last",)
+        else:
+            end = ids[max(j for j, (i, _) in enumerate(mine) if i <= last)]
+            first.setdefault("record", []).append("first")
+            kinds = ("end",)
+        flags.setdefault(end, {})["end"] = True
+        flags[end].setdefault("record", []).extend(kinds)
+        for j in range(1, len(mine)):
+            seq = mine[j][0]
+            expected.append(ExpectedHop(ids[j - 1], ids[j], nd.dir, seq, mine[j][1].hop_role, seq <= last))
+    out = []
+    for i, p in enumerate(pts):
+        f = dict(flags.get(i, {}))
+        if "record" in f:
+            f["record"] = tuple(f["record"])
+        out.append(Point(**{**p.__dict__, **f}))
+    return Plan(tuple(out), tuple(expected), tuple(directions))
+
+
+def wire_step(chain: Chain, direction: int, events: tuple[str, ...] = DEFAULT_EVENTS) -> tuple[int, str]:
+    """(seq, role) of the hop between the nodes in a direction: it ends at the first destination-node step."""
+    steps = chain.restricted(set(events) | {"copy"}).steps_for(direction)
+    for i, s in enumerate(steps):
+        if s.place in SIDE_PLACES["dst"]:
+            if i == 0:
+                break
+            return i, s.hop_role
+    raise CniprofError(f"the {chain.path} chain does not cross from one node to another")
