@@ -14,7 +14,7 @@ import sys
 from cniprof import __version__
 from cniprof.errors import CniprofError
 
-SUBCOMMANDS = ("trace", "lab", "doctor", "diff", "run", "report", "advise", "tune", "agent")
+SUBCOMMANDS = ("trace", "lab", "doctor", "diff", "run", "report", "advise", "tune", "k8s", "agent")
 
 
 def build_parser() -> argparse.ArgumentParser:
