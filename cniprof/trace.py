@@ -32,10 +32,13 @@ from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
 from cniprof.probes import sampling as sampling_mod
 from cniprof.probes.hops import HopProbe
+from cniprof.run import coordinator
+from cniprof.run.coordinator import Coordinator
 
 log = logging.getLogger(__name__)
 
 TRAFFIC = ("iperf3", "udp", "ping", "none")
+AGENTS = ("none", "per-node")  # per-node: one node agent process per lab node (cniprof.run.coordinator)
 PATHS = (*MODEL_PATHS, pod_to_service.PATH)
 __all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
@@ -66,6 +69,8 @@ class TraceOptions:
     # pod-to-service with the kube-proxy service already installed by the caller (a study installs it before its
     # generator starts): used as is, neither installed nor removed here
     service: Any = None  # cniprof.lab.kubeproxy.Applied
+    agents: str = "none"  # per-node: trace through one node agent per node, the wire hop timed across clocks
+    test_clock_offset_ns: int = 0  # TEST ONLY (--agents per-node): added to the destination node agent's clock
 
 
 @dataclass
@@ -109,6 +114,7 @@ def preflight(opts: TraceOptions) -> Model:
         raise UsageError(f"--duration must be positive, not {opts.duration_s}")
     if opts.count < 1:
         raise UsageError(f"--count must be at least 1, not {opts.count}")
+    _check_agents(opts, model)
     kernel.require(model.spec, model.requires)
     if os.geteuid() != 0:
         raise EnvironmentProblem("tracing needs root (BPF programs and network namespaces): run with sudo")
@@ -132,6 +138,25 @@ def preflight(opts: TraceOptions) -> Model:
         object_path("nfhooks")
         select_attach(_features())  # no usable attach type: one line, before the lab is touched
     return model
+
+
+def _check_agents(opts: TraceOptions, model: Model) -> None:
+    """--agents per-node needs two nodes and packets both ways (the clock offset comes from both directions)."""
+    if opts.agents not in AGENTS:
+        raise UsageError(f"unknown --agents {opts.agents!r}; supported: {', '.join(AGENTS)}")
+    if opts.agents == "none":
+        if opts.test_clock_offset_ns:
+            raise UsageError("a test clock offset applies to --agents per-node only")
+        return
+    if opts.topology is not None:
+        raise UsageError("--agents per-node traces lab nodes; a detected live node is one node (use the default "
+                         "tracer, or the cluster mode)")
+    if pod_to_service.chain_path(opts.path or "") != "cross-node":
+        raise UsageError(f"--agents per-node traces paths between two nodes; --path {opts.path} stays on one node "
+                         "(drop --agents)")
+    if opts.traffic == "udp":
+        raise UsageError("--agents per-node needs packets both ways to estimate the clock offset between the "
+                         "nodes, and --traffic udp sends one way: use --traffic iperf3 or ping (replies)")
 
 
 def chain_for(model: Model, path: str) -> Chain:
@@ -293,6 +318,17 @@ def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: l
     return probe
 
 
+def _hop_probe(opts: TraceOptions, model: Model, chain: Chain, plan: planning.Plan, a: Pod, b: Pod
+               ) -> HopProbe | Coordinator:
+    """The single tracer, or (--agents per-node) a coordinator of one agent per node with the same face."""
+    if opts.agents == "per-node":
+        return coordinator.for_pair(a, b, chain, plan.directions, cni=model.spec, path=opts.path or "cross-node",
+                                    events=opts.events, sample_every=opts.sample_every or 1, stale_ms=opts.stale_ms,
+                                    test_clock_offset_ns=opts.test_clock_offset_ns)
+    return HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
+                    stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
+
+
 CPU_READ_S = 1.0  # CPU snapshots (symbolizing user stacks while the generators live) at most this often
 
 
@@ -314,8 +350,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             pod_to_service.check_target(service, b)
             plan = pod_to_service.retarget(plan, service.cluster_ip)
             extra["service"] = {**pod_to_service.describe(service, b), "injected": service is injected}
-        probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
-                         stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
+        probe = _hop_probe(opts, model, chain, plan, a, b)
         stack.callback(probe.close)
         probe.start()
         nf = _nf_probe(stack, opts, topo, [a.ip, b.ip, *([service.cluster_ip] if service else [])])
@@ -328,7 +363,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         sampling = {"mode": "fixed" if opts.sample_every else "auto", "every": probe.sample_every}
         if not opts.sample_every:
             time.sleep(min(sampling_mod.CALIBRATION_S, opts.duration_s / 4))
-            n = sampling_mod.choose_sample_every(probe.counter("candidates"), time.monotonic() - t0)
+            n = sampling_mod.choose_sample_every(probe.counter("candidates"), time.monotonic() - t0,
+                                                 getattr(probe, "tracked_budget_per_s", sampling_mod.AUTO_TRACKED_PER_S))
             sampling.update(every=n, calibration_s=round(time.monotonic() - t0, 3))
             if n > 1:
                 probe.set_sample_every(n)
@@ -361,6 +397,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         nf_snapshot = nf.snapshot() if nf is not None else None
         state = nodestate.window(state_start, nodestate.capture(topo))
         duration = time.monotonic() - t0
+        if isinstance(probe, Coordinator):  # the clock offset and the agents (a lost one named) go to summary.json
+            extra.update(clock=snapshot.get("clock"), agents=snapshot.get("agents"))
         return TraceResult(model, topo, plan, snapshot, _result_dict(opts.traffic, result), list(probe.attached),
                            created, duration, extra={"sampling": sampling, **extra}, cpu=cpu_snapshot,
                            nf=nf_snapshot, nodestate=state)

@@ -91,7 +91,7 @@ def encode(raw: bytes, offset_ns: int = 0) -> dict[str, Any]:
     recs = native.astype(RECORD_DTYPE)
     if offset_ns and len(recs):
         recs["t_ns"] = (recs["t_ns"].astype(np.int64) + np.int64(offset_ns)).astype(np.uint64)
-    return {"format": RECORD_FORMAT, "count": int(len(recs)), "data": base64.b64encode(recs.tobytes()).decode()}
+    return {"format": RECORD_FORMAT, "count": len(recs), "data": base64.b64encode(recs.tobytes()).decode()}
 
 
 def decode(obj: Mapping[str, Any]) -> np.ndarray:

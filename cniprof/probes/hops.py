@@ -172,6 +172,8 @@ class HopProbe:
         if self.ring is not None:  # records of the old sampling rate are not sent
             for i in range(abi.RC_COUNT):
                 self.obj.map("rec_counts").update(ctypes.c_uint32(i), zero_u64)
+            # a new rate-limit window: the calibration's burst must not eat the first window's budget
+            self.obj.map("rec_window").update(ctypes.c_uint32(0), abi.RecWindow(0, 0))
             self.ring.drain()
         self.started_at = time.monotonic()
 
