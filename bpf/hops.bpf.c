@@ -439,13 +439,17 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 		return 0;
 
 	if (pi->flags & (PT_START | PT_RESET)) {
+		/* agent mode reads the packet's identity first: the point's time is taken before that work */
+		if (cfg.agent)
+			now = bpf_ktime_get_ns();
 		if (cfg.agent ? !agent_starts_here(skb, pi, event, &ident) : !starts_here(skb, pi)) {
 			/* whatever this address carried before is over: a new packet enters the topology here */
 			if (t->skb == key)
 				t->skb = 0;
 			return 0;
 		}
-		now = bpf_ktime_get_ns();
+		if (!cfg.agent)
+			now = bpf_ktime_get_ns();
 		if (t->skb && t->skb != key && now - t->last_ns < cfg.stale_ns)
 			count(C_LOST);
 		t->skb = key;

@@ -51,10 +51,13 @@ def hello(node: str) -> dict[str, Any]:
             "arch": platform.machine(), "cniprof_version": __version__}
 
 
-def _require(spec: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
-    if key not in spec or not isinstance(spec[key], kind):
-        raise UsageError(f"start: spec.{key} is missing or not a {getattr(kind, '__name__', kind)}")
-    return spec[key]
+_KINDS = {dict: "an object", str: "a string", list: "a list"}
+
+
+def _require(obj: dict[str, Any], key: str, kind: type, where: str = "spec.") -> Any:
+    if key not in obj or not isinstance(obj[key], kind):
+        raise UsageError(f"start: {where}{key} is missing or not {_KINDS[kind]}")
+    return obj[key]
 
 
 def node_topology(spec: dict[str, Any], node: str) -> Topology:
@@ -138,7 +141,7 @@ class Agent:
     def start(self, cmd: dict[str, Any]) -> dict[str, Any]:
         if self.probe is not None:
             raise UsageError("start: already started (one start per agent)")
-        spec = _require(cmd, "spec", dict)
+        spec = _require(cmd, "spec", dict, where="")
         t0 = time.monotonic()
         plan, self.node = node_plan(spec)
         self.offset_ns = int(spec.get("test_clock_offset_ns") or 0)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
-CLOSE_WAIT_S = 2.0
+CLOSE_WAIT_S = 5.0  # an agent told to stop exits at once; a busy machine may take seconds to tear down
 
 
 class ChannelClosed(Exception):
