@@ -14,13 +14,11 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends clang llvm libbpf-dev python3-venv \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py MANIFEST.in README.md ./
 COPY bpf ./bpf
 COPY cniprof ./cniprof
-# the wheel carries cniprof/bpf/obj/<machine>/*.bpf.o (package data) for x86_64 and aarch64
+# the wheel's build step (setup.py) compiles bpf/*.bpf.c into cniprof/bpf/obj/<machine>/ for x86_64 and aarch64
 RUN python3 -m venv /build \
- && rm -rf cniprof/bpf/obj \
- && /build/bin/python -m cniprof.bpf.build --machine x86_64 --machine aarch64 \
  && /build/bin/pip wheel --no-cache-dir --no-deps -w /wheels .
 
 FROM ${DEBIAN}

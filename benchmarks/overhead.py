@@ -9,7 +9,7 @@ a steady drift cancels instead of biasing every ratio the same way. The median o
 number; one disturbed pair cannot move it much.
 
 Why bpf_stats_enabled: throughput alone says *that* there is a cost, not *where*. With the sysctl on, the kernel
-adds each program's run time and run count to its bpf_prog_info (read by cniprof.bpf.stats.prog_stats), which
+adds each program's run time and run count to its bpf_prog_info (read by cniprof.bpf.prog_stats.prog_stats), which
 gives ns per event per program. The sysctl stays on for the whole benchmark (if another BPF program sits on the
 path it then pays the same accounting on both sides of each pair). The accounting is not free: two sched_clock()
 reads around every program run, which on a KVM guest go through kvm-clock. Hence two extra numbers:
@@ -44,17 +44,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from the work tree, like the tests
     sys.path.insert(0, str(ROOT))
 
-from cniprof import trace
 from cniprof.bpf.build import object_path
 from cniprof.bpf.libbpf import Object
-from cniprof.bpf.stats import STATS_SYSCTL, prog_stats
+from cniprof.bpf.prog_stats import STATS_SYSCTL, prog_stats
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.interrupts import sigterm_interrupts
 from cniprof.lab import cleanup, realize
-from cniprof.lab.topology import Pod, Topology
 from cniprof.probes import plan as planning
 from cniprof.probes.cpu import CpuSampler
 from cniprof.probes.hops import HopProbe
 from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
+from cniprof.run import trace
 from cniprof.traffic.iperf3 import Iperf3, Iperf3Result
 
 CNI, MODE, PATH = "flannel", "vxlan", "cross-node"
@@ -416,8 +417,8 @@ def benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], list[Run]]:
     ncpu = os.cpu_count() or 1
     runs: list[Run] = []
     floor = None
-    # _sigterm_as_interrupt: a timeout's SIGTERM unwinds like Ctrl-C, so the sysctl, probe and lab are restored
-    with trace._sigterm_as_interrupt(), ExitStack() as stack:
+    # a timeout's SIGTERM unwinds like Ctrl-C, so the sysctl, probe and lab are restored
+    with sigterm_interrupts(), ExitStack() as stack:
         if stats:
             _enable_bpf_stats(stack)
         topo, created = _lab(stack)

@@ -7,7 +7,7 @@ import math
 import statistics
 from pathlib import Path
 
-from cniprof.advise.catalog import advice_for
+from cniprof.advise.advice import advice_for
 from cniprof.advise.finding import FAULT, OBSERVATION, Evidence, Finding
 from cniprof.advise.load import RunData, is_study, load_run, load_study
 from cniprof.advise.rules import e2e_mean, run_rules

@@ -51,7 +51,7 @@ class Finding:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Finding:
         """Back from findings.json (to_dict's output)."""
-        group = {k: d[k] for k in ("model", "path", "variant", "runs") if k in d}
+        group: dict[str, Any] = {k: d[k] for k in ("model", "path", "variant", "runs") if k in d}
         return cls(d["kind"], d["title"], d["severity"], float(d["share"]),
                    [Evidence(**e) for e in d.get("evidence", [])], {}, list(d.get("advice", [])), group,
                    int(d.get("rank", 0)))

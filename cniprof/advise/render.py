@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import csv
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cniprof.advise.finding import FAULT, Finding
+from cniprof.files import replacing, write_json
 
 FINDINGS_JSON = "findings.json"
 FINDINGS_CSV = "findings.csv"
@@ -39,7 +38,7 @@ def table(findings: list[Finding], title: str = "findings", top: int | None = No
     t.add_column("advice", ratio=4)
     for f in findings[:top] if top else findings:
         sev = Text(f.severity, style="bold red" if f.severity == FAULT else "cyan")
-        row = [str(f.rank)]
+        row: list[str | Text] = [str(f.rank)]
         if study:
             g = f.group
             row.append(f"{g.get('model')} · {g.get('path')} · {g.get('variant')} ({g.get('runs')} runs)")
@@ -64,11 +63,8 @@ def write(out_dir: str | Path, findings: list[Finding], source: str, kind: str) 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {FINDINGS_JSON: out / FINDINGS_JSON, FINDINGS_CSV: out / FINDINGS_CSV}
-    tmp = paths[FINDINGS_JSON].with_name(FINDINGS_JSON + ".tmp")
-    tmp.write_text(json.dumps(document(findings, source, kind), indent=2, ensure_ascii=False, default=str) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, paths[FINDINGS_JSON])
-    with paths[FINDINGS_CSV].open("w", newline="", encoding="utf-8") as fh:
+    write_json(paths[FINDINGS_JSON], document(findings, source, kind), default=str)
+    with replacing(paths[FINDINGS_CSV]) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
         w.writeheader()
         for f in findings:

@@ -240,7 +240,7 @@ def steps_for(chain: ChainLike, direction: Mapping[str, Any]) -> tuple[Step, ...
     a mapping picks by direction label ("pod-a→pod-c") or by the snapshot's "dir"."""
     if isinstance(chain, Mapping):
         for key in (direction_label(direction), direction.get("dir"), str(direction.get("dir"))):
-            if key in chain:
+            if isinstance(key, str) and key in chain:
                 return steps_for(chain[key], direction)
         return ()
     if isinstance(chain, Chain):

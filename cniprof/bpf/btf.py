@@ -349,3 +349,15 @@ def drop_reason_names() -> dict[int, str]:
             continue
         out.setdefault(value, short)
     return out
+
+
+def has_drop_reasons() -> bool:
+    """Whether kfree_skb carries a reason on this kernel (enum skb_drop_reason in its BTF: 5.17+). The doctor's
+    drop_reasons probe and the hop probe's choice of kfree_skb program both ask this, so they always agree."""
+    try:
+        drop_reason_names()
+    except BtfError as e:
+        if "skb_drop_reason" in str(e):
+            return False
+        raise
+    return True

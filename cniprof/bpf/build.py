@@ -80,11 +80,12 @@ def is_checkout() -> bool:
 
 
 def rebuild_hint() -> str:
-    """What to do about missing or stale BPF objects, in words that fit how this cniprof was installed."""
+    """What to do about missing or stale BPF objects, in words that fit how this cniprof was installed: an installed
+    package has no scripts/ and no sources to compile."""
     if is_checkout():
         return "run scripts/setup.sh (it compiles bpf/*.bpf.c for x86_64 and aarch64)"
-    return ("this installation of cniprof lacks its BPF objects: reinstall it from a wheel "
-            "(the wheel carries the objects for x86_64 and aarch64)")
+    return ("reinstall cniprof from its wheel (it carries BPF objects for x86_64 and aarch64 built from the "
+            "same sources as its Python code)")
 
 
 def installed_objects() -> dict:

@@ -159,6 +159,21 @@ class Features:
             raise ValueError(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}")
         return next((name for name in PURPOSES[purpose] if self.available(name)), None)
 
+    def choices(self) -> dict[str, str | None]:
+        """The probe type `trace` uses for each of its features on this kernel (None: the feature is off here).
+
+        The probes decide with the same calls: HopProbe's kfree_skb program follows btf.has_drop_reasons() (the
+        drop_reasons probe), NfHookProbe.select_attach() is best_for("netfilter"), the CPU sampler needs
+        perf_event. tests/vm/guest.py checks on every matrix kernel that a trace reports exactly these.
+        """
+        hops = self.can_trace_hops
+        return {
+            "hops": "tp_btf" if hops else None,
+            "drops": ("tp_btf" if self.drop_reasons.available else "tp_btf_noreason") if hops else None,
+            "cpu": self.best_for("cpu") if hops else None,
+            "netfilter": self.best_for("netfilter") if hops else None,
+        }
+
     @property
     def can_trace_hops(self) -> bool:
         """The hop tracker (bpf/hops.bpf.c) needs BTF (CO-RE) and tp_btf programs."""
@@ -174,9 +189,13 @@ class Features:
             "cpu": "CPU sampling",
             "fine_points": "finer fentry/kprobe points",
         }
-        have = [text for purpose, text in extras.items() if self.best_for(purpose)]
+        via = {"netfilter_link": "netfilter links", "fentry": "fentry on nf_hook_slow",
+               "kprobe": "kprobes on nf_hook_slow"}
+        have = [text + (f" ({via[self.best_for(purpose)]})" if purpose == "netfilter" else "")
+                for purpose, text in extras.items() if self.best_for(purpose)]
         lack = [text for purpose, text in extras.items() if not self.best_for(purpose)]
-        line = "per-hop tracing can run here (tp_btf on the net/skb tracepoints)"
+        line = "per-hop tracing can run here (tp_btf on the net/skb tracepoints"
+        line += ")" if self.drop_reasons.available else "; drops without a reason)"
         if have:
             line += "; with " + ", ".join(have)
         if lack:
@@ -194,6 +213,7 @@ class Features:
                 for p in self.probes()
             },
             "best_for": {purpose: self.best_for(purpose) for purpose in PURPOSES},
+            "choices": self.choices(),
             "per_hop_tracing": self.can_trace_hops,
             "verdict": self.verdict(),
         }
@@ -315,13 +335,10 @@ def _probe_btf() -> str:
 
 
 def _probe_drop_reasons() -> str:
-    try:
-        names = btf.drop_reason_names()
-    except btf.BtfError as e:
-        if "skb_drop_reason" in str(e):
-            raise Unavailable("no enum skb_drop_reason in BTF: kfree_skb has no reason argument (< 5.17)") from e
-        raise
-    return f"enum skb_drop_reason has {len(names)} reasons"
+    if not btf.has_drop_reasons():
+        raise Unavailable("no enum skb_drop_reason in BTF: kfree_skb has no reason argument (< 5.17); drops are "
+                          "counted with reason 'unknown' at the point they happened")
+    return f"enum skb_drop_reason has {len(btf.drop_reason_names())} reasons"
 
 
 def _probe_bpf_stats() -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cniprof.bpf.build import rebuild_hint
 from cniprof.errors import EnvironmentProblem
 
 _lib: ctypes.CDLL | None = None
@@ -28,7 +29,7 @@ def lib() -> ctypes.CDLL:
     try:
         handle = ctypes.CDLL(name, use_errno=True)
     except OSError:
-        raise EnvironmentProblem("libbpf is not installed: run scripts/setup.sh (Debian package libbpf1)") from None
+        raise EnvironmentProblem("libbpf is not installed: install the Debian package libbpf1") from None
     vp, cp, i, u32, sz = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_size_t
     sigs = {
         "bpf_object__open_file": (vp, [cp, vp]),
@@ -150,7 +151,7 @@ class Object:
 
     def __init__(self, path: Path):
         if not path.exists():
-            raise EnvironmentProblem(f"BPF object {path} is missing: run scripts/setup.sh to build it")
+            raise EnvironmentProblem(f"BPF object {path} is missing: {rebuild_hint()}")
         ptr = lib().bpf_object__open_file(str(path).encode(), None)
         if not ptr:
             raise EnvironmentProblem(_err(f"cannot open BPF object {path}"))

@@ -82,6 +82,11 @@ def enum_value(enum: str, name: str, why: str) -> int:
     return values[name]
 
 
+def hook_numbers() -> dict[str, int]:
+    """PREROUTING ... POSTROUTING -> enum nf_inet_hooks value (every kernel; whatever the attach type)."""
+    return {hook: enum_value("nf_inet_hooks", enum, "netfilter hooks") for hook, enum in HOOK_ENUMS.items()}
+
+
 def constants() -> NfConstants:
     """Enum values from this kernel's BTF (BPF netfilter programs need Linux 6.4+)."""
     why = "BPF netfilter programs need Linux 6.4+"
@@ -90,7 +95,7 @@ def constants() -> NfConstants:
         attach_type=enum_value("bpf_attach_type", "BPF_NETFILTER", why),
         prog_load=enum_value("bpf_cmd", "BPF_PROG_LOAD", why),
         link_create=enum_value("bpf_cmd", "BPF_LINK_CREATE", why),
-        hooks={hook: enum_value("nf_inet_hooks", enum, why) for hook, enum in HOOK_ENUMS.items()},
+        hooks=hook_numbers(),
     )
 
 

@@ -15,12 +15,16 @@ import json
 import sys
 from pathlib import Path
 
+from cniprof.advise import render
+from cniprof.advise.engine import advise
+from cniprof.cli import commands
+from cniprof.errors import UsageError
+from cniprof.report import findings_graph
 from cniprof.ui.console import wide_console
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("advise", help="ranked findings and tuning advice for a run directory",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "advise", __doc__)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="trace export or study run directory")
     p.add_argument("--json", action="store_true", help="print findings.json to stdout instead of the table")
     p.add_argument("--output", type=Path, metavar="DIR", help="where to write findings.json/.csv (default RUN_DIR)")
@@ -28,11 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cniprof.advise import render
-    from cniprof.advise.engine import advise
-    from cniprof.errors import UsageError
-    from cniprof.report import findings_graph
-
     if not args.run_dir.is_dir():
         raise UsageError(f"{args.run_dir} is not a directory")
     kind, findings = advise(args.run_dir)

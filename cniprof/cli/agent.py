@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
+from cniprof.cli import commands
 from cniprof.run import agent
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("agent", help="one node's half of a cross-node trace, driven through stdin/stdout",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "agent", __doc__)
     p.add_argument("--node", help="this node's name in the run (default: the host name; a start spec's wins)")
     p.set_defaults(func=run)
 

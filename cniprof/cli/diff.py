@@ -9,23 +9,23 @@ Works without root: only files are read.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from cniprof.cli import commands
 from cniprof.errors import UsageError
-from cniprof.report.flamegraph import diff_svg
-from cniprof.report.profiles import component_changes, is_datapath, load_profile
+from cniprof.files import write_text
+from cniprof.report.cpu_profile import component_changes, is_datapath, load_profile
+from cniprof.report.flame_svg import diff_svg
 
 DEFAULT_OUT = "cpu-diff.svg"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("diff", help="differential CPU flame graph and component changes between two runs",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "diff", __doc__)
     p.add_argument("run_a", type=Path, metavar="RUN_A", help="the baseline run (export dir, cpu.json or folded)")
     p.add_argument("run_b", type=Path, metavar="RUN_B", help="the run compared against it")
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
@@ -69,11 +69,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(svg, encoding="utf-8")
-        os.replace(tmp, out)
     except OSError as e:
         raise UsageError(f"cannot write {out}: {e.strerror}") from None
+    write_text(out, svg)
     console = Console()
     if not console.is_terminal:
         console = Console(width=120)

@@ -17,20 +17,16 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from cniprof.bpf import features
+from cniprof.bpf import build, features
 from cniprof.bpf.features import Features
-from cniprof.cni import detect
-from cniprof.cni.detect import Detection
+from cniprof.cli import commands
 from cniprof.errors import CniprofError, EnvironmentProblem
+from cniprof.node import detect
+from cniprof.node.detect import Detection
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "doctor",
-        help="check which BPF features this kernel allows and what is lost without the others (root)",
-        description="Load and attach one tiny program of each kind cniprof uses, and report what works, why "
-        "the rest does not, and what that costs in coverage. Exit status 0 when per-hop tracing can run here.",
-    )
+    parser = commands.add(subparsers, "doctor", "Load and attach one tiny program of each kind cniprof uses, and report what works, why the rest does not, and what that costs in coverage. Exit status 0 when per-hop tracing can run here.")
     parser.add_argument("--json", action="store_true", help="print the calibration as JSON")
     parser.set_defaults(func=run)
 
@@ -41,12 +37,14 @@ def run(args: argparse.Namespace) -> int:
             "cniprof doctor loads BPF programs and creates a network namespace: run it as root (sudo cniprof doctor)"
         )
     result = features.calibrate()
+    objects = build.installed_objects()
     node = node_cni()
     if args.json:
-        print(json.dumps({**result.to_dict(), "cni_detection": node.to_dict()}, indent=2))
+        print(json.dumps({**result.to_dict(), "bpf_objects": objects, "cni_detection": node.to_dict()}, indent=2))
     else:
         console = Console()
         render(result, console)
+        render_objects(objects, console)
         render_node_cni(node, console)
     return 0 if result.can_trace_hops else 1
 
@@ -57,6 +55,13 @@ def node_cni() -> Detection:
         return detect.detect()
     except CniprofError as e:
         return Detection(None, None, [f"detection failed: {e}"])
+
+
+def render_objects(objects: dict, console: Console) -> None:
+    """One line: which machine's BPF objects this cniprof loads, from where, and which machines it carries."""
+    carried = ", ".join(machine for machine, names in objects["available"].items() if names)
+    console.print(Text(f"BPF objects: {objects['machine']} ({len(objects['objects'])} in {objects['dir']}; "
+                       f"carried for {carried or 'no machine'})"))
 
 
 def render_node_cni(node: Detection, console: Console) -> None:

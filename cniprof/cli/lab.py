@@ -13,15 +13,17 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from cniprof.cli import commands
+from cniprof.cni import registry
+from cniprof.cni.topology import Device, Topology, netns_inode
 from cniprof.errors import CniprofError
-from cniprof.lab import cleanup, inject, realize, state
-from cniprof.lab.topology import Device, Topology, netns_inode
+from cniprof.lab import cleanup, realize, saved
+from cniprof.run import inject, trace
+from cniprof.run.explore import explore, format_steps
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "lab", help="build, show or remove the embedded CNI lab (network namespaces)"
-    )
+    parser = commands.add(subparsers, "lab", __doc__)
     parser.set_defaults(func=run, lab_parser=parser)
     sub = parser.add_subparsers(dest="lab_command", metavar="ACTION")
 
@@ -97,7 +99,7 @@ def _up(args: argparse.Namespace) -> int:
         console.print(
             f"lab {topology.cni}/{topology.mode} is up: "
             f"{len(topology.nodes)} nodes, {len(topology.pods)} pods "
-            f"(state in {state.STATE_FILE}); injected: {inject.describe(topology)}"
+            f"(state in {saved.STATE_FILE}); injected: {inject.describe(topology)}"
         )
         console.print(_table(topology))
     except BaseException:
@@ -112,7 +114,7 @@ def _inject(args: argparse.Namespace) -> int:
     realize.require_root("injecting problems into the lab")
     for name in args.names:
         inject.check_name(name)
-    topology = state.load()
+    topology = saved.load()
     if topology is None:
         raise CniprofError("no lab is up; start one with `cniprof lab up --cni flannel --inject NAME`")
     topology, done = inject.apply(topology, args.names)
@@ -132,7 +134,7 @@ def _down() -> int:
     for name in removed:
         console.print(f"removed netns {name}")
     if had_state:
-        console.print(f"removed {state.STATE_FILE}")
+        console.print(f"removed {saved.STATE_FILE}")
     for name, pids in lingering.items():
         console.print(
             f"[yellow]note:[/] processes {', '.join(map(str, pids))} were still in {name}; "
@@ -144,7 +146,7 @@ def _down() -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    topology = state.load()
+    topology = saved.load()
     if topology is None:
         leftovers = cleanup.list_lab_namespaces()
         if leftovers:
@@ -169,12 +171,8 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
-    from cniprof import trace
-    from cniprof.cni import registry
-    from cniprof.lab.explore import explore, format_steps
-
     realize.require_root("exploring the lab")
-    topology = state.load()
+    topology = saved.load()
     if topology is None:
         raise CniprofError("no lab is up; start one with `cniprof lab up --cni ...`")
     model = registry.parse(f"{topology.cni}:{topology.mode}")

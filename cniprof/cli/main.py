@@ -12,36 +12,50 @@ import logging
 import sys
 
 from cniprof import __version__
+from cniprof.cli.commands import COMMANDS, USAGE_EXIT, Parser
 from cniprof.errors import CniprofError
+from cniprof.interrupts import Terminated, exit_status, sigterm_interrupts
 
-SUBCOMMANDS = ("trace", "lab", "doctor", "diff", "run", "report", "advise", "tune", "k8s", "agent")
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cniprof", description="eBPF datapath profiler for container networking")
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command is listed; only `command` (None: all of them) is imported and gets its flags."""
+    parser = Parser(prog="cniprof", description="eBPF datapath profiler for container networking")
     parser.add_argument("--version", action="version", version=f"cniprof {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done (to stderr)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        module = importlib.import_module(f"cniprof.cli.{name}")
-        module.register(sub)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name, summary in COMMANDS.items():
+        if command is None or name == command:
+            importlib.import_module(f"cniprof.cli.{name}").register(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The subcommand named on the command line, if any (the first word that is one)."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
         # inside the try: Ctrl-C while the subcommands' modules are still importing is an interrupt too
-        parser = build_parser()
-        args = parser.parse_args(argv)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="%(levelname)s %(message)s")
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 2
-        return int(args.func(args) or 0)
+        with sigterm_interrupts():
+            return _main(argv)
     except CniprofError as e:
         print(f"cniprof: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("cniprof: interrupted; everything cniprof created was removed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as interrupt:
+        what = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"cniprof: {what}; everything cniprof created was removed", file=sys.stderr)
+        return exit_status(interrupt)
+
+
+def _main(argv: list[str]) -> int:
+    parser = build_parser(_command(argv) or "")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return USAGE_EXIT
+    return int(args.func(args) or 0)

@@ -27,15 +27,17 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from cniprof import scenario as scenario_mod
 from cniprof.analysis.summary import analyze
+from cniprof.cli import commands
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.report import study
+from cniprof.study import runner
+from cniprof.study import scenario as scenario_mod
 from cniprof.ui.live import render_live
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="run a benchmark study from a scenario file", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "run", __doc__)
     p.add_argument("scenario", type=Path, metavar="SCENARIO", help="scenario file, e.g. scenarios/cni-comparison.yaml")
     p.add_argument("--output", type=Path, metavar="RUN_DIR",
                    help="run directory to write (default ./runs/<scenario>-<date>); must not hold another study")
@@ -53,8 +55,6 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cniprof.bench import runner
-
     console = Console(stderr=True)
     scen = scenario_mod.load(args.scenario)
     if args.repetitions is not None:
@@ -86,7 +86,6 @@ def run(args: argparse.Namespace) -> int:
         return Group(progress, frame["run"])
 
     with Live(screen(), console=console, refresh_per_second=2, transient=False) as live:
-
         def update(current: runner.Run | None, done: int, total: int) -> None:
             progress.update(task, completed=done, description=current.run_id if current is not None else "done")
             frame["run"] = Text("")
@@ -102,7 +101,6 @@ def run(args: argparse.Namespace) -> int:
         archive = runner.run_scenario(scen, out, args.scenario.read_text(encoding="utf-8"), update, show)
         frame["run"] = Text("")
         live.update(screen())
-    from cniprof.report import study
 
     data = study.load(out)
     console.print(study.rich_table(data))

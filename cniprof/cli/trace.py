@@ -7,37 +7,33 @@ With no cluster at hand the lab is built (and removed afterwards); a lab that is
 from __future__ import annotations
 
 import argparse
-import platform
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from cniprof import trace
 from cniprof.advise import render
-from cniprof.advise.engine import advise_run
-from cniprof.advise.load import RunData, samples_of
-from cniprof.analysis import nf as nf_analysis
-from cniprof.analysis import path_check
-from cniprof.analysis.cpu import analyze_cpu, traffic_bytes, with_cpu
-from cniprof.analysis.summary import analyze, summary_dict
+from cniprof.analysis.cpu import analyze_cpu
+from cniprof.analysis.record import analyze_record
+from cniprof.analysis.summary import analyze
+from cniprof.cli import commands, trace_compare, trace_k8s
 from cniprof.cni import registry
 from cniprof.errors import UsageError
-from cniprof.lab.counters import RxBytes
-from cniprof.probes.hops_abi import ATTACH_POINT
+from cniprof.files import writable_dir
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
-from cniprof.report.export import export
-from cniprof.report.flames import export_flames
-from cniprof.report.nf_export import export_nf
+from cniprof.report.export import export_trace
+from cniprof.run import trace
+from cniprof.run.rxmeter import RxBytes
+from cniprof.ui.console import wide_console
 from cniprof.ui.cpu_panel import render_cpu_panel
-from cniprof.ui.live import LiveView, render_final_table
-from cniprof.ui.nf_table import render_nf_table
+from cniprof.ui.live import LiveView
+from cniprof.ui.run_summary import print_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("trace", help="per-hop latency of a CNI datapath under real traffic",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "trace", __doc__)
     p.add_argument("--cni", default="flannel",
                    help="CNI model, NAME[:MODE] (default flannel = flannel:vxlan); auto: detect the live node's CNI "
                         "and trace its pods (no lab); A,B,...: run the same traffic on each model and print one "
@@ -90,13 +86,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TEST ONLY, with --agents per-node: added to every time the destination node's agent reports, "
                         "to check that the offset estimate recovers it")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
+    k = p.add_argument_group("cluster mode (--k8s; see `cniprof k8s` to deploy the agents)")
+    k.add_argument("--k8s", action="store_true",
+                   help="trace pods of a Kubernetes cluster: --src/--dst NS/POD, or --nodes A,B")
+    k.add_argument("--kubeconfig", help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+    k.add_argument("--context", help="kubeconfig context (default: the current one)")
+    k.add_argument("--nodes", metavar="A,B", help="schedule a client pod on node A and a server pod on node B "
+                                                  "(deleted at the end) and trace between them")
+    k.add_argument("--namespace", default=None, help="the agents' namespace (default cniprof)")
+    k.add_argument("--image", default=None, help="the cniprof image for generators and --nodes pods "
+                                                 "(default: the agents' image tag cniprof:VERSION)")
+    k.add_argument("--dry-run", action="store_true", help="print every API call the run would make, in order, "
+                                                          "and exit")
     p.set_defaults(func=run)
-
-
-def _where(result: trace.TraceResult, opts: trace.TraceOptions) -> str:
-    if opts.topology is not None:
-        return f"live node {opts.node_netns or 'root namespace'} (detected {result.model.spec})"
-    return f"lab {'built and removed' if result.lab_created else 'reused, left up'}"
 
 
 def _sample(value: str) -> int:
@@ -108,27 +110,27 @@ def _sample(value: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.k8s or args.dry_run or args.nodes:  # cluster mode
+        return trace_k8s.run(args)
     opts = trace.TraceOptions(cni=args.cni, path=args.path, src=args.src, dst=args.dst, duration_s=args.duration,
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
-                              cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services)
-    opts.root, opts.node_netns = args.root, args.node_netns
-    opts.agents, opts.test_clock_offset_ns = args.agents, args.test_clock_offset_ns
-    if "," in args.cni:  # a comparison: the same traffic on each model, one table (cli/trace_compare.py)
-        from cniprof.cli import trace_compare
-
+                              cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services,
+                              root=args.root, node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]),
+                              agents=args.agents, test_clock_offset_ns=args.test_clock_offset_ns)
+    if args.export is not None:
+        writable_dir(args.export)  # refused now, not after the whole trace ran
+    if trace_compare.is_comparison(args.cni):  # the same traffic on each model, one table
         return trace_compare.run(args, opts)
     if args.services is not None and opts.path is None:
         opts.path = "pod-to-service"
     model = trace.preflight(opts)
     chain = trace.chain_for(model, opts.path)
-    console = Console()
-    if not console.is_terminal:  # scripts and CI: keep the table readable instead of 80 columns
-        console = Console(width=140)
+    console = wide_console()
     title = f"cniprof · {model.cni} {model.mode} · {opts.path} · {opts.traffic}"
 
     if args.no_ui:
-        result = trace.run(opts)
+        result = trace.run(opts, model=model)
     else:
         # one refresh a second: every redraw re-renders the tables (~20 ms of CPU on the node being measured)
         view = LiveView(title, total_s=opts.duration_s, console=console, refresh_per_second=1.0)
@@ -145,67 +147,27 @@ def run(args: argparse.Namespace) -> int:
 
         try:
             with view:
-                result = trace.run(opts, on_update=on_update, on_cpu=on_cpu)
+                result = trace.run(opts, on_update=on_update, on_cpu=on_cpu, model=model)
         finally:
             if "meter" in rx:
                 rx["meter"].close()
 
-    analysis = analyze(result.snapshot, chain)
-    console.print(render_final_table(analysis, title=title, throughput_bps=result.traffic.get("throughput_bps")))
-    check = path_check.check(result.snapshot)
-    for i, line in enumerate(check.lines()):
-        console.print(line, style=("green" if check.ok else "bold red") if i == 0 else None, markup=False,
-                      highlight=False)
-    attach_points = [ATTACH_POINT[p] for p in result.probes]
-    s = result.extra["sampling"]
-    console.print(f"sampling: 1 in {s['every']} packets ({s['mode']}"
-                  + (f", chosen from the first {s['calibration_s']} s)" if "calibration_s" in s else ")"))
-    console.print(f"probes: {', '.join(attach_points)} · kernel {platform.release()} "
-                  f"{platform.machine()} · {_where(result, opts)}")
-    cpu = None
-    if result.cpu is not None:
-        cpu = analyze_cpu(result.cpu, analysis.hops, traffic_bytes(result.traffic), result.extra["sampling"]["every"])
-        console.print(render_cpu_panel(cpu))
-    nf = nf_analysis.analyze_nf(result.nf) if result.nf is not None else None
-    if nf is not None:
-        console.print(render_nf_table(nf))
-    if "service" in result.extra:
-        svc = result.extra["service"]
-        console.print(f"service: {svc['cluster_ip']}:{svc['port']}/{svc['protocol']} → {svc['target_pod']} · "
-                      f"{svc['dummy_services']} dummy services · {svc['rules_per_node']:,} rules per node "
-                      + ("(injected into the lab, left in place)" if svc.get("injected") else
-                         f"(applied in {svc['apply_s']:.1f} s, removed after the run)"))
-    extra = result.extra
-    if nf is not None:
-        extra = {**extra, "netfilter": nf_analysis.summary(nf)}
-    if cpu is not None:  # hops.csv gains the CPU columns, summary.json the "cpu" block
-        analysis, extra = with_cpu(analysis, cpu), {**extra, "cpu": cpu.summary}
-    if args.export:
-        paths = export(args.export, result.snapshot, analysis=analysis, cni=model.cni, mode=model.mode,
-                       duration_s=result.duration_s, traffic=result.traffic,
-                       probes=attach_points, extra=extra, nodestate=result.nodestate)
-        e2e = dict(zip(analysis.e2e["direction"], analysis.e2e["mean_us"]))
-        paths.update(export_flames(args.export, analysis.hops, result.cpu, e2e_mean_us=e2e, title=title))
-        if nf is not None:
-            paths.update(export_nf(args.export, nf, result.nf))
-    summary = summary_dict(analysis, cni=model.cni, mode=model.mode, duration_s=result.duration_s,
-                           traffic=result.traffic, extra=extra)
-    findings = advise_run(RunData(args.export or Path("."), summary, analysis.hops, analysis.drops,
-                                  nf.hooks if nf is not None else None, result.nodestate,
-                                  cpu_samples=samples_of(result.cpu)))
+    record = result.record
+    analysis = analyze_record(record)
+    print_run(console, record, analysis)
     more = f"cniprof advise {args.export}" if args.export else "trace with --export DIR, then cniprof advise DIR"
-    console.print(render.table(findings, title=f"findings (top 3; all of them with full advice: {more})", top=3,
-                               compact=True))
+    console.print(render.table(analysis.findings, title=f"findings (top 3; all of them with full advice: {more})",
+                               top=3, compact=True))
     if args.export:
-        paths.update(render.write(args.export, findings, str(args.export), "trace"))
-        console.print(f"exported {', '.join(sorted(p.name for p in paths.values()))} to {args.export}")
-    return _agents_outcome(console, result.extra)
+        paths = export_trace(args.export, record, analysis)
+        console.print(f"exported {', '.join(sorted(paths))} to {args.export}")
+    return _agents_outcome(console, analysis.summary)
 
 
-def _agents_outcome(console: Console, extra: dict[str, Any]) -> int:
+def _agents_outcome(console: Console, summary: dict[str, Any]) -> int:
     """--agents per-node: the clock line; a lost agent (exit 3) or an unknowable offset (exit 2) in one line on
     stderr, after everything that was measured has been printed and written."""
-    clock, agents = extra.get("clock"), extra.get("agents") or {}
+    clock, agents = summary.get("clock"), summary.get("agents") or {}
     if clock is None:
         return 0
     if clock.get("status") == "ok":

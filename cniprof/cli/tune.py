@@ -19,8 +19,13 @@ from typing import Any
 
 import pandas as pd
 
+from cniprof.cli import commands
+from cniprof.cni import registry
 from cniprof.errors import UsageError
-from cniprof.tune import catalog
+from cniprof.lab import cleanup, realize
+from cniprof.report import tune as tune_report
+from cniprof.run import inject, pod_to_service, trace
+from cniprof.tune import measure, tunes
 from cniprof.ui.console import wide_console
 
 DEFAULT_PAIRS = 5
@@ -28,22 +33,21 @@ DEFAULT_DURATION_S = 3.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="measure a tuning's gain on the lab (paired before/after runs, 95 % CI)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = commands.add(sub, "tune", __doc__)
     p.add_argument("--cni", default="flannel", help="CNI model of the lab (default flannel)")
     p.add_argument("--path", default=None, choices=("cross-node", "same-node", "pod-to-host", "pod-to-service"),
                    help="pod pair (default: the tuning's own path, pod-to-service for kube-proxy tunings, else the "
                         "model's default path); pod-to-service sends to the ClusterIP of `lab inject services=N`")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--try", dest="tries", action="append", metavar="NAME",
-                      help=f"tuning to measure (repeatable): {', '.join(catalog.TUNES)}")
+                      help=f"tuning to measure (repeatable): {', '.join(tunes.TUNES)}")
     what.add_argument("--auto", action="store_true", help="every tuning advised in --from RUN_DIR's findings.json")
     p.add_argument("--from", dest="from_dir", type=Path, metavar="RUN_DIR",
                    help="run directory whose findings.json --auto reads (and the default --output)")
     p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"pairs per tuning (default {DEFAULT_PAIRS})")
     p.add_argument("--duration", type=float, default=DEFAULT_DURATION_S,
                    help=f"seconds per run (default {DEFAULT_DURATION_S:g})")
-    p.add_argument("--generator", choices=tuple(catalog.GENERATORS),
+    p.add_argument("--generator", choices=tuple(tunes.GENERATORS),
                    help="override the tuning's generator (default iperf3 TCP throughput; connect for "
                         "services/netfilter tunings)")
     p.add_argument("--output", type=Path, metavar="DIR", help="where to write tune.json/csv and the graph")
@@ -82,14 +86,12 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--from {args.from_dir}: no such directory")
 
 
-def _path(args: argparse.Namespace, model: Any, tune: catalog.Tune) -> str:
+def _path(args: argparse.Namespace, model: Any, tune: tunes.Tune) -> str:
     return args.path or tune.path or model.default_path
 
 
 def _service_ip(topo: Any, path: str, b: Any) -> str | None:
     """Where the generators send on pod-to-service: the injected ClusterIP (UsageError without one)."""
-    from cniprof import pod_to_service
-    from cniprof.lab import inject
 
     if path != pod_to_service.PATH:
         return None
@@ -102,44 +104,38 @@ def _service_ip(topo: Any, path: str, b: Any) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cniprof import trace
-    from cniprof.cni import registry
-    from cniprof.lab import cleanup, realize
-    from cniprof.report import tune as tune_report
-    from cniprof.tune import measure
-
     _check(args)
     console = wide_console()
     names = args.tries if not args.auto else advised(args.from_dir)
     skipped: list[dict[str, str]] = []
-    tunes = []
+    chosen: list[tunes.Tune] = []
     for name in dict.fromkeys(names):
         try:
-            tunes.append(catalog.get(name))
+            chosen.append(tunes.get(name))
         except UsageError as e:
             if not args.auto:
                 raise
             skipped.append({"tuning": name, "reason": str(e)})
     model = registry.parse(args.cni)
-    for tune in tunes:
+    for tune in chosen:
         trace.chain_for(model, _path(args, model, tune))  # UsageError naming the model's paths
-    for tune in tunes:
-        catalog.generator(tune, args.generator)
+    for tune in chosen:
+        tunes.generator(tune, args.generator)
     realize.require_root("tune (it builds and changes the lab)")
     out = args.output or args.from_dir or Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
     topo, created = realize.up(model.cni, model.mode)
     records: list[measure.Record] = []
-    paths = list(dict.fromkeys(_path(args, model, t) for t in tunes))
+    paths = list(dict.fromkeys(_path(args, model, t) for t in chosen))
     meta: dict[str, Any] = {"cni": f"{topo.cni}:{topo.mode}", "path": ", ".join(paths),
                             "injections": list(topo.injections), "pairs": args.pairs, "duration_s": args.duration,
                             "tunings": {}, "skipped": skipped}
     try:
-        for tune in tunes:
+        for tune in chosen:
             path = _path(args, model, tune)
             a, b = trace.pick_pods(topo, path, None, None)
             meta.update(src=a.name, dst=b.name)
             dst_ip = _service_ip(topo, path, b)
-            gen = catalog.generator(tune, args.generator)
+            gen = tunes.generator(tune, args.generator)
             try:
                 plan = measure.plan(topo, tune)
             except UsageError as e:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import IO, Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import quote, unquote, urlencode
 
 import urllib3
 from kubernetes import client, config
@@ -27,7 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream
 
-from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.errors import CniprofError, EnvironmentProblem
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,7 +88,7 @@ class Cluster:
     def _request(self, verb: str, path: str, what: str, send: Callable[[], T], dry: Callable[[], T],
                  query: dict[str, Any] | None = None, note: str = "") -> T:
         """Journal one request, then send it (DryRun: answer `dry()` instead)."""
-        line = f"{verb} {path}" + (f"?{urlencode(query, doseq=True)}" if query else "") + (f"  # {note}" if note else "")
+        line = f"{verb} {path}" + (f"?{unquote(urlencode(query, doseq=True, quote_via=quote))}" if query else "") + (f"  # {note}" if note else "")
         self.calls.append(line)
         log.info("k8s: %s", line)
         try:
@@ -101,6 +102,15 @@ class Cluster:
     def refused(self, what: str, e: ApiException) -> CniprofError:
         status = int(e.status or 0)
         reason = _reason(e)
+        # an exec refused at the websocket upgrade comes as status 0 with websocket-client's message:
+        # "Handshake status 403 Forbidden -+-+- {headers} -+-+- {Status body}"
+        handshake = re.match(r"Handshake status (\d+) [^-]*-\+-\+- .*? -\+-\+- (.*)$", reason, re.DOTALL)
+        if status == 0 and handshake:
+            status = int(handshake[1])
+            try:
+                reason = str(json.loads(handshake[2])["message"])
+            except (ValueError, KeyError, TypeError):
+                reason = f"HTTP {status}"
         if status == 0:
             return EnvironmentProblem(f"{what}: cannot reach the API server at {self.server} ({reason})")
         if status in (401, 403):
@@ -116,7 +126,7 @@ class Cluster:
             info = client.VersionApi(self.api).get_code()
             return {"git_version": info.git_version, "platform": info.platform}
 
-        return self._request("GET", "/version", "reading the server version", send,
+        return self._request("GET", "/version/", "reading the server version", send,
                              lambda: {"git_version": "<server version>", "platform": "<platform>"})
 
     def read_pod(self, namespace: str, name: str) -> client.V1Pod:
@@ -242,11 +252,3 @@ class DryRun(Cluster):
         super()._request(verb, path, what, lambda: None, dry, query, note)
         print(self.calls[-1], file=self.out, flush=True)
         return dry()
-
-
-def usage_pod_ref(text: str) -> tuple[str, str]:
-    """NS/POD -> (namespace, name); a bare POD is in namespace default."""
-    ns, _, name = text.rpartition("/")
-    if not name or "/" in ns:
-        raise UsageError(f"pod {text!r}: give NAMESPACE/POD (or POD for namespace default)")
-    return (ns or "default"), name

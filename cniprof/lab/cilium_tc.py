@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cniprof.bpf import libbpf
-from cniprof.bpf.build import object_path
+from cniprof.bpf.build import object_path, rebuild_hint
 from cniprof.errors import EnvironmentProblem
 from cniprof.lab import cilium_abi as abi
 from cniprof.lab.nsutil import run_in_netns
@@ -77,7 +77,7 @@ def _checked(obj: libbpf.Object, name: str, key: type, value: type) -> libbpf.Ma
     m = obj.map(name)
     if (m.key_size, m.value_size) != (ctypes.sizeof(key), ctypes.sizeof(value)):
         raise EnvironmentProblem(f"{obj.path.name}: map {name} is {m.key_size}/{m.value_size} bytes, cniprof "
-                                 f"expects {ctypes.sizeof(key)}/{ctypes.sizeof(value)}: rebuild (scripts/setup.sh)")
+                                 f"expects {ctypes.sizeof(key)}/{ctypes.sizeof(value)}: {rebuild_hint()}")
     return m
 
 

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 
 from pyroute2 import netns as pr_netns
 
-from cniprof.lab import host_sysctl, state
-from cniprof.lab.topology import LAB_NETNS_PREFIX, NETNS_DIR, netns_inode
+from cniprof.cni.topology import LAB_NETNS_PREFIX, NETNS_DIR, netns_inode
+from cniprof.lab import host_sysctl, saved
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,10 @@ def teardown() -> tuple[list[str], bool, dict[str, list[int]]]:
 
     Returns (removed namespaces, whether a state file was removed, pids found inside removed namespaces).
     """
-    with state.locked():
+    with saved.locked():
         names = list_lab_namespaces()
         lingering = {n: p for n in names if (p := pids_in(n))}
         removed = remove_namespaces(names)
-        had_state = state.clear()
+        had_state = saved.clear()
     host_sysctl.restore_from_state()  # machine-wide sysctls a crashed study left changed
     return removed, had_state, lingering

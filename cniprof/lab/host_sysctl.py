@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cniprof.cni.topology import LAB_ID
 from cniprof.errors import CniprofError
-from cniprof.lab.state import STATE_DIR
-from cniprof.lab.topology import LAB_ID
+from cniprof.files import write_json
+from cniprof.lab.saved import STATE_DIR
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ def write(key: str, value: str) -> None:
 
 def _save(old: dict[str, str], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(old, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json(path, old)
 
 
 def restore(old: dict[str, str]) -> list[str]:

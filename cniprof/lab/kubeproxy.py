@@ -35,15 +35,15 @@ import ipaddress
 import logging
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TypeVar
 
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.lab.topology import Pod, Topology
+from cniprof.netns_exec import run_in
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -317,23 +317,8 @@ def default_target(topology: Topology) -> Pod:
 def _restore_tool() -> str:
     tool = shutil.which("iptables-restore")
     if not tool:
-        raise EnvironmentProblem("iptables-restore not found: run scripts/setup.sh (Debian package iptables)")
+        raise EnvironmentProblem("iptables-restore not found: install the Debian package iptables")
     return tool
-
-
-def _in_netns(netns: str, argv: list[str], stdin: str = "", what: str = "") -> str:
-    """Run argv inside netns; its stdout, or a one-line CniprofError with the tool's first error line."""
-    try:
-        proc = subprocess.run(["ip", "netns", "exec", netns, *argv], input=stdin, capture_output=True, text=True,
-                              timeout=RESTORE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        raise CniprofError(f"{what or argv[0]} in {netns} did not finish within {RESTORE_TIMEOUT_S} s") from None
-    except FileNotFoundError:
-        raise EnvironmentProblem("ip not found: run scripts/setup.sh (Debian package iproute2)") from None
-    if proc.returncode != 0:
-        first = next((ln.strip() for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
-        raise CniprofError(f"{what or argv[0]} failed in {netns}: {first}")
-    return proc.stdout
 
 
 def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str] | None = None,
@@ -351,7 +336,8 @@ def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str]
 
     def install(netns: str) -> int:
         _remove_in(netns)
-        _in_netns(netns, [tool, "--noflush", "--wait"], rules.text, "iptables-restore")
+        run_in(netns, [tool, "--noflush", "--wait"], stdin=rules.text, what="iptables-restore",
+               timeout_s=RESTORE_TIMEOUT_S)
         return rule_count(netns)
 
     counts, seconds = install_all(namespaces, install, _remove_in)
@@ -378,7 +364,7 @@ def install_all(namespaces: Sequence[str], install: Callable[[str], int],
 
 def rule_count(netns: str) -> int:
     """The KUBE-* rules a node namespace holds now (read back with iptables-save)."""
-    saved = _in_netns(netns, ["iptables-save"], what="iptables-save")
+    saved = run_in(netns, ["iptables-save"], what="iptables-save", timeout_s=RESTORE_TIMEOUT_S)
     return sum(1 for ln in saved.splitlines() if ln.startswith("-A ") and "KUBE-" in ln)
 
 
@@ -394,7 +380,8 @@ def installed(topology: Topology) -> tuple[str, ...]:
     rules it did not add alone (a trace on a reused lab) checks this first.
     """
     names = tuple(n.netns for n in topology.nodes)
-    saved = _each(names, lambda ns: _in_netns(ns, ["iptables-save"], what="iptables-save"))
+    saved = _each(names, lambda ns: run_in(ns, ["iptables-save"], what="iptables-save",
+                                           timeout_s=RESTORE_TIMEOUT_S))
     return tuple(ns for ns, text in zip(names, saved) if removal(text))
 
 
@@ -408,10 +395,11 @@ def _each(namespaces: Sequence[str], fn: Callable[[str], T]) -> list[T]:
 
 
 def _remove_in(netns: str) -> int:
-    saved = _in_netns(netns, ["iptables-save"], what="iptables-save")
+    saved = run_in(netns, ["iptables-save"], what="iptables-save", timeout_s=RESTORE_TIMEOUT_S)
     script = removal(saved)
     if script:
-        _in_netns(netns, [_restore_tool(), "--noflush", "--wait"], script, "iptables-restore (removal)")
+        run_in(netns, [_restore_tool(), "--noflush", "--wait"], stdin=script,
+               what="iptables-restore (removal)", timeout_s=RESTORE_TIMEOUT_S)
     _drop_empty_tables(netns)
     return script.count("\n-X ")
 
@@ -427,11 +415,13 @@ def _drop_empty_tables(netns: str) -> None:
         return
     for table in ("nat", "filter"):
         try:
-            listing = _in_netns(netns, [nft, "list", "table", "ip", table], what="nft list")
+            listing = run_in(netns, [nft, "list", "table", "ip", table], what="nft list",
+                             timeout_s=RESTORE_TIMEOUT_S)
         except CniprofError:
             continue  # no such table
         if _empty_iptables_table(listing, BUILTIN[table]):
-            _in_netns(netns, [nft, "delete", "table", "ip", table], what="nft delete table")
+            run_in(netns, [nft, "delete", "table", "ip", table], what="nft delete table",
+                   timeout_s=RESTORE_TIMEOUT_S)
 
 
 def _empty_iptables_table(listing: str, builtin: Sequence[str]) -> bool:

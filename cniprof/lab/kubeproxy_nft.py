@@ -25,10 +25,11 @@ import logging
 import shutil
 from collections.abc import Sequence
 
+from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.lab import kubeproxy
 from cniprof.lab.kubeproxy import Applied, Ruleset, Service
-from cniprof.lab.topology import Topology
+from cniprof.netns_exec import run_in
 
 log = logging.getLogger(__name__)
 
@@ -101,26 +102,29 @@ def ruleset(services: Sequence[Service], cluster_cidr: str) -> Ruleset:
 def _nft() -> str:
     tool = shutil.which("nft")
     if not tool:
-        raise EnvironmentProblem("nft not found: run scripts/setup.sh (Debian package nftables)")
+        raise EnvironmentProblem("nft not found: install the Debian package nftables")
     return tool
 
 
 def _has_table(netns: str) -> bool:
     # `list tables`, not `list table`: listing 20 000 chains takes tens of seconds on a loaded machine
-    tables = kubeproxy._in_netns(netns, [_nft(), "list", "tables"], what="nft list tables")
+    tables = run_in(netns, [_nft(), "list", "tables"], what="nft list tables",
+                    timeout_s=kubeproxy.RESTORE_TIMEOUT_S)
     return f"table ip {TABLE}" in tables.splitlines()
 
 
 def _remove_in(netns: str) -> int:
     if not _has_table(netns):
         return 0
-    kubeproxy._in_netns(netns, [_nft(), "delete", "table", "ip", TABLE], what="nft delete table")
+    run_in(netns, [_nft(), "delete", "table", "ip", TABLE], what="nft delete table",
+           timeout_s=kubeproxy.RESTORE_TIMEOUT_S)
     return 1
 
 
 def rule_count(netns: str) -> int:
     """Rules in the table's chains plus the service map's elements, read back with `nft list table`."""
-    return count_rules(kubeproxy._in_netns(netns, [_nft(), "list", "table", "ip", TABLE], what="nft list table"))
+    return count_rules(run_in(netns, [_nft(), "list", "table", "ip", TABLE], what="nft list table",
+                              timeout_s=kubeproxy.RESTORE_TIMEOUT_S))
 
 
 def count_rules(listing: str) -> int:
@@ -151,7 +155,8 @@ def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str]
 
     def install(netns: str) -> int:
         _remove_in(netns)
-        kubeproxy._in_netns(netns, [tool, "-f", "-"], rules.text, "nft -f")
+        run_in(netns, [tool, "-f", "-"], stdin=rules.text, what="nft -f",
+               timeout_s=kubeproxy.RESTORE_TIMEOUT_S)
         return rule_count(netns) if count else rules.rules
 
     counts, seconds = kubeproxy.install_all(namespaces, install, _remove_in)

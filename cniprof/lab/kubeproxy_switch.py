@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 
-from cniprof.bench.tunings import Change, Dev
+from cniprof.cni.topology import Topology
 from cniprof.errors import UsageError
 from cniprof.lab import kubeproxy, kubeproxy_nft
-from cniprof.lab.topology import Topology
+from cniprof.netns_exec import run_in
 
 ENTRY_CHAINS = {"PREROUTING": "nat-prerouting", "OUTPUT": "nat-output"}  # iptables base chain -> nft base chain
-_PORTALS = ("-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES")
+PORTALS = ("-m", "comment", "--comment", "kubernetes service portals", "-j", "KUBE-SERVICES")
 
 
 def stage(stack: ExitStack, topo: Topology, services: kubeproxy.Applied) -> None:
@@ -34,20 +34,5 @@ def stage(stack: ExitStack, topo: Topology, services: kubeproxy.Applied) -> None
                         count=False)
     for node in topo.nodes:
         for chain in ENTRY_CHAINS.values():
-            kubeproxy._in_netns(node.netns, ["nft", "flush", "chain", "ip", kubeproxy_nft.TABLE, chain],
-                                what="nft flush chain")
-
-
-def changes(topo: Topology) -> list[Change]:
-    """The switch to nftables mode on every node (with its exact revert), for bench tunings' apply/revert."""
-    out: list[Change] = []
-    for node in topo.nodes:
-        dev = Dev(node.netns, "kube-proxy", "node")
-        for ipt_chain, nft_chain in ENTRY_CHAINS.items():
-            out.append(Change(dev, f"iptables {ipt_chain} -> KUBE-SERVICES removed",
-                              ("iptables", "-t", "nat", "-D", ipt_chain, *_PORTALS),
-                              ("iptables", "-t", "nat", "-A", ipt_chain, *_PORTALS)))
-            out.append(Change(dev, f"nftables {nft_chain} -> services added",
-                              ("nft", "add", "rule", "ip", kubeproxy_nft.TABLE, nft_chain, "jump", "services"),
-                              ("nft", "flush", "chain", "ip", kubeproxy_nft.TABLE, nft_chain)))
-    return out
+            run_in(node.netns, ["nft", "flush", "chain", "ip", kubeproxy_nft.TABLE, chain],
+                   what="nft flush chain", timeout_s=kubeproxy.RESTORE_TIMEOUT_S)

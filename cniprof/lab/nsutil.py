@@ -19,9 +19,9 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from cniprof.cni.topology import LAB_NETNS_PREFIX
 from cniprof.errors import CniprofError
 from cniprof.lab.cleanup import list_lab_namespaces, remove_namespaces
-from cniprof.lab.topology import LAB_NETNS_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ import os
 from collections.abc import Callable
 
 from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.lab import kernel, state
+from cniprof.lab import kernel, saved
 from cniprof.lab.cleanup import list_lab_namespaces, remove_namespaces
 
 # re-exported: the helpers and constants used to live here, and callers still import them from realize
@@ -37,7 +38,6 @@ from cniprof.lab.nsutil import (  # noqa: F401
 from cniprof.lab.recipes import RECIPES
 from cniprof.lab.recipes.common import NodeSpec, PodSpec  # noqa: F401
 from cniprof.lab.recipes.flannel import FLANNEL_NODES  # noqa: F401
-from cniprof.lab.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,13 @@ def up(cni: str, mode: str | None = None) -> tuple[Topology, bool]:
     require_root("building the lab")
     cni, mode = parse_cni(cni, mode)
     check_kernel(cni, mode)
-    with state.locked():
-        current = state.load()
+    with saved.locked():
+        current = saved.load()
         existing = set(list_lab_namespaces())
         if current is not None and not existing:
             # stale record (its namespaces were deleted behind our back): nothing to protect, forget it
             log.info("forgetting the stale record of a %s/%s lab", current.cni, current.mode)
-            state.clear()
+            saved.clear()
             current = None
         if current is not None:
             missing = [n for n in current.namespaces() if n not in existing]
@@ -128,7 +128,7 @@ def up(cni: str, mode: str | None = None) -> tuple[Topology, bool]:
             )
         topology = realize(cni, mode)
         try:
-            state.save(topology)
+            saved.save(topology)
         except BaseException:
             with sigint_ignored():
                 remove_namespaces(topology.namespaces())

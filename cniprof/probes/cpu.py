@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from cniprof.analysis.symbols import Kallsyms, UserSymbols
 from cniprof.bpf import libbpf
+from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.probes import cpu_abi as abi
+from cniprof.probes.symbols import Kallsyms, UserSymbols
 
 DEFAULT_FREQ_HZ = 999
 MAX_SAMPLE_RATE = "/proc/sys/kernel/perf_event_max_sample_rate"
@@ -93,7 +94,7 @@ class CpuSampler:
             rodata = self.obj.rodata()
             if len(rodata) != ctypes.sizeof(abi.CpuCfg):
                 raise EnvironmentProblem(f"{obj_path.name}: .rodata is {len(rodata)} bytes, expected "
-                                         f"{ctypes.sizeof(abi.CpuCfg)}: rebuild with scripts/setup.sh")
+                                         f"{ctypes.sizeof(abi.CpuCfg)}: {rebuild_hint()}")
             cfg = abi.CpuCfg(int(user_stacks), 0)
             ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
         except BaseException:
@@ -108,7 +109,7 @@ class CpuSampler:
             m = self.obj.map(name)
             if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         "rebuild with scripts/setup.sh")
+                                         f"{rebuild_hint()}")
         for name in ("on_softirq_entry", "on_softirq_exit"):
             try:
                 self.obj.attach(name)

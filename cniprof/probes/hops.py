@@ -9,44 +9,23 @@ import ipaddress
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cniprof.bpf.btf import drop_reason_names, has_drop_reasons
+from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, RingBuffer, possible_cpus, prog_id
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
-
-if TYPE_CHECKING:
-    from cniprof.probes.plan import ExpectedHop
+from cniprof.probes.plan import Direction, ExpectedHop, Point
 
 
-@dataclass(frozen=True)
-class Point:
-    """A probe point with the names analysis uses; id is assigned by HopProbe in list order."""
-
-    event: str
-    netns: str
-    netns_ino: int
-    ifindex: int
-    device: str
-    role: str
-    node: str
-    pod: str | None = None
-    start_dir: int | None = None  # a packet of the traced flows starts tracking here, in this direction
-    end: bool = False  # tracking that ends after this point counts towards end-to-end
-    record: tuple[str, ...] = ()  # node agents: record kinds emitted here ("last", "first", "end": hops_abi.REC_FLAGS)
-
-
-@dataclass(frozen=True)
-class Direction:
-    dir: int
-    src_pod: str
-    dst_pod: str
-    src_ip: str
-    dst_ip: str
+def reason_names() -> dict[int, str]:
+    """Drop reason value -> name on this kernel, with DROP_REASON_UNKNOWN as 'unknown' (kernels without reasons)."""
+    names = drop_reason_names() if has_drop_reasons() else {}
+    return {**names, abi.DROP_REASON_UNKNOWN: "unknown"}
 
 
 def _ip_u32(ip: str) -> int:
@@ -91,28 +70,29 @@ class HopProbe:
         rodata = self.obj.rodata()
         if len(rodata) != ctypes.sizeof(abi.HopsCfg):
             raise EnvironmentProblem(f"{self.obj.path.name}: .rodata is {len(rodata)} bytes, expected "
-                                     f"{ctypes.sizeof(abi.HopsCfg)}: rebuild with scripts/setup.sh")
+                                     f"{ctypes.sizeof(abi.HopsCfg)}: {rebuild_hint()}")
         cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows), int(self.agent), int(max_records_per_s))
         if not self.agent:  # the single tracer never writes records: the smallest ring the kernel allows
             self.obj.set_max_entries("records", os.sysconf("SC_PAGE_SIZE"))
         self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
         events = {p.event for p in self.points}
-        wanted = {abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS)
+        # one kfree_skb program: with the reason argument where the kernel has one (5.17+), else without
+        self.drop_program = abi.DROP_PROGRAMS[has_drop_reasons()]
+        wanted = ({abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS) - {"on_kfree_skb"}
+                  | {self.drop_program})
         for name in self.obj.program_names():
             self.obj.set_autoload(name, name in wanted)
         self.programs = [n for n in self.obj.program_names() if n in wanted]
 
     def start(self) -> None:
-        from cniprof.bpf.btf import drop_reason_names
-
-        drop_reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
+        reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
         self.obj.load()
         for name, (kt, vt) in abi.MAP_TYPES.items():
             m = self.obj.map(name)
             if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         "rebuild with scripts/setup.sh")
+                                         f"{rebuild_hint()}")
         self._write_points()
         if self.agent:
             self.ring = RingBuffer(self.obj.map("records"))
@@ -225,8 +205,6 @@ class HopProbe:
         return {"count": int(v[0]), "sum_ns": int(v[1]), "buckets": {str(int(i)): int(buckets[i]) for i in nz}}
 
     def snapshot(self) -> dict:
-        from cniprof.bpf.btf import drop_reason_names
-
         hops = []
         for slot, e in enumerate(self.expected, start=1):
             hops.append({"from": e.src, "to": e.dst, "expected": True, "dir": e.dir, "seq": e.seq, "role": e.role,
@@ -240,7 +218,7 @@ class HopProbe:
             hops.append({"from": a, "to": b, "expected": False, "count": int(v[0]), "sum_ns": int(v[1]),
                          "buckets": {}})
         e2e = [{"dir": d.dir, **self._hist(abi.MAX_HOPS + d.dir)} for d in self.directions]
-        names = drop_reason_names()
+        names = reason_names()
         drops = []
         dm = self.obj.map("drops")
         for key in dm.keys(abi.DropKey):

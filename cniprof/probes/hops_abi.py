@@ -30,9 +30,13 @@ ATTACH_POINT = {
     "on_copy": "tp_btf/skb:skb_copy_datagram_iovec",
     "on_consume_skb": "tp_btf/skb:consume_skb",
     "on_kfree_skb": "tp_btf/skb:kfree_skb",
+    "on_kfree_skb_noreason": "tp_btf/skb:kfree_skb (no reason argument)",
 }
 # always attached: they end tracking (and record drops)
 END_PROGRAMS = ("on_consume_skb", "on_kfree_skb")
+# the drop program for kernels whose kfree_skb has no reason argument (< 5.17); it records DROP_REASON_UNKNOWN
+DROP_PROGRAMS = {True: "on_kfree_skb", False: "on_kfree_skb_noreason"}  # by "the kernel has drop reasons"
+DROP_REASON_UNKNOWN = 0xFFFFFFFF
 
 PT_START = 1
 PT_END = 2

@@ -8,8 +8,9 @@ histogram with the hop histograms' buckets. Packets that entered a hook and neve
 a rule) are counted as `unclosed`.
 
 How: BPF netfilter links (Linux 6.4+), created with raw bpf() from a helper thread inside each namespace
-(cniprof/bpf/nflink.py). Where links are refused the fallbacks would be fentry, then kprobe, on nf_hook_slow;
-neither is implemented yet, and the probe says so in one line rather than reporting anything else.
+(cniprof/bpf/nflink.py). Where links are refused: fentry/fexit on nf_hook_slow, which runs all the hook
+functions of one hook for one packet (x86_64 5.5+, arm64 6.4+), else kprobe/kretprobe on it (any kernel with
+kprobes). The snapshot's "attach" says which ran; the doctor's calibration chooses it (features.best_for).
 
 Snapshot:
     {"version": 1, "attach": "netfilter_link", "elapsed_s": float, "addresses": [ip, ...],
@@ -31,22 +32,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cniprof.bpf import libbpf, nflink
-from cniprof.bpf.build import object_path
+from cniprof.bpf.build import object_path, rebuild_hint
+from cniprof.bpf.features import calibrate, errno_text
 from cniprof.bpf.libbpf import Object, possible_cpus
+from cniprof.bpf.prog_stats import prog_stats
+from cniprof.cni.topology import Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.probes import nfhooks_abi as abi
 
 if TYPE_CHECKING:
     from cniprof.bpf.features import Features
-    from cniprof.lab.topology import Topology
 
 OBJECT = "nfhooks"
 NETNS_DIR = Path("/run/netns")
 HOOKS = tuple(nflink.HOOK_ENUMS)  # PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING
 PRIORITY_FIRST = nflink.NF_IP_PRI_FIRST + 1
 PRIORITY_LAST = nflink.NF_IP_PRI_LAST - 1
-_NOT_IMPLEMENTED = ("the {what} fallback on nf_hook_slow is not implemented yet (KNOWN_ISSUES.md, "
-                    "\"Netfilter cost per hook\")")
 
 
 def select_attach(features: Features) -> str:
@@ -55,16 +56,11 @@ def select_attach(features: Features) -> str:
     Preference: netfilter links, then fentry, then kprobe on nf_hook_slow (features.PURPOSES["netfilter"]).
     """
     best = features.best_for("netfilter")
-    if best == "netfilter_link":
+    if best is not None:
         return best
-    refused = f"this kernel refuses BPF netfilter links ({features.netfilter_link.detail})"
-    if best == "fentry":
-        return best
-    if best == "kprobe":
-        raise EnvironmentProblem(f"netfilter cost per hook: {refused}; "
-                                 + _NOT_IMPLEMENTED.format(what=best))
-    raise EnvironmentProblem(f"netfilter cost per hook is unavailable: {refused}, and neither fentry nor "
-                             "kprobes are allowed on nf_hook_slow")
+    raise EnvironmentProblem(f"netfilter cost per hook is unavailable: this kernel refuses BPF netfilter links "
+                             f"({features.netfilter_link.detail}), fentry ({features.fentry.detail}) and kprobes "
+                             f"({features.kprobe.detail}): run without --nf")
 
 
 def netns_path(name: str) -> str:
@@ -144,27 +140,26 @@ class NfHookProbe:
             raise EnvironmentProblem("the netfilter cost probe loads BPF programs: run as root")
         self.inodes = [self._inode(n) for n in self.netns]
         if self.features is None:
-            from cniprof.bpf.features import calibrate
-
             self.features = calibrate()
         self.attach = select_attach(self.features)
-        c = nflink.constants()
-        if [c.hooks[h] for h in HOOKS] != list(range(abi.NF_HOOKS)):
-            raise EnvironmentProblem(f"enum nf_inet_hooks has unexpected values {c.hooks} in this kernel's BTF; "
+        hooks = nflink.hook_numbers()
+        if [hooks[h] for h in HOOKS] != list(range(abi.NF_HOOKS)):
+            raise EnvironmentProblem(f"enum nf_inet_hooks has unexpected values {hooks} in this kernel's BTF; "
                                      "bpf/nfhooks.bpf.c indexes hooks 0..4")
         self.ncpu = possible_cpus()
         self.obj = Object(self.obj_path or object_path(OBJECT))
-        if self.attach == "fentry":
-            self._start_fentry()
+        for name in self.obj.program_names():  # only the chosen pair: one refused program fails the whole load
+            self.obj.set_autoload(name, name in abi.PROGRAMS_OF[self.attach])
+        if self.attach != "netfilter_link":
+            self._start_traced()
             return
-        for name in abi.FENTRY_PROGRAMS:  # a kernel that refuses fentry would refuse the whole object
-            self.obj.set_autoload(name, False)
+        c = nflink.constants()
         for name in abi.PROGRAMS:
             try:
                 libbpf.set_program_type(self.obj, name, c.prog_type, c.attach_type)
             except KeyError:
-                raise EnvironmentProblem(f"{self.obj.path.name} has no program {name}: rebuild with "
-                                         "scripts/setup.sh") from None
+                raise EnvironmentProblem(f"{self.obj.path.name} has no program {name}: "
+                                         f"{rebuild_hint()}") from None
         self.obj.load()
         self._check_maps()
         self._configure()
@@ -173,21 +168,24 @@ class NfHookProbe:
             nflink.in_netns(netns_path(netns), lambda netns=netns: self._link_all(c, fds, netns))
         self.started_at = time.monotonic()
 
-    def _start_fentry(self) -> None:
-        """fentry/fexit on nf_hook_slow: one pair of programs for every namespace and hook (filtered in BPF by
-        the namespaces configured). Chosen only where the doctor's calibration found fentry allowed; this path
-        cannot run on kernels that refuse fentry, such as our CI machines."""
-        for name in abi.PROGRAMS:
-            self.obj.set_autoload(name, False)
+    def _start_traced(self) -> None:
+        """fentry/fexit or kprobe/kretprobe on nf_hook_slow: one pair of programs for every namespace and hook
+        (the namespaces are filtered in BPF). Chosen only where the doctor's calibration found the type allowed."""
+        from cniprof.bpf.features import errno_text
+
         self.obj.load()
         self._check_maps()
         self._configure()
-        for name in abi.FENTRY_PROGRAMS:
-            self.obj.attach(name)
+        for name in abi.PROGRAMS_OF[self.attach]:
+            try:
+                self.obj.attach(name)
+            except OSError as e:
+                raise EnvironmentProblem(f"cannot attach the netfilter cost probe ({self.attach}) to nf_hook_slow: "
+                                         f"{errno_text(e.errno)}") from None
         self.started_at = time.monotonic()
 
     def _programs(self) -> tuple[str, ...]:
-        return abi.FENTRY_PROGRAMS if self.attach == "fentry" else abi.PROGRAMS
+        return abi.PROGRAMS_OF[self.attach] if self.attach else ()
 
     @staticmethod
     def _inode(name: str) -> int:
@@ -201,7 +199,7 @@ class NfHookProbe:
             m = self.obj.map(name)
             if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
                 raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         "rebuild with scripts/setup.sh")
+                                         f"{rebuild_hint()}")
 
     def _configure(self) -> None:
         zero = ctypes.c_uint32(0)
@@ -216,7 +214,6 @@ class NfHookProbe:
 
     def _link_all(self, c: nflink.NfConstants, fds: dict[str, int], netns: str) -> None:
         """In a thread inside netns: link both programs on every hook (closing program first)."""
-        from cniprof.bpf.features import errno_text
 
         for name in abi.PROGRAMS:
             priority = PRIORITY_FIRST if name == "nf_first" else PRIORITY_LAST
@@ -282,7 +279,6 @@ class NfHookProbe:
 
     def prog_stats(self) -> dict[str, dict[str, int]]:
         """Kernel run time and run count of each program (kernel.bpf_stats_enabled must be on while it runs)."""
-        from cniprof.bpf.stats import prog_stats
 
         if self.obj is None:
             raise UsageError("netfilter cost probe not started")

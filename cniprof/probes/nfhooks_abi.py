@@ -18,6 +18,8 @@ NF_STAMP_WAYS = 16
 # closing program would count as unclosed)
 PROGRAMS = ("nf_last", "nf_first")  # netfilter links
 FENTRY_PROGRAMS = ("nf_slow_enter", "nf_slow_exit")  # fallback: fentry/fexit on nf_hook_slow
+KPROBE_PROGRAMS = ("nf_kp_enter", "nf_kp_exit")  # last resort: kprobe/kretprobe on nf_hook_slow
+PROGRAMS_OF = {"netfilter_link": PROGRAMS, "fentry": FENTRY_PROGRAMS, "kprobe": KPROBE_PROGRAMS}
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cniprof.cni.model import Chain, Step
+from cniprof.cni.topology import Pod, Topology, netns_inode
 from cniprof.errors import CniprofError
-from cniprof.lab.topology import Pod, Topology, netns_inode
-from cniprof.probes.hops import Direction, Point
 
 # Each event a tracked packet passes costs a clock read and a histogram update (benchmarks/overhead.py), so the
 # default is one point where a packet is handed to a device (queue) and one where a device hands it to the stack
@@ -22,6 +21,32 @@ from cniprof.probes.hops import Direction, Point
 # still shows in the hop that starts at the device's queue point.
 DEFAULT_EVENTS = ("queue", "receive")
 FULL_EVENTS = ("queue", "rx", "receive")
+
+
+@dataclass(frozen=True)
+class Point:
+    """A probe point with the names analysis uses; id is assigned by HopProbe in list order."""
+
+    event: str
+    netns: str
+    netns_ino: int
+    ifindex: int
+    device: str
+    role: str
+    node: str
+    pod: str | None = None
+    start_dir: int | None = None  # a packet of the traced flows starts tracking here, in this direction
+    end: bool = False  # tracking that ends after this point counts towards end-to-end
+    record: tuple[str, ...] = ()  # node agents: record kinds emitted here ("last", "first", "end": hops_abi.REC_FLAGS)
+
+
+@dataclass(frozen=True)
+class Direction:
+    dir: int
+    src_pod: str
+    dst_pod: str
+    src_ip: str
+    dst_ip: str
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,11 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from cniprof.bench.archive import stats_table
-from cniprof.compare import BASELINE, pct_of
+from cniprof.advise.engine import advise_study
+from cniprof.advise.finding import Finding
+from cniprof.advise.render import FINDINGS_JSON
+from cniprof.analysis.compare import BASELINE, pct_of
+from cniprof.analysis.stats import stats_table
 from cniprof.errors import UsageError
 
 HOST = BASELINE  # the model every other one is expressed as a % of
@@ -200,9 +203,6 @@ def cpu_rich_table(study: Study, table: pd.DataFrame | None = None) -> Table | N
 def findings(study: Study) -> list[Any]:
     """The study's ranked findings (cniprof.advise): findings.json when `cniprof advise` wrote one, else computed
     from the traced runs; [] for an untraced study."""
-    from cniprof.advise.engine import advise_study
-    from cniprof.advise.finding import Finding
-    from cniprof.advise.render import FINDINGS_JSON
 
     saved = study.root / FINDINGS_JSON
     if saved.is_file():

@@ -17,15 +17,15 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from cniprof.analysis import paired
 from cniprof.errors import UsageError
-from cniprof.report.export import _write_json
+from cniprof.files import write_json
 from cniprof.report.graphs import _save, plt
 from cniprof.report.study import fmt
-from cniprof.tune import pairs
 
 TUNE_CSV = "tune.csv"
 TUNE_JSON = "tune.json"
-STYLE = {pairs.HELPS: "green", pairs.HURTS: "red", pairs.NO_EFFECT: "yellow"}
+STYLE = {paired.HELPS: "green", paired.HURTS: "red", paired.NO_EFFECT: "yellow"}
 
 
 def effects(runs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -35,10 +35,10 @@ def effects(runs: pd.DataFrame) -> list[dict[str, Any]]:
         metric = g["metric"].iloc[0]
         higher = bool(g["higher_is_better"].iloc[0])
         by_pair = g.pivot_table(index="pair", columns="arm", values=metric, aggfunc="first")
-        base = [_num(v) for v in by_pair.get(pairs.BASELINE, pd.Series(dtype=float))]
-        tuned = [_num(v) for v in by_pair.get(pairs.TUNED, pd.Series(dtype=float))]
+        base = [_num(v) for v in by_pair.get(paired.BASELINE, pd.Series(dtype=float))]
+        tuned = [_num(v) for v in by_pair.get(paired.TUNED, pd.Series(dtype=float))]
         n = min(len(base), len(tuned))
-        e = pairs.effect(base[:n], tuned[:n], higher)
+        e = paired.effect(base[:n], tuned[:n], higher)
         out.append({"tuning": tuning, "generator": generator, "tool": g["tool"].iloc[0], "metric": metric,
                     "higher_is_better": higher, "path": str(g["path"].iloc[0]) if "path" in g else "", **vars(e)})
     return out
@@ -63,7 +63,7 @@ def rich_table(rows: list[dict[str, Any]], title: str = "tune: paired before/aft
         t.add_row(r["tuning"], r.get("path") or "-", r["generator"], r["metric"], fmt(r["metric"], r["baseline_median"]),
                   fmt(r["metric"], r["tuned_median"]), _gain(r["gain_median"]), ci, pairs_text,
                   Text(r["verdict"], style=STYLE.get(r["verdict"], "")))
-    t.caption = f"gain = tuned / baseline (baseline / tuned for latency); {pairs.CI_METHOD}"
+    t.caption = f"gain = tuned / baseline (baseline / tuned for latency); {paired.CI_METHOD}"
     return t
 
 
@@ -79,10 +79,10 @@ def graph(runs: pd.DataFrame, rows: list[dict[str, Any]], out: Path, name: str =
         meds = [r["baseline_median"] or 0.0, r["tuned_median"] or 0.0]
         ax.bar([0, 1], [m / scale for m in meds], 0.55, color=["0.6", "tab:blue"], alpha=0.5)
         for _, p in by_pair.iterrows():
-            ys = [p.get(pairs.BASELINE), p.get(pairs.TUNED)]
+            ys = [p.get(paired.BASELINE), p.get(paired.TUNED)]
             if all(pd.notna(y) for y in ys):
                 ax.plot([0, 1], [y / scale for y in ys], marker="o", color="0.25", linewidth=0.8, markersize=3)
-        ax.set_xticks([0, 1], [pairs.BASELINE, r["tuning"]])
+        ax.set_xticks([0, 1], [paired.BASELINE, r["tuning"]])
         ax.set_ylabel(f"{r['metric']} ({unit})")
         ci = "" if r["ci_low"] is None else f"\nCI {r['ci_low']:.3f}..{r['ci_high']:.3f}"
         ax.set_title(f"{r['tuning']} ({r['generator']}): {_gain(r['gain_median'])}{ci}\n{r['verdict']}",
@@ -108,7 +108,7 @@ def write(out: Path, runs: pd.DataFrame, meta: dict[str, Any]) -> tuple[list[dic
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / TUNE_CSV, index=False)
     rows = effects(runs) if not runs.empty else []
-    _write_json(out / TUNE_JSON, {**meta, "ci_method": pairs.CI_METHOD, "effects": rows})
+    write_json(out / TUNE_JSON, {**meta, "ci_method": paired.CI_METHOD, "effects": rows})
     return rows, [out / TUNE_CSV, out / TUNE_JSON, *graph(runs, rows, out)]
 
 

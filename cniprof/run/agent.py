@@ -24,15 +24,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from cniprof import __version__, pod_to_service
+from cniprof import __version__
 from cniprof.analysis import clock
 from cniprof.bpf.build import object_path
 from cniprof.cni import registry
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.lab import state
-from cniprof.lab.topology import Pod, Topology
+from cniprof.interrupts import exit_status, sigterm_interrupts
+from cniprof.lab import saved
+from cniprof.node import detect
 from cniprof.probes import plan as planning
 from cniprof.probes.hops import HopProbe
+from cniprof.run import pod_to_service
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,6 @@ PROTOCOL = 1
 POLL_S = 0.1  # stdin, the ring buffer and the parent are checked this often (stdin EOF -> stopped within 1 s)
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 MAX_LINE = 1 << 20
-
-
-class Terminated(Exception):
-    """SIGTERM: unwind like an interrupt, exit 143."""
 
 
 def hello(node: str) -> dict[str, Any]:
@@ -64,7 +63,7 @@ def node_topology(spec: dict[str, Any], node: str) -> Topology:
     """This node as a Topology: the lab's node (lab) or the node as detected (live)."""
     kind = spec.get("topology", "lab")
     if kind == "lab":
-        topo = state.load()
+        topo = saved.load()
         if topo is None:
             raise EnvironmentProblem("no cniprof lab is up on this machine: `cniprof lab up` first (with the "
                                      "coordinator's CNIPROF_LAB_ID)")
@@ -74,8 +73,6 @@ def node_topology(spec: dict[str, Any], node: str) -> Topology:
             names = ", ".join(n.name for n in topo.nodes)
             raise UsageError(f"the lab has no node {node!r}; its nodes: {names}") from None
     if kind == "live":
-        from cniprof.cni import detect
-
         _, topo, _ = detect.resolve(Path("/"), spec.get("netns"))
         return topo
     raise UsageError(f"start: spec.topology must be lab or live, not {kind!r}")
@@ -253,15 +250,13 @@ class Agent:
 
 @contextlib.contextmanager
 def _signals() -> Iterator[None]:
-    def term(signum: int, frame: object) -> None:
-        raise Terminated
-
-    old = signal.signal(signal.SIGTERM, term)
+    """SIGTERM and SIGINT unwind (detaching everything): SIGINT even when the agent was started with it ignored
+    (a background job's children inherit that), since the protocol promises both."""
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        yield
+        with sigterm_interrupts():
+            yield
     finally:
-        signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
 
 
@@ -289,10 +284,8 @@ def main(node: str | None = None) -> int:
                 agent.loop()
             finally:
                 agent.close()
-    except Terminated:
-        return 143
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as interrupt:  # SIGTERM (interrupts.Terminated) or SIGINT
+        return exit_status(interrupt)
     except BrokenPipeError:  # whoever read our stdout is gone: nothing left to tell
         return 0
     return 0

@@ -21,8 +21,8 @@ import numpy as np
 from cniprof.analysis import clock, node_merge
 from cniprof.analysis.hops import direction_label
 from cniprof.cni.model import Chain
+from cniprof.cni.topology import Pod
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.lab.topology import Pod
 from cniprof.probes import plan as planning
 from cniprof.run.channel import Channel, ChannelClosed, LocalChannel, local_env
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.netns_exec import argv_in
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -46,24 +47,16 @@ def require_netns(name: str) -> None:
         raise UsageError(f"network namespace {name!r} does not exist (no {NETNS_DIR / name})")
 
 
+# Debian packages of the tools whose name is not their package's
+DEBIAN_PACKAGES = {"ip": "iproute2", "ping": "iputils-ping", "nginx": "nginx-light"}
+
+
 def require_tool(tool: str) -> str:
     """Path of an executable, or an EnvironmentProblem that says how to get it."""
     path = shutil.which(tool)
     if not path:
-        raise EnvironmentProblem(f"{tool} not found: run scripts/setup.sh (it installs the traffic tools)")
+        raise EnvironmentProblem(f"{tool} not found: install the Debian package {DEBIAN_PACKAGES.get(tool, tool)}")
     return path
-
-
-def netns_argv(netns: str, argv: list[str]) -> list[str]:
-    """argv wrapped to run inside netns, with a parent-death SIGKILL when setpriv is available.
-
-    `ip netns exec` execs the command in place (no extra fork), so the pid we get is the command's pid.
-    """
-    wrapped = ["ip", "netns", "exec", netns, *argv]
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        wrapped = [setpriv, "--pdeathsig", "KILL", "--", *wrapped]
-    return wrapped
 
 
 _live: weakref.WeakSet[BackgroundProcess] = weakref.WeakSet()
@@ -91,7 +84,7 @@ class BackgroundProcess:
         env = dict(os.environ, LC_ALL="C", **(self.env or {}))
         try:
             self._proc = subprocess.Popen(
-                netns_argv(self.netns, self.argv),
+                argv_in(self.netns, self.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=self._out,
                 stderr=self._err,

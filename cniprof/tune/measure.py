@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Run one tuning's pairs on the lab: for each pair a baseline run and a tuned run (ABBA order, cniprof.tune.pairs),
+"""Run one tuning's pairs on the lab: for each pair a baseline run and a tuned run (ABBA order, cniprof.analysis.paired),
 the tuning applied for the tuned run only and reverted right after it (tunings.applied), so the lab is exactly as
 it was between runs, at the end, and after Ctrl-C (the context managers unwind on KeyboardInterrupt).
 
@@ -15,13 +15,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from cniprof.bench import generators, tunings
+from cniprof.analysis import paired
+from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import CniprofError, UsageError
-from cniprof.lab import inject
-from cniprof.lab.topology import Pod, Topology
-from cniprof.scenario import GeneratorSpec
-from cniprof.tune import pairs as pairing
-from cniprof.tune.catalog import Tune
+from cniprof.lab import tunings
+from cniprof.run import generators, inject
+from cniprof.run.generators import GeneratorSpec
+from cniprof.tune.tunes import Tune
 
 log = logging.getLogger(__name__)
 RETRIES = 1  # a run whose generator failed (e.g. a port still in TIME_WAIT) is tried once more
@@ -101,10 +101,10 @@ def measure(topo: Topology, tune: Tune, gen: GeneratorSpec, a: Pod, b: Pod, n_pa
     metric, higher = generators.PRIMARY[gen.tool]
     records: list[Record] = []
     for pair in range(n_pairs):
-        for position, arm in enumerate(pairing.order(pair)):
+        for position, arm in enumerate(paired.order(pair)):
             if on_run is not None:
                 on_run(pair, arm)
-            tuned = arm == pairing.TUNED
+            tuned = arm == paired.TUNED
             values = one_run(topo, a, b, gen, duration_s, p.spec if tuned else {},
                              p.tuned_pin if tuned else p.base_pin, dst_ip)
             records.append(Record(tune.name, gen.name, gen.tool, metric, higher, pair + 1, arm, position, values))

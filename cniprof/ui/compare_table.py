@@ -12,7 +12,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from cniprof.compare import Comparison, Row
+from cniprof.analysis.compare import Comparison, Row
 from cniprof.ui.tables import DASH, fmt_count, fmt_us
 
 SECTION_TITLES = {"throughput": "", "end-to-end": "end to end", "hop": "per hop (mean µs)"}

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cniprof import trace
 from cniprof.analysis import clock
 from cniprof.bpf.build import object_path
 from cniprof.cni import registry
-from cniprof.lab.topology import Pod, Topology
+from cniprof.cni.topology import Pod, Topology
 from cniprof.probes import plan as planning
 from cniprof.probes.hops import HopProbe
-from cniprof.run import coordinator
+from cniprof.run import coordinator, trace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # the pure comparisons live with the unit tests
 from agents_data import disagreements, hop_means, offset_error_ns, wire_keys

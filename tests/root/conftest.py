@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # the package is used from the work tree, not installed
     sys.path.insert(0, str(ROOT))
 
-from cniprof.lab import cleanup, realize, state
-from cniprof.lab.topology import LAB_NETNS_PREFIX, NETNS_PREFIX, Topology
+from cniprof.cni.topology import LAB_NETNS_PREFIX, NETNS_PREFIX, Topology
+from cniprof.lab import cleanup, realize, saved
 
 IS_ROOT = os.geteuid() == 0
 
@@ -51,9 +51,9 @@ def cniprof_namespaces() -> set[str]:
 def _remove_leaked(leaked: set[str]) -> None:
     """Remove leaked lab namespaces so one leak does not cascade; forget a recorded lab they were part of."""
     cleanup.remove_namespaces(n for n in leaked if n.startswith(LAB_NETNS_PREFIX))
-    recorded = state.load()
+    recorded = saved.load()
     if recorded is not None and set(recorded.namespaces()) & leaked:
-        state.clear()
+        saved.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -91,7 +91,7 @@ def lab() -> Iterator[Topology]:
     """
     if not IS_ROOT:
         pytest.skip("the lab needs root")
-    recorded, existing = state.load(), set(cleanup.list_lab_namespaces())
+    recorded, existing = saved.load(), set(cleanup.list_lab_namespaces())
     if existing and (recorded is None or not set(recorded.namespaces()) <= existing):
         cleanup.teardown()
     topology, created = realize.up("flannel", "vxlan")

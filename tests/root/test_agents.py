@@ -23,12 +23,12 @@ import psutil
 import pytest
 from agents_pair import disagreements, offset_error_ns, paired, wire_keys
 
-from cniprof import trace
 from cniprof.analysis import clock, path_check
 from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.lab import cleanup, realize
-from cniprof.lab.topology import Topology
 from cniprof.probes import plan as planning
+from cniprof.run import trace
 from cniprof.run.channel import LocalChannel, local_env
 from cniprof.run.coordinator import specs_for_pair
 from cniprof.traffic.iperf3 import Iperf3

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from cniprof.bpf import stats
+from cniprof.bpf import prog_stats
 from cniprof.bpf.btf import vmlinux
 from cniprof.bpf.build import object_path
 from cniprof.bpf.libbpf import Object, prog_info
@@ -30,26 +30,26 @@ def test_decodes_at_btf_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
     buf = bytearray(vmlinux().sizeof("bpf_prog_info"))
     struct.pack_into("=Q", buf, layout["run_time_ns"][0], 123_456_789_012)
     struct.pack_into("=Q", buf, layout["run_cnt"][0], 42)
-    monkeypatch.setattr(stats, "prog_info", lambda fd, size: bytes(buf[:size]))
-    assert stats.prog_stats(3) == (123_456_789_012, 42)
+    monkeypatch.setattr(prog_stats, "prog_info", lambda fd, size: bytes(buf[:size]))
+    assert prog_stats.prog_stats(3) == (123_456_789_012, 42)
 
 
 def test_short_info_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stats, "prog_info", lambda fd, size: bytes(64))
+    monkeypatch.setattr(prog_stats, "prog_info", lambda fd, size: bytes(64))
     with pytest.raises(EnvironmentProblem, match="too few"):
-        stats.prog_stats(3)
+        prog_stats.prog_stats(3)
 
 
 @pytest.fixture
 def stats_enabled() -> Iterator[None]:
-    with open(stats.STATS_SYSCTL) as f:
+    with open(prog_stats.STATS_SYSCTL) as f:
         old = f.read().strip()
-    with open(stats.STATS_SYSCTL, "w") as f:
+    with open(prog_stats.STATS_SYSCTL, "w") as f:
         f.write("1")
     try:
         yield
     finally:
-        with open(stats.STATS_SYSCTL, "w") as f:
+        with open(prog_stats.STATS_SYSCTL, "w") as f:
             f.write(old)
 
 
@@ -90,14 +90,14 @@ def test_live_program_matches_bpftool(stats_enabled: None) -> None:
             obj.set_autoload(name, name == "on_consume_skb")
         obj.load()
         fd = obj.prog_fd("on_consume_skb")
-        assert stats.prog_stats(fd) == (0, 0)  # fresh program, nothing ran yet
+        assert prog_stats.prog_stats(fd) == (0, 0)  # fresh program, nothing ran yet
         obj.attach("on_consume_skb")
         _loopback_tcp()
         layout = vmlinux().struct_layout("bpf_prog_info")
         (prog_id,) = struct.unpack_from("=I", prog_info(fd, vmlinux().sizeof("bpf_prog_info")), layout["id"][0])
-        first = stats.prog_stats(fd)
+        first = prog_stats.prog_stats(fd)
         tool = _bpftool_stats(prog_id)
-        last = stats.prog_stats(fd)
+        last = prog_stats.prog_stats(fd)
     finally:
         obj.close()
     assert first[1] > 0 and first[0] > 0, first

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from cniprof import trace
 from cniprof.analysis import path_check
 from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.errors import UsageError
 from cniprof.lab import cilium_abi as abi
-from cniprof.lab import cleanup, realize, state
-from cniprof.lab.topology import Topology
+from cniprof.lab import cleanup, realize, saved
+from cniprof.run import trace
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("bpftool") is None, reason="bpftool not installed")]
@@ -146,7 +146,7 @@ def _trace(spec: str, path: str, traffic: str, count: int) -> trace.TraceResult:
 
 def _problems(res: trace.TraceResult, directions: tuple[int, ...], count: int) -> list[str]:
     """Everything that differs from "exactly `count` packets along exactly the model's chain"."""
-    snap = res.snapshot
+    snap = res.record.snapshot
     label = f"{res.model.spec} {snap['directions'][0]['src_pod']}→{snap['directions'][0]['dst_pod']}"
     out = []
     for d in directions:
@@ -165,8 +165,8 @@ def _problems(res: trace.TraceResult, directions: tuple[int, ...], count: int) -
 
 def _path(res: trace.TraceResult) -> tuple[list[str], set[str]]:
     """Direction 0's hop roles and the device roles of its points."""
-    points = {p["id"]: p for p in res.snapshot["points"]}
-    hops = sorted((h for h in res.snapshot["hops"] if h["expected"] and h["dir"] == 0), key=lambda h: h["seq"])
+    points = {p["id"]: p for p in res.record.snapshot["points"]}
+    hops = sorted((h for h in res.record.snapshot["hops"] if h["expected"] and h["dir"] == 0), key=lambda h: h["seq"])
     return [h["role"] for h in hops], {points[h[k]]["role"] for h in hops for k in ("from", "to")}
 
 
@@ -202,7 +202,7 @@ def test_cilium_lab(mode: str, no_lab: None) -> None:
             before = {ns: _metrics(pid) for ns, pid in node_prog.items()}
             res = _trace(spec, path, "udp", N)
             after = {ns: _metrics(pid) for ns, pid in node_prog.items()}
-            assert res.traffic["received"] == N, (path, res.traffic)
+            assert res.record.traffic["received"] == N, (path, res.record.traffic)
             problems += _problems(res, (0,), N)
             roles, devices = _path(res)
             assert "bridge" not in devices and not any("ip forward" in r for r in roles), (path, roles)
@@ -226,7 +226,7 @@ def test_cilium_lab(mode: str, no_lab: None) -> None:
     finally:
         cleanup.teardown()
     assert not problems, "\n".join(problems)
-    assert cleanup.list_lab_namespaces() == [] and state.load() is None
+    assert cleanup.list_lab_namespaces() == [] and saved.load() is None
 
     # the filters held the programs, the programs their maps: all gone with the namespaces (freed asynchronously)
     deadline = time.monotonic() + 10.0

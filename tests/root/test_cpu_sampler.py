@@ -21,7 +21,7 @@ from cniprof.bpf.build import object_path
 from cniprof.errors import EnvironmentProblem
 from cniprof.probes.cpu import CpuSampler, online_cpus
 from cniprof.probes.cpu_abi import PROGRAMS
-from cniprof.report.folded import SPEEDSCOPE_SCHEMA
+from cniprof.report.cpu_profile import SPEEDSCOPE_SCHEMA
 from cniprof.traffic.iperf3 import Iperf3
 
 pytestmark = pytest.mark.root

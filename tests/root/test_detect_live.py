@@ -17,9 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cniprof.cni import detect, registry
+from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.lab import cleanup, kernel, realize
-from cniprof.lab.topology import Topology
+from cniprof.node import detect
 
 pytestmark = pytest.mark.root
 

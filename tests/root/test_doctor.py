@@ -148,6 +148,10 @@ def test_cli_json_has_every_feature_and_leaves_nothing() -> None:
     assert list(data["features"]) == list(NAMES)
     assert data["per_hop_tracing"] is True
     assert Features.from_dict(data).tp_btf.available
+    objects = data["bpf_objects"]
+    assert objects["machine"] == os.uname().machine and objects["dir"] == str(object_dir())
+    assert "hops" in objects["objects"] and "features" in objects["objects"]
+    assert objects["available"]["x86_64"] == objects["available"]["aarch64"] == objects["objects"]
     assert after["our_programs"] == [] and after["probe_netns"] == []
     assert not set(after["links"]) - set(before["links"])
 
@@ -158,3 +162,4 @@ def test_cli_table() -> None:
     for label in features.LABELS.values():
         assert label in proc.stdout
     assert "✓ per-hop tracing can run here" in proc.stdout
+    assert f"BPF objects: {os.uname().machine} (" in proc.stdout and "carried for x86_64, aarch64" in proc.stdout

@@ -20,25 +20,20 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
+from cniprof.cni.topology import LAB_NETNS_PREFIX, NETNS_PREFIX, Topology, netns_inode
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.lab import cleanup, realize, state
+from cniprof.lab import cleanup, realize, saved
 from cniprof.lab.realize import run_in_netns
 from cniprof.lab.recipes import flannel as flannel_recipe
-from cniprof.lab.topology import LAB_NETNS_PREFIX, NETNS_PREFIX, Topology, netns_inode
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# cli.main imports every subcommand module; only `lab` is under test here, so the others (owned elsewhere,
-# maybe not written yet) are left out. The error-to-exit-code mapping of cli.main is still the one exercised.
-CLI_SHIM = (
-    "import sys; from cniprof.cli import main as m; m.SUBCOMMANDS = ('lab',); sys.exit(m.main(sys.argv[1:]))"
-)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), COLUMNS="120")
     return subprocess.run(
-        [sys.executable, "-c", CLI_SHIM, *args],
+        [sys.executable, "-m", "cniprof", *args],
         check=False,
         cwd=ROOT,
         env=env,
@@ -122,7 +117,7 @@ def test_up_when_the_same_lab_is_up_is_a_noop(lab: Topology) -> None:
     assert res.returncode == 0, res.stderr
     assert "already up" in res.stdout
     assert netns_inode(f"{LAB_NETNS_PREFIX}1") == inode
-    assert state.load() == lab
+    assert saved.load() == lab
 
 
 @pytest.mark.root
@@ -133,7 +128,7 @@ def test_up_with_a_different_lab_up_refuses(lab: Topology, monkeypatch: pytest.M
     monkeypatch.setitem(realize._RECIPES, ("flannel", "host-gw"), never_built)
     with pytest.raises(CniprofError, match="already up"):
         realize.up("flannel", "host-gw")
-    assert state.load() == lab
+    assert saved.load() == lab
 
 
 def test_unknown_cni_is_a_one_line_usage_error() -> None:
@@ -370,7 +365,7 @@ def test_down_removes_everything_and_is_idempotent(no_lab: None) -> None:
     assert down.returncode == 0, down.stderr
     assert f"{LAB_NETNS_PREFIX}1-pod-a" in down.stdout and f"{LAB_NETNS_PREFIX}2" in down.stdout
     assert _lab_namespaces() == []
-    assert not state.STATE_FILE.exists()
+    assert not saved.STATE_FILE.exists()
     again = cli("lab", "down")
     assert again.returncode == 0, again.stderr
     assert "nothing to remove" in again.stdout
@@ -382,7 +377,7 @@ def test_down_removes_everything_and_is_idempotent(no_lab: None) -> None:
 @pytest.mark.lab_destructive
 def test_down_after_a_crash_without_state_file(no_lab: None) -> None:
     assert cli("lab", "up", "--cni", "flannel").returncode == 0
-    state.STATE_FILE.unlink()
+    saved.STATE_FILE.unlink()
     refused = cli("lab", "up", "--cni", "flannel")
     assert refused.returncode != 0 and "lab down" in refused.stderr
     down = cli("lab", "down")
@@ -409,7 +404,7 @@ def test_failed_build_leaves_nothing(no_lab: None, monkeypatch: pytest.MonkeyPat
         realize.up("flannel")
     assert len(calls) == 3
     assert _lab_namespaces() == []
-    assert state.load() is None
+    assert saved.load() is None
 
 
 @pytest.mark.root
@@ -424,4 +419,4 @@ def test_stale_state_is_forgotten_and_a_partial_lab_refused(no_lab: None) -> Non
         realize.up("flannel")
     cleanup.remove_namespaces(topology.namespaces())  # ... and then all of them: the record is just stale
     again, created = realize.up("flannel")
-    assert created and state.load() == again
+    assert created and saved.load() == again

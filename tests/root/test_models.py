@@ -19,13 +19,13 @@ import sys
 
 import pytest
 
-from cniprof import trace
 from cniprof.analysis import path_check
 from cniprof.cni import registry
+from cniprof.cni.topology import Topology
 from cniprof.errors import UsageError
-from cniprof.lab import cleanup, kernel, realize, state
-from cniprof.lab.topology import Topology
+from cniprof.lab import cleanup, kernel, realize, saved
 from cniprof.probes.plan import FULL_EVENTS
+from cniprof.run import trace
 
 pytestmark = pytest.mark.root
 
@@ -54,19 +54,19 @@ def _expected(snapshot: dict, direction: int) -> list[dict]:
 def _problems(res: trace.TraceResult, directions: tuple[int, ...], count: int) -> list[str]:
     """Everything that differs from "exactly `count` packets along exactly the model's chain"."""
     out = []
-    label = f"{res.model.spec} {res.snapshot['directions'][0]['src_pod']}→{res.snapshot['directions'][0]['dst_pod']}"
+    label = f"{res.model.spec} {res.record.snapshot['directions'][0]['src_pod']}→{res.record.snapshot['directions'][0]['dst_pod']}"
     for d in directions:
-        for h in _expected(res.snapshot, d):
+        for h in _expected(res.record.snapshot, d):
             if h["in_e2e"] and h["count"] != count:
                 out.append(f"{label} dir {d} hop {h['seq']} {h['role']!r}: {h['count']} packets, not {count}")
-        e2e = next(e for e in res.snapshot["e2e"] if e["dir"] == d)
+        e2e = next(e for e in res.record.snapshot["e2e"] if e["dir"] == d)
         if e2e["count"] != count:
             out.append(f"{label} dir {d}: {e2e['count']} packets end to end, not {count}")
-    check = path_check.check(res.snapshot)
+    check = path_check.check(res.record.snapshot)
     if not check.ok:
         out += [f"{label}: {line}" for line in check.lines()]
-    if res.snapshot["counters"]["unexpected"]:
-        out.append(f"{label}: {res.snapshot['counters']['unexpected']} unexpected hops counted")
+    if res.record.snapshot["counters"]["unexpected"]:
+        out.append(f"{label}: {res.record.snapshot['counters']['unexpected']} unexpected hops counted")
     return out
 
 
@@ -78,8 +78,8 @@ def _up(model) -> Topology:
 
 def _path_roles(res: trace.TraceResult, direction: int) -> tuple[list[str], set[str]]:
     """Hop roles and the device roles of the points on one direction's expected path."""
-    hops = _expected(res.snapshot, direction)
-    points = {p["id"]: p for p in res.snapshot["points"]}
+    hops = _expected(res.record.snapshot, direction)
+    points = {p["id"]: p for p in res.record.snapshot["points"]}
     devices = {points[h[k]]["role"] for h in hops for k in ("from", "to")}
     return [h["role"] for h in hops], devices
 
@@ -96,7 +96,7 @@ def test_model_lab_follows_its_chain(spec: str, no_lab: None) -> None:
     try:
         for path in model.paths:
             res = _run(spec, path, traffic="udp", count=N)
-            assert res.traffic["received"] == N, (spec, path, res.traffic)
+            assert res.record.traffic["received"] == N, (spec, path, res.record.traffic)
             problems += _problems(res, (0,), N)
             roles, devices = _path_roles(res, 0)
             if path == "cross-node":
@@ -113,11 +113,11 @@ def test_model_lab_follows_its_chain(spec: str, no_lab: None) -> None:
         res = _run(spec, model.default_path, traffic="udp", count=N, events=FULL_EVENTS)
         problems += _problems(res, (0,), N)
         full = model.chain(model.default_path).steps
-        assert len(_expected(res.snapshot, 0)) == len(full) - 1
+        assert len(_expected(res.record.snapshot, 0)) == len(full) - 1
     finally:
         cleanup.teardown()
     assert not problems, "\n".join(problems)
-    assert cleanup.list_lab_namespaces() == [] and state.load() is None
+    assert cleanup.list_lab_namespaces() == [] and saved.load() is None
     assert not any(n in os.listdir("/run/netns") for n in topology.namespaces())
 
 
@@ -154,7 +154,7 @@ def test_ipip_without_kernel_support_is_one_line(argv: tuple[str, ...]) -> None:
 
 def test_explore_reads_the_chain_off_the_lab(lab) -> None:
     """`cniprof lab explore`'s engine on the flannel lab: the walked chain is the model's, step for step."""
-    from cniprof.lab.explore import explore
+    from cniprof.run.explore import explore
 
     a, b = trace.pick_pods(lab, "cross-node", None, None)
     (seen,) = explore(lab, a, b, traffic="udp", count=5)

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from cniprof.bpf import features
+from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError, UsageError
 from cniprof.lab import kubeproxy
-from cniprof.lab.topology import Topology
 from cniprof.probes import nfhooks_abi as abi
 from cniprof.probes.nfhooks import HOOKS, NfHookProbe
 from cniprof.traffic.udp_burst import UdpBurst

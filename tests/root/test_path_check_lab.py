@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from cniprof import trace
 from cniprof.analysis import path_check
-from cniprof.lab.topology import Topology
+from cniprof.cni.topology import Topology
+from cniprof.run import trace
 
 pytestmark = pytest.mark.root
 
@@ -44,15 +44,15 @@ def host_gw_route(lab: Topology) -> Iterator[Topology]:
 def test_unbroken_lab_passes(lab: Topology) -> None:
     res = trace.run(trace.TraceOptions(cni="flannel", traffic="udp", count=N, duration_s=3.0, interval_s=0.2,
                                        sample_every=1))
-    check = path_check.check(res.snapshot)
+    check = path_check.check(res.record.snapshot)
     assert check.ok, check.lines()
 
 
 def test_route_around_the_tunnel_is_reported(host_gw_route: Topology) -> None:
     res = trace.run(trace.TraceOptions(cni="flannel", traffic="udp", count=N, duration_s=3.0, interval_s=0.2,
                                        sample_every=1))
-    assert res.traffic["received"] == N  # the packets get there: only the path is wrong
-    check = path_check.check(res.snapshot)
+    assert res.record.traffic["received"] == N  # the packets get there: only the path is wrong
+    check = path_check.check(res.record.snapshot)
     assert not check.ok
     fwd = check.directions[0]
     assert [h.role for h in fwd.missing] == ["ip forward", "vxlan encap", "vxlan decap", "ip forward"]

@@ -18,10 +18,10 @@ import subprocess
 import pandas as pd
 import pytest
 
-from cniprof import scenario
-from cniprof.bench import runner, tunings
 from cniprof.cli.main import main
-from cniprof.lab import host_sysctl, kubeproxy, kubeproxy_nft
+from cniprof.lab import host_sysctl, kubeproxy, kubeproxy_nft, tunings
+from cniprof.netns_exec import run_in
+from cniprof.study import runner, scenario
 from cniprof.traffic.connect_rate import ConnectRate
 
 pytestmark = [pytest.mark.root]
@@ -162,8 +162,8 @@ def test_crashed_study_sysctls_restored_from_state_file(tmp_path):
 def test_rfs_flow_count_per_device(lab):
     dev = tunings.Dev(lab.pods[0].netns, "eth0", "pod_veth")
     path = "/sys/class/net/eth0/queues/rx-0/rps_flow_cnt"
-    old = tunings._sh(dev.netns, ["cat", path]).strip()
+    old = run_in(dev.netns, ["cat", path]).strip()
     with tunings.applied(lab, {"rfs": 4096}) as changes:  # per device only: the machine-wide table is host_sysctl's
-        assert tunings._sh(dev.netns, ["cat", path]).strip() == "4096"
+        assert run_in(dev.netns, ["cat", path]).strip() == "4096"
         assert any("rps_flow_cnt" in c.what for c in changes)
-    assert tunings._sh(dev.netns, ["cat", path]).strip() == old
+    assert run_in(dev.netns, ["cat", path]).strip() == old

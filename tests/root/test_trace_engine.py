@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from cniprof import trace
 from cniprof.analysis.summary import analyze
+from cniprof.run import trace
 
 pytestmark = pytest.mark.root
 
@@ -28,7 +28,7 @@ def _expected(snapshot: dict, direction: int) -> list[dict]:
 
 def test_full_points_split_veth_xmit_from_backlog(lab) -> None:
     res = _run(traffic="udp", count=N, events=("queue", "rx", "receive"))
-    fwd = [h for h in _expected(res.snapshot, 0) if h["in_e2e"]]
+    fwd = [h for h in _expected(res.record.snapshot, 0) if h["in_e2e"]]
     roles = [h["role"] for h in fwd]
     assert roles[:2] == ["pod veth xmit", "host veth backlog"] and "underlay xmit" in roles
     assert len(fwd) == 12 and {h["count"] for h in fwd} == {N}
@@ -41,8 +41,8 @@ def _run(**kw) -> trace.TraceResult:
 
 def test_udp_burst_counts_exactly_n_per_hop(lab) -> None:
     res = _run(traffic="udp", count=N)
-    assert res.traffic["received"] == N
-    fwd = _expected(res.snapshot, 0)
+    assert res.record.traffic["received"] == N
+    fwd = _expected(res.record.snapshot, 0)
     roles = [h["role"] for h in fwd]
     assert roles == ["pod veth xmit + host veth backlog", "bridge input", "ip forward", "vxlan encap",
                      "underlay xmit + underlay backlog", "vxlan decap", "ip forward", "bridge xmit",
@@ -50,28 +50,28 @@ def test_udp_burst_counts_exactly_n_per_hop(lab) -> None:
     for h in fwd:
         if h["in_e2e"]:
             assert h["count"] == N, (h["role"], h["count"])
-    e2e = res.snapshot["e2e"][0]
+    e2e = res.record.snapshot["e2e"][0]
     assert e2e["count"] == N
     # per packet the hops add up to the end-to-end time exactly; the kernel sums must agree
     assert sum(h["sum_ns"] for h in fwd if h["in_e2e"]) == e2e["sum_ns"]
-    assert res.snapshot["counters"]["unexpected"] == 0
-    assert not res.snapshot["drops"]
+    assert res.record.snapshot["counters"]["unexpected"] == 0
+    assert not res.record.snapshot["drops"]
 
 
 def test_ping_counts_both_directions(lab) -> None:
     res = _run(traffic="ping", count=5)
     for d in (0, 1):
-        hops = [h for h in _expected(res.snapshot, d) if h["in_e2e"]]
+        hops = [h for h in _expected(res.record.snapshot, d) if h["in_e2e"]]
         assert len(hops) == 9
         assert {h["count"] for h in hops} == {5}, [(h["role"], h["count"]) for h in hops]
-    a = analyze(res.snapshot, res.model.chain("cross-node"))
+    a = analyze(res.record.snapshot, res.model.chain("cross-node"))
     for _, row in a.reconciliation.iterrows():
         assert abs(row["unattributed_pct"]) < 2.0
 
 
 def test_same_node_path_has_no_tunnel(lab) -> None:
     res = _run(traffic="udp", count=N, path="same-node")
-    fwd = [h for h in _expected(res.snapshot, 0) if h["in_e2e"]]
+    fwd = [h for h in _expected(res.record.snapshot, 0) if h["in_e2e"]]
     assert [h["role"] for h in fwd] == [
         "pod veth xmit + host veth backlog",
         "bridge forward",
@@ -95,7 +95,7 @@ def _kernel_has(option: str) -> bool:
 
 
 def _fwd_hops(res: trace.TraceResult):
-    a = analyze(res.snapshot, res.model.chain("cross-node"))
+    a = analyze(res.record.snapshot, res.model.chain("cross-node"))
     fwd = a.hops_for(a.forward)
     return fwd[fwd["expected"] & fwd["in_e2e"]]
 
@@ -126,7 +126,7 @@ def test_qdisc_queueing_shows_on_its_hop_only(lab) -> None:
         res = _run(traffic="udp", count=N, payload_size=1000)
     finally:
         _ns(node1, "tc", "qdisc", "del", "dev", "eth0", "root")
-    assert res.traffic["received"] == N
+    assert res.record.traffic["received"] == N
     fwd = _fwd_hops(res)
     queued = fwd[fwd["role"] == UNDERLAY].iloc[0]
     assert queued["packets"] == N
@@ -149,8 +149,8 @@ def test_iptables_drop_is_reported_at_its_node(lab) -> None:
         _ns(node2, "iptables", "-D", *rule)
         if not had_table:  # leave the namespace as it was: an empty iptables-nft table still hooks every packet
             _ns(node2, "nft", "delete", "table", "ip", "filter")
-    assert res.traffic["received"] == 0
-    a = analyze(res.snapshot, res.model.chain("cross-node"))
+    assert res.record.traffic["received"] == 0
+    a = analyze(res.record.snapshot, res.model.chain("cross-node"))
     drops = a.drops
     hit = drops[drops["reason"].str.contains("NETFILTER_DROP")]
     assert int(hit["count"].sum()) == N

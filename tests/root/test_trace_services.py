@@ -23,8 +23,8 @@ import netpair
 import pandas as pd
 import pytest
 
+from cniprof.cni.topology import Topology
 from cniprof.lab import kubeproxy
-from cniprof.lab.topology import Topology
 from cniprof.probes import nfhooks_abi as nf_abi
 
 pytestmark = [
@@ -190,9 +190,9 @@ def test_bad_service_options_are_one_line(args: list[str], message: str) -> None
 
 def test_refused_netfilter_links_stop_before_the_lab(monkeypatch: pytest.MonkeyPatch) -> None:
     """--nf on a kernel that refuses netfilter links: one line, and neither lab nor rules are touched."""
-    from cniprof import trace
     from cniprof.bpf import features
     from cniprof.errors import EnvironmentProblem
+    from cniprof.run import trace
 
     refused = ("netfilter_link", "fentry", "kprobe")  # fentry would be the fallback: refuse it too
     results = {name: (name not in refused, f"{name} says so") for name in features.NAMES}

@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cniprof.bench import tunings
-from cniprof.lab import cleanup, state
-from cniprof.lab.topology import LAB_NETNS_PREFIX
+from cniprof.cni.topology import LAB_NETNS_PREFIX
+from cniprof.lab import cleanup, saved, tunings
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.root, pytest.mark.lab_destructive]
@@ -41,7 +40,7 @@ def mtu(netns: str, dev: str) -> int:
 
 def lab_state() -> dict[str, object]:
     """Every setting an injection or a tuning touches, on every device of the lab."""
-    topo = state.load()
+    topo = saved.load()
     assert topo is not None
     return {(d.netns, d.name): (mtu(d.netns, d.name), features(d.netns, d.name)) for d in topo.devices()}
 
@@ -70,17 +69,17 @@ def test_injections_are_in_the_kernel_and_the_state_and_down_removes_them(no_lab
     assert "injected: offloads-off, mtu-mismatch, softirq-one-cpu" in cli("lab", "status").stdout
     down = cli("lab", "down")
     assert down.returncode == 0, down.stderr
-    assert cleanup.list_lab_namespaces() == [] and not state.STATE_FILE.exists()
+    assert cleanup.list_lab_namespaces() == [] and not saved.STATE_FILE.exists()
     # a new lab starts clean: nothing of the injections outlived the namespaces
     assert cli("lab", "up", "--cni", "flannel").returncode == 0
-    assert state.load().injections == ()
+    assert saved.load().injections == ()
     assert mtu(NODES[0], "eth0") == 1500 and features(NODES[0], "flannel.1")["tcp-segmentation-offload"]
 
 
 def test_refusals_are_one_line_and_build_nothing(no_lab: None, tmp_path: Path) -> None:
     one_line_error(cli("lab", "up", "--cni", "flannel:host-gw", "--inject", "offloads-off"),
                    "cannot inject offloads-off: the flannel/host-gw lab has no tunnel device")
-    assert cleanup.list_lab_namespaces() == [] and not state.STATE_FILE.exists()
+    assert cleanup.list_lab_namespaces() == [] and not saved.STATE_FILE.exists()
     one_line_error(cli("lab", "up", "--inject", "services=x"), "services=N needs N in 0..")
     one_line_error(cli("lab", "up", "--inject", "bogus"), "unknown injection 'bogus'")
     assert cleanup.list_lab_namespaces() == []
@@ -102,13 +101,13 @@ def test_tune_measures_for_real_and_reverts_to_the_injected_state(no_lab: None, 
     result = cli("tune", "--try", tuning, "--pairs", "1", "--duration", "1", "--output", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert lab_state() == before  # every tuned run was reverted: the lab is back in its injected state
-    assert state.load().injections == (injection,)
+    assert saved.load().injections == (injection,)
     runs = pd.read_csv(tmp_path / "tune.csv")
     assert list(runs["arm"]) == ["baseline", "tuned"] and set(runs["tuning"]) == {tuning}
     assert (runs["throughput_bps"] > 0).all()  # iperf3's printed numbers, one per run
-    saved = json.loads((tmp_path / "tune.json").read_text())
-    assert saved["injections"] == [injection] and saved["effects"][0]["pairs"] == 1
-    assert saved["tunings"][tuning]["changes"]  # what the tuned run changed, e.g. "flannel.1: gso on"
+    written = json.loads((tmp_path / "tune.json").read_text())
+    assert written["injections"] == [injection] and written["effects"][0]["pairs"] == 1
+    assert written["tunings"][tuning]["changes"]  # what the tuned run changed, e.g. "flannel.1: gso on"
     assert (tmp_path / "tune.png").stat().st_size > 0 and (tmp_path / "tune.svg").is_file()
     report = cli("report", str(tmp_path))
     assert report.returncode == 0, report.stderr

@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from cniprof.bench import tunings
 from cniprof.errors import CniprofError
+from cniprof.lab import tunings
+from cniprof.netns_exec import run_in
 
 pytestmark = [pytest.mark.root]
 
@@ -22,12 +23,12 @@ def _state(topo) -> dict[tuple[str, str], tuple]:
     out = {}
     for dev in tunings.devices(topo):
         info = tunings.link_info(dev)
-        feats = tunings.parse_features(tunings._sh(dev.netns, ["ethtool", "-k", dev.name]))
-        masks = tunings._sh(dev.netns, ["sh", "-c", f"cat /sys/class/net/{dev.name}/queues/*/*_cpus 2>/dev/null; true"])
-        qdisc = tunings._sh(dev.netns, ["tc", "qdisc", "show", "dev", dev.name])
+        feats = tunings.parse_features(run_in(dev.netns, ["ethtool", "-k", dev.name]))
+        masks = run_in(dev.netns, ["sh", "-c", f"cat /sys/class/net/{dev.name}/queues/*/*_cpus 2>/dev/null; true"])
+        qdisc = run_in(dev.netns, ["tc", "qdisc", "show", "dev", dev.name])
         out[(dev.netns, dev.name)] = (info["mtu"], info.get("txqlen"), tuple(sorted(feats.items())), masks, qdisc)
     for netns in {*(n.netns for n in topo.nodes), *(p.netns for p in topo.pods)}:
-        out[(netns, "sysctl")] = (tunings._sh(netns, ["sysctl", "-n", "net.ipv4.tcp_rmem"]),)
+        out[(netns, "sysctl")] = (run_in(netns, ["sysctl", "-n", "net.ipv4.tcp_rmem"]),)
     return out
 
 
@@ -49,10 +50,10 @@ def test_tunings_apply_and_revert(lab):
         pod_eth0 = tunings.Dev(a.netns, "eth0", "pod_veth")
         info = tunings.link_info(pod_eth0)
         assert (info["mtu"], info["txqlen"]) == (8900, 500)
-        feats = tunings.parse_features(tunings._sh(a.netns, ["ethtool", "-k", "eth0"]))
+        feats = tunings.parse_features(run_in(a.netns, ["ethtool", "-k", "eth0"]))
         assert feats["tcp-segmentation-offload"][0] is False
-        assert "pfifo" in tunings._sh(a.netns, ["tc", "qdisc", "show", "dev", "eth0"])
-        assert tunings._sh(a.netns, ["sysctl", "-n", "net.ipv4.tcp_rmem"]).split() == ["4096", "65536", "1048576"]
+        assert "pfifo" in run_in(a.netns, ["tc", "qdisc", "show", "dev", "eth0"])
+        assert run_in(a.netns, ["sysctl", "-n", "net.ipv4.tcp_rmem"]).split() == ["4096", "65536", "1048576"]
         assert _ping(a.netns, c.ip, 8000) == 0, "a jumbo ping crosses the tuned overlay"
     assert _state(lab) == before
 

@@ -13,13 +13,20 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import re
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import urllib3
 from kubernetes.client import ApiClient, Configuration
+from websocket import ABNF, WebSocketBadStatusException, WebSocketConnectionClosedException
 
 SERVER = "https://k8s.test:6443"
 
@@ -73,7 +80,12 @@ class FakeApiServer:
     requests: list[Request] = field(default_factory=list)
     fail: dict[tuple[str, str], int] = field(default_factory=dict)
     version: str = "v1.31.2"
-    ephemeral_state: str = "running"  # what a new ephemeral container's status says: running | terminated
+    exec_handler: Any = None  # (path, query) -> ExecProcess
+    exec_refuse: dict[str, int] = field(default_factory=dict)
+    sessions: list[Any] = field(default_factory=list)
+    # the kubelet's part for ephemeral containers: (pod, container) -> (state dict, log text); default running
+    on_ephemeral: Any = None
+    logs: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     def add_pod(self, p: dict[str, Any]) -> None:
         self.pods[(p["metadata"]["namespace"], p["metadata"]["name"])] = p
@@ -111,7 +123,7 @@ class FakeApiServer:
             if method == req.method and re.fullmatch(pattern, req.path):
                 return status(code, f"injected {code} for {req.method} {req.path}", _REASONS.get(code, "Error"))
         m, path = req.method, req.path
-        if path == "/version":
+        if path in ("/version", "/version/"):
             return 200, {"major": "1", "minor": "31", "gitVersion": self.version, "gitCommit": "", "gitTreeState": "",
                          "buildDate": "", "goVersion": "go1.22", "compiler": "gc", "platform": "linux/amd64"}
         if match := re.fullmatch(r"/api/v1/nodes/([^/]+)", path):
@@ -128,8 +140,11 @@ class FakeApiServer:
                 key = (ns, p["metadata"]["name"])
                 if key in self.pods:
                     return status(409, f'pods "{key[1]}" already exists', "AlreadyExists")
-                p["metadata"].update(namespace=ns, uid=f"uid-{key[1]}")
-                p["status"] = {"phase": "Running", "podIP": f"10.244.{len(self.pods) + 1}.9"}
+                p["metadata"].update(namespace=ns, uid=str(uuid.uuid4()))
+                p["status"] = {"phase": "Running", "podIP": f"10.244.{len(self.pods) + 1}.9",
+                               "containerStatuses": [{"name": c["name"], "ready": True, "restartCount": 0,
+                                                      "image": c["image"], "imageID": "", "state": {"running": {}}}
+                                                     for c in p["spec"]["containers"]]}
                 self.pods[key] = p
                 return 201, p
         if match := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)(/[a-z]+)?", path):
@@ -145,13 +160,15 @@ class FakeApiServer:
             if sub == "/ephemeralcontainers" and m == "PATCH":
                 added = req.body["spec"]["ephemeralContainers"]
                 p["spec"].setdefault("ephemeralContainers", []).extend(added)
-                state = {"running": {}} if self.ephemeral_state == "running" else {"terminated": {"exitCode": 0}}
-                p["status"].setdefault("ephemeralContainerStatuses", []).extend(
-                    {"name": c["name"], "ready": False, "restartCount": 0, "image": c["image"], "imageID": "",
-                     "state": state} for c in added)
+                for c in added:
+                    state, text = (self.on_ephemeral(p, c) if self.on_ephemeral else ({"running": {}}, ""))
+                    self.logs[(key[0], key[1], c["name"])] = text
+                    p["status"].setdefault("ephemeralContainerStatuses", []).append(
+                        {"name": c["name"], "ready": False, "restartCount": 0, "image": c["image"], "imageID": "",
+                         "state": state})
                 return 200, p
             if sub == "/log" and m == "GET":
-                return 200, p.get("logs", {}).get(req.query.get("container", [""])[0], "")
+                return 200, self.logs.get((key[0], key[1], req.query.get("container", [""])[0]), "")
         if m == "PATCH" and req.headers.get("Content-Type") == "application/apply-patch+yaml":
             self.objects[path] = req.body
             return 200, req.body
@@ -176,3 +193,146 @@ def _selected(p: dict[str, Any], query: dict[str, list[str]]) -> bool:
 
 
 _REASONS = {200: "OK", 201: "Created", 403: "Forbidden", 404: "Not Found", 409: "Conflict", 500: "Internal Error"}
+
+
+# -- the exec websocket ------------------------------------------------------------------------------------------
+
+
+class _Frame:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class ExecProcess:
+    """The far end of one exec session: a real process whose stdin/stdout/stderr the websocket carries, framed
+    as the API server frames them (a channel byte, then the data; the exit status on channel 3; then close)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, start_new_session=True)
+        self.frames: list[tuple[int, bytes]] = []
+        self.lock = threading.Condition()
+        self.notify: Callable[[], None] = lambda: None
+        self._readers = [threading.Thread(target=self._pump, args=(self.proc.stdout, 1), daemon=True),
+                         threading.Thread(target=self._pump, args=(self.proc.stderr, 2), daemon=True)]
+        for t in self._readers:
+            t.start()
+        threading.Thread(target=self._finish, daemon=True).start()
+
+    def _push(self, opcode: int, data: bytes) -> None:
+        with self.lock:  # one readiness byte per frame, written under the same lock as the frame
+            self.frames.append((opcode, data))
+            self.notify()
+
+    def _pump(self, stream: Any, channel: int) -> None:
+        for chunk in iter(lambda: os.read(stream.fileno(), 65536), b""):
+            self._push(ABNF.OPCODE_BINARY, bytes([channel]) + chunk)
+
+    def _finish(self) -> None:
+        rc = self.proc.wait()
+        for t in self._readers:
+            t.join()
+        if rc == 0:
+            err = {"metadata": {}, "status": "Success"}
+        else:
+            err = {"metadata": {}, "status": "Failure", "message": "command terminated with non-zero exit code",
+                   "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]}}
+        self._push(ABNF.OPCODE_BINARY, bytes([3]) + json.dumps(err).encode())
+        self._push(ABNF.OPCODE_CLOSE, b"")
+
+    def stdin(self, data: bytes) -> None:
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+    def close_stdin(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+class FakeWebSocket:
+    """Stands in for websocket-client's WebSocket inside kubernetes.stream (ws_client.WebSocket): the
+    connection to the API server's exec endpoint. `server.exec_handler(path, query)` decides what runs, or
+    `server.exec_refuse[path regex] = status` refuses the upgrade as the API server would (403, 404)."""
+
+    server: FakeApiServer  # set by install_exec
+
+    def __init__(self, sslopt: Any = None, skip_utf8_validation: bool = False) -> None:
+        self._r, self._w = socket.socketpair()
+        self.sock = self._r  # ws_client polls this for readiness
+        self.connected = False
+        self.subprotocol: str | None = None
+        self.process: ExecProcess | None = None
+        self.frames_read = 0
+        self.break_after: int | None = None  # test: drop the connection after this many frames were read
+
+    def connect(self, url: str, header: list[str] | None = None, **_: Any) -> None:
+        parsed = urlparse(url)
+        path, query = unquote(parsed.path), parse_qs(parsed.query)
+        self.server.requests.append(Request("GET", path, query, dict(h.split(": ", 1) for h in header or []), None,
+                                            raw_query=unquote(parsed.query)))
+        for pattern, code in self.server.exec_refuse.items():
+            if re.fullmatch(pattern, path):
+                raise _bad_status(code, f"injected {code} for exec")
+        match = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec", path)
+        if not match or (match[1], match[2]) not in self.server.pods:
+            raise _bad_status(404, f"pods {path.split('/')[-2]!r} not found")
+        self.command = query.get("command", [])
+        self.process = self.server.exec_handler(path, query)
+        with self.process.lock:
+            self.process.notify = lambda: self._w.send(b"x")
+            self._w.send(b"x" * len(self.process.frames))
+        self.server.sessions.append(self)
+        self.connected = True
+        self.subprotocol = "v5.channel.k8s.io"
+
+    def getheaders(self) -> dict[str, str]:
+        return {"sec-websocket-protocol": self.subprotocol or ""}
+
+    def recv_data_frame(self, control_frame: bool = True) -> tuple[int, _Frame]:
+        assert self.process is not None
+        with self.process.lock:
+            opcode, data = self.process.frames.pop(0)
+        self._r.recv(1)
+        self.frames_read += 1
+        if self.break_after is not None and self.frames_read > self.break_after:
+            self.connected = False
+            raise WebSocketConnectionClosedException("Connection to remote host was lost.")
+        if opcode == ABNF.OPCODE_CLOSE:
+            self.connected = False
+        return opcode, _Frame(data)
+
+    def send(self, payload: Any, opcode: int = ABNF.OPCODE_TEXT) -> None:
+        assert self.process is not None
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        if data[0] == 255 and data[1:] == b"\x00":  # v5: close stdin
+            self.process.close_stdin()
+        elif data[0] == 0:
+            self.process.stdin(data[1:])
+
+    def close(self, **_: Any) -> None:
+        """The client hung up: the exec session ends and the runtime closes the process's stdin (it is not
+        killed: a process that ignores EOF keeps running, as on a real node)."""
+        if self.process is not None:
+            self.process.close_stdin()
+        self.connected = False
+
+
+def _bad_status(code: int, message: str) -> WebSocketBadStatusException:
+    """The handshake refusal as websocket-client raises it (its message format, the Status body)."""
+    headers = {"content-type": "application/json"}
+    body = json.dumps(status(code, message, _REASONS.get(code, "Error"))[1]).encode()
+    return WebSocketBadStatusException(
+        f"Handshake status {code} {_REASONS.get(code)} -+-+- {headers} -+-+- {body.decode()}", code,
+        _REASONS.get(code), headers, body)
+
+
+def install_exec(server: FakeApiServer, monkeypatch: Any) -> None:
+    from kubernetes.stream import ws_client
+
+    cls = type("BoundFakeWebSocket", (FakeWebSocket,), {"server": server})
+    monkeypatch.setattr(ws_client, "WebSocket", cls)

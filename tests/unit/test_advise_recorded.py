@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cniprof.advise import render
-from cniprof.advise.catalog import TUNE_NAMES
+from cniprof.advise.advice import TUNE_NAMES
 from cniprof.advise.engine import advise
 from cniprof.advise.finding import FAULT, OBSERVATION
 from cniprof.cli.main import main

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from cniprof import scenario
-from cniprof.bench import archive as archive_mod
-from cniprof.bench import generators, runner
-from cniprof.bench.stats import summarize, t975
+from cniprof.analysis.stats import summarize, t975
+from cniprof.run import generators
+from cniprof.study import archive as archive_mod
+from cniprof.study import runner, scenario
 from cniprof.traffic.connect_rate import ConnectRateResult
 from cniprof.traffic.ping import PingResult
 
@@ -138,7 +138,7 @@ def test_run_scenario_records_results_and_failures(monkeypatch, tmp_path):
 def test_a_tuning_that_cannot_be_reverted_stops_the_study(monkeypatch, tmp_path):
     from contextlib import contextmanager
 
-    from cniprof.bench import tunings
+    from cniprof.lab import tunings
 
     @contextmanager
     def fake_lab(model):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -56,4 +58,39 @@ def test_missing_object_hint_fits_the_installation(obj_root: Path, tmp_path: Pat
     monkeypatch.setattr(build, "SRC_DIR", tmp_path / "site-packages" / "bpf")
     with pytest.raises(EnvironmentProblem) as e:
         build.object_path("features")
-    assert "scripts/" not in str(e.value) and "reinstall it from a wheel" in str(e.value)
+    assert "scripts/" not in str(e.value) and "reinstall cniprof from its wheel" in str(e.value)
+
+
+PACKAGE = Path(build.__file__).resolve().parents[1]
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring constants of a module, its classes and functions."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+CHECKOUT_ONLY = re.compile(r"scripts/|benchmarks/|(README|ARCHITECTURE|KNOWN_ISSUES)\.md")
+
+
+def test_no_message_names_a_checkout_only_file() -> None:
+    """An installed package has no scripts/, benchmarks/ or project documents: only build.rebuild_hint() names
+    scripts/setup.sh, and only in a checkout (test_missing_object_hint_fits_the_installation)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        docs = _docstrings(tree)
+        allowed: set[int] = set()
+        if path == Path(build.__file__).resolve():
+            hint = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == "rebuild_hint")
+            allowed = {id(n) for n in ast.walk(hint)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and CHECKOUT_ONLY.search(node.value)
+                    and id(node) not in docs and id(node) not in allowed):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value[:60]!r}")
+    assert not found, found

@@ -8,9 +8,9 @@ import pytest
 
 from cniprof.cni import registry
 from cniprof.cni.model import EVENTS, PATHS, PLACES
+from cniprof.cni.topology import ROLES
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.lab import kernel, realize
-from cniprof.lab.topology import ROLES
 from cniprof.probes.plan import DEFAULT_EVENTS
 
 ALL = [(m.cni, m.mode) for m in registry.models()]

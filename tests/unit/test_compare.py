@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The comparison table (cniprof.compare and its Rich rendering) on a recorded comparison run: flannel:vxlan,
+"""The comparison table (cniprof.analysis.compare and its Rich rendering) on a recorded comparison run: flannel:vxlan,
 calico:bgp and host:network traced with iperf3 on this kernel (calico:ipip and bridge were skipped)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
+from cniprof.analysis.compare import Entry, Skipped, _merge_order, compare, hop_means
 from cniprof.analysis.summary import analyze
 from cniprof.cli import trace_compare
-from cniprof.compare import Entry, Skipped, _merge_order, compare, hop_means
 from cniprof.errors import UsageError
 from cniprof.ui.compare_table import render_comparison
 

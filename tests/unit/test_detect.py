@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cniprof.cni import detect, livenode
-from cniprof.cni.livenode import Link
+from cniprof.node import detect, livenode
+from cniprof.node.livenode import Link
 
 FLANNEL_CONFLIST = {
     "name": "cbr0", "cniVersion": "0.3.1",

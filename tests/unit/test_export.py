@@ -1,18 +1,21 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The run exports: same rows in CSV and Parquet, summary.json built only from what was given."""
+"""The one export of a run: same rows in CSV and Parquet, summary.json built only from what was recorded, and an
+export read back gives the same record."""
 
 from __future__ import annotations
 
 import json
 import platform
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
+from cniprof.analysis.record import TraceRecord, analyze_record
 from cniprof.analysis.summary import analyze, summary_dict
-from cniprof.report.export import export
+from cniprof.errors import UsageError
+from cniprof.report.export import export_trace, load_record
 
 DATA = Path(__file__).parent / "data"
 FWD, REV = "pod-a→pod-c", "pod-c→pod-a"
@@ -23,18 +26,26 @@ def snap() -> dict:
     return json.loads((DATA / "flannel_cross_node.json").read_text())
 
 
+def export(out: Path, snap: dict, traffic: object = None, probes: tuple[str, ...] = (), duration_s: float = 10.0,
+           **kw: object) -> dict[str, Path]:
+    rec = TraceRecord("flannel", "vxlan", "cross-node", snap, duration_s, traffic=traffic or {}, probes=probes,
+                      sampling={"mode": "fixed", "every": 1}, kernel=platform.release(), arch=platform.machine(),
+                      **kw)
+    return export_trace(out, rec)
+
+
 def test_writes_all_files(tmp_path: Path, snap: dict) -> None:
     out = tmp_path / "run" / "nested"
-    paths = export(out, snap, cni="flannel", mode="vxlan")
-    assert sorted(p.name for p in paths.values()) == sorted(
-        ["hops.csv", "hops.parquet", "drops.csv", "summary.json", "snapshot.json"]
-    )
-    assert all(p.is_file() for p in paths.values())
-    assert not list(out.glob("*.tmp"))
+    paths = export(out, snap)
+    assert sorted(paths) == sorted(["hops.csv", "hops.parquet", "drops.csv", "summary.json", "snapshot.json",
+                                    "hops-flame.svg", "findings.json", "findings.csv"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(paths)  # nothing else, no temporary file
+    assert all(p.is_file() and p.parent == out for p in paths.values())
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["nested"]  # no staging directory left
 
 
 def test_hops_csv_and_parquet_hold_the_same_rows(tmp_path: Path, snap: dict) -> None:
-    export(tmp_path, snap, cni="flannel", mode="vxlan")
+    export(tmp_path, snap)
     a = analyze(snap)
     pq = pd.read_parquet(tmp_path / "hops.parquet")
     csv = pd.read_csv(tmp_path / "hops.csv")
@@ -64,7 +75,7 @@ def test_hops_csv_and_parquet_hold_the_same_rows(tmp_path: Path, snap: dict) -> 
 
 
 def test_drops_csv(tmp_path: Path, snap: dict) -> None:
-    export(tmp_path, snap, cni="flannel", mode="vxlan")
+    export(tmp_path, snap)
     drops = pd.read_csv(tmp_path / "drops.csv")
     assert list(drops.columns) == ["point", "node", "device", "reason", "count"]
     assert drops.values.tolist() == [
@@ -74,13 +85,13 @@ def test_drops_csv(tmp_path: Path, snap: dict) -> None:
 
 
 def test_snapshot_json_is_the_raw_snapshot(tmp_path: Path, snap: dict) -> None:
-    export(tmp_path, snap, cni="flannel", mode="vxlan")
+    export(tmp_path, snap)
     assert json.loads((tmp_path / "snapshot.json").read_text()) == snap
 
 
 def test_summary_json(tmp_path: Path, snap: dict) -> None:
     traffic = {"tool": "iperf3", "throughput_bps": 9.41e9, "retransmits": 12, "omitted": "not exported"}
-    export(tmp_path, snap, cni="flannel", mode="vxlan", duration_s=10.5, traffic=traffic)
+    export(tmp_path, snap, duration_s=10.5, traffic=traffic)
     s = json.loads((tmp_path / "summary.json").read_text())
     a = analyze(snap)
     e2e = a.e2e.set_index("direction")
@@ -98,7 +109,7 @@ def test_summary_json(tmp_path: Path, snap: dict) -> None:
     assert top["directions"][REV]["mean_us"] == pytest.approx(e2e.loc[REV, "mean_us"])
     assert s["hop_mean_sum_us"] == pytest.approx(recon.loc[FWD, "hop_mean_sum_us"])
     assert s["unattributed_pct"] == pytest.approx(recon.loc[FWD, "unattributed_pct"])
-    assert s["probes"] == snap["programs"]
+    assert s["probes"] == []  # none recorded
     assert s["lost_events"] == 2  # stale 2; this snapshot has no "lost" counter
     assert s["counters"] == snap["counters"]
 
@@ -119,11 +130,12 @@ def test_lost_and_stale_are_summed(snap: dict) -> None:
 
 
 def test_traffic_result_object_and_explicit_probes(tmp_path: Path, snap: dict) -> None:
-    result = SimpleNamespace(tool="udp", throughput_bps=None, retransmits=None, lost=3)
-    export(tmp_path, snap, cni="flannel", mode="vxlan", traffic=result, probes=["tp_btf"])
+    result = {"tool": "udp", "throughput_bps": None, "retransmits": None, "lost": 3}
+    export(tmp_path, snap, traffic=result, probes=("tp_btf/net_dev_queue",))
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["traffic"] == {"tool": "udp", "throughput_bps": None, "retransmits": None}
-    assert s["probes"] == ["tp_btf"]
+    assert s["generator"] == result  # every number the generator printed, for a later re-analysis
+    assert s["probes"] == ["tp_btf/net_dev_queue"]
 
 
 def test_empty_run_writes_valid_json(tmp_path: Path) -> None:
@@ -137,7 +149,7 @@ def test_empty_run_writes_valid_json(tmp_path: Path) -> None:
         "counters": {},
         "directions": [{"dir": 0, "src_pod": "pod-a", "dst_pod": "pod-c"}],
     }
-    export(tmp_path, empty, cni="flannel", mode="vxlan")  # json.dumps(allow_nan=False) would raise on NaN
+    export(tmp_path, empty)  # json.dumps(allow_nan=False) would raise on NaN
     s = json.loads((tmp_path / "summary.json").read_text())
     assert s["end_to_end"]["mean_us"] is None and s["end_to_end"]["packets"] == 0
     assert s["unattributed_pct"] is None
@@ -145,7 +157,29 @@ def test_empty_run_writes_valid_json(tmp_path: Path) -> None:
 
 
 def test_export_uses_the_given_analysis(tmp_path: Path, snap: dict) -> None:
-    a = analyze(snap)
-    trimmed = type(a)(**{**a.__dict__, "hops": a.hops.head(3)})
-    export(tmp_path, snap, cni="flannel", mode="vxlan", analysis=trimmed)
+    rec = TraceRecord("flannel", "vxlan", "cross-node", snap, 1.0)
+    a = analyze_record(rec)
+    trimmed = replace(a, tables=replace(a.tables, hops=a.tables.hops.head(3)))
+    export_trace(tmp_path, rec, trimmed)
     assert len(pd.read_parquet(tmp_path / "hops.parquet")) == 3
+
+
+def test_an_export_reads_back_as_the_record_it_was_written_from(tmp_path: Path, snap: dict) -> None:
+    rec = TraceRecord("flannel", "vxlan", "pod-to-service", snap, 3.25,
+                      traffic={"tool": "udp", "throughput_bps": None, "retransmits": None, "received": 400},
+                      probes=("tp_btf/net_dev_queue", "tp_btf/netif_receive_skb"),
+                      sampling={"mode": "auto", "every": 4, "calibration_s": 0.5}, nodestate={"nodes": {}},
+                      service={"cluster_ip": "10.96.0.100"}, injections=("offloads-off",), where="lab reused",
+                      command="cniprof trace --path pod-to-service", kernel="6.1.0", arch="aarch64")
+    export_trace(tmp_path, rec)
+    assert load_record(tmp_path) == rec
+    first = (tmp_path / "summary.json").read_text()
+    export_trace(tmp_path / "again", load_record(tmp_path))
+    assert (tmp_path / "again" / "summary.json").read_text() == first
+
+
+def test_an_unwritable_export_is_refused_in_one_line(tmp_path: Path, snap: dict) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match="is not a directory"):
+        export(tmp_path / "file" / "below", snap)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

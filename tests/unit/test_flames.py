@@ -14,14 +14,21 @@ import pytest
 from cpu_data import TCP_RULES, recorded, traffic_bytes
 
 from cniprof.analysis.cpu import analyze_cpu, component_table, with_cpu
+from cniprof.analysis.record import TraceRecord
 from cniprof.analysis.summary import analyze
 from cniprof.cli.main import main
 from cniprof.errors import UsageError
-from cniprof.report.flamegraph import build_tree, diff_color, diff_svg, flame_svg
-from cniprof.report.flames import export_flames
-from cniprof.report.folded import SPEEDSCOPE_SCHEMA, fold, folded_text, parse_folded, speedscope
-from cniprof.report.hopflame import hop_flame_svg
-from cniprof.report.profiles import component_changes, load_profile
+from cniprof.report.cpu_profile import (
+    SPEEDSCOPE_SCHEMA,
+    component_changes,
+    fold,
+    folded_text,
+    load_profile,
+    parse_folded,
+    speedscope,
+)
+from cniprof.report.export import export_trace
+from cniprof.report.flame_svg import build_tree, diff_color, diff_svg, flame_svg, hop_flame_svg
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -139,22 +146,23 @@ def test_hop_flame(run) -> None:
     ET.fromstring(hop_flame_svg(a.hops.iloc[0:0]))
 
 
+def _record(r: dict, cpu: bool = True) -> TraceRecord:
+    return TraceRecord("flannel", "vxlan", "cross-node", r["hops"], 2.0, cpu=r["cpu"] if cpu else None)
+
+
 def test_export_flames(tmp_path: Path, run) -> None:
-    a = analyze(run["hops"])
-    paths = export_flames(tmp_path, a.hops, run["cpu"], title="tcp")
-    assert sorted(paths) == ["cpu.folded", "cpu.json", "cpu.speedscope.json", "cpu.svg", "hops-flame.svg"]
-    assert json.loads((tmp_path / "cpu.json").read_text()) == run["cpu"]
+    paths = export_trace(tmp_path / "cpu", _record(run))
+    assert {"cpu.folded", "cpu.json", "cpu.speedscope.json", "cpu.svg", "hops-flame.svg"} <= set(paths)
+    assert json.loads((tmp_path / "cpu" / "cpu.json").read_text()) == run["cpu"]
     for name in ("cpu.svg", "hops-flame.svg"):
-        ET.parse(tmp_path / name)
-    assert not list(tmp_path.glob("*.tmp"))
-    only_hops = export_flames(tmp_path / "h", a.hops, None)
-    assert sorted(only_hops) == ["hops-flame.svg"]
+        ET.parse(tmp_path / "cpu" / name)
+    only_hops = export_trace(tmp_path / "h", _record(run, cpu=False))
+    assert "hops-flame.svg" in only_hops and not any(name.startswith("cpu.") for name in only_hops)
 
 
 def _export_dir(tmp_path: Path, name: str, data: str) -> Path:
     d = tmp_path / name
-    r = recorded(data)
-    export_flames(d, analyze(r["hops"]).hops, r["cpu"])
+    export_trace(d, _record(recorded(data)))
     return d
 
 

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from cniprof.cni.topology import Node, Pod, Topology
 from cniprof.errors import CniprofError, UsageError
 from cniprof.lab import kubeproxy as kp
-from cniprof.lab.topology import Node, Pod, Topology
 
 CIDR = "10.244.0.0/16"
 

@@ -4,13 +4,13 @@ iptables' two entry jumps out and nftables' two in, each with the exact revert."
 
 from __future__ import annotations
 
-from cniprof.lab import kubeproxy_switch
-from cniprof.lab.topology import Node, Topology
+from cniprof.cni.topology import Node, Topology
+from cniprof.lab import tunings
 
 
 def test_switch_takes_iptables_entry_rules_out_and_puts_nftables_ones_in_on_every_node():
     topo = Topology("flannel", "vxlan", (Node("node1", "ns1", ()), Node("node2", "ns2", ())), ())
-    changes = kubeproxy_switch.changes(topo)
+    changes = tunings.plan_kube_proxy_nftables(topo)
     assert [c.dev.netns for c in changes] == ["ns1"] * 4 + ["ns2"] * 4
     ipt = [c for c in changes if c.apply[0] == "iptables"]
     nft = [c for c in changes if c.apply[0] == "nft"]

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from cniprof import nodestate
+from cniprof.node import state
 
 SNMP = """Ip: Forwarding DefaultTTL InReceives FragOKs FragCreates
 Ip: 1 64 100 2 4
@@ -25,13 +25,13 @@ cpu1 5 0 5 40 10 0 0 0 0 0
 
 
 def test_snmp_softirqs_softnet_stat():
-    snmp = nodestate.parse_snmp(SNMP)
+    snmp = state.parse_snmp(SNMP)
     assert snmp["IpFragCreates"] == 4 and snmp["TcpRetransSegs"] == 7 and snmp["TcpOutSegs"] == 1000
-    soft = nodestate.parse_softirqs(SOFTIRQS)
+    soft = state.parse_softirqs(SOFTIRQS)
     assert soft == {0: {"net_tx": 10, "net_rx": 500}, 1: {"net_tx": 20, "net_rx": 100}}
-    net = nodestate.parse_softnet(SOFTNET)
+    net = state.parse_softnet(SOFTNET)
     assert net[0] == {"processed": 16, "dropped": 1, "time_squeeze": 2} and net[1]["processed"] == 32
-    stat = nodestate.parse_stat(STAT)
+    stat = state.parse_stat(STAT)
     assert stat[0] == {"busy": 10, "idle": 40} and stat[1] == {"busy": 10, "idle": 50}
 
 
@@ -66,7 +66,7 @@ tx-0 - - 0
 
 
 def test_parse_namespace_reads_every_section():
-    ns = nodestate.parse_namespace(NS_OUT, {"eth0": "underlay", "gone0": "host_veth"})
+    ns = state.parse_namespace(NS_OUT, {"eth0": "underlay", "gone0": "host_veth"})
     eth0, gone = ns["devices"]
     assert eth0["mtu"] == 1400 and eth0["txqueuelen"] == 1000
     assert eth0["features"]["tx-checksum"] is False and eth0["features"]["tso"] is True
@@ -81,7 +81,7 @@ def test_parse_namespace_reads_every_section():
 
 
 def test_missing_tools_are_unavailable_not_errors():
-    ns = nodestate.parse_namespace("@@links\nnot json\n@@conntrack\nunavailable\n@@iptables\n@@nft\nunavailable\n",
+    ns = state.parse_namespace("@@links\nnot json\n@@conntrack\nunavailable\n@@iptables\n@@nft\nunavailable\n",
                                    {"eth0": "underlay"})
     assert {"ip -j -s link", "nf_conntrack_count", "nft"} <= set(ns["unavailable"])
     assert ns["conntrack_count"] is None and ns["devices"][0]["mtu"] is None
@@ -102,7 +102,7 @@ def test_window_keeps_end_config_and_counter_deltas():
                                         "qdisc": {"kind": "noqueue", "drops": 4, "backlog": 0},
                                         "stats": {"rx_dropped": 1}}]}],
            "cpus": {0: {"net_rx": 400, "busy": 40, "idle": 110}}}
-    w = nodestate.window(start, end)
+    w = state.window(start, end)
     ns = w["namespaces"][0]
     assert w["window_s"] == 2.0 and ns["devices"][0]["mtu"] == 1400
     assert ns["devices"][0]["qdisc"]["drops"] == 3 and ns["devices"][0]["stats"]["rx_dropped"] == 0

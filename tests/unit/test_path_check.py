@@ -19,7 +19,8 @@ import pytest
 
 from cniprof.analysis import path_check
 from cniprof.analysis.path_check import GOES_BACK, LEAVES, MISSING, OFF, REJOINS, SKIPS, check
-from cniprof.report.export import export
+from cniprof.analysis.record import TraceRecord
+from cniprof.report.export import export_trace
 
 DATA = Path(__file__).parent / "data"
 
@@ -162,7 +163,7 @@ def test_missing_hop_while_the_direction_has_traffic(udp: dict) -> None:
 
 def test_summary_json_carries_the_check(tmp_path: Path) -> None:
     snap = _load("recorded_flannel_vxlan_hostgw_route_udp23.json")
-    paths = export(tmp_path, snap, cni="flannel", mode="vxlan")
+    paths = export_trace(tmp_path, TraceRecord("flannel", "vxlan", "cross-node", snap, 1.0))
     summary = json.loads(paths["summary.json"].read_text())
     assert summary["path_check"] == json.loads(json.dumps(path_check.check(snap).to_dict()))
     assert summary["path_check"]["ok"] is False
@@ -171,5 +172,5 @@ def test_summary_json_carries_the_check(tmp_path: Path) -> None:
 def test_unlabelled_snapshot_has_no_check(tmp_path: Path) -> None:
     empty = {"version": 1, "elapsed_s": 1.0, "points": [], "hops": [], "e2e": [], "drops": [], "counters": {},
              "directions": [{"dir": 0, "src_pod": "pod-a", "dst_pod": "pod-c"}]}
-    summary = json.loads(export(tmp_path, empty, cni="flannel", mode="vxlan")["summary.json"].read_text())
+    summary = json.loads(export_trace(tmp_path, TraceRecord("flannel", "vxlan", "cross-node", empty, 1.0))["summary.json"].read_text())
     assert summary["path_check"] is None

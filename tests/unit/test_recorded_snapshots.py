@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cniprof.analysis.record import TraceRecord
 from cniprof.analysis.summary import analyze
-from cniprof.report.export import export
+from cniprof.report.export import export_trace
 
 DATA = Path(__file__).parent / "data"
 
@@ -70,8 +71,9 @@ def test_udp_one_direction(udp: dict) -> None:
 
 def test_export_round_trip(udp: dict, tmp_path: Path) -> None:
     a = analyze(udp)
-    paths = export(tmp_path, udp, analysis=a, cni="flannel", mode="vxlan", duration_s=1.0,
-                   traffic={"tool": "udp", "throughput_bps": None, "retransmits": None}, probes=["tp_btf"])
+    paths = export_trace(tmp_path, TraceRecord("flannel", "vxlan", "cross-node", udp, 1.0,
+                                               traffic={"tool": "udp", "throughput_bps": None, "retransmits": None},
+                                               probes=("tp_btf/net_dev_queue",)))
     csv = pd.read_csv(paths["hops.csv"])
     parquet = pd.read_parquet(paths["hops.parquet"])
     assert len(csv) == len(parquet) == len(a.hops)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cniprof import scenario
 from cniprof.errors import UsageError
+from cniprof.study import scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

@@ -91,7 +91,7 @@ def test_fmt_units():
 
 def test_cpu_table_from_recorded_cpu_run(run_dir, capsys):
     from cniprof.analysis.cpu import analyze_cpu
-    from cniprof.bench import runner
+    from cniprof.study import runner
     from tests.unit.cpu_data import recorded
 
     run = recorded()

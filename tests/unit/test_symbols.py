@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from cniprof.analysis.symbols import ElfSymbols, Kallsyms, UserSymbols, parse_kallsyms, parse_maps
 from cniprof.errors import EnvironmentProblem
+from cniprof.probes.symbols import ElfSymbols, Kallsyms, UserSymbols, parse_kallsyms, parse_maps
 
 KALLSYMS = """\
 ffffffff81000000 T _stext

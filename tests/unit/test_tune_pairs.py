@@ -11,63 +11,64 @@ import statistics
 import pandas as pd
 import pytest
 
-from cniprof.bench.stats import t975
+from cniprof.analysis import paired
+from cniprof.analysis.stats import t975
 from cniprof.cli.tune import advised
+from cniprof.cni.topology import Device, Node, Topology
 from cniprof.errors import UsageError
-from cniprof.lab import inject
-from cniprof.lab.topology import Device, Node, Topology
 from cniprof.report import tune as tune_report
-from cniprof.tune import catalog, pairs
+from cniprof.run import inject
+from cniprof.tune import tunes
 
 
 def test_order_alternates_so_consecutive_pairs_read_abba():
-    sequence = [arm for p in range(4) for arm in pairs.order(p)]
+    sequence = [arm for p in range(4) for arm in paired.order(p)]
     assert sequence == ["baseline", "tuned", "tuned", "baseline"] * 2
 
 
 def test_gain_is_above_one_when_the_tuning_is_better_in_either_direction():
-    assert pairs.gain(10.0, 12.0, higher_is_better=True) == pytest.approx(1.2)
-    assert pairs.gain(100.0, 80.0, higher_is_better=False) == pytest.approx(1.25)  # latency went down
+    assert paired.gain(10.0, 12.0, higher_is_better=True) == pytest.approx(1.2)
+    assert paired.gain(100.0, 80.0, higher_is_better=False) == pytest.approx(1.25)  # latency went down
 
 
 def test_effect_ci_is_the_t_interval_of_the_mean_log_gain():
     base, tuned = [10.0, 11.0, 9.0, 10.0, 10.5], [12.0, 12.5, 11.0, 12.2, 12.9]
-    e = pairs.effect(base, tuned, True)
+    e = paired.effect(base, tuned, True)
     logs = [math.log(t / b) for b, t in zip(base, tuned)]
     half = t975(4) * statistics.stdev(logs) / math.sqrt(5)
     assert e.ci_low == pytest.approx(math.exp(statistics.fmean(logs) - half))
     assert e.ci_high == pytest.approx(math.exp(statistics.fmean(logs) + half))
     assert e.gain_median == pytest.approx(statistics.median(t / b for b, t in zip(base, tuned)))
-    assert (e.baseline_median, e.tuned_median, e.pairs, e.verdict) == (10.0, 12.2, 5, pairs.HELPS)
+    assert (e.baseline_median, e.tuned_median, e.pairs, e.verdict) == (10.0, 12.2, 5, paired.HELPS)
 
 
 def test_effect_verdicts():
-    assert pairs.effect([10, 10, 10], [8, 8.2, 7.9], True).verdict == pairs.HURTS
-    assert pairs.effect([10, 10, 10], [9, 11, 10.1], True).verdict == pairs.NO_EFFECT
+    assert paired.effect([10, 10, 10], [8, 8.2, 7.9], True).verdict == paired.HURTS
+    assert paired.effect([10, 10, 10], [9, 11, 10.1], True).verdict == paired.NO_EFFECT
     # lower is better: a smaller latency helps
-    assert pairs.effect([100, 101, 99], [80, 82, 79], False).verdict == pairs.HELPS
+    assert paired.effect([100, 101, 99], [80, 82, 79], False).verdict == paired.HELPS
 
 
 def test_one_pair_has_no_interval_and_no_verdict():
-    e = pairs.effect([10.0], [20.0], True)
-    assert (e.pairs, e.gain_median, e.ci_low, e.verdict) == (1, 2.0, None, pairs.NO_EFFECT)
+    e = paired.effect([10.0], [20.0], True)
+    assert (e.pairs, e.gain_median, e.ci_low, e.verdict) == (1, 2.0, None, paired.NO_EFFECT)
 
 
 def test_failed_runs_drop_their_pair():
-    e = pairs.effect([10.0, None, 10.0, 0.0], [12.0, 12.0, 12.5, 12.0], True)
+    e = paired.effect([10.0, None, 10.0, 0.0], [12.0, 12.0, 12.5, 12.0], True)
     assert (e.pairs, e.dropped) == (2, 2)
-    assert pairs.effect([None], [1.0], True) == pairs.Effect(0, 1, None, None, None, None, None, pairs.NO_EFFECT)
+    assert paired.effect([None], [1.0], True) == paired.Effect(0, 1, None, None, None, None, None, paired.NO_EFFECT)
 
 
 def test_identical_gains_give_a_zero_width_interval():
-    e = pairs.effect([10.0, 20.0], [15.0, 30.0], True)
-    assert e.ci_low == pytest.approx(1.5) and e.ci_high == pytest.approx(1.5) and e.verdict == pairs.HELPS
+    e = paired.effect([10.0, 20.0], [15.0, 30.0], True)
+    assert e.ci_low == pytest.approx(1.5) and e.ci_high == pytest.approx(1.5) and e.verdict == paired.HELPS
 
 
 def test_verdict_boundaries():
-    assert pairs.verdict(1.0, 1.2) == pairs.NO_EFFECT  # touching 1 is not "entirely above"
-    assert pairs.verdict(0.8, 1.0) == pairs.NO_EFFECT
-    assert pairs.verdict(None, None) == pairs.NO_EFFECT
+    assert paired.verdict(1.0, 1.2) == paired.NO_EFFECT  # touching 1 is not "entirely above"
+    assert paired.verdict(0.8, 1.0) == paired.NO_EFFECT
+    assert paired.verdict(None, None) == paired.NO_EFFECT
 
 
 def test_advised_reads_only_tune_names_and_tolerates_missing_fields(tmp_path):
@@ -90,14 +91,14 @@ def test_advised_without_findings_is_one_line(tmp_path):
 
 def test_catalog_refuses_unknown_and_not_yet_names():
     with pytest.raises(UsageError, match="unknown tuning 'bogus'; available: offloads-on"):
-        catalog.get("bogus")
+        tunes.get("bogus")
     with pytest.raises(UsageError, match="host_changes: true"):
-        catalog.get("netdev-backlog")
-    assert catalog.get("kube-proxy-nftables").path == "pod-to-service"
-    assert catalog.get("OFFLOADS-ON").name == "offloads-on"
-    assert catalog.TUNES["notrack"].generator == "connect"
+        tunes.get("netdev-backlog")
+    assert tunes.get("kube-proxy-nftables").path == "pod-to-service"
+    assert tunes.get("OFFLOADS-ON").name == "offloads-on"
+    assert tunes.TUNES["notrack"].generator == "connect"
     with pytest.raises(UsageError, match="unknown --generator"):
-        catalog.generator(catalog.get("rps-spread"), "netperf")
+        tunes.generator(tunes.get("rps-spread"), "netperf")
 
 
 def _topo(*roles: str) -> Topology:
@@ -127,7 +128,7 @@ def _recorded_runs() -> pd.DataFrame:
     base = [10.1e9, 9.8e9, 10.0e9]
     tuned = [12.0e9, 12.4e9, 11.9e9]
     for p in range(3):
-        for position, arm in enumerate(pairs.order(p)):
+        for position, arm in enumerate(paired.order(p)):
             value = (tuned if arm == "tuned" else base)[p]
             rows.append({"tuning": "offloads-on", "generator": "iperf3", "tool": "iperf3",
                          "metric": "throughput_bps", "higher_is_better": True, "pair": p + 1, "arm": arm,
@@ -140,9 +141,9 @@ def test_report_recomputes_effects_from_tune_csv_and_draws_the_graph(tmp_path):
     rows, files = tune_report.write(tmp_path, _recorded_runs(), {"cni": "flannel:vxlan"})
     assert [r["tuning"] for r in rows] == ["offloads-on", "rps-spread"]
     on = rows[0]
-    assert on["verdict"] == pairs.HELPS and on["pairs"] == 3
+    assert on["verdict"] == paired.HELPS and on["pairs"] == 3
     assert on["baseline_median"] == 10.0e9 and on["tuned_median"] == 12.0e9
-    assert rows[1]["pairs"] == 0 and rows[1]["verdict"] == pairs.NO_EFFECT
+    assert rows[1]["pairs"] == 0 and rows[1]["verdict"] == paired.NO_EFFECT
     saved = json.loads((tmp_path / "tune.json").read_text())
     assert saved["effects"][0]["gain_median"] == pytest.approx(on["gain_median"]) and "log" in saved["ci_method"]
     again = tune_report.effects(tune_report.load(tmp_path))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
-from cniprof.bench import tunings
-from cniprof.bench.tunings import Dev
+from cniprof.lab import tunings
+from cniprof.lab.tunings import Dev
 
 NODE = [Dev("n1", "eth0", "underlay"), Dev("n1", "flannel.1", "vxlan"), Dev("n1", "cni0", "bridge"),
         Dev("n1", "veth-pod-a", "host_veth")]
@@ -114,7 +114,7 @@ def test_sysctl_plan_per_namespace_with_old_values(monkeypatch):
     topo = SimpleNamespace(nodes=[SimpleNamespace(netns="n1")], pods=[SimpleNamespace(netns="p1"),
                                                                        SimpleNamespace(netns="p2")])
     current = {"n1": "4096\t131072\t6291456\n", "p1": "4096 65536 1048576\n", "p2": "4096\t131072\t6291456\n"}
-    monkeypatch.setattr(tunings, "_sh", lambda netns, argv: current[netns])
+    monkeypatch.setattr(tunings, "run_in", lambda netns, argv, **kw: current[netns])
     changes = tunings.plan_sysctl(topo, {"net.ipv4.tcp_rmem": "4096 65536 1048576"})
     assert [c.dev.netns for c in changes] == ["n1", "p2"]  # p1 already has it
     assert changes[0].apply == ("sysctl", "-q", "-w", "net.ipv4.tcp_rmem=4096 65536 1048576")
@@ -127,10 +127,10 @@ def test_qdisc_plan_refuses_to_replace_a_configured_qdisc(monkeypatch):
     from cniprof.errors import CniprofError
 
     dev = [Dev("n1", "eth0", "underlay")]
-    monkeypatch.setattr(tunings, "_sh", lambda netns, argv: '[{"kind":"noqueue","root":true}]')
+    monkeypatch.setattr(tunings, "run_in", lambda netns, argv, **kw: '[{"kind":"noqueue","root":true}]')
     (change,) = tunings.plan_qdisc(dev, "pfifo")
     assert change.revert == ("tc", "qdisc", "del", "dev", "eth0", "root")
-    monkeypatch.setattr(tunings, "_sh", lambda netns, argv: '[{"kind":"tbf","root":true}]')
+    monkeypatch.setattr(tunings, "run_in", lambda netns, argv, **kw: '[{"kind":"tbf","root":true}]')
     with pytest.raises(CniprofError, match="already has a tbf qdisc"):
         tunings.plan_qdisc(dev, "pfifo")
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cniprof.cni.topology import Topology
 from cniprof.lab.nsutil import Namespaces
 from cniprof.lab.recipes import bridge, calico, cilium, flannel, host, macvlan
-from cniprof.lab.topology import Topology
 
 Recipe = Callable[[Namespaces], Topology]
 

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from cniprof.cni.topology import Topology
 from cniprof.lab.nsutil import Namespaces, index, ipr
 from cniprof.lab.recipes.common import Layout, NodeSpec, PodSpec, collect, create_namespaces, veth_pod
-from cniprof.lab.topology import Topology
 
 BRIDGE_DEV = "cni0"
 MTU = 1500

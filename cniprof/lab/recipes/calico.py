@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from cniprof.cni.topology import Topology
 from cniprof.lab import kernel
 from cniprof.lab.nsutil import (
     NTF_SELF,
@@ -44,7 +45,6 @@ from cniprof.lab.recipes.common import (
     two_nodes,
     underlay,
 )
-from cniprof.lab.topology import Topology
 
 POD_NAMESPACE = "default"  # the Kubernetes namespace the cali names are hashed with
 HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"

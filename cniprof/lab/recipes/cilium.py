@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 
+from cniprof.cni.topology import Topology
 from cniprof.lab import cilium_abi, cilium_tc
 from cniprof.lab.nsutil import (
     NUD_PERMANENT,
@@ -44,7 +45,6 @@ from cniprof.lab.recipes.common import (
     two_nodes,
     underlay,
 )
-from cniprof.lab.topology import Topology
 
 POD_NAMESPACE = "default"
 HOST_DEV, NET_DEV = "cilium_host", "cilium_net"

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cniprof.cni.topology import LAB_NETNS_PREFIX, Device, Node, Pod, Topology
 from cniprof.lab.nsutil import RTPROT_BOOT, index, ipr
-from cniprof.lab.topology import LAB_NETNS_PREFIX, Device, Node, Pod, Topology
 
 UNDERLAY_DEV = "eth0"
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from cniprof.cni.topology import Topology
 from cniprof.lab.nsutil import (
     NTF_SELF,
     NUD_PERMANENT,
@@ -24,7 +25,6 @@ from cniprof.lab.recipes.common import (
     underlay,
     veth_pod,
 )
-from cniprof.lab.topology import Topology
 
 FLANNEL_NODES = two_nodes()
 BRIDGE_DEV = "cni0"

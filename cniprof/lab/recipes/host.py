@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
+from cniprof.cni.topology import Topology
 from cniprof.lab.nsutil import Namespaces
 from cniprof.lab.recipes.common import UNDERLAY_DEV, Layout, NodeSpec, collect, create_namespaces, underlay
-from cniprof.lab.topology import Topology
 
 NODES = (NodeSpec("node1", 1, "192.168.77.1", ()), NodeSpec("node2", 2, "192.168.77.2", ()))
 

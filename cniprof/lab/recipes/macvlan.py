@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from cniprof.cni.topology import Topology
 from cniprof.lab.nsutil import Namespaces, index, ipr
 from cniprof.lab.recipes.common import (
     UNDERLAY_DEV,
@@ -15,7 +16,6 @@ from cniprof.lab.recipes.common import (
     two_nodes,
     underlay,
 )
-from cniprof.lab.topology import Topology
 
 MACVLAN_MODE = "bridge"
 NODES = two_nodes(("192.168.77.11", "192.168.77.12", "192.168.77.21", "192.168.77.22"))

@@ -22,7 +22,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "root")]
 
 from agents_pair import paired
 
-from cniprof.lab import state
+from cniprof.lab import saved
 from cniprof.traffic.ping import Ping
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=300)
     ap.add_argument("--offset-ns", type=int, default=5_000_000)
     args = ap.parse_args()
-    topo = state.load()
+    topo = saved.load()
     if topo is None:
         raise SystemExit("no lab: cniprof lab up --cni flannel first")
     res = paired(topo, f"{topo.cni}:{topo.mode}", lambda a, b: Ping(a.netns, b.ip, args.count, interval_s=0.002),

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cniprof.lab.topology import NETNS_PREFIX
+from cniprof.cni.topology import NETNS_PREFIX
 
 
 def _rules(n: int) -> str:
