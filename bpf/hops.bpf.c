@@ -95,6 +95,10 @@ struct {
 	__uint(max_entries, RECORD_RING_BYTES);
 } records SEC(".maps");
 
+/* a ring buffer has no value type: this pointer puts struct hop_record into the object's BTF, where
+ * tests/root/test_bpf_abi.py checks the Python mirror against it (never used) */
+struct hop_record *unused_hop_record __attribute__((unused));
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
