@@ -126,6 +126,18 @@ def _endpoint(topo: Topology, ref: str | Pod) -> Pod:
     return ref if isinstance(ref, Pod) else topo.pod(ref)
 
 
+def _chain_points(topo: Topology, chain: Chain, events: tuple[str, ...]
+                  ) -> tuple[Chain, list[Point], dict[tuple[str, str, str], int]]:
+    """The chain as seen with these events only (e.g. without rx, veth xmit and backlog are one hop), every point
+    of the topology for them, and (netns, device, event) -> point id."""
+    chain = chain.restricted(set(events) | {"copy"})
+    used = {s.event for d in (0, 1) for s in chain.steps_for(d) if s.event != "copy"}
+    node_sockets = any(s.device == "socket" and s.place.endswith("_node")
+                       for d in (0, 1) for s in chain.steps_for(d))
+    pts = all_points(topo, tuple(sorted(set(events) | used)), node_sockets=node_sockets)
+    return chain, pts, {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
+
+
 def build(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod,
           events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
     """The points, labelled expected hops and directions of tracing `chain` between two endpoints.
@@ -136,13 +148,7 @@ def build(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod
     rx -> receive) is listed in `Plan.shared` instead, since the kernel keeps one histogram per pair.
     """
     src, dst = _endpoint(topo, src_name), _endpoint(topo, dst_name)
-    # the chain as seen with these events only (e.g. without rx, veth xmit and backlog are one hop)
-    chain = chain.restricted(set(events) | {"copy"})
-    used = {s.event for d in (0, 1) for s in chain.steps_for(d) if s.event != "copy"}
-    node_sockets = any(s.device == "socket" and s.place.endswith("_node")
-                       for d in (0, 1) for s in chain.steps_for(d))
-    pts = all_points(topo, tuple(sorted(set(events) | used)), node_sockets=node_sockets)
-    index = {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
+    chain, pts, index = _chain_points(topo, chain, events)
     expected: list[ExpectedHop] = []
     shared: list[ExpectedHop] = []
     directions = []
@@ -210,12 +216,7 @@ def build_node(topo: Topology, chain: Chain, dirs: tuple[NodeDirection, ...],
     "last") at its last point on the node; the destination side starts at its first point on the node (record
     "first", the packet's identity read through the encapsulation) and ends at the path's end (record "end").
     """
-    chain = chain.restricted(set(events) | {"copy"})
-    used = {s.event for d in (0, 1) for s in chain.steps_for(d) if s.event != "copy"}
-    node_sockets = any(s.device == "socket" and s.place.endswith("_node")
-                       for d in (0, 1) for s in chain.steps_for(d))
-    pts = all_points(topo, tuple(sorted(set(events) | used)), node_sockets=node_sockets)
-    index = {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
+    chain, pts, index = _chain_points(topo, chain, events)
     flags: dict[int, dict] = {}
     expected: list[ExpectedHop] = []
     directions = []
