@@ -14,6 +14,7 @@ Type ids start at 1 (0 is void). Split BTF (kernel modules) continues the ids an
 from __future__ import annotations
 
 import functools
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,3 +362,9 @@ def has_drop_reasons() -> bool:
             return False
         raise
     return True
+
+
+def c_structs(*mirrors: type) -> dict[str, type]:
+    """C struct name -> its ctypes mirror, the C name being the class name in snake case (DevSlot -> dev_slot):
+    what the ABI tests hold against the object's BTF."""
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", m.__name__).lower(): m for m in mirrors}

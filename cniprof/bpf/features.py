@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import gzip
 import os
 import socket
 import struct
@@ -36,9 +35,10 @@ from pyroute2 import netns as pr_netns
 from cniprof.bpf import btf, libbpf, nflink
 from cniprof.bpf.build import object_path
 from cniprof.errors import CniprofError, EnvironmentProblem
+from cniprof.netns_exec import enter_netns, in_thread
+from cniprof.sysinfo import config_option
 
 # re-exported: the doctor's helper-thread runner moved to nflink, which the netfilter probe shares
-in_thread = nflink.in_thread
 
 T = TypeVar("T")
 
@@ -402,7 +402,7 @@ def _probe_kprobe() -> str:
         # libbpf falls back to tracefs kprobe_events on kernels without the kprobe PMU: give it tracefs too.
         return _with_tracefs(lambda: _probe_program("cpd_kprobe", "ip_rcv"))
     except Unavailable as e:
-        if kernel_config("CONFIG_KPROBES") == "n":
+        if config_option("CONFIG_KPROBES") == "n":
             raise Unavailable(f"the kernel is built without kprobes (CONFIG_KPROBES is not set); {e}") from None
         raise
 
@@ -446,23 +446,6 @@ def _enum_value(enum: str, name: str, why: str) -> int:
     if name not in values:
         raise Unavailable(f"this kernel's BTF has no {name} ({why})")
     return values[name]
-
-
-def kernel_config(option: str) -> str | None:
-    """'y', 'm', 'n' (is not set) or a value from /proc/config.gz or /boot/config-<release>; None if unknown."""
-    candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{os.uname().release}")]
-    for path in candidates:
-        try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        except OSError:
-            continue
-        for line in raw.decode(errors="replace").splitlines():
-            if line == f"# {option} is not set":
-                return "n"
-            if line.startswith(f"{option}="):
-                return line.split("=", 1)[1]
-        return "n"  # an option absent from a full config is off
-    return None
 
 
 def _tracefs_mounted() -> bool:
@@ -516,7 +499,7 @@ def _netfilter_link_here(c: nflink.NfConstants) -> None:
 def _probe_netfilter_link() -> str:
     constants = nflink.constants()
     with probe_netns() as netns:
-        in_thread(lambda: _netfilter_link_here(constants), setup=lambda: nflink.enter_netns(netns))
+        in_thread(lambda: _netfilter_link_here(constants), setup=lambda: enter_netns(netns))
     return (f"loaded and linked at IPv4 LOCAL_OUT, priority {NETFILTER_PRIORITY}, "
             f"in a throwaway netns ({PROBE_NETNS}, deleted)")
 

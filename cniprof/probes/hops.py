@@ -20,6 +20,7 @@ from cniprof.bpf.libbpf import Object, RingBuffer, possible_cpus, prog_id
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
 from cniprof.probes.plan import Direction, ExpectedHop, Point
+from cniprof.probes.probe import BpfProbe
 
 
 def reason_names() -> dict[int, str]:
@@ -36,7 +37,7 @@ def _ip_u32(ip: str) -> int:
 _LITTLE = np.little_endian
 
 
-class HopProbe:
+class HopProbe(BpfProbe):
     """Load, configure and attach the hop tracker; read snapshots; detach on close (also on errors)."""
 
     def __init__(self, obj_path: Path, points: Sequence[Point], expected: Sequence[ExpectedHop],
@@ -88,11 +89,7 @@ class HopProbe:
     def start(self) -> None:
         reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
         self.obj.load()
-        for name, (kt, vt) in abi.MAP_TYPES.items():
-            m = self.obj.map(name)
-            if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
-                raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         f"{rebuild_hint()}")
+        self.check_maps(abi.MAP_TYPES)
         self._write_points()
         if self.agent:
             self.ring = RingBuffer(self.obj.map("records"))
@@ -163,41 +160,26 @@ class HopProbe:
 
     def record_counters(self) -> dict[str, int]:
         """Agent mode: records sent, refused by the rate limit and refused by a full ring (REC_COUNTERS)."""
-        m = self.obj.map("rec_counts")
-        out = {}
-        for i, name in enumerate(abi.REC_COUNTERS):
-            v = self._percpu(m, ctypes.c_uint32(i), ctypes.c_uint64)
-            out[name] = int(v[0]) if v is not None else 0
-        return out
+        return {name: self.u64_sum("rec_counts", i) for i, name in enumerate(abi.REC_COUNTERS)}
 
     def prog_ids(self) -> list[int]:
         """The kernel ids of the attached programs (what `bpftool prog`/`link show` list)."""
         return [prog_id(self.obj.prog_fd(name)) for name in self.attached]
 
     def counter(self, name: str) -> int:
-        v = self._percpu(self.obj.map("counters"), ctypes.c_uint32(abi.COUNTERS.index(name)), ctypes.c_uint64)
-        return int(v[0]) if v is not None else 0
+        """One of the probe's counters (abi.COUNTERS) summed over the CPUs."""
+        return self.u64_sum("counters", abi.COUNTERS.index(name))
 
     def close(self) -> None:
         if self.ring is not None:
             self.ring.close()
             self.ring = None
-        self.obj.close()
-
-    def __enter__(self) -> HopProbe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        super().close()
 
     # --- reading ---
-    def _percpu(self, m, key, ctype) -> np.ndarray | None:
-        """The value summed over the CPUs (u64 words), None when absent."""
-        arr = m.lookup_percpu(key, ctype, self.ncpu)
-        return None if arr is None else arr.sum(axis=0)
 
     def _hist(self, slot: int) -> dict:
-        v = self._percpu(self.obj.map("hists"), ctypes.c_uint32(slot), abi.Hist)
+        v = self.percpu_sum("hists", ctypes.c_uint32(slot), abi.Hist)
         if v is None:
             return {"count": 0, "sum_ns": 0, "buckets": {}}
         buckets = v[2:2 + abi.HIST_BUCKETS]
@@ -209,9 +191,8 @@ class HopProbe:
         for slot, e in enumerate(self.expected, start=1):
             hops.append({"from": e.src, "to": e.dst, "expected": True, "dir": e.dir, "seq": e.seq, "role": e.role,
                          "in_e2e": e.in_e2e, **self._hist(slot)})
-        odd = self.obj.map("odd_pairs")
-        for key in odd.keys(ctypes.c_uint32):
-            v = self._percpu(odd, key, abi.PairStat)
+        for key in self.obj.map("odd_pairs").keys(ctypes.c_uint32):
+            v = self.percpu_sum("odd_pairs", key, abi.PairStat)
             if v is None:
                 continue
             a, b = divmod(key.value, abi.MAX_POINTS)
@@ -220,17 +201,12 @@ class HopProbe:
         e2e = [{"dir": d.dir, **self._hist(abi.MAX_HOPS + d.dir)} for d in self.directions]
         names = reason_names()
         drops = []
-        dm = self.obj.map("drops")
-        for key in dm.keys(abi.DropKey):
-            v = self._percpu(dm, key, ctypes.c_uint64)
+        for key in self.obj.map("drops").keys(abi.DropKey):
+            v = self.percpu_sum("drops", key, ctypes.c_uint64)
             if v is not None:
                 drops.append({"point": key.point, "reason": key.reason,
                               "reason_name": names.get(key.reason, f"reason_{key.reason}"), "count": int(v[0])})
-        cm = self.obj.map("counters")
-        counters = {}
-        for i, name in enumerate(abi.COUNTERS):
-            v = self._percpu(cm, ctypes.c_uint32(i), ctypes.c_uint64)
-            counters[name] = int(v[0]) if v is not None else 0
+        counters = {name: self.counter(name) for name in abi.COUNTERS}
         return {
             "version": 1,
             "elapsed_s": time.monotonic() - self.started_at if self.started_at else 0.0,

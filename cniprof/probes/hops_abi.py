@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""ctypes mirror of bpf/hops.h. tests/root/test_hops_abi.py checks every struct against the object's BTF, and
+"""ctypes mirror of bpf/hops.h. tests/root/test_bpf_abi.py checks every struct against the object's BTF, and
 HopProbe checks map key/value sizes at load, so a drift between the C and Python sides fails loudly."""
 
 from __future__ import annotations
 
 import ctypes
+
+from cniprof.bpf.btf import c_structs
 
 HIST_SUB_BITS = 4
 HIST_BUCKETS = 512
@@ -132,15 +134,4 @@ MAP_TYPES = {
     "rec_counts": (u32, u64),
 }
 # C struct name -> ctypes mirror, for the BTF check
-STRUCTS = {
-    "dev_slot": DevSlot,
-    "point_info": PointInfo,
-    "skb_track": SkbTrack,
-    "hist": Hist,
-    "pair_stat": PairStat,
-    "drop_key": DropKey,
-    "hops_cfg": HopsCfg,
-    "hops_settings": HopsSettings,
-    "hop_record": HopRecord,
-    "rec_window": RecWindow,
-}
+STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, HopsCfg, HopsSettings, HopRecord, RecWindow)

@@ -38,7 +38,9 @@ from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.bpf.prog_stats import prog_stats
 from cniprof.cni.topology import Topology
 from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.netns_exec import call_in
 from cniprof.probes import nfhooks_abi as abi
+from cniprof.probes.probe import BpfProbe
 
 if TYPE_CHECKING:
     from cniprof.bpf.features import Features
@@ -73,7 +75,7 @@ def _ip_u32(ip: str) -> int:
     return int.from_bytes(ipaddress.IPv4Address(ip).packed, sys.byteorder)
 
 
-class NfHookProbe:
+class NfHookProbe(BpfProbe):
     """Time every IPv4 netfilter hook of some namespaces for packets of some addresses.
 
     netns_names: namespaces in /run/netns (or nsfs paths); addresses: IPv4 addresses, a packet is timed when
@@ -161,20 +163,18 @@ class NfHookProbe:
                 raise EnvironmentProblem(f"{self.obj.path.name} has no program {name}: "
                                          f"{rebuild_hint()}") from None
         self.obj.load()
-        self._check_maps()
+        self.check_maps(abi.MAP_TYPES)
         self._configure()
         fds = {name: self.obj.prog_fd(name) for name in abi.PROGRAMS}
         for netns in self.netns:
-            nflink.in_netns(netns_path(netns), lambda netns=netns: self._link_all(c, fds, netns))
+            call_in(netns_path(netns), lambda netns=netns: self._link_all(c, fds, netns))
         self.started_at = time.monotonic()
 
     def _start_traced(self) -> None:
         """fentry/fexit or kprobe/kretprobe on nf_hook_slow: one pair of programs for every namespace and hook
         (the namespaces are filtered in BPF). Chosen only where the doctor's calibration found the type allowed."""
-        from cniprof.bpf.features import errno_text
-
         self.obj.load()
-        self._check_maps()
+        self.check_maps(abi.MAP_TYPES)
         self._configure()
         for name in abi.PROGRAMS_OF[self.attach]:
             try:
@@ -193,13 +193,6 @@ class NfHookProbe:
             return os.stat(netns_path(name)).st_ino
         except FileNotFoundError:
             raise UsageError(f"network namespace {name!r} does not exist (no {netns_path(name)})") from None
-
-    def _check_maps(self) -> None:
-        for name, (kt, vt) in abi.MAP_TYPES.items():
-            m = self.obj.map(name)
-            if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
-                raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         f"{rebuild_hint()}")
 
     def _configure(self) -> None:
         zero = ctypes.c_uint32(0)
@@ -228,10 +221,6 @@ class NfHookProbe:
                 self.links.add(fd)
 
     # --- reading
-    def _percpu_sum(self, name: str, key: int, ctype: type) -> np.ndarray:
-        arr = self.obj.map(name).lookup_percpu(ctypes.c_uint32(key), ctype, self.ncpu)
-        return np.zeros((ctypes.sizeof(ctype) + 7) // 8, dtype=np.uint64) if arr is None else arr.sum(axis=0)
-
     def _pending(self) -> dict[tuple[int, int], int]:
         """Stamps not closed yet, per (netns index, hook): packets still inside a hook or dropped there."""
         size = ctypes.sizeof(abi.NfStamps)
@@ -259,10 +248,12 @@ class NfHookProbe:
         for idx, (netns, ino) in enumerate(zip(self.netns, self.inodes)):
             for h, hook in enumerate(HOOKS):
                 slot = idx * abi.NF_HOOKS + h
-                v = self._percpu_sum("hists", slot, abi.Hist)
+                v = self.percpu_sum("hists", ctypes.c_uint32(slot), abi.Hist)
+                if v is None:  # an array map always has the slot; a missing one reads as empty
+                    v = np.zeros(ctypes.sizeof(abi.Hist) // 8, dtype=np.uint64)
                 buckets = v[2:]
                 nz = np.nonzero(buckets)[0]
-                unclosed = int(self._percpu_sum("unclosed", slot, ctypes.c_uint64)[0]) + pending.get((idx, h), 0)
+                unclosed = self.u64_sum("unclosed", slot) + pending.get((idx, h), 0)
                 hooks.append({
                     "netns": netns, "netns_ino": ino, "node": self.labels.get(netns), "hook": hook,
                     "count": int(v[0]), "sum_ns": int(v[1]),
@@ -296,13 +287,6 @@ class NfHookProbe:
     def close(self) -> None:
         """Detach every link, then unload the programs. Idempotent; safe after a failed or interrupted start."""
         self.links.close()
-        if self.obj is not None:
-            self.obj.close()
+        super().close()
         self.obj = None
         self.started_at = None
-
-    def __enter__(self) -> NfHookProbe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

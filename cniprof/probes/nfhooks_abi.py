@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 
+from cniprof.bpf.btf import c_structs
 from cniprof.probes.hops_abi import Hist  # the same struct hist and buckets as the hop histograms
 
 NF_HOOKS = 5
@@ -47,10 +48,5 @@ MAP_TYPES = {
     "hists": (u32, Hist),
     "unclosed": (u32, u64),
 }
-STRUCTS = {
-    "nf_stamp": NfStamp,
-    "nf_stamps": NfStamps,
-    "nf_netns": NfNetns,
-    "nf_filter": NfFilter,
-    "hist": Hist,
-}
+# C struct name -> ctypes mirror, for the BTF check
+STRUCTS = c_structs(NfStamp, NfStamps, NfNetns, NfFilter, Hist)

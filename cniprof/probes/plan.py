@@ -138,7 +138,7 @@ def _chain_points(topo: Topology, chain: Chain, events: tuple[str, ...]
     return chain, pts, {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
 
 
-def build(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod,
+def build_plan(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod,
           events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
     """The points, labelled expected hops and directions of tracing `chain` between two endpoints.
 
@@ -208,9 +208,9 @@ def node_topology(topo: Topology, node: str) -> Topology:
                     {k: v for k, v in topo.host_ips.items() if k == node}, topo.injections)
 
 
-def build_node(topo: Topology, chain: Chain, dirs: tuple[NodeDirection, ...],
+def build_node_plan(topo: Topology, chain: Chain, dirs: tuple[NodeDirection, ...],
                events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
-    """What a node agent watches: every point of its node (as `build` does for a whole lab), and per direction
+    """What a node agent watches: every point of its node (as `build_plan` does for a whole lab), and per direction
     only the chain steps on its side, labelled with their seq in the whole chain so that the coordinator's merged
     table has the single tracer's order. The source side starts at the chain's first point and ends (record
     "last") at its last point on the node; the destination side starts at its first point on the node (record

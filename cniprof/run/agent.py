@@ -109,7 +109,7 @@ def node_plan(spec: dict[str, Any]) -> tuple[planning.Plan, str]:
         dirs.append(planning.NodeDirection(int(d["dir"]), str(d["src_pod"]), str(d["dst_pod"]), str(d["src_ip"]),
                                            str(d["dst_ip"]), str(side), local))
     events = tuple(spec.get("events") or planning.DEFAULT_EVENTS)
-    plan = planning.build_node(topo, chain, tuple(dirs), events)
+    plan = planning.build_node_plan(topo, chain, tuple(dirs), events)
     # rows are named as the run names them: this node's name, the spec's pod names
     by_ns = {p.netns: name for name, p in pods.items()}
     points = tuple(dataclasses.replace(p, node=node, pod=by_ns.get(p.netns, p.pod) if p.pod else None)

@@ -42,7 +42,7 @@ def paired(topo: Topology, spec: str, generator: Callable[[Pod, Pod], Any], *, p
     model = registry.parse(spec)
     chain = trace.chain_for(model, path)
     a, b = trace.pick_pods(topo, path, None, None)
-    plan = planning.build(topo, chain, a, b, events=events)
+    plan = planning.build_plan(topo, chain, a, b, events=events)
     with ExitStack() as stack:
         single = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions, sample_every=sample_every)
         stack.callback(single.close)

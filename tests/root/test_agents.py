@@ -62,7 +62,7 @@ def _loaded(prog_ids: list[int]) -> list[int]:
 
 def _started_agent(lab: Topology, node: str = "node1") -> tuple[LocalChannel, dict]:
     a, b = lab.pod("pod-a"), lab.pod("pod-c")
-    plan_dirs = planning.build(lab, trace.chain_for(registry.parse("flannel"), "cross-node"), a, b).directions
+    plan_dirs = planning.build_plan(lab, trace.chain_for(registry.parse("flannel"), "cross-node"), a, b).directions
     spec = specs_for_pair(a, b, plan_dirs, cni="flannel:vxlan", path="cross-node", events=("queue", "receive"))[node]
     ch = LocalChannel(node, env=local_env())
     hello = ch.recv(60)
