@@ -38,7 +38,10 @@ class Paired:
 
 
 def paired(topo: Topology, spec: str, generator: Callable[[Pod, Pod], Any], *, path: str = "cross-node",
-           offset_ns: int = 0, sample_every: int = 1, events: tuple[str, ...] = planning.DEFAULT_EVENTS) -> Paired:
+           offset_ns: int = 0, sample_every: int = 1, events: tuple[str, ...] = planning.DEFAULT_EVENTS,
+           agents_first: bool = False) -> Paired:
+    """agents_first: attach the agents' programs before the single tracer's (they then run first at every
+    tracepoint; whichever runs second sees each point a program run later)."""
     model = registry.parse(spec)
     chain = trace.chain_for(model, path)
     a, b = trace.pick_pods(topo, path, None, None)
@@ -46,11 +49,11 @@ def paired(topo: Topology, spec: str, generator: Callable[[Pod, Pod], Any], *, p
     with ExitStack() as stack:
         single = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions, sample_every=sample_every)
         stack.callback(single.close)
-        single.start()
         coord = coordinator.for_pair(a, b, chain, plan.directions, cni=model.spec, path=path, events=events,
                                      sample_every=sample_every, test_clock_offset_ns=offset_ns)
         stack.callback(coord.close)
-        coord.start()
+        for probe in ((coord, single) if agents_first else (single, coord)):
+            probe.start()
         gen = generator(a, b)
         stack.callback(gen.stop)
         gen.start()

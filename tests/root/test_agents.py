@@ -38,14 +38,15 @@ from cniprof.traffic.udp_burst import UdpBurst
 pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[2]
-# 500 echo requests a second: sparse enough to stay one packet at a time, dense enough that the probes' programs
-# stay in the CPU caches (with a packet every 10 ms, the first program to run at a tracepoint pays a cold cache for
-# the next one, a ~1 us bias of whichever tracer runs second at that point; ARCHITECTURE.md "Node agents")
-PINGS = 1000
+PINGS = 300
 
 
 def _ping(count: int = PINGS, interval_s: float = 0.002):
     return lambda a, b: Ping(a.netns, b.ip, count, interval_s=interval_s)
+
+
+def _iperf3(a, b):
+    return Iperf3(a.netns, b.netns, b.ip, 3.0)
 
 
 def _loaded(prog_ids: list[int]) -> list[int]:
@@ -148,28 +149,38 @@ def test_bad_commands_get_one_line_errors(lab: Topology) -> None:
 
 @pytest.mark.parametrize("offset_ns", [5_000_000, -5_000_000, 200_000])
 def test_offset_is_recovered_and_hops_agree_with_the_single_tracer(lab: Topology, offset_ns: int) -> None:
-    res = paired(lab, "flannel:vxlan", _ping(), offset_ns=offset_ns)
+    """An iperf3 stream (data one way, ACKs the other) traced by both at once, 1 in 16 packets; node2's agent
+    reports its times shifted by a test-only offset. A dense stream keeps both tracers' programs in the CPU caches:
+    with a packet every few ms, whichever program runs second at a tracepoint sees the first one's cold-cache
+    cost of the first event of each packet, a bias of ~0.5 us on the hop after it (KNOWN_ISSUES.md)."""
+    res = paired(lab, "flannel:vxlan", _iperf3, offset_ns=offset_ns, sample_every=16)
     c = res.merged["clock"]
     assert c["status"] == "ok", c
     assert offset_error_ns(res.merged, offset_ns) <= 5_000, c
-    # every ping was matched across the nodes, both ways, and every hop was measured
-    assert c["matched"] == {"pod-a→pod-c": PINGS, "pod-c→pod-a": PINGS}, c
+    assert all(n > 200 for n in c["matched"].values()), c
     assert disagreements(res.single, res.merged) == []
     assert len(wire_keys(res.merged)) == 2
-    assert path_check.check(res.merged).ok, path_check.check(res.merged).lines()
     # never a negative hop time: the corrected wire delays are >= the offset's bound by construction
+    assert c["below_zero"] == {"pod-a→pod-c": 0, "pod-c→pod-a": 0}
     for h in res.merged["hops"]:
         if h.get("wire"):
-            assert min(int(k) for k in h["buckets"]) >= 0 and h["count"] == PINGS
+            assert min(int(k) for k in h["buckets"]) >= 0
 
 
-def test_tcp_stream_hops_agree_with_the_single_tracer(lab: Topology) -> None:
-    """iperf3 (data one way, ACKs the other) sampled 1 in 8: the same means from different halves of the path."""
-    res = paired(lab, "flannel:vxlan", lambda a, b: Iperf3(a.netns, b.netns, b.ip, 3.0), sample_every=8)
+def test_every_ping_is_matched_across_the_nodes(lab: Topology) -> None:
+    """One packet at a time both ways: each is matched, the wire hop and end to end agree with the single
+    tracer's, and the path check sees the single tracer's chain."""
+    res = paired(lab, "flannel:vxlan", _ping(), offset_ns=-5_000_000)
     c = res.merged["clock"]
-    assert c["status"] == "ok" and offset_error_ns(res.merged, 0) <= 5_000, c
-    assert all(n > 100 for n in c["matched"].values()), c
-    assert disagreements(res.single, res.merged) == []
+    assert c["status"] == "ok" and offset_error_ns(res.merged, -5_000_000) <= 5_000, c
+    assert c["matched"] == {"pod-a→pod-c": PINGS, "pod-c→pod-a": PINGS}, c
+    assert c["unmatched"] == {"pod-a→pod-c": {"src": 0, "dst": 0}, "pod-c→pod-a": {"src": 0, "dst": 0}}, c
+    assert disagreements(res.single, res.merged, wire_only=True) == []
+    for e1, e2 in zip(res.single["e2e"], res.merged["e2e"]):
+        assert e1["count"] == e2["count"] == PINGS
+        m1, m2 = e1["sum_ns"] / e1["count"], e2["sum_ns"] / e2["count"]
+        assert abs(m1 - m2) <= max(0.05 * m1, 2_000)
+    assert path_check.check(res.merged).ok, path_check.check(res.merged).lines()
 
 
 def _crafted(src: str, dst: str) -> list[bytes]:
@@ -311,19 +322,20 @@ def _generator_running(trace_proc: psutil.Process) -> bool:
 
 
 @pytest.mark.lab_destructive
-@pytest.mark.parametrize("spec", ["flannel:vxlan", "calico:vxlan", "cilium:vxlan", "flannel:host-gw", "calico:bgp"])
+@pytest.mark.parametrize("spec", ["calico:vxlan", "cilium:vxlan", "flannel:host-gw", "calico:bgp"])
 def test_models_match_packets_across_nodes(no_lab: None, spec: str) -> None:
-    """Encapsulated and routed models: every ping is matched across the nodes in both directions."""
+    """Encapsulated and routed models (flannel vxlan: the session lab above): every ping is matched across the
+    nodes in both directions."""
     cni, mode = realize.parse_cni(spec)
     topo, _ = realize.up(cni, mode)
     try:
-        res = paired(topo, spec, _ping(300), offset_ns=5_000_000)
+        res = paired(topo, spec, _ping(), offset_ns=5_000_000)
     finally:
         cleanup.teardown()
     c = res.merged["clock"]
-    assert c["status"] == "ok" and c["matched"] == {"pod-a→pod-c": 300, "pod-c→pod-a": 300}, c
+    assert c["status"] == "ok" and c["matched"] == {"pod-a→pod-c": PINGS, "pod-c→pod-a": PINGS}, c
     assert offset_error_ns(res.merged, 5_000_000) <= 5_000, c
-    assert disagreements(res.single, res.merged) == []
+    assert disagreements(res.single, res.merged, wire_only=True) == []
     assert path_check.check(res.merged).ok, path_check.check(res.merged).lines()
 
 

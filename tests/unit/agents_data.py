@@ -32,12 +32,14 @@ def wire_keys(merged: Mapping[str, Any]) -> set[tuple[int, int]]:
     return {(int(h["dir"]), int(h["seq"])) for h in merged["hops"] if h.get("wire")}
 
 
-def disagreements(single: Mapping[str, Any], merged: Mapping[str, Any]) -> list[str]:
+def disagreements(single: Mapping[str, Any], merged: Mapping[str, Any], wire_only: bool = False) -> list[str]:
     """Every hop whose mean differs beyond the issue's bounds: 5 % or 0.5 µs inside a node, 10 % or 2 µs on the
-    wire (whichever is larger); and every hop one side has and the other lacks."""
+    wire (whichever is larger); and every hop one side has and the other lacks. wire_only: the wire hops only."""
     a, b, wire = hop_means(single), hop_means(merged), wire_keys(merged)
     out = []
     for key in sorted(set(a) | set(b)):
+        if wire_only and key not in wire:
+            continue
         if key not in a or key not in b:
             out.append(f"hop {key}: single {a.get(key)} merged {b.get(key)}")
             continue
