@@ -54,6 +54,8 @@ def merge(snapshots: Mapping[str, Mapping[str, Any]], sides: Mapping[int, tuple[
     points: list[dict[str, Any]] = []
     hops: list[dict[str, Any]] = []
     drops: list[dict[str, Any]] = []
+    ends: list[dict[str, Any]] = []
+    live: list[dict[str, Any]] = []
     counters: dict[str, int] = {}
     nodes: dict[str, Any] = {}
     for node, snap in snapshots.items():
@@ -64,6 +66,9 @@ def merge(snapshots: Mapping[str, Mapping[str, Any]], sides: Mapping[int, tuple[
             hops.append({**h, "from": base + _ref(h["from"]), "to": base + _ref(h["to"])})
         for d in snap.get("drops") or ():
             drops.append({**d, "point": base + _ref(d["point"])})
+        for key, out in (("ends", ends), ("live", live)):
+            for e in snap.get(key) or ():
+                out.append({**e, "point": base + _ref(e["point"])})
         for k, v in (snap.get("counters") or {}).items():
             counters[k] = counters.get(k, 0) + int(v)
         nodes[node] = {"counters": dict(snap.get("counters") or {}), "e2e": list(snap.get("e2e") or ()),
@@ -97,6 +102,8 @@ def merge(snapshots: Mapping[str, Mapping[str, Any]], sides: Mapping[int, tuple[
         "hops": hops,
         "e2e": e2e,
         "drops": drops,
+        "ends": ends,
+        "live": live,
         "counters": counters,
         "directions": [directions[d] for d in sorted(directions)],
         "programs": sorted({p for s in snapshots.values() for p in s.get("programs") or ()}),

@@ -71,8 +71,11 @@ def dev_hash(netns: int, ifindex: int) -> int:
     return x & (DEV_SLOTS - 1)
 
 COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "candidates", "lost",
-            "ended_path")
-C_COUNT = 9
+            "ended_path", "ended_unseen")
+C_COUNT = 10
+COUNTER_SETS = 2  # the counters map holds one set per epoch parity (hops.h)
+# enum end_kind: the per-point ends of map "ends" (deliveries and drops are counted elsewhere)
+END_KINDS = ("freed", "unseen", "lost", "stale")
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
@@ -86,7 +89,8 @@ class PointInfo(ctypes.Structure):
 
 
 class SkbTrack(ctypes.Structure):
-    _fields_ = [("skb", u64), ("head", u64), ("first_ns", u64), ("last_ns", u64), ("last_pt", u32), ("dir", u32)]
+    _fields_ = [("skb", u64), ("head", u64), ("first_ns", u64), ("last_ns", u64), ("last_pt", u32), ("dir", u32),
+                ("fp", u64), ("epoch", u32), ("pad", u32)]
 
 
 class Hist(ctypes.Structure):
@@ -99,6 +103,10 @@ class PairStat(ctypes.Structure):
 
 class DropKey(ctypes.Structure):
     _fields_ = [("point", u32), ("reason", u32)]
+
+
+class EndKey(ctypes.Structure):
+    _fields_ = [("point", u32), ("kind", u32)]
 
 
 class HopsCfg(ctypes.Structure):
@@ -116,7 +124,7 @@ class RecWindow(ctypes.Structure):
 
 
 class HopsSettings(ctypes.Structure):
-    _fields_ = [("sample_every", u32), ("pad", u32)]
+    _fields_ = [("sample_every", u32), ("epoch", u32), ("frozen", u32), ("pad", u32)]
 
 
 # (map name, key type, value type) for the load-time size check
@@ -128,10 +136,12 @@ MAP_TYPES = {
     "hists": (u32, Hist),
     "odd_pairs": (u32, PairStat),
     "drops": (DropKey, u64),
+    "ends": (EndKey, u64),
     "counters": (u32, u64),
     "settings": (u32, HopsSettings),
     "rec_window": (u32, RecWindow),
     "rec_counts": (u32, u64),
 }
 # C struct name -> ctypes mirror, for the BTF check
-STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, HopsCfg, HopsSettings, HopRecord, RecWindow)
+STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, EndKey, HopsCfg, HopsSettings, HopRecord,
+                    RecWindow)

@@ -178,6 +178,8 @@ class Agent:
         if cmd.get("reset"):
             probe.reset_stats()
             self.pending.clear()
+        if cmd.get("freeze"):  # the final read: no aggregate (nor record) changes any more
+            probe.freeze()
         return {"type": "set", "sample_every": probe.sample_every}
 
     def drain(self) -> None:

@@ -164,6 +164,10 @@ class Coordinator:
         self.sample_every = max(1, int(n))
         self._round({"cmd": "set", "sample_every": self.sample_every}, ("set",))
 
+    def freeze(self) -> None:
+        """Every agent stops its aggregates (and records) from changing, for one consistent final read."""
+        self._round({"cmd": "set", "sample_every": self.sample_every, "freeze": True}, ("set",))
+
     def reset_stats(self) -> None:
         self._round({"cmd": "set", "sample_every": self.sample_every, "reset": True}, ("set",))
         for a in self.agents.values():
