@@ -129,6 +129,7 @@ class Agent:
         self.seq = 0
         self.pending = bytearray()
         self.done = False
+        self.parent = os.getppid()  # before the hello: a parent dying right after reading it is still noticed
 
     def send(self, obj: dict[str, Any]) -> None:
         self.out.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n")
@@ -222,7 +223,6 @@ class Agent:
 
     # --- the loop ---
     def loop(self) -> None:
-        parent = os.getppid()
         buf = b""
         while not self.done:
             ready, _, _ = select.select([self.in_fd], [], [], POLL_S)
@@ -240,8 +240,8 @@ class Agent:
                     self.send({"type": "error", "id": None, "message": "line too long", "exit": 2})
                     buf = b""
             self.drain()
-            if os.getppid() != parent:
-                log.info("parent %d died: stopping", parent)
+            if os.getppid() != self.parent:
+                log.info("parent %d died: stopping", self.parent)
                 return
 
     def close(self) -> None:
