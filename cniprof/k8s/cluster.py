@@ -22,6 +22,7 @@ from typing import IO, Any, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
@@ -50,7 +51,9 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> ApiCli
     account when no kubeconfig exists and cniprof runs in a pod."""
     try:
         return config.new_client_from_config(config_file=kubeconfig, context=context)
-    except (ConfigException, FileNotFoundError) as e:
+    # the client's loader lets a file that is not a kubeconfig through as whatever it tripped on (not YAML, a
+    # list, a directory, a bad field): all of them mean "no usable kubeconfig"
+    except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as e:
         if kubeconfig is None and context is None:
             try:
                 config.load_incluster_config()
@@ -58,7 +61,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> ApiCli
             except ConfigException:
                 pass
         where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
-        raise EnvironmentProblem(f"no usable kubeconfig ({where}: {str(e).strip() or type(e).__name__}): pass "
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EnvironmentProblem(f"no usable kubeconfig ({where}: {why}): pass "
                                  "--kubeconfig FILE [--context NAME]") from None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from cniprof.probes.nfhooks import NfHookProbe, select_attach
 from cniprof.probes.plan import DEFAULT_EVENTS, Plan, build_plan
 from cniprof.probes.sampling import AUTO_TRACKED_PER_S, CALIBRATION_S, choose_sample_every
 from cniprof.run import coordinator, inject, pod_to_service
+from cniprof.traffic import ping as ping_mod
+from cniprof.traffic import udp_burst
 from cniprof.traffic.iperf3 import Iperf3
 from cniprof.traffic.netns import require_tool
 from cniprof.traffic.ping import Ping
@@ -49,6 +52,8 @@ AGENTS = ("none", "per-node")  # per-node: one node agent process per lab node (
 PATHS = (*MODEL_PATHS, pod_to_service.PATH)
 __all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
+MAX_DURATION_S = 24 * 3600.0  # a day: longer runs are mistakes (1e9 s would never end)
+SEND_INTERVAL_S = {"udp": udp_burst.INTERVAL_S, "ping": ping_mod.INTERVAL_S}
 
 
 @dataclass
@@ -111,11 +116,16 @@ def preflight(opts: TraceOptions) -> Model:
         raise UsageError(f"--services adds kube-proxy services for --path {pod_to_service.PATH}, not {opts.path}")
     if opts.traffic not in TRAFFIC:
         raise UsageError(f"unknown --traffic {opts.traffic!r}; supported: {', '.join(TRAFFIC)}")
-    if opts.duration_s <= 0:
-        raise UsageError(f"--duration must be positive, not {opts.duration_s}")
+    if not (math.isfinite(opts.duration_s) and 0 < opts.duration_s <= MAX_DURATION_S):
+        raise UsageError(f"--duration must be a number of seconds above 0 and at most {MAX_DURATION_S:.0f}, "
+                         f"not {opts.duration_s:g}")
     if opts.count < 1:
         raise UsageError(f"--count must be at least 1, not {opts.count}")
     _check_agents(opts)
+    if send_time_s(opts.traffic, opts.count) > MAX_DURATION_S:
+        raise UsageError(f"--count {opts.count} {opts.traffic} packets take "
+                         f"{send_time_s(opts.traffic, opts.count):.0f} s to send ({SEND_INTERVAL_S[opts.traffic]:g} s apart), longer than a run may last "
+                         f"({MAX_DURATION_S:.0f} s): lower --count")
     kernel.require(model.spec, model.requires)
     if os.geteuid() != 0:
         raise EnvironmentProblem("tracing needs root (BPF programs and network namespaces): run with sudo")
@@ -153,6 +163,11 @@ def _check_agents(opts: TraceOptions) -> None:
     if opts.traffic == "udp":
         raise UsageError("--agents per-node needs packets both ways to estimate the clock offset between the "
                          "nodes, and --traffic udp sends one way: use --traffic iperf3 or ping (replies)")
+
+
+def send_time_s(traffic: str, count: int) -> float:
+    """How long --count packets of `traffic` take to send (0 for the generators that run for --duration)."""
+    return count * SEND_INTERVAL_S.get(traffic, 0.0)
 
 
 def chain_for(model: Model, path: str) -> Chain:
