@@ -270,9 +270,24 @@ def preflight() -> None:
     object_path("hops")
 
 
+class _TextOut:
+    """A bytes writer over a text stream without a binary buffer (a test's captured stdout)."""
+
+    def __init__(self, stream: IO[str]):
+        self.stream = stream
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data.decode())
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def main(node: str | None = None) -> int:
-    """Run the agent on this process's stdin/stdout; the exit code (0, 2, 3, 130, 143)."""
-    out = sys.stdout.buffer
+    """Run the agent on this process's stdin/stdout; the exit code (0, 2, 3, 130, 143). An environment that
+    cannot trace (not root, no BTF, no objects) is an error object on stdout for the coordinator, then the usual
+    one line on stderr (cli.main) and exit 2/3."""
+    out = getattr(sys.stdout, "buffer", None) or _TextOut(sys.stdout)
     agent = Agent(node or socket.gethostname(), out)
     try:
         with _signals():
@@ -280,7 +295,7 @@ def main(node: str | None = None) -> int:
                 preflight()
             except CniprofError as e:
                 agent.send({"type": "error", "id": None, "message": str(e), "exit": e.exit_code})
-                return e.exit_code
+                raise
             agent.send(hello(agent.node))
             try:
                 agent.loop()
