@@ -98,6 +98,31 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* agent mode: records of packets crossing between nodes (ARCHITECTURE.md "Node agents"); in the single tracer
+ * (cfg.agent == 0) no program touches them and the ring keeps its minimum size */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, RECORD_RING_BYTES);
+} records SEC(".maps");
+
+/* a ring buffer has no value type: this pointer puts struct hop_record into the object's BTF, where
+ * tests/root/test_bpf_abi.py checks the Python mirror against it (never used) */
+struct hop_record *unused_hop_record __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rec_window);
+} rec_window SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, RC_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} rec_counts SEC(".maps");
+
 /* counter `which` of the set of `epoch` */
 static __always_inline void count(__u32 epoch, __u32 which)
 {
@@ -362,23 +387,214 @@ static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *
 	return true;
 }
 
+/* --- node agent mode: identity of a packet from its (inner) headers, records through the ring buffer ---------- */
+
+struct ident {
+	__u64 key;   /* sampling hash: leaves out daddr and dport, which DNAT rewrites before the wire */
+	__u64 id;    /* the record's identity: key mixed with daddr and dport */
+	__u64 fp;    /* fingerprint_at() of the same (inner) IPv4 header */
+	__u32 saddr; /* network byte order, as in struct point_info */
+	__u32 daddr;
+};
+
+static __always_inline __u64 mix64(__u64 x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9ULL;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebULL;
+	x ^= x >> 31;
+	return x;
+}
+
+/* The IPv4 header: on transmit points the stack has set network_header (skb->data is the L2 header); on receive
+ * points skb->data is the L3 header (eth_type_trans pulled the MAC header) while network_header may be stale. */
+static __always_inline unsigned char *l3_of(struct sk_buff *skb, __u32 event)
+{
+	if (event == EV_QUEUE || event == EV_XMIT)
+		return skb->head + skb->network_header;
+	return skb->data;
+}
+
+/* The packet's identity from its IPv4 header at p, or from the inner one when it is VXLAN (UDP to 4789 or 8472):
+ * both nodes hash the same inner fields, whatever the encapsulation on the wire. Fields that change between the
+ * nodes (TTL, checksum, outer headers) are never used. The Python mirror is cniprof.analysis.clock.identity. */
+static __always_inline bool identify(unsigned char *p, struct ident *out)
+{
+	__u8 ip[20], l4[8] = {};
+	__u16 ethertype, udp[2];
+	__u32 ihl, sport = 0, dport = 0, seq = 0, frag;
+
+	if (bpf_probe_read_kernel(ip, sizeof(ip), p) || (ip[0] >> 4) != 4)
+		return false;
+	ihl = (ip[0] & 15) * 4;
+	frag = ((__u32)(ip[6] & 0x1f) << 8) | ip[7];
+	if (ip[9] == 17 /* UDP */ && !frag) {
+		if (bpf_probe_read_kernel(udp, sizeof(udp), p + ihl))
+			return false;
+		dport = bpf_ntohs(udp[1]);
+		if (dport == VXLAN_PORT_IANA || dport == VXLAN_PORT_LINUX) {
+			p += ihl + 8 /* UDP */ + 8 /* VXLAN */;
+			if (bpf_probe_read_kernel(&ethertype, sizeof(ethertype), p + 12) ||
+			    ethertype != bpf_htons(ETH_P_IP))
+				return false;
+			p += 14;
+			if (bpf_probe_read_kernel(ip, sizeof(ip), p) || (ip[0] >> 4) != 4)
+				return false;
+			ihl = (ip[0] & 15) * 4;
+			frag = ((__u32)(ip[6] & 0x1f) << 8) | ip[7];
+		}
+		dport = 0;
+	}
+	/* the first 8 bytes after the IPv4 header: ports and the word after them (the fingerprint's) */
+	if (bpf_probe_read_kernel(l4, sizeof(l4), p + ihl))
+		__builtin_memset(l4, 0, sizeof(l4));
+	if (!frag && ip[9] == 1) { /* ICMP: echo id and sequence of echo requests/replies */
+		if (l4[0] == 8 || l4[0] == 0) {
+			sport = ((__u32)l4[4] << 8) | l4[5];
+			seq = ((__u32)l4[6] << 8) | l4[7];
+		}
+	} else if (!frag && (ip[9] == 6 || ip[9] == 17)) {
+		sport = ((__u32)l4[0] << 8) | l4[1];
+		dport = ((__u32)l4[2] << 8) | l4[3];
+		if (ip[9] == 6)
+			seq = ((__u32)l4[4] << 24) | ((__u32)l4[5] << 16) | ((__u32)l4[6] << 8) | l4[7];
+	}
+	__builtin_memcpy(&out->saddr, &ip[12], 4);
+	__builtin_memcpy(&out->daddr, &ip[16], 4);
+	out->fp = ((__u64)ip[9] << 48) | ((__u64)*(__u16 *)&ip[4] << 32) | *(__u32 *)&l4[4];
+	out->key = mix64((((__u64)bpf_ntohl(out->saddr)) << 32 | ((__u64)ip[4] << 24) | ((__u64)ip[5] << 16) | ip[9]) ^
+			 mix64(((__u64)sport << 32) | seq));
+	out->id = mix64(out->key ^ (((__u64)bpf_ntohl(out->daddr) << 32) | dport));
+	return true;
+}
+
+static __always_inline void rec_count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&rec_counts, &which);
+
+	if (c)
+		*c += 1;
+}
+
+/* At most cfg.max_records_per_s records per window over all CPUs: the add is atomic (a plain XADD, no fetch: old
+ * kernels have it) and each CPU reads the sum that includes its own add, so no more than the limit pass (a racy
+ * window reset can only let a few more by). */
+static __always_inline bool rec_allowed(__u64 now)
+{
+	__u32 zero = 0;
+	struct rec_window *w = bpf_map_lookup_elem(&rec_window, &zero);
+	__u64 win = now >> RECORD_WINDOW_SHIFT;
+
+	if (!w)
+		return false;
+	if (w->window != win) {
+		w->window = win;
+		w->count = 0;
+	}
+	__sync_fetch_and_add(&w->count, 1);
+	return w->count <= cfg.max_records_per_s;
+}
+
+static __always_inline void emit(__u8 kind, __u64 id, __u64 now, __u64 span, __u32 dir, __u32 pt)
+{
+	struct hop_record *r;
+
+	if (!rec_allowed(now)) {
+		rec_count(RC_RATE);
+		return;
+	}
+	r = bpf_ringbuf_reserve(&records, sizeof(*r), 0);
+	if (!r) {
+		rec_count(RC_FULL);
+		return;
+	}
+	r->id = id;
+	r->t_ns = now;
+	r->span_ns = span;
+	r->dir = dir;
+	r->kind = kind;
+	r->point = pt;
+	r->reserved = 0;
+	/* no wakeup: the agent drains the ring on its own schedule (a wakeup per record costs an irq_work) */
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+	rec_count(RC_SENT);
+}
+
+/* agent mode's start: the direction's flow (inner addresses through VXLAN), sampled by identity so that every
+ * node tracks the same packets */
+static __always_inline bool agent_starts_here(struct sk_buff *skb, struct point_info *pi, struct hops_settings *set,
+					      __u32 event, struct ident *ident)
+{
+	__u32 idx = (set->epoch & 1) * C_COUNT + C_CANDIDATES;
+	__u64 *c;
+
+	if (!(pi->flags & PT_START) || skb->protocol != bpf_htons(ETH_P_IP))
+		return false;
+	if (!identify(l3_of(skb, event), ident))
+		return false;
+	if (cfg.filter_flows && (ident->saddr != pi->saddr || ident->daddr != pi->daddr))
+		return false;
+	c = bpf_map_lookup_elem(&counters, &idx);
+	if (!c)
+		return false;
+	*c += 1;
+	return set->sample_every <= 1 || (ident->key % set->sample_every) == 0;
+}
+
+/* agent mode: the records of a tracked packet at this point; `ident` is valid when the packet started here.
+ * After the source node's last point the packet leaves the node: its tracking ends there (the path's end of this
+ * node's part). */
+static __always_inline void agent_records(struct sk_buff *skb, struct point_info *pi, struct skb_track *t,
+					  __u64 key, __u32 pt, __u32 event, __u64 now, struct ident *ident,
+					  bool started)
+{
+	struct ended was;
+
+	if (!(pi->flags & (PT_REC_LAST | PT_REC_FIRST | PT_REC_END)))
+		return;
+	if (!started && !identify(l3_of(skb, event), ident))
+		return;
+	if (pi->flags & PT_REC_FIRST)
+		emit(REC_FIRST, ident->id, now, 0, t->dir, pt);
+	if (pi->flags & PT_REC_END)
+		emit(REC_END, ident->id, now, now - t->first_ns, t->dir, pt);
+	if (pi->flags & PT_REC_LAST) {
+		emit(REC_LAST, ident->id, now, now - t->first_ns, t->dir, pt);
+		if (take(t, key, 0, &was))
+			end_of(&was, C_END_PATH, END_KINDS);
+	}
+}
+
 /* A point where packets enter the topology: a traced packet starts here, any other ends what its address held. */
 static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, struct skb_track *t, __u64 key,
-				    __u32 pt)
+				    __u32 pt, __u32 event)
 {
 	struct hops_settings *set = settings_now();
+	struct ident ident;  /* agent mode only, written whole by identify() before any read */
 	struct ended was;
 	__u64 now, fp = 0;
+	bool go;
 
 	if (!set || set->frozen)
 		return 0;
-	if (!starts_here(skb, pi, set, &fp)) {
+	if (cfg.agent) {
+		/* the point's time is taken before the identity is read: the parse is not the hop's */
+		now = bpf_ktime_get_ns();
+		go = agent_starts_here(skb, pi, set, event, &ident);
+		if (go)
+			fp = ident.fp;
+	} else {
+		go = starts_here(skb, pi, set, &fp);
+	}
+	if (!go) {
 		/* whatever this address carried before is over: a new packet enters the topology here */
 		if (t->skb == key && take(t, key, 0, &was))
 			end_unseen(&was, bpf_ktime_get_ns());
 		return 0;
 	}
-	now = bpf_ktime_get_ns();
+	if (!cfg.agent)
+		now = bpf_ktime_get_ns();
 	remember(t, &was);
 	if (!swap_key(&t->skb, was.skb, key))
 		return 0;  /* another CPU changed the slot in between: this packet is not tracked (nor counted) */
@@ -396,6 +612,8 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 	t->fp = fp;
 	t->epoch = set->epoch;
 	count(set->epoch, C_STARTED);
+	if (cfg.agent)
+		agent_records(skb, pi, t, key, pt, event, now, &ident, true);
 	return 0;
 }
 
@@ -417,7 +635,7 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 	if (!pi || !t)
 		return 0;
 	if (pi->flags & (PT_START | PT_RESET))
-		return at_entry(skb, pi, t, key, pt);
+		return at_entry(skb, pi, t, key, pt, event);
 
 	if (t->skb != key || frozen())
 		return 0;
@@ -437,6 +655,11 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 		hist_add(MAX_HOPS + (t->dir & (MAX_DIRS - 1)), now - t->first_ns);
 		if (ends_at_path_end(skb) && take(t, key, 0, &was))
 			end_of(&was, C_END_PATH, END_KINDS);
+	}
+	if (cfg.agent) {
+		struct ident ident;
+
+		agent_records(skb, pi, t, key, pt, event, now, &ident, false);
 	}
 	return 0;
 }

@@ -119,7 +119,51 @@ struct hops_cfg {
 	__u64 stale_ns;     /* a tracked skb not seen for this long is stale (address reused or lost) */
 	__u32 unused;
 	__u32 filter_flows; /* 1: a start point tracks only its direction's (saddr, daddr) */
+	__u32 agent;        /* 1: node agent mode (identity sampling, records); 0: the single tracer, none of it */
+	__u32 max_records_per_s; /* agent mode: records allowed per RECORD_WINDOW, the excess is counted */
 };
+
+/* --- node agent mode (ARCHITECTURE.md "Node agents"): records of packets crossing between nodes --- */
+
+/* point flags, agent mode only: the point emits a record of this kind for every tracked packet */
+#define PT_REC_LAST 8   /* the source node's last point of the direction (the packet leaves the node after it) */
+#define PT_REC_FIRST 16 /* the destination node's first point (a start point) */
+#define PT_REC_END 32   /* the destination node's path end */
+
+#define VXLAN_PORT_IANA 4789  /* Calico, Cilium's default elsewhere */
+#define VXLAN_PORT_LINUX 8472 /* flannel, Cilium, the kernel's default */
+#define RECORD_WINDOW_SHIFT 30 /* rate-limit windows of 2^30 ns (1.07 s) */
+
+enum rec_kind {
+	REC_LAST = 1,
+	REC_FIRST = 2,
+	REC_END = 3,
+};
+
+/* one ring-buffer record: hop_record/1 of the agent protocol */
+struct hop_record {
+	__u64 id;      /* identity hash of the packet (inner headers) */
+	__u64 t_ns;    /* bpf_ktime_get_ns() at the point */
+	__u64 span_ns; /* LAST, END: time since the packet's first point on this node; FIRST: 0 */
+	__u32 dir;
+	__u8 kind;     /* enum rec_kind */
+	__u8 point;    /* point id (local to this node's probe) */
+	__u16 reserved;
+};
+
+struct rec_window {
+	__u64 window;  /* t_ns >> RECORD_WINDOW_SHIFT of the current window */
+	__u64 count;   /* records attempted in it */
+};
+
+enum rec_counter {
+	RC_SENT = 0,   /* records written to the ring */
+	RC_RATE = 1,   /* records over max_records_per_s, not written */
+	RC_FULL = 2,   /* records the full ring refused */
+	RC_COUNT = 3,
+};
+
+#define RECORD_RING_BYTES (1 << 20)
 
 enum hop_counter {
 	C_STARTED = 0,    /* packets whose tracking began */

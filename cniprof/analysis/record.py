@@ -90,6 +90,9 @@ def summary_extra(record: TraceRecord) -> dict[str, Any]:
         extra["injections"] = list(record.injections)
     extra.update(where=record.where, command=record.command, started=record.started,
                  cniprof_version=record.cniprof_version)
+    for key in ("clock", "agents"):  # node agents (trace --agents per-node): the offset, and any agent lost
+        if record.snapshot.get(key) is not None:
+            extra[key] = record.snapshot[key]
     return extra
 
 

@@ -58,6 +58,10 @@ def lib() -> ctypes.CDLL:
         "bpf_enable_stats": (i, [i]),
         "libbpf_num_possible_cpus": (i, []),
         "libbpf_set_print": (vp, [vp]),
+        "bpf_map__set_max_entries": (i, [vp, u32]),
+        "ring_buffer__new": (vp, [i, vp, vp, vp]),
+        "ring_buffer__consume": (i, [vp]),
+        "ring_buffer__free": (None, [vp]),
     }
     for fn, (res, args) in sigs.items():
         f = getattr(handle, fn)
@@ -192,6 +196,12 @@ class Object:
 
     def set_autoload(self, name: str, on: bool) -> None:
         lib().bpf_program__set_autoload(self._prog(name), on)
+
+    def set_max_entries(self, name: str, n: int) -> None:
+        """Resize a map before load (a ring buffer: bytes, a power of 2 pages)."""
+        m = lib().bpf_object__find_map_by_name(self.ptr, name.encode())
+        if not m or lib().bpf_map__set_max_entries(m, n) != 0:
+            raise EnvironmentProblem(_err(f"cannot resize map {name} of {self.path.name}"))
 
     def load(self) -> None:
         if lib().bpf_object__load(self.ptr) != 0:
@@ -507,3 +517,45 @@ def tc_detach(ifindex: int, attach_point: int, handle: int = 1, priority: int = 
     rc = detach(ctypes.byref(hook), ctypes.byref(opts))
     if rc < 0:
         raise OSError(-rc, f"bpf_tc_detach(ifindex {ifindex}): {os.strerror(-rc)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BPF ring buffers (node agents' records): drained on the caller's schedule, no epoll.
+
+_RING_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+class RingBuffer:
+    """Reader of one BPF_MAP_TYPE_RINGBUF map: drain() returns the bytes of every record committed so far, in
+    order, concatenated (records of a fixed-size type can then be decoded in one numpy call)."""
+
+    def __init__(self, m: Map):
+        self._chunks: list[bytes] = []
+
+        def sample(ctx: int, data: int, size: int) -> int:  # pragma: no cover - called from C
+            self._chunks.append(ctypes.string_at(data, size))
+            return 0
+
+        self._callback = _RING_SAMPLE_FN(sample)  # kept alive as long as the ring buffer
+        self.ptr = lib().ring_buffer__new(m.fd, ctypes.cast(self._callback, ctypes.c_void_p), None, None)
+        if not self.ptr:
+            raise EnvironmentProblem(_err(f"cannot read ring buffer {m.name}"))
+
+    def drain(self) -> bytes:
+        if self.ptr is None:
+            return b""
+        if lib().ring_buffer__consume(self.ptr) < 0:
+            raise OSError(ctypes.get_errno(), _err("ring_buffer__consume"))
+        out = b"".join(self._chunks)
+        self._chunks.clear()
+        return out
+
+    def close(self) -> None:
+        if self.ptr is not None:
+            lib().ring_buffer__free(self.ptr)
+            self.ptr = None
+
+
+def prog_id(fd: int) -> int:
+    """The kernel's id of a loaded program (struct bpf_prog_info: u32 type, then u32 id)."""
+    return int.from_bytes(prog_info(fd, 16)[4:8], "little" if np.little_endian else "big")

@@ -28,6 +28,7 @@ COMMANDS = {
     "advise": "ranked findings and tuning advice for a run directory",
     "tune": "measure a tuning's gain on the lab (paired before/after runs, 95 %% CI)",
     "k8s": "deploy or remove the cniprof agents on a Kubernetes cluster",
+    "agent": "one node's half of a cross-node trace, driven through stdin/stdout (JSON lines; root)",
 }
 USAGE_EXIT = 2
 NAME_MAX, PATH_MAX = 255, 4096  # Linux

@@ -11,6 +11,8 @@ import shlex
 import sys
 from typing import Any
 
+from rich.console import Console
+
 from cniprof.advise import render
 from cniprof.analysis.cpu import analyze_cpu
 from cniprof.analysis.record import analyze_record
@@ -80,6 +82,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", type=commands.path, metavar="DIR",
                    help="write hops.csv/.parquet, drops.csv, summary.json, hops-flame.svg (and with --cpu: "
                         "cpu.json, cpu.folded, cpu.speedscope.json, cpu.svg; with --nf: nf.csv, nf.json)")
+    p.add_argument("--agents", choices=trace.AGENTS, default="none",
+                   help="per-node: trace through one node agent process per node (`cniprof agent`), each timing its "
+                        "own node's hops; the hop between the nodes is timed from packets both agents saw, with the "
+                        "clock offset between them estimated from both directions (needs replies: iperf3 or ping). "
+                        "Default none: the single tracer, one kernel sees the whole path")
+    p.add_argument("--test-clock-offset-ns", type=int, default=0, metavar="NS",
+                   help="TEST ONLY, with --agents per-node: added to every time the destination node's agent reports, "
+                        "to check that the offset estimate recovers it")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
     k = p.add_argument_group("cluster mode (--k8s; see `cniprof k8s` to deploy the agents)")
     k.add_argument("--k8s", action="store_true",
@@ -122,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
                               cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services,
-                              root=str(args.root), node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]))
+                              root=str(args.root), node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]),
+                              agents=args.agents, test_clock_offset_ns=args.test_clock_offset_ns)
     if args.export is not None:
         writable_dir(args.export)  # refused now, not after the whole trace ran
     if trace_compare.is_comparison(args.cni):  # the same traffic on each model, one table
@@ -168,4 +179,28 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"exported {', '.join(sorted(paths))} to {args.export}")
         out = args.export / attach.REPORT_DIR
         print_written(console, attach.write(rundir.of_trace(args.export, record, analysis), out), out)
+    return _agents_outcome(console, analysis.summary)
+
+
+def _agents_outcome(console: Console, summary: dict[str, Any]) -> int:
+    """--agents per-node: the clock line; a lost agent (exit 3) or an unknowable offset (exit 2) in one line on
+    stderr, after everything that was measured has been printed and written."""
+    clock, agents = summary.get("clock"), summary.get("agents") or {}
+    if clock is None:
+        return 0
+    if clock.get("status") == "ok":
+        matched = ", ".join(f"{d} {n}" for d, n in clock["matched"].items())
+        console.print(f"clock: {clock['nodes'][1]} − {clock['nodes'][0]} = {clock['offset_ns'] / 1e3:+.3f} µs "
+                      f"± {clock['uncertainty_ns'] / 1e3:.3f} µs ({clock['model']}"
+                      + (f", skew {clock['skew_ppm']:+.3f} ppm" if clock["model"] == "linear" else "")
+                      + f"); packets matched across the nodes: {matched}")
+    lost = {n: a for n, a in agents.items() if a.get("lost")}
+    if lost:
+        for node, a in lost.items():
+            print(f"cniprof: the agent on {node} was lost after {a['lost_at_s']} s ({a['lost']}); its hops end at "
+                  f"its last snapshot ({a['last_snapshot_s']} s); everything received was reported", file=sys.stderr)
+        return 3
+    if clock.get("status") != "ok":
+        print(f"cniprof: {clock.get('reason')}", file=sys.stderr)
+        return 2
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import mmap
+import os
 import platform
 import re
 import time
@@ -18,7 +19,7 @@ import numpy as np
 
 from cniprof.bpf.btf import drop_reason_names, has_drop_reasons
 from cniprof.bpf.build import rebuild_hint
-from cniprof.bpf.libbpf import Object, possible_cpus
+from cniprof.bpf.libbpf import Object, RingBuffer, possible_cpus, prog_id
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
 from cniprof.probes.plan import Direction, ExpectedHop, Point
@@ -68,7 +69,10 @@ class HopProbe(BpfProbe):
 
     def __init__(self, obj_path: Path, points: Sequence[Point], expected: Sequence[ExpectedHop],
                  directions: Sequence[Direction], stale_ms: float = 1000.0, sample_every: int = 1,
-                 filter_flows: bool = True):
+                 filter_flows: bool = True, agent: bool = False, max_records_per_s: int = 5000):
+        """agent: node agent mode (ARCHITECTURE.md "Node agents"): start points sample by the packets' identity
+        and points with `record` set write records to the ring buffer (drain_records); off, none of that code is
+        in the verified programs."""
         if len(points) > abi.MAX_POINTS:
             raise CniprofError(f"{len(points)} probe points; at most {abi.MAX_POINTS} are supported")
         if len(expected) >= abi.MAX_HOPS:
@@ -86,18 +90,22 @@ class HopProbe(BpfProbe):
         self.epoch = 0  # bumped by reset_stats; the kernel counts into counter set epoch & 1
         self.stale_ns = int(stale_ms * 1e6)
         self._tracks: mmap.mmap | None = None
+        self.agent = agent
+        self.ring: RingBuffer | None = None
         try:
-            self._configure(stale_ms, sample_every, filter_flows)
+            self._configure(stale_ms, sample_every, filter_flows, max_records_per_s)
         except BaseException:
             self.obj.close()
             raise
 
-    def _configure(self, stale_ms: float, sample_every: int, filter_flows: bool) -> None:
+    def _configure(self, stale_ms: float, sample_every: int, filter_flows: bool, max_records_per_s: int) -> None:
         rodata = self.obj.rodata()
         if len(rodata) != ctypes.sizeof(abi.HopsCfg):
             raise EnvironmentProblem(f"{self.obj.path.name}: .rodata is {len(rodata)} bytes, expected "
                                      f"{ctypes.sizeof(abi.HopsCfg)}: {rebuild_hint()}")
-        cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows))
+        cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows), int(self.agent), int(max_records_per_s))
+        if not self.agent:  # the single tracer never writes records: the smallest ring the kernel allows
+            self.obj.set_max_entries("records", os.sysconf("SC_PAGE_SIZE"))
         self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
         events = {p.event for p in self.points}
@@ -115,6 +123,8 @@ class HopProbe(BpfProbe):
         self.check_maps(abi.MAP_TYPES)
         self._tracks = self.obj.map("tracks").mmap_readonly(abi.TRACK_SLOTS)
         self._write_points()
+        if self.agent:
+            self.ring = RingBuffer(self.obj.map("records"))
         self.set_sample_every(self.sample_every)
         slots = self.obj.map("pair_slot")
         for slot, h in enumerate(self.expected, start=1):
@@ -135,7 +145,7 @@ class HopProbe(BpfProbe):
             # tracking (whatever the device's kind: veth, macvlan ...)
             reset = p.event == "queue" and p.pod is not None and p.device != "socket"
             flags = ((abi.PT_START if p.start_dir is not None else 0) | (abi.PT_END if p.end else 0)
-                     | (abi.PT_RESET if reset else 0))
+                     | (abi.PT_RESET if reset else 0) | sum(abi.REC_FLAGS[k] for k in p.record))
             saddr, daddr = addrs.get(p.start_dir, (0, 0)) if p.start_dir is not None else (0, 0)
             infos.update(ctypes.c_uint32(pid), abi.PointInfo(flags, p.start_dir or 0, saddr, daddr))
         table: dict[int, abi.DevSlot] = {}
@@ -186,7 +196,25 @@ class HopProbe(BpfProbe):
             m = self.obj.map(name)
             for key in m.keys(key_type):
                 m.delete(key)
+        if self.ring is not None:  # records of the old sampling rate are not sent
+            for i in range(abi.RC_COUNT):
+                self.obj.map("rec_counts").update(ctypes.c_uint32(i), zero_u64)
+            # a new rate-limit window: the calibration's burst must not eat the first window's budget
+            self.obj.map("rec_window").update(ctypes.c_uint32(0), abi.RecWindow(0, 0))
+            self.ring.drain()
         self.started_at = time.monotonic()
+
+    def drain_records(self) -> bytes:
+        """Agent mode: the records written since the last call (struct hop_record each, host byte order)."""
+        return self.ring.drain() if self.ring is not None else b""
+
+    def record_counters(self) -> dict[str, int]:
+        """Agent mode: records sent, refused by the rate limit and refused by a full ring (REC_COUNTERS)."""
+        return {name: self.u64_sum("rec_counts", i) for i, name in enumerate(abi.REC_COUNTERS)}
+
+    def prog_ids(self) -> list[int]:
+        """The kernel ids of the attached programs (what `bpftool prog`/`link show` list)."""
+        return [prog_id(self.obj.prog_fd(name)) for name in self.attached]
 
     def counter(self, name: str) -> int:
         """One of the probe's counters (abi.COUNTERS) of the current epoch's set, summed over the CPUs."""
@@ -196,6 +224,9 @@ class HopProbe(BpfProbe):
         if self._tracks is not None:
             self._tracks.close()
             self._tracks = None
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
         super().close()
 
     # --- reading ---

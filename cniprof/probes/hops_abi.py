@@ -43,6 +43,18 @@ DROP_REASON_UNKNOWN = 0xFFFFFFFF
 PT_START = 1
 PT_END = 2
 PT_RESET = 4
+# agent mode: the point emits a record of this kind for every tracked packet (ARCHITECTURE.md "Node agents")
+PT_REC_LAST = 8
+PT_REC_FIRST = 16
+PT_REC_END = 32
+REC_FLAGS = {"last": PT_REC_LAST, "first": PT_REC_FIRST, "end": PT_REC_END}
+REC_KINDS = {1: "last", 2: "first", 3: "end"}
+VXLAN_PORT_IANA = 4789
+VXLAN_PORT_LINUX = 8472
+RECORD_WINDOW_SHIFT = 30
+RECORD_RING_BYTES = 1 << 20
+REC_COUNTERS = ("sent", "rate_limited", "ring_full")
+RC_COUNT = 3
 
 DEV_SLOTS = 1024
 DEV_PROBES = 8
@@ -98,7 +110,17 @@ class EndKey(ctypes.Structure):
 
 
 class HopsCfg(ctypes.Structure):
-    _fields_ = [("stale_ns", u64), ("unused", u32), ("filter_flows", u32)]
+    _fields_ = [("stale_ns", u64), ("unused", u32), ("filter_flows", u32), ("agent", u32),
+                ("max_records_per_s", u32)]
+
+
+class HopRecord(ctypes.Structure):
+    _fields_ = [("id", u64), ("t_ns", u64), ("span_ns", u64), ("dir", u32), ("kind", ctypes.c_uint8),
+                ("point", ctypes.c_uint8), ("reserved", ctypes.c_uint16)]
+
+
+class RecWindow(ctypes.Structure):
+    _fields_ = [("window", u64), ("count", u64)]
 
 
 class HopsSettings(ctypes.Structure):
@@ -117,6 +139,9 @@ MAP_TYPES = {
     "ends": (EndKey, u64),
     "counters": (u32, u64),
     "settings": (u32, HopsSettings),
+    "rec_window": (u32, RecWindow),
+    "rec_counts": (u32, u64),
 }
 # C struct name -> ctypes mirror, for the BTF check
-STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, EndKey, HopsCfg, HopsSettings)
+STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, EndKey, HopsCfg, HopsSettings, HopRecord,
+                    RecWindow)

@@ -37,6 +37,7 @@ class Point:
     pod: str | None = None
     start_dir: int | None = None  # a packet of the traced flows starts tracking here, in this direction
     end: bool = False  # tracking that ends after this point counts towards end-to-end
+    record: tuple[str, ...] = ()  # node agents: record kinds emitted here ("last", "first", "end": hops_abi.REC_FLAGS)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,18 @@ def _endpoint(topo: Topology, ref: str | Pod) -> Pod:
     return ref if isinstance(ref, Pod) else topo.pod(ref)
 
 
+def _chain_points(topo: Topology, chain: Chain, events: tuple[str, ...]
+                  ) -> tuple[Chain, list[Point], dict[tuple[str, str, str], int]]:
+    """The chain as seen with these events only (e.g. without rx, veth xmit and backlog are one hop), every point
+    of the topology for them, and (netns, device, event) -> point id."""
+    chain = chain.restricted(set(events) | {"copy"})
+    used = {s.event for d in (0, 1) for s in chain.steps_for(d) if s.event != "copy"}
+    node_sockets = any(s.device == "socket" and s.place.endswith("_node")
+                       for d in (0, 1) for s in chain.steps_for(d))
+    pts = all_points(topo, tuple(sorted(set(events) | used)), node_sockets=node_sockets)
+    return chain, pts, {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
+
+
 def build_plan(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod,
           events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
     """The points, labelled expected hops and directions of tracing `chain` between two endpoints.
@@ -135,13 +148,7 @@ def build_plan(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str 
     rx -> receive) is listed in `Plan.shared` instead, since the kernel keeps one histogram per pair.
     """
     src, dst = _endpoint(topo, src_name), _endpoint(topo, dst_name)
-    # the chain as seen with these events only (e.g. without rx, veth xmit and backlog are one hop)
-    chain = chain.restricted(set(events) | {"copy"})
-    used = {s.event for d in (0, 1) for s in chain.steps_for(d) if s.event != "copy"}
-    node_sockets = any(s.device == "socket" and s.place.endswith("_node")
-                       for d in (0, 1) for s in chain.steps_for(d))
-    pts = all_points(topo, tuple(sorted(set(events) | used)), node_sockets=node_sockets)
-    index = {(p.netns, p.device, p.event): i for i, p in enumerate(pts)}
+    chain, pts, index = _chain_points(topo, chain, events)
     expected: list[ExpectedHop] = []
     shared: list[ExpectedHop] = []
     directions = []
@@ -172,3 +179,95 @@ def build_plan(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str 
             (shared if (hop.src, hop.dst) in taken else expected).append(hop)
     pts = [Point(**{**p.__dict__, **flags.get(i, {})}) for i, p in enumerate(pts)]
     return Plan(tuple(pts), tuple(expected), tuple(directions), tuple(shared))
+
+
+# --- node agents (ARCHITECTURE.md "Node agents"): one node's half of each direction ---------------------------
+
+
+@dataclass(frozen=True)
+class NodeDirection:
+    """A direction as one node sees it: side "src" (the node holds its source half) or "dst"; `local` is this
+    node's endpoint; src_ip/dst_ip are the addresses the packets carry at this node's first point."""
+
+    dir: int
+    src_pod: str
+    dst_pod: str
+    src_ip: str
+    dst_ip: str
+    side: str
+    local: Pod
+
+
+SIDE_PLACES = {"src": ("src_pod", "src_node"), "dst": ("dst_node", "dst_pod")}
+
+
+def node_topology(topo: Topology, node: str) -> Topology:
+    """The part of a topology on one node: that node and its pods (what a node agent can see)."""
+    return Topology(topo.cni, topo.mode, (topo.node(node),), tuple(p for p in topo.pods if p.node == node),
+                    {k: v for k, v in topo.underlay_ips.items() if k == node},
+                    {k: v for k, v in topo.host_ips.items() if k == node}, topo.injections)
+
+
+def build_node_plan(topo: Topology, chain: Chain, dirs: tuple[NodeDirection, ...],
+               events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
+    """What a node agent watches: every point of its node (as `build_plan` does for a whole lab), and per direction
+    only the chain steps on its side, labelled with their seq in the whole chain so that the coordinator's merged
+    table has the single tracer's order. The source side starts at the chain's first point and ends (record
+    "last") at its last point on the node; the destination side starts at its first point on the node (record
+    "first", the packet's identity read through the encapsulation) and ends at the path's end (record "end").
+    """
+    chain, pts, index = _chain_points(topo, chain, events)
+    flags: dict[int, dict] = {}
+    expected: list[ExpectedHop] = []
+    directions = []
+    for nd in dirs:
+        if nd.side not in SIDE_PLACES:
+            raise CniprofError(f"direction {nd.dir}: side must be src or dst, not {nd.side!r}")
+        steps = chain.steps_for(nd.dir)
+        last = max(i for i, s in enumerate(steps) if s.device != "socket")
+        directions.append(Direction(nd.dir, nd.src_pod, nd.dst_pod, nd.src_ip, nd.dst_ip))
+        mine = [(i, s) for i, s in enumerate(steps) if s.place in SIDE_PLACES[nd.side]]
+        if not mine:
+            raise CniprofError(f"the {chain.path} chain has no {nd.side} steps in direction {nd.dir}")
+        ids = []
+        for _, step in mine:
+            key = resolve(step, nd.local, nd.local, topo)
+            if key not in index:
+                raise CniprofError(f"the {chain.path} chain needs {key[1]} ({key[2]}) in {key[0]}, "
+                                   "which this node lacks")
+            ids.append(index[key])
+        first = flags.setdefault(ids[0], {})
+        if "start_dir" in first and first["start_dir"] != nd.dir:
+            raise CniprofError(f"directions {first['start_dir']} and {nd.dir} start at the same point")
+        first["start_dir"] = nd.dir
+        if nd.side == "src":
+            # the packet leaves the node after its last point here: the node's part of end-to-end ends there
+            end = ids[-1]
+            kinds = ("last",)
+        else:
+            end = ids[max(j for j, (i, _) in enumerate(mine) if i <= last)]
+            first.setdefault("record", []).append("first")
+            kinds = ("end",)
+        flags.setdefault(end, {})["end"] = True
+        flags[end].setdefault("record", []).extend(kinds)
+        for j in range(1, len(mine)):
+            seq = mine[j][0]
+            expected.append(ExpectedHop(ids[j - 1], ids[j], nd.dir, seq, mine[j][1].hop_role, seq <= last))
+    out = []
+    for i, p in enumerate(pts):
+        f = dict(flags.get(i, {}))
+        if "record" in f:
+            f["record"] = tuple(f["record"])
+        out.append(Point(**{**p.__dict__, **f}))
+    return Plan(tuple(out), tuple(expected), tuple(directions))
+
+
+def wire_step(chain: Chain, direction: int, events: tuple[str, ...] = DEFAULT_EVENTS) -> tuple[int, str]:
+    """(seq, role) of the hop between the nodes in a direction: it ends at the first destination-node step."""
+    steps = chain.restricted(set(events) | {"copy"}).steps_for(direction)
+    for i, s in enumerate(steps):
+        if s.place in SIDE_PLACES["dst"]:
+            if i == 0:
+                break
+            return i, s.hop_role
+    raise CniprofError(f"the {chain.path} chain does not cross from one node to another")

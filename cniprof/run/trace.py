@@ -37,7 +37,7 @@ from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.nfhooks import NfHookProbe, select_attach
 from cniprof.probes.plan import DEFAULT_EVENTS, Plan, build_plan
 from cniprof.probes.sampling import AUTO_TRACKED_PER_S, CALIBRATION_S, choose_sample_every
-from cniprof.run import inject, pod_to_service
+from cniprof.run import coordinator, inject, pod_to_service
 from cniprof.traffic import ping as ping_mod
 from cniprof.traffic import udp_burst
 from cniprof.traffic.iperf3 import Iperf3
@@ -48,6 +48,7 @@ from cniprof.traffic.udp_burst import UdpBurst
 log = logging.getLogger(__name__)
 
 TRAFFIC = ("iperf3", "udp", "ping", "none")
+AGENTS = ("none", "per-node")  # per-node: one node agent process per lab node (cniprof.run.coordinator)
 PATHS = (*MODEL_PATHS, pod_to_service.PATH)
 __all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
@@ -81,6 +82,8 @@ class TraceOptions:
     # generator starts): used as is, neither installed nor removed here
     service: kubeproxy.Applied | None = None
     command: str | None = None  # the command line, recorded in summary.json
+    agents: str = "none"  # per-node: trace through one node agent per node, the wire hop timed across clocks
+    test_clock_offset_ns: int = 0  # TEST ONLY (--agents per-node): added to the destination node agent's clock
 
 
 @dataclass
@@ -118,6 +121,7 @@ def preflight(opts: TraceOptions) -> Model:
                          f"not {opts.duration_s:g}")
     if opts.count < 1:
         raise UsageError(f"--count must be at least 1, not {opts.count}")
+    _check_agents(opts)
     if send_time_s(opts.traffic, opts.count) > MAX_DURATION_S:
         raise UsageError(f"--count {opts.count} {opts.traffic} packets take "
                          f"{send_time_s(opts.traffic, opts.count):.0f} s to send ({SEND_INTERVAL_S[opts.traffic]:g} s apart), longer than a run may last "
@@ -140,6 +144,25 @@ def preflight(opts: TraceOptions) -> Model:
         object_path("nfhooks")
         select_attach(_features())  # no usable attach type: one line, before the lab is touched
     return model
+
+
+def _check_agents(opts: TraceOptions) -> None:
+    """--agents per-node needs two nodes and packets both ways (the clock offset comes from both directions)."""
+    if opts.agents not in AGENTS:
+        raise UsageError(f"unknown --agents {opts.agents!r}; supported: {', '.join(AGENTS)}")
+    if opts.agents == "none":
+        if opts.test_clock_offset_ns:
+            raise UsageError("a test clock offset applies to --agents per-node only")
+        return
+    if opts.topology is not None:
+        raise UsageError("--agents per-node traces lab nodes; a detected live node is one node (use the default "
+                         "tracer, or trace --k8s on a cluster)")
+    if pod_to_service.chain_path(opts.path or "") != "cross-node":
+        raise UsageError(f"--agents per-node traces paths between two nodes; --path {opts.path} stays on one node "
+                         "(drop --agents)")
+    if opts.traffic == "udp":
+        raise UsageError("--agents per-node needs packets both ways to estimate the clock offset between the "
+                         "nodes, and --traffic udp sends one way: use --traffic iperf3 or ping (replies)")
 
 
 def send_time_s(traffic: str, count: int) -> float:
@@ -283,6 +306,18 @@ def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: l
     return probe
 
 
+def _hop_probe(opts: TraceOptions, model: Model, chain: Chain, plan: Plan, a: Pod, b: Pod
+               ) -> HopProbe | coordinator.Coordinator:
+    """The single tracer, or (--agents per-node) a coordinator of one agent per node with the same face; its
+    merged snapshot carries the `clock` and `agents` blocks of summary.json."""
+    if opts.agents == "per-node":
+        return coordinator.for_pair(a, b, chain, plan.directions, cni=model.spec, path=opts.path or "cross-node",
+                                    events=opts.events, sample_every=opts.sample_every or 1, stale_ms=opts.stale_ms,
+                                    test_clock_offset_ns=opts.test_clock_offset_ns)
+    return HopProbe(object_path(hops_object_name()), plan.points, plan.expected, plan.directions,
+                    stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
+
+
 CPU_READ_S = 1.0  # CPU snapshots (symbolizing user stacks while the generators live) at most this often
 
 
@@ -303,8 +338,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             pod_to_service.check_target(service, b)
             plan = pod_to_service.retarget(plan, service.cluster_ip)
             service_info = {**pod_to_service.describe(service, b), "injected": service is injected}
-        probe = HopProbe(object_path(hops_object_name()), plan.points, plan.expected, plan.directions,
-                         stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
+        probe = _hop_probe(opts, model, chain, plan, a, b)
         stack.callback(probe.close)
         probe.start()
         nf = _nf_probe(stack, opts, topo, [a.ip, b.ip, *([service.cluster_ip] if service else [])])
@@ -318,9 +352,9 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         if not opts.sample_every:
             time.sleep(min(CALIBRATION_S, opts.duration_s / 4))
             elapsed, candidates = time.monotonic() - t0, probe.counter("candidates")
-            n = choose_sample_every(candidates, elapsed)
-            sampling.update(every=n, calibration_s=round(elapsed, 3), candidates=candidates,
-                            budget_per_s=AUTO_TRACKED_PER_S)
+            budget = getattr(probe, "tracked_budget_per_s", AUTO_TRACKED_PER_S)
+            n = choose_sample_every(candidates, elapsed, budget)
+            sampling.update(every=n, calibration_s=round(elapsed, 3), candidates=candidates, budget_per_s=budget)
             if n > 1:
                 probe.set_sample_every(n)
                 probe.reset_stats()

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_constants_match_header() -> None:
     header = (ROOT / "bpf" / "hops.h").read_text()
     for const in ("HIST_SUB_BITS", "HIST_BUCKETS", "MAX_POINTS", "MAX_HOPS", "MAX_DIRS", "PT_START", "PT_END",
-                  "PT_RESET", "DEV_SLOTS", "DEV_PROBES", "TRACK_SLOTS", "C_COUNT", "COUNTER_SETS"):
+                  "PT_RESET", "DEV_SLOTS", "DEV_PROBES", "TRACK_SLOTS", "C_COUNT", "COUNTER_SETS", "PT_REC_LAST",
+                  "PT_REC_FIRST", "PT_REC_END", "VXLAN_PORT_IANA", "VXLAN_PORT_LINUX", "RECORD_WINDOW_SHIFT",
+                  "RC_COUNT"):
         assert f"#define {const} {getattr(abi, const)}" in header or f"{const} = {getattr(abi, const)}" in header
     c_names = ("STARTED", "UNEXPECTED", "STALE", "END_COPY", "END_FREE", "END_DROP", "CANDIDATES", "LOST",
                "END_PATH", "END_UNSEEN")
@@ -28,6 +30,11 @@ def test_constants_match_header() -> None:
         assert re.search(rf"\bC_{name} = {i},", header), name
     for name, value in abi.EVENTS.items():
         assert f"EV_{name.upper()} = {value}," in header
+    for value, kind in abi.REC_KINDS.items():
+        assert f"REC_{kind.upper()} = {value}," in header
+    for i, name in enumerate(("SENT", "RATE", "FULL")):
+        assert re.search(rf"\bRC_{name} = {i},", header), name
+    assert "#define RECORD_RING_BYTES (1 << 20)" in header and abi.RECORD_RING_BYTES == 1 << 20
     for i, name in enumerate(("FREE", "UNSEEN", "LOST", "STALE")):  # abi.END_KINDS, as the snapshot names them
         assert re.search(rf"\bEND_{name} = {i},", header), name
     assert len(abi.END_KINDS) == 4 and f"END_KINDS = {len(abi.END_KINDS)}," in header
