@@ -12,11 +12,17 @@ import ctypes.util
 import errno
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+import lazy_loader
 
 from cniprof.bpf.build import rebuild_hint
 from cniprof.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
 
 _lib: ctypes.CDLL | None = None
 

@@ -21,12 +21,17 @@ import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pyroute2 import netns as pr_netns
+import lazy_loader
 
 from cniprof.bpf import btf, libbpf
 from cniprof.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    import pyroute2
+else:  # imported on first use: a command that does not need it does not wait for it
+    pyroute2 = lazy_loader.load("pyroute2")
 
 T = TypeVar("T")
 
@@ -148,7 +153,7 @@ def in_thread(fn: Callable[[], T], setup: Callable[[], None] | None = None, name
 
 def enter_netns(name: str) -> None:
     """setns() the calling thread into a named namespace (/run/netns/<name>) or an nsfs path."""
-    pr_netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
+    pyroute2.netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
 
 
 def in_netns(netns: str, fn: Callable[[], T]) -> T:

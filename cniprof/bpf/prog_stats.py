@@ -24,17 +24,15 @@ _FIELDS = ("run_time_ns", "run_cnt")
 
 @functools.lru_cache(maxsize=1)
 def _layout() -> tuple[int, int, int]:
-    """(sizeof struct bpf_prog_info, offset of run_time_ns, offset of run_cnt) for this kernel."""
-    btf = vmlinux()
-    layout = btf.struct_layout("bpf_prog_info")
-    missing = [f for f in _FIELDS if f not in layout]
+    """(sizeof struct bpf_prog_info, offset of run_time_ns, offset of run_cnt) for this kernel.
+
+    Both members are __u64 in the UAPI header since they were added (Linux 5.1); only their offsets move."""
+    size, offsets = vmlinux().member_offsets("bpf_prog_info")
+    missing = [f for f in _FIELDS if f not in offsets]
     if missing:
         raise EnvironmentProblem(f"this kernel's bpf_prog_info has no {', '.join(missing)}: "
                                  "BPF run-time statistics need Linux 5.1 or newer")
-    for f in _FIELDS:
-        if layout[f][1] != 8:
-            raise EnvironmentProblem(f"bpf_prog_info.{f} is {layout[f][1]} bytes in this kernel's BTF, not 8")
-    return btf.sizeof("bpf_prog_info"), layout["run_time_ns"][0], layout["run_cnt"][0]
+    return size, offsets["run_time_ns"], offsets["run_cnt"]
 
 
 def prog_stats(fd: int) -> tuple[int, int]:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+import lazy_loader
 
 from cniprof.bpf.btf import drop_reason_names
 from cniprof.bpf.build import rebuild_hint
@@ -20,13 +22,18 @@ from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
 from cniprof.probes.plan import Direction, ExpectedHop, Point
 
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
+
 
 def _ip_u32(ip: str) -> int:
     # network byte order as the kernel stores it, read back as a little/big-endian-native u32
     return int.from_bytes(ipaddress.IPv4Address(ip).packed, "little" if _LITTLE else "big")
 
 
-_LITTLE = np.little_endian
+_LITTLE = sys.byteorder == "little"
 
 
 class HopProbe:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
+import lazy_loader
 
 from cniprof.bpf import libbpf, nflink
 from cniprof.bpf.build import object_path, rebuild_hint
@@ -38,6 +38,11 @@ from cniprof.bpf.prog_stats import prog_stats
 from cniprof.cni.topology import Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.probes import nfhooks_abi as abi
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
 
 if TYPE_CHECKING:
     from cniprof.bpf.features import Features

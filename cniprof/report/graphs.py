@@ -15,10 +15,17 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; must precede pyplot
 
+from typing import TYPE_CHECKING
+
+import lazy_loader
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from cniprof.report.study import HOST, Study
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 FORMATS = ("png", "svg")
 LATENCY_TOOLS = ("ping", "sockperf", "wrk", "connect_rate")

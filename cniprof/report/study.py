@@ -12,9 +12,9 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +24,11 @@ from cniprof.advise.render import FINDINGS_JSON
 from cniprof.analysis.compare import BASELINE, pct_of
 from cniprof.analysis.stats import stats_table
 from cniprof.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 HOST = BASELINE  # the model every other one is expressed as a % of
 # metrics shown per tool, in order (the first is the tool's primary metric)

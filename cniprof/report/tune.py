@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 from rich.table import Table
 from rich.text import Text
 
@@ -22,6 +22,11 @@ from cniprof.errors import UsageError
 from cniprof.files import write_json
 from cniprof.report.graphs import _save, plt
 from cniprof.report.study import fmt
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 TUNE_CSV = "tune.csv"
 TUNE_JSON = "tune.json"

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Union
 
-import pandas as pd
+import lazy_loader
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -31,10 +31,15 @@ from cniprof.ui.tables import (
     reconciliation_table,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
+
 if TYPE_CHECKING:  # annotations are not evaluated at run time, so no typing_extensions dependency
     from typing_extensions import Self
 
-HopsLike = Union[pd.DataFrame, Sequence[Mapping[str, Any]], Analysis, None]
+HopsLike = Union["pd.DataFrame", Sequence[Mapping[str, Any]], Analysis, None]  # a string: pandas loads on use
 REFRESH_PER_SECOND = 4.0
 
 
