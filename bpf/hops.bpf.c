@@ -198,9 +198,29 @@ static __always_inline bool ours(struct skb_track *t, __u64 key, struct sk_buff 
 	return t->skb == key && t->head == addr_of(skb->head);
 }
 
+static __always_inline struct hops_settings *settings_now(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&settings, &zero);
+}
+
+/* The slot's packet was in flight when the programs were last detached (duty cycling): whatever it carried is over
+ * and is not a hop of the packet now at hand. Ends it as cut. */
+static __always_inline bool cut_off(struct skb_track *t)
+{
+	struct hops_settings *set = settings_now();
+
+	if (!set || t->last_ns >= set->window_ns)
+		return false;
+	t->skb = 0;
+	count(C_CUT);
+	return true;
+}
+
 static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *pi)
 {
-	__u32 addrs[2], zero = 0, which = C_CANDIDATES;
+	__u32 addrs[2], which = C_CANDIDATES;
 	struct hops_settings *set;
 	__u64 *c;
 
@@ -215,10 +235,12 @@ static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *
 	}
 	/* every candidate is counted, so user space can choose the sampling rate from the offered load */
 	c = bpf_map_lookup_elem(&counters, &which);
-	set = bpf_map_lookup_elem(&settings, &zero);
+	set = settings_now();
 	if (!c || !set)
 		return true;
 	*c += 1;
+	if (set->no_starts)
+		return false;
 	return set->sample_every <= 1 || (*c % set->sample_every) == 0;
 }
 
@@ -242,12 +264,14 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 	if (pi->flags & (PT_START | PT_RESET)) {
 		if (!starts_here(skb, pi)) {
 			/* whatever this address carried before is over: a new packet enters the topology here */
-			if (t->skb == key)
+			if (t->skb == key && !cut_off(t))
 				t->skb = 0;
 			return 0;
 		}
 		now = bpf_ktime_get_ns();
-		if (t->skb && t->skb != key && now - t->last_ns < cfg.stale_ns)
+		if (t->skb && cut_off(t))
+			;  /* counted as cut, not as lost */
+		else if (t->skb && t->skb != key && now - t->last_ns < cfg.stale_ns)
 			count(C_LOST);
 		t->skb = key;
 		t->head = addr_of(skb->head);
@@ -259,7 +283,7 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 		return 0;
 	}
 
-	if (t->skb != key)
+	if (t->skb != key || cut_off(t))
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (now - t->last_ns > cfg.stale_ns) {
@@ -317,7 +341,7 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 	struct task_struct *task;
 	__u32 pt;
 
-	if (!t || !ours(t, key, (struct sk_buff *)skb))
+	if (!t || !ours(t, key, (struct sk_buff *)skb) || cut_off(t))
 		return 0;
 	t->skb = 0;
 	count(C_END_COPY);
@@ -335,7 +359,7 @@ int BPF_PROG(on_consume_skb, struct sk_buff *skb)
 	__u64 key = addr_of(skb);
 	struct skb_track *t = slot_of(key);
 
-	if (t && t->skb == key) {
+	if (t && t->skb == key && !cut_off(t)) {
 		t->skb = 0;
 		if (t->head == addr_of(skb->head))
 			count(C_END_FREE);
@@ -350,7 +374,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	struct skb_track *t = slot_of(key);
 	struct drop_key dk = {};
 
-	if (!t || t->skb != key)
+	if (!t || t->skb != key || cut_off(t))
 		return 0;
 	t->skb = 0;
 	if (t->head != addr_of(skb->head))

@@ -86,7 +86,9 @@ struct drop_key {
 /* run-time settings, changed by user space while attached (ARRAY map "settings", one entry) */
 struct hops_settings {
 	__u32 sample_every; /* track 1 in N packets that match a start point; 0 or 1 = all */
-	__u32 pad;
+	__u32 no_starts;    /* 1: no packet starts tracking (duty cycling drains the packets in flight before a detach) */
+	__u64 window_ns;    /* CLOCK_MONOTONIC of the current attach: a slot last touched before it belongs to a packet
+			     * that was in flight when the programs were detached (C_CUT), never to a hop */
 };
 
 /* load-time settings, written into .rodata before load (the only variable there) */
@@ -106,7 +108,8 @@ enum hop_counter {
 	C_CANDIDATES = 6, /* packets that matched a start point (tracked or sampled out) */
 	C_LOST = 7,       /* a live packet's slot was taken by a new start (table too small or a hash clash) */
 	C_END_PATH = 8,   /* tracking ended at the path's end: nothing for a reader to copy (UDP, ICMP, pure ACK) */
-	C_COUNT = 9,
+	C_CUT = 9,        /* a packet in flight when duty cycling detached the programs (found when its slot comes back) */
+	C_COUNT = 10,
 };
 
 #endif

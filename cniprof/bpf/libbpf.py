@@ -213,10 +213,14 @@ class Object:
             raise OSError(ctypes.get_errno(), _err(f"attach of {name}"))
         self.links.append((name, link))
 
-    def close(self) -> None:
+    def detach_all(self) -> None:
+        """Destroy every link; the programs stay loaded and can be attached again."""
         for _, link in reversed(self.links):
             lib().bpf_link__destroy(link)
         self.links.clear()
+
+    def close(self) -> None:
+        self.detach_all()
         if self.ptr:
             lib().bpf_object__close(self.ptr)
             self.ptr = None

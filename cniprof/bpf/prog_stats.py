@@ -11,14 +11,18 @@ BPF_ENABLE_STATS command is open); otherwise both values stay where they were (0
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 import struct
 
 from cniprof.bpf.btf import vmlinux
-from cniprof.bpf.libbpf import prog_info
+from cniprof.bpf.libbpf import bpf_syscall, prog_info
 from cniprof.errors import EnvironmentProblem
 
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+BPF_ENABLE_STATS = 32  # enum bpf_cmd
+BPF_STATS_RUN_TIME = 0  # enum bpf_stats_type
 _FIELDS = ("run_time_ns", "run_cnt")
 
 
@@ -48,3 +52,31 @@ def prog_stats(fd: int) -> tuple[int, int]:
     (run_time_ns,) = struct.unpack_from("=Q", raw, time_off)
     (run_cnt,) = struct.unpack_from("=Q", raw, cnt_off)
     return run_time_ns, run_cnt
+
+
+class RunTimeStats:
+    """Run-time statistics switched on for as long as this object is open (the BPF_ENABLE_STATS command, Linux 5.8+).
+
+    Unlike writing the sysctl, nothing machine-wide is left changed: the kernel counts while any such fd is open
+    and stops when the last one closes, also when the process dies. The accounting applies to every BPF program on
+    the machine while it is on (two clock reads per run), which is why a run holds it only as long as it traces.
+    """
+
+    def __init__(self) -> None:
+        attr = (ctypes.c_uint32 * 1)(BPF_STATS_RUN_TIME)
+        try:
+            self.fd: int | None = bpf_syscall(BPF_ENABLE_STATS, attr)
+        except OSError as e:
+            raise EnvironmentProblem(f"cannot enable BPF run-time statistics: {e.strerror} (needs Linux 5.8+ "
+                                     "and root)") from None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunTimeStats:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -20,6 +20,7 @@ from cniprof.cli import commands, trace_compare
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.files import writable_dir
+from cniprof.probes.duty import DEFAULT_BUDGET_PCT
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 from cniprof.report.export import export_trace
 from cniprof.run import trace
@@ -75,6 +76,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", type=Path, metavar="DIR",
                    help="write hops.csv/.parquet, drops.csv, summary.json, hops-flame.svg (and with --cpu: "
                         "cpu.json, cpu.folded, cpu.speedscope.json, cpu.svg; with --nf: nf.csv, nf.json)")
+    p.add_argument("--overhead-budget", type=float, default=DEFAULT_BUDGET_PCT, metavar="PCT",
+                   help="what the probe may cost, in %% of the node's kernel CPU time (default 2): the hop programs "
+                        "are attached for the fraction of each half second that keeps the measured cost there, "
+                        "adjusted as the load changes; 100 traces the whole run. --traffic udp/ping (exact counts) "
+                        "are always traced whole")
+    p.add_argument("--ready-file", metavar="PATH",
+                   help="write the attach time (seconds after start) to PATH once the probes are attached")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
     p.set_defaults(func=run)
 
@@ -92,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
                               cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services,
-                              root=args.root, node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]))
+                              root=args.root, node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]),
+                              overhead_budget_pct=args.overhead_budget, ready_file=args.ready_file)
     if args.export is not None:
         writable_dir(args.export)  # refused now, not after the whole trace ran
     if trace_compare.is_comparison(args.cni):  # the same traffic on each model, one table
@@ -115,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             if "meter" not in rx:
                 rx["meter"] = RxBytes.for_snapshot(snapshot)
             view.update(analyze(snapshot, chain), progress=(min(elapsed, opts.duration_s), opts.duration_s),
-                        throughput_bps=rx["meter"].bps())
+                        throughput_bps=rx["meter"].bps(), overhead=snapshot.get("overhead"))
 
         def on_cpu(cpu_snapshot: dict) -> None:
             view.cpu = render_cpu_panel(analyze_cpu(cpu_snapshot))

@@ -54,7 +54,9 @@ class HopProbe:
         self.obj = Object(obj_path)
         self.ncpu = possible_cpus()
         self.started_at: float | None = None
-        self.attached: list[str] = []
+        self.attached: list[str] = []  # the programs attached at some point of the run (what the report lists)
+        self.settings = abi.HopsSettings(1, 0, 0)
+        self.status: dict | None = None  # set by whoever duty-cycles the probe (cniprof.probes.duty); in snapshots
         try:
             self._configure(stale_ms, sample_every, filter_flows)
         except BaseException:
@@ -76,7 +78,13 @@ class HopProbe:
         self.programs = [n for n in self.obj.program_names() if n in wanted]
 
     def start(self) -> None:
-        drop_reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
+        """Load once and attach every program."""
+        self.load()
+        self.attach()
+        self.started_at = time.monotonic()
+
+    def load(self) -> None:
+        drop_reason_names()  # read from the kernel's BTF now, not while the traffic is measured
         self.obj.load()
         for name, (kt, vt) in abi.MAP_TYPES.items():
             m = self.obj.map(name)
@@ -88,10 +96,34 @@ class HopProbe:
         slots = self.obj.map("pair_slot")
         for slot, h in enumerate(self.expected, start=1):
             slots.update(ctypes.c_uint32(h.src * abi.MAX_POINTS + h.dst), ctypes.c_uint32(slot))
+
+    @property
+    def is_attached(self) -> bool:
+        return bool(self.obj.links)
+
+    def attach(self) -> None:
+        """Attach every program (the object stays loaded in between: maps and aggregates are kept).
+
+        Slots last touched before this moment belong to packets that were in flight at the previous detach: the
+        kernel ends them as `cut` when their address comes back, instead of timing a hop across the gap."""
+        self.settings.window_ns = time.monotonic_ns()  # CLOCK_MONOTONIC, bpf_ktime_get_ns()'s clock
+        self._write_settings()
         for name in self.programs:
             self.obj.attach(name)
-            self.attached.append(name)
-        self.started_at = time.monotonic()
+            if name not in self.attached:
+                self.attached.append(name)
+
+    def detach(self) -> None:
+        """Detach every program: the tracepoints cost nothing until the next attach."""
+        self.obj.detach_all()
+
+    def set_starts(self, on: bool) -> None:
+        """Let packets start tracking (on) or not (off: the packets in flight finish, no new ones begin)."""
+        self.settings.no_starts = 0 if on else 1
+        self._write_settings()
+
+    def _write_settings(self) -> None:
+        self.obj.map("settings").update(ctypes.c_uint32(0), self.settings)
 
     def _write_points(self) -> None:
         by_dev: dict[tuple[int, int], abi.DevSlot] = {}
@@ -121,7 +153,8 @@ class HopProbe:
     def set_sample_every(self, n: int) -> None:
         """Track 1 in n packets from now on (takes effect immediately in the kernel)."""
         self.sample_every = max(1, int(n))
-        self.obj.map("settings").update(ctypes.c_uint32(0), abi.HopsSettings(self.sample_every, 0))
+        self.settings.sample_every = self.sample_every
+        self._write_settings()
 
     def reset_stats(self) -> None:
         """Zero every aggregate (histograms, counters, drops, unexpected pairs); packets in flight stay tracked.
@@ -204,4 +237,5 @@ class HopProbe:
             "directions": [asdict(d) for d in self.directions],
             "programs": list(self.attached),
             "sample_every": self.sample_every,
+            **({"overhead": dict(self.status)} if self.status is not None else {}),
         }

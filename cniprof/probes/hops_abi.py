@@ -53,8 +53,8 @@ def dev_hash(netns: int, ifindex: int) -> int:
     return x & (DEV_SLOTS - 1)
 
 COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "candidates", "lost",
-            "ended_path")
-C_COUNT = 9
+            "ended_path", "cut")
+C_COUNT = 10
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
@@ -88,7 +88,7 @@ class HopsCfg(ctypes.Structure):
 
 
 class HopsSettings(ctypes.Structure):
-    _fields_ = [("sample_every", u32), ("pad", u32)]
+    _fields_ = [("sample_every", u32), ("no_starts", u32), ("window_ns", u64)]
 
 
 # (map name, key type, value type) for the load-time size check

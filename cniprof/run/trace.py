@@ -26,12 +26,14 @@ from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Chain, Model
 from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.files import write_text
 from cniprof.interrupts import sigterm_interrupts
 from cniprof.lab import cleanup, kernel, realize, tunings
 from cniprof.node import detect, state
 from cniprof.probes import plan as planning
 from cniprof.probes import sampling as sampling_mod
 from cniprof.probes.cpu import CpuSampler, check_freq
+from cniprof.probes.duty import DEFAULT_BUDGET_PCT, FULL_BUDGET_PCT, DutyCycle
 from cniprof.probes.hops import HopProbe
 from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.nfhooks import NfHookProbe, select_attach
@@ -44,6 +46,7 @@ from cniprof.traffic.udp_burst import UdpBurst
 log = logging.getLogger(__name__)
 
 TRAFFIC = ("iperf3", "udp", "ping", "none")
+EXACT_COUNT = ("udp", "ping")  # --count packets: every one must be traced
 PATHS = (*MODEL_PATHS, pod_to_service.PATH)
 __all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
@@ -75,6 +78,10 @@ class TraceOptions:
     # generator starts): used as is, neither installed nor removed here
     service: Any = None  # cniprof.lab.kubeproxy.Applied
     command: str | None = None  # the command line, recorded in summary.json
+    # the probe's own cost as % of the node's kernel CPU time; below 100 the hop programs are duty-cycled to hold
+    # it (cniprof.probes.duty); exact-count traffic (udp, ping) is always traced whole
+    overhead_budget_pct: float = DEFAULT_BUDGET_PCT
+    ready_file: str | None = None  # written (with the attach time) once the probes are attached
 
 
 @dataclass
@@ -111,6 +118,9 @@ def preflight(opts: TraceOptions) -> Model:
         raise UsageError(f"--duration must be positive, not {opts.duration_s}")
     if opts.count < 1:
         raise UsageError(f"--count must be at least 1, not {opts.count}")
+    if not 0 < opts.overhead_budget_pct <= FULL_BUDGET_PCT:
+        raise UsageError(f"--overhead-budget takes a percentage above 0 and at most 100, not "
+                         f"{opts.overhead_budget_pct:g}")
     kernel.require(model.spec, model.requires)
     if os.geteuid() != 0:
         raise EnvironmentProblem("tracing needs root (BPF programs and network namespaces): run with sudo")
@@ -287,6 +297,12 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
                          stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
         stack.callback(probe.close)
         probe.start()
+        attach_s = process_age_s()
+        duty = DutyCycle(probe, budget_of(opts))
+        stack.callback(duty.close)
+        duty.start()
+        if opts.ready_file is not None:  # scripts wait for this instead of polling bpftool
+            write_text(Path(opts.ready_file), f"{attach_s:.3f}\n")
         nf = _nf_probe(stack, opts, topo, [a.ip, b.ip, *([service.cluster_ip] if service else [])])
         gen = _generator(opts, a, b, topo, service.cluster_ip if service else None)
         if gen is not None:
@@ -324,6 +340,9 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             result = gen.wait(timeout=max(5.0, opts.duration_s))
         # let the last packets of the run reach their final points before the last read
         time.sleep(0.2)
+        overhead = {"attach_s": round(attach_s, 3), **duty.stop()}
+        if duty.error is not None:
+            raise EnvironmentProblem(f"duty cycling stopped: {duty.error}") from duty.error
         # CPU first: the hop snapshot's one-off work (reading the kernel's BTF) is not datapath cost
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
         snapshot = probe.snapshot()
@@ -334,8 +353,20 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             duration_s=time.monotonic() - t0, traffic=_result_dict(opts.traffic, result),
             probes=tuple(ATTACH_POINT[p] for p in probe.attached), sampling=sampling, cpu=cpu_snapshot,
             nf=nf_snapshot, nodestate=node_state, service=service_info, injections=tuple(topo.injections),
-            where=_where(opts, model, created), command=opts.command)
+            where=_where(opts, model, created), command=opts.command, overhead=overhead)
         return TraceResult(record, model, topo, plan, created)
+
+
+def budget_of(opts: TraceOptions) -> float:
+    """The budget the run keeps: exact-count traffic is traced whole, whatever was asked."""
+    return FULL_BUDGET_PCT if opts.traffic in EXACT_COUNT else opts.overhead_budget_pct
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (its start in /proc/self/stat, clock ticks since boot)."""
+    with open("/proc/self/stat") as f:
+        starttime = int(f.read().rsplit(")", 1)[1].split()[19])
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - starttime / os.sysconf("SC_CLK_TCK")
 
 
 def _where(opts: TraceOptions, model: Model, created: bool) -> str:

@@ -28,6 +28,7 @@ from cniprof.ui.tables import (
     fmt_pct,
     fmt_us,
     hop_table,
+    overhead_text,
     reconciliation_table,
 )
 
@@ -113,6 +114,7 @@ def render_live(
     throughput_bps: float | None = None,
     counters: Mapping[str, int] | None = None,
     cpu: RenderableType | None = None,
+    overhead: Mapping[str, Any] | None = None,
 ) -> RenderableType:
     """One frame of the live view: header (progress bar, throughput so far), per-direction hops, counters, and
     the CPU panel (cniprof.ui.cpu_panel) when CPU sampling runs.
@@ -123,6 +125,8 @@ def render_live(
     if counters is None and analysis is not None:
         counters = analysis.counters
     parts: list[RenderableType] = [_header(title, progress, throughput_bps)]
+    if overhead:
+        parts.append(Text(overhead_text(overhead), style="dim"))
     parts += _hop_tables(_hops_df(hops), analysis)
     parts.append(counters_text(counters))
     if cpu is not None:
@@ -209,11 +213,12 @@ class LiveView:
         progress: tuple[float, float] | float | None = None,
         throughput_bps: float | None = None,
         counters: Mapping[str, int] | None = None,
+        overhead: Mapping[str, Any] | None = None,
     ) -> None:
         """Replace the data shown; progress is (elapsed_s, total_s), or elapsed_s alone with the constructor's
         total_s."""
         if isinstance(progress, (int, float)):
             progress = (float(progress), float(self.total_s or progress))
-        self._frame = render_live(self.title, hops, progress, throughput_bps, counters, self.cpu)
+        self._frame = render_live(self.title, hops, progress, throughput_bps, counters, self.cpu, overhead)
         if self._live is not None:
             self._live.update(self._frame, refresh=True)

@@ -200,3 +200,25 @@ def counters_text(counters: Mapping[str, int] | None) -> Flow:
     lost = sum(int(counters.get(k, 0)) for k in ("lost", "stale"))
     items.append(Text(f"lost+stale {lost:,}", style="bold red" if lost else "dim"))
     return Flow(items)
+
+
+def overhead_text(overhead: Mapping[str, Any] | None) -> str:
+    """One line: attach time, coverage (share of the time the programs were attached), the probe's measured own
+    cost against the budget. Empty without an overhead block (an export from before it existed)."""
+    if not overhead:
+        return ""
+    parts = []
+    if overhead.get("attach_s") is not None:
+        parts.append(f"attached {overhead['attach_s']:.2f} s after start")
+    if overhead.get("coverage") is not None:
+        parts.append(f"coverage {100 * overhead['coverage']:.0f} % of the time"
+                     + (" (full: exact counts)" if overhead.get("mode") == "full" else ""))
+    own = overhead.get("own_cost_pct")
+    parts.append(f"own cost {'n/a' if own is None else f'{own:.2f} %'} of the node's kernel CPU "
+                 f"(budget {overhead.get('budget_pct', 0):g} %)")
+    progs = overhead.get("programs") or {}
+    ns = [p["ns_per_event"] for p in progs.values() if p.get("ns_per_event") is not None]
+    if ns and overhead.get("events"):
+        body = sum(p["run_time_ns"] for p in progs.values()) / overhead["events"]
+        parts.append(f"{body:.0f} ns/event in programs + {overhead.get('dispatch_ns') or 0:.0f} dispatch")
+    return "overhead: " + " · ".join(parts)
