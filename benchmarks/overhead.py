@@ -423,7 +423,7 @@ def benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], list[Run]]:
             _enable_bpf_stats(stack)
         topo, created = _lab(stack)
         a, b = trace.pick_pods(topo, PATH, None, None)
-        plan = planning.build(topo, model.chain(PATH), a.name, b.name)
+        plan = planning.build_plan(topo, model.chain(PATH), a.name, b.name)
         if args.warmup > 0:
             _iperf(a, b, args.warmup)
             time.sleep(PAUSE_S)

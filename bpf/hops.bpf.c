@@ -345,8 +345,10 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 		return 0;
 	t->skb = 0;
 	count(C_END_COPY);
-	task = bpf_get_current_task_btf();
-	pt = point_of(task->nsproxy->net_ns->ns.inum, 0, EV_COPY);
+	/* bpf_get_current_task_btf() needs 5.11; the untyped task and CO-RE reads work from 5.5 (only tracked
+	 * packets get here) */
+	task = (struct task_struct *)bpf_get_current_task();
+	pt = point_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum), 0, EV_COPY);
 	now = bpf_ktime_get_ns();
 	if (pt-- && now - t->last_ns <= cfg.stale_ns)
 		hop(t->last_pt, pt, now - t->last_ns);
@@ -367,8 +369,8 @@ int BPF_PROG(on_consume_skb, struct sk_buff *skb)
 	return 0;
 }
 
-SEC("tp_btf/kfree_skb")
-int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+/* A tracked packet freed as a drop: count it under its last point and reason, end its tracking. */
+static __always_inline int dropped(struct sk_buff *skb, __u32 reason)
 {
 	__u64 key = addr_of(skb), one = 1, *c;
 	struct skb_track *t = slot_of(key);
@@ -388,4 +390,19 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
 	count(C_END_DROP);
 	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	return dropped(skb, reason);
+}
+
+/* Kernels before 5.17 (no enum skb_drop_reason, kfree_skb(skb, location) only): the verifier refuses a read of
+ * a third argument, so this variant is loaded instead (user space picks one by the kernel's BTF); reason 0 is
+ * reported as "unknown", the point is kept. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(on_kfree_skb_noreason, struct sk_buff *skb, void *location)
+{
+	return dropped(skb, DROP_REASON_UNKNOWN);
 }

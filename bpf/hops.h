@@ -80,8 +80,11 @@ struct pair_stat {
 
 struct drop_key {
 	__u32 point;
-	__u32 reason; /* enum skb_drop_reason */
+	__u32 reason; /* enum skb_drop_reason, or DROP_REASON_UNKNOWN */
 };
+
+/* kfree_skb of a kernel without drop reasons (< 5.17: the tracepoint has no reason argument) */
+#define DROP_REASON_UNKNOWN 0xffffffffu
 
 /* run-time settings, changed by user space while attached (ARRAY map "settings", one entry) */
 struct hops_settings {

@@ -14,6 +14,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 #include "hist.bpf.h"
 #include "nfhooks.h"
 
@@ -57,7 +58,8 @@ struct {
 	__type(value, __u64);
 } unclosed SEC(".maps");
 
-static __always_inline int wanted(struct sk_buff *skb)
+/* iph: the packet's IPv4 header (IPv4 hooks: the network header) */
+static __always_inline int wanted(const void *iph)
 {
 	__u32 zero = 0, addrs[2], i;
 	struct nf_filter *f = bpf_map_lookup_elem(&filter, &zero);
@@ -66,8 +68,8 @@ static __always_inline int wanted(struct sk_buff *skb)
 		return 0;
 	if (f->count == 0)
 		return 1;
-	/* IPv4 hooks: the network header is the IP header; saddr and daddr are its bytes 12..19 */
-	if (bpf_probe_read_kernel(addrs, sizeof(addrs), skb->head + skb->network_header + 12))
+	/* saddr and daddr are bytes 12..19 of the IPv4 header */
+	if (bpf_probe_read_kernel(addrs, sizeof(addrs), iph + 12))
 		return 0;
 	for (i = 0; i < NF_MAX_ADDRS; i++) {
 		if (i >= f->count)
@@ -94,41 +96,52 @@ static __always_inline int netns_index(__u32 ino)
 	return -1;
 }
 
-/* The stamp slot of skb in hook on this CPU; *addr gets the skb's address as a number.
- * The verifier forbids arithmetic on the trusted skb pointer (the hash); a value read back from map memory is a
- * plain scalar, so the pointer takes a round trip through the per-CPU scratch word (as in hops.bpf.c). */
-static __always_inline struct nf_stamp *stamp_of(struct sk_buff *skb, __u32 hook, __u64 *addr)
+/* The skb's address as a number. The verifier forbids arithmetic on a trusted (BTF) skb pointer (the hash); a
+ * value read back from map memory is a plain scalar, so the pointer takes a round trip through the per-CPU
+ * scratch word (as in hops.bpf.c). A kprobe's argument is a scalar already. */
+static __always_inline __u64 addr_of(const void *p)
 {
-	__u32 zero = 0, slot;
+	__u32 zero = 0;
 	struct nf_stamps *st = bpf_map_lookup_elem(&stamps, &zero);
 
 	if (!st)
 		return 0;
-	*(volatile __u64 *)&st->scratch = (__u64)skb;
-	*addr = *(volatile __u64 *)&st->scratch;
-	slot = hook * NF_STAMP_WAYS + NF_STAMP_HASH(*addr);
+	*(volatile __u64 *)&st->scratch = (__u64)p;
+	return *(volatile __u64 *)&st->scratch;
+}
+
+/* The stamp slot of the skb at addr in hook on this CPU. */
+static __always_inline struct nf_stamp *stamp_of(__u64 addr, __u32 hook)
+{
+	__u32 zero = 0, slot;
+	struct nf_stamps *st = bpf_map_lookup_elem(&stamps, &zero);
+
+	if (!st || !addr)
+		return 0;
+	slot = hook * NF_STAMP_WAYS + NF_STAMP_HASH(addr);
 	asm volatile("" : "+r"(slot)); /* keep the bound check: clang folds it into an OR the verifier cannot bound */
 	if (slot >= NF_HOOKS * NF_STAMP_WAYS)
 		return 0;
 	return &st->s[slot];
 }
 
-/* A packet enters a hook's chains (netns of the hook, hook number); stamp it. */
-static __always_inline void enter(struct sk_buff *skb, __u32 hook, __u32 netns_ino)
+/* A packet (skb address, IPv4 header) enters a hook's chains (netns of the hook, hook number): stamp it.
+ * Returns whether it was stamped. */
+static __always_inline int enter(__u64 addr, const void *iph, __u32 hook, __u32 netns_ino)
 {
 	struct nf_stamp *s;
 	__u32 slot;
-	__u64 *n, addr;
+	__u64 *n;
 	int idx;
 
-	if (hook >= NF_HOOKS || !wanted(skb))
-		return;
+	if (hook >= NF_HOOKS || !wanted(iph))
+		return 0;
 	idx = netns_index(netns_ino);
 	if (idx < 0)
-		return;
-	s = stamp_of(skb, hook, &addr);
+		return 0;
+	s = stamp_of(addr, hook);
 	if (!s)
-		return;
+		return 0;
 	if (s->skb) {
 		/* a packet entered this hook on this CPU and never left it: dropped or stolen there */
 		slot = (s->netns_idx % NF_MAX_NETNS) * NF_HOOKS + hook;
@@ -139,19 +152,20 @@ static __always_inline void enter(struct sk_buff *skb, __u32 hook, __u32 netns_i
 	s->skb = addr;
 	s->netns_idx = idx;
 	s->ts = bpf_ktime_get_ns();
+	return 1;
 }
 
 /* The packet left the hook's chains accepted: the time since its stamp is the hook's cost for it. */
-static __always_inline void leave(struct sk_buff *skb, __u32 hook)
+static __always_inline void leave(__u64 addr, __u32 hook)
 {
 	struct nf_stamp *s;
 	struct hist *h;
 	__u32 slot;
-	__u64 delta, addr;
+	__u64 delta;
 
 	if (hook >= NF_HOOKS)
 		return;
-	s = stamp_of(skb, hook, &addr);
+	s = stamp_of(addr, hook);
 	if (!s || s->skb != addr)
 		return;
 	delta = bpf_ktime_get_ns() - s->ts;
@@ -167,15 +181,16 @@ SEC("netfilter")
 int nf_first(struct bpf_nf_ctx *ctx)
 {
 	const struct nf_hook_state *state = ctx->state;
+	struct sk_buff *skb = ctx->skb;
 
-	enter(ctx->skb, state->hook, state->net->ns.inum);
+	enter(addr_of(skb), skb->head + skb->network_header, state->hook, state->net->ns.inum);
 	return NF_ACCEPT;
 }
 
 SEC("netfilter")
 int nf_last(struct bpf_nf_ctx *ctx)
 {
-	leave(ctx->skb, ctx->state->hook);
+	leave(addr_of(ctx->skb), ctx->state->hook);
 	return NF_ACCEPT;
 }
 
@@ -187,7 +202,7 @@ SEC("fentry/nf_hook_slow")
 int BPF_PROG(nf_slow_enter, struct sk_buff *skb, struct nf_hook_state *state)
 {
 	if (state->pf == NFPROTO_IPV4)
-		enter(skb, state->hook, state->net->ns.inum);
+		enter(addr_of(skb), skb->head + skb->network_header, state->hook, state->net->ns.inum);
 	return 0;
 }
 
@@ -196,6 +211,88 @@ int BPF_PROG(nf_slow_exit, struct sk_buff *skb, struct nf_hook_state *state, con
 	     unsigned int s, int ret)
 {
 	if (state->pf == NFPROTO_IPV4 && ret >= 0)
-		leave(skb, state->hook);
+		leave(addr_of(skb), state->hook);
+	return 0;
+}
+
+/* Fallback where neither links nor fentry are allowed (arm64 before 6.4: no DYNAMIC_FTRACE_WITH_DIRECT_CALLS,
+ * fentry attach ENOTSUPP): kprobe and kretprobe on nf_hook_slow. The return probe sees only the return value,
+ * so the entry pushes (skb, hook) on a per-CPU stack for every call, stamped or not, and the return pops it:
+ * calls nest (br_netfilter runs the IPv4 hooks inside a bridge hook; a softirq can interrupt an OUTPUT
+ * traversal) and return in reverse order on one CPU. Arguments are plain numbers here: every field is read with
+ * BPF_CORE_READ. */
+#define NF_KP_DEPTH 8
+
+struct nf_frame {
+	__u64 skb;  /* 0 = this call stamped nothing */
+	__u32 hook;
+	__u32 pad;
+};
+
+struct nf_frames {
+	__u32 depth;  /* calls entered and not returned on this CPU (may exceed NF_KP_DEPTH: deeper ones unrecorded) */
+	__u32 pad;
+	struct nf_frame f[NF_KP_DEPTH];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nf_frames);
+} frames SEC(".maps");
+
+#if defined(__TARGET_ARCH_arm64)
+/* what bpf_tracing.h's PT_REGS_PARM* read on arm64 (uapi asm/ptrace.h); vmlinux.h is generated on x86 */
+struct user_pt_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#endif
+
+SEC("kprobe/nf_hook_slow")
+int BPF_KPROBE(nf_kp_enter, struct sk_buff *skb, struct nf_hook_state *state)
+{
+	__u32 zero = 0, d, hook;
+	struct nf_frames *fr = bpf_map_lookup_elem(&frames, &zero);
+	struct nf_frame *f;
+	const void *iph;
+
+	if (!fr)
+		return 0;
+	d = fr->depth;
+	fr->depth = d + 1;
+	if (d >= NF_KP_DEPTH)
+		return 0;
+	f = &fr->f[d];
+	f->skb = 0;
+	if (BPF_CORE_READ(state, pf) != NFPROTO_IPV4)
+		return 0;
+	hook = BPF_CORE_READ(state, hook);
+	iph = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header);
+	if (enter((__u64)skb, iph, hook, BPF_CORE_READ(state, net, ns.inum))) {
+		f->skb = (__u64)skb;
+		f->hook = hook;
+	}
+	return 0;
+}
+
+SEC("kretprobe/nf_hook_slow")
+int BPF_KRETPROBE(nf_kp_exit, int ret)
+{
+	__u32 zero = 0, d;
+	struct nf_frames *fr = bpf_map_lookup_elem(&frames, &zero);
+	struct nf_frame *f;
+
+	if (!fr || fr->depth == 0)
+		return 0;
+	d = --fr->depth;
+	if (d >= NF_KP_DEPTH)
+		return 0;
+	f = &fr->f[d];
+	if (f->skb && ret >= 0)
+		leave(f->skb, f->hook);
 	return 0;
 }

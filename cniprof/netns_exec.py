@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
-"""The one way cniprof runs a command inside a network namespace: `ip netns exec NETNS argv...`.
+"""The one way cniprof runs something inside a network namespace: a command (`ip netns exec NETNS argv...`) or a
+Python function (`call_in`: a helper thread that setns() into it).
 
 `run_in` waits for the command and returns its stdout, or raises one line naming the command, the namespace and
 the tool's first error line; `attempt_in` returns the completed process for callers that judge the exit status
@@ -11,11 +12,21 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+import lazy_loader
 
 from cniprof.errors import CniprofError, EnvironmentProblem
 
+if TYPE_CHECKING:
+    import pyroute2
+else:  # imported on first use: a command that does not need it does not wait for it
+    pyroute2 = lazy_loader.load("pyroute2")
+
 DEFAULT_TIMEOUT_S = 10.0
+T = TypeVar("T")
 
 
 def argv_in(netns: str, argv: Sequence[str]) -> list[str]:
@@ -55,3 +66,37 @@ def run_in(netns: str, argv: Sequence[str], *, stdin: str | None = None, timeout
 
 def first_error(proc: subprocess.CompletedProcess[str]) -> str:
     return next((ln.strip() for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
+
+
+def in_thread(fn: Callable[[], T], setup: Callable[[], None] | None = None, name: str = "cniprof-helper") -> T:
+    """Run setup() then fn() in a fresh thread, so per-thread state (netns, mount ns) dies with the thread."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            if setup:
+                setup()
+            result.append(fn())
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            error.append(e)
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def enter_netns(name: str) -> None:
+    """setns() the calling thread into a named namespace (/run/netns/<name>) or an nsfs path."""
+    pyroute2.netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
+
+
+def call_in(netns: str, fn: Callable[[], T]) -> T:
+    """fn() in a helper thread that entered `netns` (a name under /run/netns or an nsfs path).
+
+    setns(CLONE_NEWNET) changes only the calling thread; /proc/sys/net, new sockets and BPF links follow the
+    thread's namespace. The thread dies afterwards, so the caller's thread never leaves its namespace."""
+    return in_thread(fn, setup=lambda: enter_netns(netns), name=f"netns:{netns}")

@@ -14,6 +14,7 @@ Type ids start at 1 (0 is void). Split BTF (kernel modules) continues the ids an
 from __future__ import annotations
 
 import functools
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -410,3 +411,21 @@ def drop_reason_names() -> dict[int, str]:
             continue
         out.setdefault(value, short)
     return out
+
+
+def has_drop_reasons() -> bool:
+    """Whether kfree_skb carries a reason on this kernel (enum skb_drop_reason in its BTF: 5.17+). The doctor's
+    drop_reasons probe and the hop probe's choice of kfree_skb program both ask this, so they always agree."""
+    try:
+        drop_reason_names()
+    except BtfError as e:
+        if "skb_drop_reason" in str(e):
+            return False
+        raise
+    return True
+
+
+def c_structs(*mirrors: type) -> dict[str, type]:
+    """C struct name -> its ctypes mirror, the C name being the class name in snake case (DevSlot -> dev_slot):
+    what the ABI tests hold against the object's BTF."""
+    return {re.sub(r"(?<!^)(?=[A-Z])", "_", m.__name__).lower(): m for m in mirrors}

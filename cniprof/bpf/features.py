@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import gzip
 import os
 import socket
 import struct
@@ -36,6 +35,8 @@ import lazy_loader
 from cniprof.bpf import btf, libbpf, nflink
 from cniprof.bpf.build import object_path
 from cniprof.errors import CniprofError, EnvironmentProblem
+from cniprof.netns_exec import enter_netns, in_thread
+from cniprof.sysinfo import config_option
 
 if TYPE_CHECKING:
     import pyroute2
@@ -43,7 +44,6 @@ else:  # imported on first use: a command that does not need it does not wait fo
     pyroute2 = lazy_loader.load("pyroute2")
 
 # re-exported: the doctor's helper-thread runner moved to nflink, which the netfilter probe shares
-in_thread = nflink.in_thread
 
 T = TypeVar("T")
 
@@ -164,6 +164,21 @@ class Features:
             raise ValueError(f"unknown purpose {purpose!r}; known: {', '.join(PURPOSES)}")
         return next((name for name in PURPOSES[purpose] if self.available(name)), None)
 
+    def choices(self) -> dict[str, str | None]:
+        """The probe type `trace` uses for each of its features on this kernel (None: the feature is off here).
+
+        The probes decide with the same calls: HopProbe's kfree_skb program follows btf.has_drop_reasons() (the
+        drop_reasons probe), NfHookProbe.select_attach() is best_for("netfilter"), the CPU sampler needs
+        perf_event. tests/vm/guest.py checks on every matrix kernel that a trace reports exactly these.
+        """
+        hops = self.can_trace_hops
+        return {
+            "hops": "tp_btf" if hops else None,
+            "drops": ("tp_btf" if self.drop_reasons.available else "tp_btf_noreason") if hops else None,
+            "cpu": self.best_for("cpu") if hops else None,
+            "netfilter": self.best_for("netfilter") if hops else None,
+        }
+
     @property
     def can_trace_hops(self) -> bool:
         """The hop tracker (bpf/hops.bpf.c) needs BTF (CO-RE) and tp_btf programs."""
@@ -179,9 +194,13 @@ class Features:
             "cpu": "CPU sampling",
             "fine_points": "finer fentry/kprobe points",
         }
-        have = [text for purpose, text in extras.items() if self.best_for(purpose)]
+        via = {"netfilter_link": "netfilter links", "fentry": "fentry on nf_hook_slow",
+               "kprobe": "kprobes on nf_hook_slow"}
+        have = [text + (f" ({via[self.best_for(purpose)]})" if purpose == "netfilter" else "")
+                for purpose, text in extras.items() if self.best_for(purpose)]
         lack = [text for purpose, text in extras.items() if not self.best_for(purpose)]
-        line = "per-hop tracing can run here (tp_btf on the net/skb tracepoints)"
+        line = "per-hop tracing can run here (tp_btf on the net/skb tracepoints"
+        line += ")" if self.drop_reasons.available else "; drops without a reason)"
         if have:
             line += "; with " + ", ".join(have)
         if lack:
@@ -199,6 +218,7 @@ class Features:
                 for p in self.probes()
             },
             "best_for": {purpose: self.best_for(purpose) for purpose in PURPOSES},
+            "choices": self.choices(),
             "per_hop_tracing": self.can_trace_hops,
             "verdict": self.verdict(),
         }
@@ -320,13 +340,10 @@ def _probe_btf() -> str:
 
 
 def _probe_drop_reasons() -> str:
-    try:
-        names = btf.drop_reason_names()
-    except btf.BtfError as e:
-        if "skb_drop_reason" in str(e):
-            raise Unavailable("no enum skb_drop_reason in BTF: kfree_skb has no reason argument (< 5.17)") from e
-        raise
-    return f"enum skb_drop_reason has {len(names)} reasons"
+    if not btf.has_drop_reasons():
+        raise Unavailable("no enum skb_drop_reason in BTF: kfree_skb has no reason argument (< 5.17); drops are "
+                          "counted with reason 'unknown' at the point they happened")
+    return f"enum skb_drop_reason has {len(btf.drop_reason_names())} reasons"
 
 
 def _probe_bpf_stats() -> str:
@@ -390,7 +407,7 @@ def _probe_kprobe() -> str:
         # libbpf falls back to tracefs kprobe_events on kernels without the kprobe PMU: give it tracefs too.
         return _with_tracefs(lambda: _probe_program("cpd_kprobe", "ip_rcv"))
     except Unavailable as e:
-        if kernel_config("CONFIG_KPROBES") == "n":
+        if config_option("CONFIG_KPROBES") == "n":
             raise Unavailable(f"the kernel is built without kprobes (CONFIG_KPROBES is not set); {e}") from None
         raise
 
@@ -434,23 +451,6 @@ def _enum_value(enum: str, name: str, why: str) -> int:
     if name not in values:
         raise Unavailable(f"this kernel's BTF has no {name} ({why})")
     return values[name]
-
-
-def kernel_config(option: str) -> str | None:
-    """'y', 'm', 'n' (is not set) or a value from /proc/config.gz or /boot/config-<release>; None if unknown."""
-    candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{os.uname().release}")]
-    for path in candidates:
-        try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        except OSError:
-            continue
-        for line in raw.decode(errors="replace").splitlines():
-            if line == f"# {option} is not set":
-                return "n"
-            if line.startswith(f"{option}="):
-                return line.split("=", 1)[1]
-        return "n"  # an option absent from a full config is off
-    return None
 
 
 def _tracefs_mounted() -> bool:
@@ -504,7 +504,7 @@ def _netfilter_link_here(c: nflink.NfConstants) -> None:
 def _probe_netfilter_link() -> str:
     constants = nflink.constants()
     with probe_netns() as netns:
-        in_thread(lambda: _netfilter_link_here(constants), setup=lambda: nflink.enter_netns(netns))
+        in_thread(lambda: _netfilter_link_here(constants), setup=lambda: enter_netns(netns))
     return (f"loaded and linked at IPv4 LOCAL_OUT, priority {NETFILTER_PRIORITY}, "
             f"in a throwaway netns ({PROBE_NETNS}, deleted)")
 

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -212,6 +213,16 @@ class Object:
         if not link:
             raise OSError(ctypes.get_errno(), _err(f"attach of {name}"))
         self.links.append((name, link))
+
+    def check_maps(self, map_types: Mapping[str, tuple[type, type]]) -> None:
+        """Every named map's key and value sizes equal cniprof's ctypes mirrors (a stale or foreign object is one
+        line saying how to rebuild, not garbage read back later)."""
+        for name, (key, value) in map_types.items():
+            m = self.map(name)
+            if (m.key_size, m.value_size) != (ctypes.sizeof(key), ctypes.sizeof(value)):
+                raise EnvironmentProblem(f"{self.path.name}: map {name} is {m.key_size}/{m.value_size} bytes, "
+                                         f"cniprof expects {ctypes.sizeof(key)}/{ctypes.sizeof(value)}: "
+                                         f"{rebuild_hint()}")
 
     def detach_all(self) -> None:
         """Destroy every link; the programs stay loaded and can be attached again."""
@@ -424,7 +435,7 @@ def set_program_type(obj: Object, name: str, prog_type: int, expected_attach_typ
 # attached after the loading process exits (the Cilium-style lab). Unlike a bpf_link, a tc filter lives with its
 # device: it holds the program, and both go when the device (or its namespace) is removed.
 # libbpf opens its netlink socket in the calling thread's network namespace: call these from a thread inside
-# the device's namespace (cniprof.lab.nsutil.run_in_netns).
+# the device's namespace (cniprof.netns_exec.call_in).
 
 BPF_TC_INGRESS = 1 << 0
 BPF_TC_EGRESS = 1 << 1

@@ -19,19 +19,11 @@ import ctypes
 import os
 import struct
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
-
-import lazy_loader
+from typing import TypeVar
 
 from cniprof.bpf import btf, libbpf
 from cniprof.errors import EnvironmentProblem
-
-if TYPE_CHECKING:
-    import pyroute2
-else:  # imported on first use: a command that does not need it does not wait for it
-    pyroute2 = lazy_loader.load("pyroute2")
 
 T = TypeVar("T")
 
@@ -87,6 +79,11 @@ def enum_value(enum: str, name: str, why: str) -> int:
     return values[name]
 
 
+def hook_numbers() -> dict[str, int]:
+    """PREROUTING ... POSTROUTING -> enum nf_inet_hooks value (every kernel; whatever the attach type)."""
+    return {hook: enum_value("nf_inet_hooks", enum, "netfilter hooks") for hook, enum in HOOK_ENUMS.items()}
+
+
 def constants() -> NfConstants:
     """Enum values from this kernel's BTF (BPF netfilter programs need Linux 6.4+)."""
     why = "BPF netfilter programs need Linux 6.4+"
@@ -95,7 +92,7 @@ def constants() -> NfConstants:
         attach_type=enum_value("bpf_attach_type", "BPF_NETFILTER", why),
         prog_load=enum_value("bpf_cmd", "BPF_PROG_LOAD", why),
         link_create=enum_value("bpf_cmd", "BPF_LINK_CREATE", why),
-        hooks={hook: enum_value("nf_inet_hooks", enum, why) for hook, enum in HOOK_ENUMS.items()},
+        hooks=hook_numbers(),
     )
 
 
@@ -128,37 +125,6 @@ def link_create(c: NfConstants, prog_fd: int, hooknum: int, priority: int, flags
     struct.pack_into("=IIII", attr, 0, prog_fd, 0, c.attach_type, 0)
     struct.pack_into("=IIiI", attr, 16, NFPROTO_IPV4, hooknum, priority, flags)
     return libbpf.bpf_syscall(c.link_create, attr)
-
-
-def in_thread(fn: Callable[[], T], setup: Callable[[], None] | None = None, name: str = "cniprof-helper") -> T:
-    """Run setup() then fn() in a fresh thread, so per-thread state (netns, mount ns) dies with the thread."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            if setup:
-                setup()
-            result.append(fn())
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            error.append(e)
-
-    thread = threading.Thread(target=target, name=name, daemon=True)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
-def enter_netns(name: str) -> None:
-    """setns() the calling thread into a named namespace (/run/netns/<name>) or an nsfs path."""
-    pyroute2.netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
-
-
-def in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """fn() in a helper thread that entered `netns` (links it creates attach there)."""
-    return in_thread(fn, setup=lambda: enter_netns(netns), name=f"netns:{netns}")
 
 
 class LinkSet:

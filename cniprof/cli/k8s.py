@@ -5,6 +5,7 @@
   deploy     apply it (server-side apply: create or update)
   undeploy   delete all of it
   pod-netns  (on a node, in the agent container) pod UIDs -> their network namespaces, as JSON lines
+  detect     (on a node) the node's CNI as `trace --cni auto` detects it, as JSON
 
 The agent containers only wait; `cniprof trace --k8s` starts a session in them through the API server's pod exec.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 from cniprof.cli import commands
 from cniprof.k8s import deploy, manifests
 from cniprof.k8s.cluster import Cluster, DryRun, connect
-from cniprof.node import pods
+from cniprof.node import detect, pods
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--proc", type=Path, default=None,
                    help=f"the node's /proc (default {manifests.HOST_PROC} when it exists, else /proc)")
     a.set_defaults(func=run)
+    a = actions.add_parser("detect", help="on a node: its CNI, as --cni auto detects it (JSON)")
+    a.add_argument("--root", type=Path, default=Path("/"), help="the node's root for etc/cni/net.d (default /)")
+    a.add_argument("--netns", help="the node's network namespace (default: the one this runs in)")
+    a.set_defaults(func=run)
 
 
 def _cluster(args: argparse.Namespace) -> Cluster:
@@ -59,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         for f in found:
             print(json.dumps({"uid": f.uid, "pid": f.pid, "netns": f.path, "inode": f.inode,
                               "processes": f.processes}), flush=True)
+        return 0
+    if args.k8s_action == "detect":
+        print(json.dumps(detect.detect(args.root, args.netns).to_dict()), flush=True)
         return 0
     if args.k8s_action == "manifest":
         sys.stdout.write(manifests.to_yaml(manifests.objects(args.namespace, args.image)))

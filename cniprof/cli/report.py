@@ -25,16 +25,8 @@ from cniprof.analysis.compare import COMPARE_CSV, Entry, compare
 from cniprof.analysis.record import analyze_record
 from cniprof.cli import commands
 from cniprof.errors import UsageError
-from cniprof.report import findings_graph, graphs, study
+from cniprof.report import export, findings_graph, graphs, study
 from cniprof.report import tune as tune_report
-from cniprof.report.export import (
-    is_comparison_export,
-    is_trace_export,
-    load_comparison,
-    load_record,
-    model_dir,
-    write_views,
-)
 from cniprof.ui.compare_table import render_comparison
 from cniprof.ui.console import wide_console
 from cniprof.ui.run_summary import print_run
@@ -62,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     tuned = tune_report.load(root)
     if (root / "metadata.json").is_file():
         return _study(args, tuned)
-    if is_trace_export(root):
+    if export.is_trace_export(root):
         return _trace(args, tuned)
-    if is_comparison_export(root):
+    if export.is_comparison_export(root):
         return _comparison(args)
     if tuned is not None:
         return _tune_only(args, tuned)
@@ -74,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _trace(args: argparse.Namespace, tuned: pd.DataFrame | None) -> int:
     """A trace export: re-analysed from its raw snapshots, printed as `trace` printed it, views redrawn."""
-    record = load_record(args.run_dir)
+    record = export.load_record(args.run_dir)
     analysis = analyze_record(record)
     out = args.output or args.run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +74,7 @@ def _trace(args: argparse.Namespace, tuned: pd.DataFrame | None) -> int:
     print_run(console, record, analysis)
     console.print(render.table(analysis.findings, title=f"findings (cniprof advise {args.run_dir} for the advice "
                                                         "in full)", compact=True))
-    written = write_views(out, record, analysis, str(args.run_dir))
+    written = export.write_views(out, record, analysis, str(args.run_dir))
     if tuned is not None:
         rows = tune_report.effects(tuned)
         written += [p.name for p in tune_report.graph(tuned, rows, out)]
@@ -93,21 +85,21 @@ def _trace(args: argparse.Namespace, tuned: pd.DataFrame | None) -> int:
 
 def _comparison(args: argparse.Namespace) -> int:
     """A comparison export: the comparison table from each model's re-analysed record, and each model's views."""
-    records, skipped = load_comparison(args.run_dir)
+    records, skipped = export.load_comparison(args.run_dir)
     out = args.output or args.run_dir / "report"
     entries = []
     for spec, record in records:
         analysis = analyze_record(record)
         entries.append(Entry(spec, analysis.tables, record.traffic.get("throughput_bps"), record.sample_every))
-        (out / model_dir(spec)).mkdir(parents=True, exist_ok=True)
-        write_views(out / model_dir(spec), record, analysis, str(args.run_dir / model_dir(spec)))
+        (out / export.model_dir(spec)).mkdir(parents=True, exist_ok=True)
+        export.write_views(out / export.model_dir(spec), record, analysis, str(args.run_dir / export.model_dir(spec)))
     cmp = compare(entries, skipped)
     first = records[0][1] if records else None
     where = f" · {first.kernel} {first.arch}" if first is not None else ""
     console = wide_console()
     console.print(render_comparison(cmp, title=f"cniprof · comparison{where}"))
     cmp.to_csv(out / COMPARE_CSV)
-    console.print(f"wrote {COMPARE_CSV} and each model's views ({', '.join(model_dir(s) for s, _ in records)}) "
+    console.print(f"wrote {COMPARE_CSV} and each model's views ({', '.join(export.model_dir(s) for s, _ in records)}) "
                   f"to {out}")
     return 0
 

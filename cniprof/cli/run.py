@@ -32,7 +32,7 @@ from cniprof.cli import commands
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.report import study
 from cniprof.study import runner
-from cniprof.study import scenario as scenario_mod
+from cniprof.study.scenario import load as load_scenario
 from cniprof.ui.live import render_live
 
 
@@ -56,7 +56,7 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    scen = scenario_mod.load(args.scenario)
+    scen = load_scenario(args.scenario)
     if args.repetitions is not None:
         if not 1 <= args.repetitions <= 100:
             raise UsageError(f"--repetitions must be 1..100, not {args.repetitions}")

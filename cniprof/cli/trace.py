@@ -16,7 +16,7 @@ from cniprof.advise import render
 from cniprof.analysis.cpu import analyze_cpu
 from cniprof.analysis.record import analyze_record
 from cniprof.analysis.summary import analyze
-from cniprof.cli import commands, trace_compare
+from cniprof.cli import commands, trace_compare, trace_k8s
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.files import writable_dir
@@ -84,6 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ready-file", metavar="PATH",
                    help="write the attach time (seconds after start) to PATH once the probes are attached")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
+    k = p.add_argument_group("cluster mode (--k8s; see `cniprof k8s` to deploy the agents)")
+    k.add_argument("--k8s", action="store_true",
+                   help="trace pods of a Kubernetes cluster: --src/--dst NS/POD, or --nodes A,B")
+    k.add_argument("--kubeconfig", help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+    k.add_argument("--context", help="kubeconfig context (default: the current one)")
+    k.add_argument("--nodes", metavar="A,B", help="schedule a client pod on node A and a server pod on node B "
+                                                  "(deleted at the end) and trace between them")
+    k.add_argument("--namespace", default=None, help="the agents' namespace (default cniprof)")
+    k.add_argument("--image", default=None, help="the cniprof image for generators and --nodes pods "
+                                                 "(default: the agents' image tag cniprof:VERSION)")
+    k.add_argument("--dry-run", action="store_true", help="print every API call the run would make, in order, "
+                                                          "and exit")
     p.set_defaults(func=run)
 
 
@@ -96,6 +108,8 @@ def _sample(value: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.k8s or args.dry_run or args.nodes:  # cluster mode
+        return trace_k8s.run(args)
     opts = trace.TraceOptions(cni=args.cni, path=args.path, src=args.src, dst=args.dst, duration_s=args.duration,
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,

@@ -10,38 +10,15 @@ Chains were read off the lab with every point registered and no expected hop (`c
 
 from __future__ import annotations
 
-from cniprof.cni.model import Chain, Model, Step
+from cniprof.cni.model import FROM_POD, TO_NODE_STACK, TO_POD, Chain, Model, Step
 
-SAME_NODE = Chain(
-    path="same-node",
-    steps=(
-        Step("src_pod", "pod_veth", "queue"),
-        Step("src_node", "host_veth", "rx", "pod veth xmit"),
-        Step("src_node", "host_veth", "receive", "host veth backlog"),
-        Step("dst_node", "host_veth", "queue", "bridge forward"),
-        Step("dst_pod", "pod_veth", "rx", "host veth xmit"),
-        Step("dst_pod", "pod_veth", "receive", "pod backlog"),
-        Step("dst_pod", "socket", "copy", "socket delivery"),
-    ),
-)
+SAME_NODE = Chain("same-node", (*FROM_POD, Step("dst_node", "host_veth", "queue", "bridge forward"), *TO_POD))
 
 # pod -> its node's own address: bridged up to cni0, which delivers locally; the reply is routed out of cni0
 POD_TO_HOST = Chain(
     path="pod-to-host",
-    steps=(
-        Step("src_pod", "pod_veth", "queue"),
-        Step("src_node", "host_veth", "rx", "pod veth xmit"),
-        Step("src_node", "host_veth", "receive", "host veth backlog"),
-        Step("dst_node", "bridge", "receive", "bridge input"),
-        Step("dst_node", "socket", "copy", "socket delivery"),
-    ),
-    reverse=(
-        Step("src_node", "bridge", "queue"),
-        Step("dst_node", "host_veth", "queue", "bridge xmit"),
-        Step("dst_pod", "pod_veth", "rx", "host veth xmit"),
-        Step("dst_pod", "pod_veth", "receive", "pod backlog"),
-        Step("dst_pod", "socket", "copy", "socket delivery"),
-    ),
+    steps=(*FROM_POD, Step("dst_node", "bridge", "receive", "bridge input"), TO_NODE_STACK),
+    reverse=(Step("src_node", "bridge", "queue"), Step("dst_node", "host_veth", "queue", "bridge xmit"), *TO_POD),
 )
 
 BRIDGE = Model(

@@ -16,74 +16,16 @@ packet on the cali veth (rx, receive) and routes it straight to the next device:
 
 from __future__ import annotations
 
-from cniprof.cni.model import Chain, Model, Step
+from cniprof.cni.model import FROM_POD, TO_NODE_STACK, TO_POD, Chain, Model, Step, across
 
-_FROM_POD = (
-    Step("src_pod", "pod_veth", "queue"),
-    Step("src_node", "host_veth", "rx", "pod veth xmit"),
-    Step("src_node", "host_veth", "receive", "host veth backlog"),
-)
-_TO_POD = (
-    Step("dst_pod", "pod_veth", "rx", "host veth xmit"),
-    Step("dst_pod", "pod_veth", "receive", "pod backlog"),
-    Step("dst_pod", "socket", "copy", "socket delivery"),
-)
-
-_CROSS_NODE_BGP = Chain(
-    path="cross-node",
-    steps=(
-        *_FROM_POD,
-        Step("src_node", "underlay", "queue", "ip forward"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        Step("dst_node", "host_veth", "queue", "ip forward"),
-        *_TO_POD,
-    ),
-)
-
-_CROSS_NODE_VXLAN = Chain(
-    path="cross-node",
-    steps=(
-        *_FROM_POD,
-        Step("src_node", "vxlan", "queue", "ip forward"),
-        Step("src_node", "underlay", "queue", "vxlan encap"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        Step("dst_node", "vxlan", "receive", "vxlan decap"),
-        Step("dst_node", "host_veth", "queue", "ip forward"),
-        *_TO_POD,
-    ),
-)
-
-_CROSS_NODE_IPIP = Chain(
-    path="cross-node",
-    steps=(
-        *_FROM_POD,
-        Step("src_node", "tunnel", "queue", "ip forward"),
-        Step("src_node", "underlay", "queue", "ipip encap"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        Step("dst_node", "tunnel", "receive", "ipip decap"),
-        Step("dst_node", "host_veth", "queue", "ip forward"),
-        *_TO_POD,
-    ),
-)
-
-_SAME_NODE = Chain(
-    path="same-node",
-    steps=(
-        *_FROM_POD,
-        Step("dst_node", "host_veth", "queue", "ip forward"),
-        *_TO_POD,
-    ),
-)
-
+_ROUTED_IN = (Step("dst_node", "host_veth", "queue", "ip forward"), *TO_POD)  # the /32 route to the pod's cali
+_CROSS_NODE_BGP = Chain("cross-node", (*FROM_POD, *across("ip forward"), *_ROUTED_IN))
+_CROSS_NODE_VXLAN = Chain("cross-node", (*FROM_POD, *across("ip forward", "vxlan", "vxlan"), *_ROUTED_IN))
+_CROSS_NODE_IPIP = Chain("cross-node", (*FROM_POD, *across("ip forward", "tunnel", "ipip"), *_ROUTED_IN))
+_SAME_NODE = Chain("same-node", (*FROM_POD, *_ROUTED_IN))
 # pod -> its node's underlay address: routed up the cali veth into the node's stack; the reply takes the /32
-_POD_TO_HOST = Chain(
-    path="pod-to-host",
-    steps=(*_FROM_POD, Step("dst_node", "socket", "copy", "socket delivery")),
-    reverse=(Step("dst_node", "host_veth", "queue"), *_TO_POD),
-)
+_POD_TO_HOST = Chain("pod-to-host", (*FROM_POD, TO_NODE_STACK), reverse=(Step("dst_node", "host_veth", "queue"),
+                                                                       *TO_POD))
 
 _COMMON = "no bridge, cali veths with proxy ARP for 169.254.1.1, /32 routes per pod"
 

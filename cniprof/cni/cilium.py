@@ -22,52 +22,15 @@ business: it goes up the node's stack, and the reply takes the node's /32 route 
 
 from __future__ import annotations
 
-from cniprof.cni.model import Chain, Model, Step
+from cniprof.cni.model import FROM_POD, TO_NODE_STACK, TO_POD, Chain, Model, Step, across
 
-_FROM_POD = (
-    Step("src_pod", "pod_veth", "queue"),
-    Step("src_node", "host_veth", "rx", "pod veth xmit"),
-    Step("src_node", "host_veth", "receive", "host veth backlog"),
-)
 _INTO_POD = Step("dst_pod", "socket", "copy", "bpf redirect_peer + socket delivery")
-
-_CROSS_NODE_VXLAN = Chain(
-    path="cross-node",
-    steps=(
-        *_FROM_POD,
-        Step("src_node", "vxlan", "queue", "bpf tunnel redirect"),
-        Step("src_node", "underlay", "queue", "vxlan encap"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        Step("dst_node", "vxlan", "receive", "vxlan decap"),
-        _INTO_POD,
-    ),
-)
-
-_CROSS_NODE_NATIVE = Chain(
-    path="cross-node",
-    steps=(
-        *_FROM_POD,
-        Step("src_node", "underlay", "queue", "bpf fib + redirect_neigh"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        _INTO_POD,
-    ),
-)
-
-_SAME_NODE = Chain(path="same-node", steps=(*_FROM_POD, _INTO_POD))
-
+_CROSS_NODE_VXLAN = Chain("cross-node", (*FROM_POD, *across("bpf tunnel redirect", "vxlan", "vxlan"), _INTO_POD))
+_CROSS_NODE_NATIVE = Chain("cross-node", (*FROM_POD, *across("bpf fib + redirect_neigh"), _INTO_POD))
+_SAME_NODE = Chain("same-node", (*FROM_POD, _INTO_POD))
 # pod -> its node's underlay address: the lxc program passes it up the node's stack; the reply takes the /32
-_POD_TO_HOST = Chain(
-    path="pod-to-host",
-    steps=(*_FROM_POD, Step("dst_node", "socket", "copy", "socket delivery")),
-    reverse=(
-        Step("dst_node", "host_veth", "queue"),
-        Step("dst_pod", "pod_veth", "rx", "host veth xmit"),
-        Step("dst_pod", "pod_veth", "receive", "pod backlog"),
-        Step("dst_pod", "socket", "copy", "socket delivery"),
-    ),
-)
+_POD_TO_HOST = Chain("pod-to-host", (*FROM_POD, TO_NODE_STACK), reverse=(Step("dst_node", "host_veth", "queue"),
+                                                                       *TO_POD))
 
 _COMMON = "no bridge, no iptables: lxc veths with tc BPF, bpf_redirect_peer into pods"
 _REQUIRES = (("tc BPF classifiers", "CONFIG_NET_CLS_BPF"), ("clsact qdiscs", "CONFIG_NET_SCH_INGRESS"))

@@ -13,45 +13,13 @@ never leave cni0, so both backends share the bridge plugin's chains.
 from __future__ import annotations
 
 from cniprof.cni.bridge import POD_TO_HOST, SAME_NODE
-from cniprof.cni.model import Chain, Model, Step
+from cniprof.cni.model import FROM_POD, TO_POD, Chain, Model, Step, across
 
-_CROSS_NODE = Chain(
-    path="cross-node",
-    steps=(
-        Step("src_pod", "pod_veth", "queue"),
-        Step("src_node", "host_veth", "rx", "pod veth xmit"),
-        Step("src_node", "host_veth", "receive", "host veth backlog"),
-        Step("src_node", "bridge", "receive", "bridge input"),
-        Step("src_node", "vxlan", "queue", "ip forward"),
-        Step("src_node", "underlay", "queue", "vxlan encap"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        Step("dst_node", "vxlan", "receive", "vxlan decap"),
-        Step("dst_node", "bridge", "queue", "ip forward"),
-        Step("dst_node", "host_veth", "queue", "bridge xmit"),
-        Step("dst_pod", "pod_veth", "rx", "host veth xmit"),
-        Step("dst_pod", "pod_veth", "receive", "pod backlog"),
-        Step("dst_pod", "socket", "copy", "socket delivery"),
-    ),
-)
-
-_CROSS_NODE_HOST_GW = Chain(
-    path="cross-node",
-    steps=(
-        Step("src_pod", "pod_veth", "queue"),
-        Step("src_node", "host_veth", "rx", "pod veth xmit"),
-        Step("src_node", "host_veth", "receive", "host veth backlog"),
-        Step("src_node", "bridge", "receive", "bridge input"),
-        Step("src_node", "underlay", "queue", "ip forward"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        Step("dst_node", "bridge", "queue", "ip forward"),
-        Step("dst_node", "host_veth", "queue", "bridge xmit"),
-        Step("dst_pod", "pod_veth", "rx", "host veth xmit"),
-        Step("dst_pod", "pod_veth", "receive", "pod backlog"),
-        Step("dst_pod", "socket", "copy", "socket delivery"),
-    ),
-)
+_BRIDGED_OUT = (*FROM_POD, Step("src_node", "bridge", "receive", "bridge input"))
+_BRIDGED_IN = (Step("dst_node", "bridge", "queue", "ip forward"), Step("dst_node", "host_veth", "queue", "bridge xmit"),
+               *TO_POD)
+_CROSS_NODE = Chain("cross-node", (*_BRIDGED_OUT, *across("ip forward", "vxlan", "vxlan"), *_BRIDGED_IN))
+_CROSS_NODE_HOST_GW = Chain("cross-node", (*_BRIDGED_OUT, *across("ip forward"), *_BRIDGED_IN))
 
 VXLAN = Model(
     cni="flannel",

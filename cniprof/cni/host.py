@@ -7,17 +7,10 @@ The endpoints ("pods") are the nodes: src_node and dst_node are the two ends' ow
 
 from __future__ import annotations
 
-from cniprof.cni.model import Chain, Model, Step
+from cniprof.cni.model import Chain, Model, Step, across
 
-_CROSS_NODE = Chain(
-    path="cross-node",
-    steps=(
-        Step("src_node", "underlay", "queue"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        Step("dst_node", "socket", "copy", "socket delivery"),
-    ),
-)
+# the endpoints are the nodes: the path starts at the source node's underlay queue (no first role)
+_CROSS_NODE = Chain("cross-node", (*across(""), Step("dst_node", "socket", "copy", "socket delivery")))
 
 NETWORK = Model(
     cni="host",

@@ -15,26 +15,18 @@ deployments work around with an extra macvlan interface on the host.
 
 from __future__ import annotations
 
-from cniprof.cni.model import Chain, Model, Step
+from cniprof.cni.model import Chain, Model, Step, across
 
-_CROSS_NODE = Chain(
-    path="cross-node",
-    steps=(
-        Step("src_pod", "macvlan", "queue"),
-        Step("src_node", "underlay", "queue", "macvlan xmit"),
-        Step("dst_node", "underlay", "rx", "underlay xmit"),
-        Step("dst_node", "underlay", "receive", "underlay backlog"),
-        Step("dst_pod", "socket", "copy", "macvlan rx + socket delivery"),
-    ),
-)
-
+_INTO_POD = Step("dst_pod", "socket", "copy", "macvlan rx + socket delivery")
+_CROSS_NODE = Chain("cross-node", (Step("src_pod", "macvlan", "queue"),
+                                   *across("macvlan xmit", first_place="src_node"), _INTO_POD))
 _SAME_NODE = Chain(
     path="same-node",
     steps=(
         Step("src_pod", "macvlan", "queue"),
         Step("src_node", "underlay", "rx", "macvlan bridge"),
         Step("dst_node", "underlay", "receive", "parent backlog"),
-        Step("dst_pod", "socket", "copy", "macvlan rx + socket delivery"),
+        _INTO_POD,
     ),
 )
 

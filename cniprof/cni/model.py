@@ -70,6 +70,33 @@ def _restrict(steps: tuple[Step, ...], events: set[str] | frozenset[str]) -> tup
     return tuple(kept)
 
 
+# Segments every model's chains are made of (each read off the lab with `cniprof lab explore`).
+FROM_POD = (  # a pod's packet leaves through its veth pair and enters the node's stack
+    Step("src_pod", "pod_veth", "queue"),
+    Step("src_node", "host_veth", "rx", "pod veth xmit"),
+    Step("src_node", "host_veth", "receive", "host veth backlog"),
+)
+TO_POD = (  # queued on the node's end of a pod's veth pair, received by the pod, read by its socket
+    Step("dst_pod", "pod_veth", "rx", "host veth xmit"),
+    Step("dst_pod", "pod_veth", "receive", "pod backlog"),
+    Step("dst_pod", "socket", "copy", "socket delivery"),
+)
+TO_NODE_STACK = Step("dst_node", "socket", "copy", "socket delivery")  # pod-to-host: read by the node's socket
+
+
+def across(first_role: str, tunnel: str = "", kind: str = "", first_place: str = "src_node") -> tuple[Step, ...]:
+    """From the source node's stack to the destination node's: over the underlay, or through a tunnel device
+    (`tunnel` = its role, `kind` = vxlan/ipip) that encapsulates on one side and decapsulates on the other.
+
+    first_role names the work before the first device (routing, a BPF redirect...)."""
+    wire = (Step("dst_node", "underlay", "rx", "underlay xmit"), Step("dst_node", "underlay", "receive",
+                                                                       "underlay backlog"))
+    if not tunnel:
+        return (Step(first_place, "underlay", "queue", first_role), *wire)
+    return (Step(first_place, tunnel, "queue", first_role), Step(first_place, "underlay", "queue", f"{kind} encap"),
+            *wire, Step("dst_node", tunnel, "receive", f"{kind} decap"))
+
+
 @dataclass(frozen=True)
 class Model:
     """One CNI datapath. `requires` lists (device kind, kernel option) the lab needs, checked before building."""

@@ -51,6 +51,7 @@ class ClusterFacts:
     dst: PodInfo | None = None
     nodes: dict[str, NodeInfo] = field(default_factory=dict)
     pod_netns: dict[str, str] = field(default_factory=dict)  # NS/POD -> namespace path on its node
+    cni: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> what detection found there
     scheduled: list[str] = field(default_factory=list)  # NS/POD created for --nodes (deleted at the end)
     generators: list[dict[str, Any]] = field(default_factory=list)
 
@@ -58,7 +59,7 @@ class ClusterFacts:
         """The `cluster` block of summary.json (the agents add the CNI they detected per node)."""
         return {"server_version": self.server_version.get("git_version"),
                 "platform": self.server_version.get("platform"),
-                "nodes": {n: i.to_dict() for n, i in self.nodes.items()},
+                "nodes": {n: {**i.to_dict(), "cni": self.cni.get(n)} for n, i in self.nodes.items()},
                 "pods": {p.ref: p.to_dict() for p in (self.src, self.dst) if p is not None},
                 "scheduled_pods": list(self.scheduled), "generators": list(self.generators)}
 
@@ -69,6 +70,9 @@ class ClusterRun:
             raise UsageError("--k8s needs --src NS/POD and --dst NS/POD, or --nodes A,B")
         if opts.nodes is not None and (opts.src or opts.dst):
             raise UsageError("--nodes A,B schedules its own pods: give it without --src/--dst")
+        if opts.traffic not in generators.TRAFFIC:
+            raise UsageError(f"--traffic {opts.traffic} is not available with --k8s: use one of "
+                             f"{', '.join(generators.TRAFFIC)}")
         self.cluster = cluster
         self.opts = opts
         self.stack = stack
@@ -144,6 +148,24 @@ class ClusterRun:
                     raise EnvironmentProblem(f"node {node} did not report the namespace of pod {p.ref}")
         return f.pod_netns
 
+    def detect_cni(self) -> dict[str, dict[str, Any]]:
+        """Each node's CNI, detected on the node as `--cni auto` does (`k8s detect` in its agent pod)."""
+        for node in self.facts.nodes:
+            netns = self.opts.node_netns.get(node)
+            out = self._exec_output(node, ["cniprof", "k8s", "detect", *(["--netns", netns] if netns else [])])
+            self.facts.cni[node] = json.loads(out) if out.strip() else {"cni": f"<cni of {node}>", "mode": None}
+        return self.facts.cni
+
+    def cni_spec(self) -> str:
+        """The one CNI model of the run (NAME:MODE); nodes that disagree, or none detected, stop the run."""
+        specs = {n: f"{d.get('cni')}:{d.get('mode')}" if d.get("mode") else str(d.get("cni"))
+                 for n, d in self.facts.cni.items()}
+        if len(set(specs.values())) != 1 or any(d.get("cni") is None for d in self.facts.cni.values()):
+            seen = ", ".join(f"{n}: {s}" for n, s in specs.items())
+            raise EnvironmentProblem(f"the nodes' CNIs differ or were not detected ({seen}): cniprof traces one "
+                                     "CNI model per run")
+        return next(iter(specs.values()))
+
     def open_agents(self) -> dict[str, ExecChannel]:
         """One agent session per node (exec `cniprof agent --node NODE`, stdin+stdout); closed at the end."""
         for node, info in self.facts.nodes.items():
@@ -177,7 +199,7 @@ class ClusterRun:
         ns, name = gen.pod.split("/", 1)
         try:
             state, _ = generators.container_state(self.cluster.read_pod(ns, name), gen.container)
-            if state in ("running", "waiting") and not self.cluster.dry_run:
+            if state in ("running", "waiting") or self.cluster.dry_run:  # a dry run shows the stop it may need
                 generators.stop(self.cluster, ns, name, gen.container)
         except CniprofError as e:  # it ends by itself at its timeout
             log.warning("could not stop %s in %s: %s (it ends by itself within %d s)", gen.container, gen.pod, e,

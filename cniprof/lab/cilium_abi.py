@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import ctypes
 
+from cniprof.bpf.btf import c_structs
+
 CIL_MODE_NATIVE = 1
 CIL_MODE_VXLAN = 2
 CIL_MAX_ENDPOINTS = 256
@@ -41,9 +43,5 @@ class CilRemote(ctypes.Structure):
     _fields_ = [("tunnel_endpoint", u32), ("identity", u32)]
 
 
-STRUCTS = {
-    "cil_config": CilConfig,
-    "cil_endpoint": CilEndpoint,
-    "cil_ipcache_key": CilIpcacheKey,
-    "cil_remote": CilRemote,
-}
+# C struct name -> ctypes mirror, for the BTF check
+STRUCTS = c_structs(CilConfig, CilEndpoint, CilIpcacheKey, CilRemote)

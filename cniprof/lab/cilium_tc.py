@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from cniprof.bpf import libbpf
-from cniprof.bpf.build import object_path, rebuild_hint
+from cniprof.bpf.build import object_path
 from cniprof.errors import EnvironmentProblem
 from cniprof.lab import cilium_abi as abi
-from cniprof.lab.nsutil import run_in_netns
+from cniprof.netns_exec import call_in
 
 OBJECT = "cilium_tc"
 
@@ -74,11 +74,8 @@ def _mac(text: str) -> ctypes.Array:
 
 
 def _checked(obj: libbpf.Object, name: str, key: type, value: type) -> libbpf.Map:
-    m = obj.map(name)
-    if (m.key_size, m.value_size) != (ctypes.sizeof(key), ctypes.sizeof(value)):
-        raise EnvironmentProblem(f"{obj.path.name}: map {name} is {m.key_size}/{m.value_size} bytes, cniprof "
-                                 f"expects {ctypes.sizeof(key)}/{ctypes.sizeof(value)}: {rebuild_hint()}")
-    return m
+    obj.check_maps({name: (key, value)})
+    return obj.map(name)
 
 
 def _fill(obj: libbpf.Object, dp: NodeDatapath) -> None:
@@ -110,6 +107,6 @@ def install(dp: NodeDatapath, attach: Callable[[int, int], int] | None = None) -
             return {(name, ifindex): attach(ifindex, fd) for name, ifindex, fd in targets}
 
         try:
-            return run_in_netns(dp.netns, attach_all)
+            return call_in(dp.netns, attach_all)
         except OSError as e:
             raise EnvironmentProblem(f"cannot attach the Cilium-style tc programs in {dp.netns}: {e}") from None

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from cniprof.cni.topology import Pod, Topology
@@ -327,23 +328,43 @@ def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str]
     services, in every node namespace of the lab. Any earlier kube-proxy rules there are removed first.
 
     ports: every (port, protocol) the service exposes (default: port/protocol)."""
-    ports = tuple(dict.fromkeys(ports or [(port, protocol)]))
+    return install(topology, IPTABLES, services, target_pod, ports or [(port, protocol)])
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How one kube-proxy mode's rules are written, loaded, counted and removed in a node namespace."""
+
+    mode: str  # iptables | nftables
+    render: Callable[[Sequence[Service], str], Ruleset]
+    loader: Callable[[], list[str]]  # the command that reads the rules on stdin
+    remove_in: Callable[[str], int]
+    count_in: Callable[[str], int]
+
+
+def install(topology: Topology, backend: Backend, services: int, target_pod: str | Sequence[str] | None,
+            ports: Sequence[tuple[int, str]], count: bool = True) -> Applied:
+    """The service and `services` dummies in every node namespace at once, all or nothing, in backend's mode.
+
+    count=False skips reading the rules back (listing 20 000 nft chains takes tens of seconds); the rules per
+    node are then the number written."""
+    ports = tuple(dict.fromkeys(ports))
     all_services = lab_services(topology, services, targets_of(topology, target_pod), ports)
-    rules = ruleset(all_services, str(cluster_cidr_of(topology)))
+    rules = backend.render(all_services, str(cluster_cidr_of(topology)))
     real = all_services[-1]
-    tool = _restore_tool()
+    loader = backend.loader()
     namespaces = tuple(n.netns for n in topology.nodes)
 
-    def install(netns: str) -> int:
-        _remove_in(netns)
-        run_in(netns, [tool, "--noflush", "--wait"], stdin=rules.text, what="iptables-restore",
-               timeout_s=RESTORE_TIMEOUT_S)
-        return rule_count(netns)
+    def one(netns: str) -> int:
+        backend.remove_in(netns)
+        run_in(netns, loader, stdin=rules.text, what=Path(loader[0]).name, timeout_s=RESTORE_TIMEOUT_S)
+        return backend.count_in(netns) if count else rules.rules
 
-    counts, seconds = install_all(namespaces, install, _remove_in)
-    log.info("kube-proxy rules: %d per node (%d dummy services) in %.2f s", rules.rules, services, seconds)
+    counts, seconds = install_all(namespaces, one, backend.remove_in)
+    log.info("kube-proxy %s: %d rules per node (%d dummy services) in %.2f s", backend.mode, rules.rules,
+             services, seconds)
     return Applied((real.cluster_ip,), ports[0][0], ports[0][1], real.endpoints, services, rules.rules, namespaces,
-                   seconds, ports, "iptables", dict(zip(namespaces, counts)))
+                   seconds, ports, backend.mode, dict(zip(namespaces, counts)))
 
 
 def install_all(namespaces: Sequence[str], install: Callable[[str], int],
@@ -430,3 +451,6 @@ def _empty_iptables_table(listing: str, builtin: Sequence[str]) -> bool:
     body = [ln.strip() for ln in listing.splitlines() if ln.strip()]
     allowed = re.compile(r"^(table |chain |type .* policy accept;$|\})")
     return set(chains) <= set(builtin) and all(allowed.match(ln) for ln in body)
+
+
+IPTABLES = Backend("iptables", ruleset, lambda: [_restore_tool(), "--noflush", "--wait"], _remove_in, rule_count)

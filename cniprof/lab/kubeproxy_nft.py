@@ -144,25 +144,8 @@ def apply(topology: Topology, services: int = 0, target_pod: str | Sequence[str]
           ports: Sequence[tuple[int, str]] = ((5300, "udp"),), count: bool = True) -> Applied:
     """kube-proxy nftables-mode rules in every node namespace (all or nothing); any earlier table is replaced.
 
-    count=False skips reading the rules back (listing 20 000 chains takes tens of seconds); rules_read is then
-    the number written."""
-    ports = tuple(dict.fromkeys(ports))
-    all_services = kubeproxy.lab_services(topology, services, kubeproxy.targets_of(topology, target_pod), ports)
-    rules = ruleset(all_services, str(kubeproxy.cluster_cidr_of(topology)))
-    real = all_services[-1]
-    tool = _nft()
-    namespaces = tuple(n.netns for n in topology.nodes)
-
-    def install(netns: str) -> int:
-        _remove_in(netns)
-        run_in(netns, [tool, "-f", "-"], stdin=rules.text, what="nft -f",
-               timeout_s=kubeproxy.RESTORE_TIMEOUT_S)
-        return rule_count(netns) if count else rules.rules
-
-    counts, seconds = kubeproxy.install_all(namespaces, install, _remove_in)
-    log.info("kube-proxy nftables: %d rules per node (%d dummy services) in %.2f s", rules.rules, services, seconds)
-    return Applied((real.cluster_ip,), ports[0][0], ports[0][1], real.endpoints, services, rules.rules, namespaces,
-                   seconds, ports, MODE, dict(zip(namespaces, counts)))
+    count=False skips reading the rules back (listing 20 000 chains takes tens of seconds)."""
+    return kubeproxy.install(topology, NFTABLES, services, target_pod, ports, count)
 
 
 def remove(topology: Topology) -> int:
@@ -174,3 +157,6 @@ def installed(topology: Topology) -> tuple[str, ...]:
     """The lab's node namespaces that hold an `ip kube-proxy` table now."""
     names = tuple(n.netns for n in topology.nodes)
     return tuple(ns for ns, has in zip(names, kubeproxy._each(names, _has_table)) if has)
+
+
+NFTABLES = kubeproxy.Backend(MODE, ruleset, lambda: [_nft(), "-f", "-"], _remove_in, rule_count)

@@ -13,7 +13,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 import lazy_loader
@@ -21,6 +21,7 @@ import lazy_loader
 from cniprof.cni.topology import LAB_NETNS_PREFIX
 from cniprof.errors import CniprofError
 from cniprof.lab.cleanup import list_lab_namespaces, remove_namespaces
+from cniprof.netns_exec import call_in
 
 if TYPE_CHECKING:
     import pyroute2
@@ -43,30 +44,6 @@ RT_SCOPE_LINK = 253
 RTN_BLACKHOLE = 6
 
 
-def run_in_netns(netns: str, fn: Callable[[], T]) -> T:
-    """Run fn in a helper thread that entered `netns`.
-
-    setns(CLONE_NEWNET) changes only the calling thread, and /proc/sys/net and new sockets follow the thread's
-    namespace; the helper thread dies afterwards, so the main thread never leaves the root namespace.
-    """
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            pyroute2.netns.setns(netns, flags=0)  # flags=0: never create a namespace by accident
-            result.append(fn())
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
-            error.append(e)
-
-    t = threading.Thread(target=target, name=f"netns:{netns}", daemon=True)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
-
-
 def _sysctl_path(key: str) -> str:
     return "/proc/sys/" + (key if "/" in key else key.replace(".", "/"))
 
@@ -82,7 +59,7 @@ def write_sysctl(netns: str, key: str, value: str) -> None:
         with open(path, "w") as f:
             f.write(value)
 
-    run_in_netns(netns, write)
+    call_in(netns, write)
 
 
 def read_sysctl(netns: str, key: str) -> str:
@@ -92,7 +69,7 @@ def read_sysctl(netns: str, key: str) -> str:
         with open(path) as f:
             return f.read().strip()
 
-    return run_in_netns(netns, read)
+    return call_in(netns, read)
 
 
 def ipr(netns: str) -> IPRoute:

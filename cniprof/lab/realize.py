@@ -21,23 +21,8 @@ from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.lab import kernel, saved
 from cniprof.lab.cleanup import list_lab_namespaces, remove_namespaces
-
-# re-exported: the helpers and constants used to live here, and callers still import them from realize
-from cniprof.lab.nsutil import (  # noqa: F401
-    NTF_SELF,
-    NUD_PERMANENT,
-    RTNH_F_ONLINK,
-    RTPROT_BOOT,
-    Namespaces,
-    read_sysctl,
-    rollback_on_failure,
-    run_in_netns,
-    sigint_ignored,
-    write_sysctl,
-)
+from cniprof.lab.nsutil import Namespaces, rollback_on_failure, sigint_ignored
 from cniprof.lab.recipes import RECIPES
-from cniprof.lab.recipes.common import NodeSpec, PodSpec  # noqa: F401
-from cniprof.lab.recipes.flannel import FLANNEL_NODES  # noqa: F401
 
 log = logging.getLogger(__name__)
 

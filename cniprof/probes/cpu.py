@@ -34,7 +34,9 @@ from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.probes import cpu_abi as abi
+from cniprof.probes.probe import BpfProbe
 from cniprof.probes.symbols import Kallsyms, UserSymbols
+from cniprof.sysinfo import online_cpus
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,26 +45,7 @@ else:  # imported on first use: a command that does not need it does not wait fo
 
 DEFAULT_FREQ_HZ = 999
 MAX_SAMPLE_RATE = "/proc/sys/kernel/perf_event_max_sample_rate"
-ONLINE_CPUS = "/sys/devices/system/cpu/online"
 SNAPSHOT_VERSION = 1
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """ "0-3,5" -> [0, 1, 2, 3, 5] (the kernel's cpulist format)."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
-def online_cpus() -> list[int]:
-    try:
-        return parse_cpu_list(Path(ONLINE_CPUS).read_text())
-    except OSError:
-        return list(range(os.cpu_count() or 1))
 
 
 def check_freq(freq_hz: int) -> int:
@@ -78,7 +61,7 @@ def check_freq(freq_hz: int) -> int:
     return freq_hz
 
 
-class CpuSampler:
+class CpuSampler(BpfProbe):
     """Load, attach (perf events on every online CPU + softirq tracepoints), read snapshots, close."""
 
     def __init__(self, obj_path: Path, freq_hz: int = DEFAULT_FREQ_HZ, user_stacks: bool = True,
@@ -110,11 +93,7 @@ class CpuSampler:
         """Load and attach, then read kallsyms (after the load, so that BPF programs loaded so far, ours and
         the hop probe's, have their symbols)."""
         self.obj.load()
-        for name, (kt, vt) in abi.MAP_TYPES.items():
-            m = self.obj.map(name)
-            if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
-                raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         f"{rebuild_hint()}")
+        self.check_maps(abi.MAP_TYPES)
         for name in ("on_softirq_entry", "on_softirq_exit"):
             try:
                 self.obj.attach(name)
@@ -141,20 +120,7 @@ class CpuSampler:
             raise EnvironmentProblem(f"attaching the CPU sampler to CPU {cpu} failed: "
                                      f"{os.strerror(e.errno)}") from None
 
-    def close(self) -> None:
-        """Destroy the links (which disable and close their perf event fds) and the object. Idempotent."""
-        self.obj.close()
-
-    def __enter__(self) -> CpuSampler:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # --- reading ---
-    def _percpu(self, m: libbpf.Map, key: Any, ctype: type) -> np.ndarray | None:
-        """Per-CPU values as a (possible CPUs, u64 words) array."""
-        return m.lookup_percpu(key, ctype, self.ncpu)
+    # --- reading (close() is BpfProbe's: destroying the links disables and closes their perf event fds) ---
 
     def _raw_stack(self, map_name: str, stack_id: int) -> list[int]:
         size = ctypes.sizeof(abi.STACK_VALUE if map_name == "kstacks" else abi.USTACK_VALUE)
@@ -233,20 +199,15 @@ class CpuSampler:
                 "count": int(val.count), "period_ns": int(val.period_ns),
             })
         softirq = []
-        sm = self.obj.map("softirqs")
         for vec, name in enumerate(abi.SOFTIRQ_NAMES):
-            per_cpu = self._percpu(sm, ctypes.c_uint32(vec), abi.SoftirqStat)
+            per_cpu = self.percpu("softirqs", ctypes.c_uint32(vec), abi.SoftirqStat)
             if per_cpu is None:
                 continue
             for cpu, (count, time_ns) in enumerate(per_cpu[:, :2]):
                 if count:
                     softirq.append({"cpu": cpu, "vec": vec, "name": name, "count": int(count),
                                     "time_ns": int(time_ns)})
-        counters = {}
-        cm = self.obj.map("cpu_counters")
-        for i, name in enumerate(abi.COUNTERS):
-            v = self._percpu(cm, ctypes.c_uint32(i), ctypes.c_uint64)
-            counters[name] = int(v.sum()) if v is not None else 0
+        counters = {name: self.u64_sum("cpu_counters", i) for i, name in enumerate(abi.COUNTERS)}
         return {
             "version": SNAPSHOT_VERSION,
             "freq_hz": self.freq_hz,

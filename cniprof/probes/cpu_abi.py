@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ctypes
 
+from cniprof.bpf.btf import c_structs
+
 CPU_MAX_DEPTH = 127
 CPU_USER_DEPTH = 32
 CPU_KSTACK_ENTRIES = 32768
@@ -61,9 +63,4 @@ MAP_TYPES = {
     "cpu_counters": (u32, u64),
 }
 # C struct name -> ctypes mirror, for the BTF check
-STRUCTS = {
-    "cpu_key": CpuKey,
-    "cpu_val": CpuVal,
-    "softirq_stat": SoftirqStat,
-    "cpu_cfg": CpuCfg,
-}
+STRUCTS = c_structs(CpuKey, CpuVal, SoftirqStat, CpuCfg)

@@ -15,12 +15,19 @@ from typing import TYPE_CHECKING
 
 import lazy_loader
 
-from cniprof.bpf.btf import drop_reason_names
+from cniprof.bpf.btf import drop_reason_names, has_drop_reasons
 from cniprof.bpf.build import rebuild_hint
 from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
 from cniprof.probes.plan import Direction, ExpectedHop, Point
+from cniprof.probes.probe import BpfProbe
+
+
+def reason_names() -> dict[int, str]:
+    """Drop reason value -> name on this kernel, with DROP_REASON_UNKNOWN as 'unknown' (kernels without reasons)."""
+    names = drop_reason_names() if has_drop_reasons() else {}
+    return {**names, abi.DROP_REASON_UNKNOWN: "unknown"}
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +43,7 @@ def _ip_u32(ip: str) -> int:
 _LITTLE = sys.byteorder == "little"
 
 
-class HopProbe:
+class HopProbe(BpfProbe):
     """Load, configure and attach the hop tracker; read snapshots; detach on close (also on errors)."""
 
     def __init__(self, obj_path: Path, points: Sequence[Point], expected: Sequence[ExpectedHop],
@@ -72,7 +79,10 @@ class HopProbe:
         self.sample_every = max(1, sample_every)
         ctypes.memmove(rodata, ctypes.byref(cfg), ctypes.sizeof(cfg))
         events = {p.event for p in self.points}
-        wanted = {abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS)
+        # one kfree_skb program: with the reason argument where the kernel has one (5.17+), else without
+        self.drop_program = abi.DROP_PROGRAMS[has_drop_reasons()]
+        wanted = ({abi.PROGRAM_OF_EVENT[e] for e in events} | set(abi.END_PROGRAMS) - {"on_kfree_skb"}
+                  | {self.drop_program})
         for name in self.obj.program_names():
             self.obj.set_autoload(name, name in wanted)
         self.programs = [n for n in self.obj.program_names() if n in wanted]
@@ -84,13 +94,9 @@ class HopProbe:
         self.started_at = time.monotonic()
 
     def load(self) -> None:
-        drop_reason_names()  # read from the kernel's BTF now, not while the traffic is measured
+        reason_names()  # read from the kernel's BTF now, not while the traffic is measured
         self.obj.load()
-        for name, (kt, vt) in abi.MAP_TYPES.items():
-            m = self.obj.map(name)
-            if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
-                raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         f"{rebuild_hint()}")
+        self.check_maps(abi.MAP_TYPES)
         self._write_points()
         self.set_sample_every(self.sample_every)
         slots = self.obj.map("pair_slot")
@@ -173,26 +179,13 @@ class HopProbe:
         self.started_at = time.monotonic()
 
     def counter(self, name: str) -> int:
-        v = self._percpu(self.obj.map("counters"), ctypes.c_uint32(abi.COUNTERS.index(name)), ctypes.c_uint64)
-        return int(v[0]) if v is not None else 0
-
-    def close(self) -> None:
-        self.obj.close()
-
-    def __enter__(self) -> HopProbe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        """One of the probe's counters (abi.COUNTERS) summed over the CPUs."""
+        return self.u64_sum("counters", abi.COUNTERS.index(name))
 
     # --- reading ---
-    def _percpu(self, m, key, ctype) -> np.ndarray | None:
-        """The value summed over the CPUs (u64 words), None when absent."""
-        arr = m.lookup_percpu(key, ctype, self.ncpu)
-        return None if arr is None else arr.sum(axis=0)
 
     def _hist(self, slot: int) -> dict:
-        v = self._percpu(self.obj.map("hists"), ctypes.c_uint32(slot), abi.Hist)
+        v = self.percpu_sum("hists", ctypes.c_uint32(slot), abi.Hist)
         if v is None:
             return {"count": 0, "sum_ns": 0, "buckets": {}}
         buckets = v[2:2 + abi.HIST_BUCKETS]
@@ -204,28 +197,22 @@ class HopProbe:
         for slot, e in enumerate(self.expected, start=1):
             hops.append({"from": e.src, "to": e.dst, "expected": True, "dir": e.dir, "seq": e.seq, "role": e.role,
                          "in_e2e": e.in_e2e, **self._hist(slot)})
-        odd = self.obj.map("odd_pairs")
-        for key in odd.keys(ctypes.c_uint32):
-            v = self._percpu(odd, key, abi.PairStat)
+        for key in self.obj.map("odd_pairs").keys(ctypes.c_uint32):
+            v = self.percpu_sum("odd_pairs", key, abi.PairStat)
             if v is None:
                 continue
             a, b = divmod(key.value, abi.MAX_POINTS)
             hops.append({"from": a, "to": b, "expected": False, "count": int(v[0]), "sum_ns": int(v[1]),
                          "buckets": {}})
         e2e = [{"dir": d.dir, **self._hist(abi.MAX_HOPS + d.dir)} for d in self.directions]
-        names = drop_reason_names()
+        names = reason_names()
         drops = []
-        dm = self.obj.map("drops")
-        for key in dm.keys(abi.DropKey):
-            v = self._percpu(dm, key, ctypes.c_uint64)
+        for key in self.obj.map("drops").keys(abi.DropKey):
+            v = self.percpu_sum("drops", key, ctypes.c_uint64)
             if v is not None:
                 drops.append({"point": key.point, "reason": key.reason,
                               "reason_name": names.get(key.reason, f"reason_{key.reason}"), "count": int(v[0])})
-        cm = self.obj.map("counters")
-        counters = {}
-        for i, name in enumerate(abi.COUNTERS):
-            v = self._percpu(cm, ctypes.c_uint32(i), ctypes.c_uint64)
-            counters[name] = int(v[0]) if v is not None else 0
+        counters = {name: self.counter(name) for name in abi.COUNTERS}
         return {
             "version": 1,
             "elapsed_s": time.monotonic() - self.started_at if self.started_at else 0.0,

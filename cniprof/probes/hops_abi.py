@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: Apache-2.0
-"""ctypes mirror of bpf/hops.h. tests/root/test_hops_abi.py checks every struct against the object's BTF, and
+"""ctypes mirror of bpf/hops.h. tests/root/test_bpf_abi.py checks every struct against the object's BTF, and
 HopProbe checks map key/value sizes at load, so a drift between the C and Python sides fails loudly."""
 
 from __future__ import annotations
 
 import ctypes
+
+from cniprof.bpf.btf import c_structs
 
 HIST_SUB_BITS = 4
 HIST_BUCKETS = 512
@@ -30,9 +32,13 @@ ATTACH_POINT = {
     "on_copy": "tp_btf/skb:skb_copy_datagram_iovec",
     "on_consume_skb": "tp_btf/skb:consume_skb",
     "on_kfree_skb": "tp_btf/skb:kfree_skb",
+    "on_kfree_skb_noreason": "tp_btf/skb:kfree_skb (no reason argument)",
 }
 # always attached: they end tracking (and record drops)
 END_PROGRAMS = ("on_consume_skb", "on_kfree_skb")
+# the drop program for kernels whose kfree_skb has no reason argument (< 5.17); it records DROP_REASON_UNKNOWN
+DROP_PROGRAMS = {True: "on_kfree_skb", False: "on_kfree_skb_noreason"}  # by "the kernel has drop reasons"
+DROP_REASON_UNKNOWN = 0xFFFFFFFF
 
 PT_START = 1
 PT_END = 2
@@ -104,13 +110,4 @@ MAP_TYPES = {
     "settings": (u32, HopsSettings),
 }
 # C struct name -> ctypes mirror, for the BTF check
-STRUCTS = {
-    "dev_slot": DevSlot,
-    "point_info": PointInfo,
-    "skb_track": SkbTrack,
-    "hist": Hist,
-    "pair_stat": PairStat,
-    "drop_key": DropKey,
-    "hops_cfg": HopsCfg,
-    "hops_settings": HopsSettings,
-}
+STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, HopsCfg, HopsSettings)

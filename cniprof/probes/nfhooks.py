@@ -8,8 +8,9 @@ histogram with the hop histograms' buckets. Packets that entered a hook and neve
 a rule) are counted as `unclosed`.
 
 How: BPF netfilter links (Linux 6.4+), created with raw bpf() from a helper thread inside each namespace
-(cniprof/bpf/nflink.py). Where links are refused the fallbacks would be fentry, then kprobe, on nf_hook_slow;
-neither is implemented yet, and the probe says so in one line rather than reporting anything else.
+(cniprof/bpf/nflink.py). Where links are refused: fentry/fexit on nf_hook_slow, which runs all the hook
+functions of one hook for one packet (x86_64 5.5+, arm64 6.4+), else kprobe/kretprobe on it (any kernel with
+kprobes). The snapshot's "attach" says which ran; the doctor's calibration chooses it (features.best_for).
 
 Snapshot:
     {"version": 1, "attach": "netfilter_link", "elapsed_s": float, "addresses": [ip, ...],
@@ -37,7 +38,9 @@ from cniprof.bpf.libbpf import Object, possible_cpus
 from cniprof.bpf.prog_stats import prog_stats
 from cniprof.cni.topology import Topology
 from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.netns_exec import call_in
 from cniprof.probes import nfhooks_abi as abi
+from cniprof.probes.probe import BpfProbe
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,8 +55,6 @@ NETNS_DIR = Path("/run/netns")
 HOOKS = tuple(nflink.HOOK_ENUMS)  # PREROUTING, INPUT, FORWARD, OUTPUT, POSTROUTING
 PRIORITY_FIRST = nflink.NF_IP_PRI_FIRST + 1
 PRIORITY_LAST = nflink.NF_IP_PRI_LAST - 1
-_NOT_IMPLEMENTED = ("the {what} fallback on nf_hook_slow is not implemented yet: run without --nf, or on a kernel "
-                    "that allows netfilter links (6.4+) or fentry")
 
 
 def select_attach(features: Features) -> str:
@@ -62,16 +63,11 @@ def select_attach(features: Features) -> str:
     Preference: netfilter links, then fentry, then kprobe on nf_hook_slow (features.PURPOSES["netfilter"]).
     """
     best = features.best_for("netfilter")
-    if best == "netfilter_link":
+    if best is not None:
         return best
-    refused = f"this kernel refuses BPF netfilter links ({features.netfilter_link.detail})"
-    if best == "fentry":
-        return best
-    if best == "kprobe":
-        raise EnvironmentProblem(f"netfilter cost per hook: {refused}; "
-                                 + _NOT_IMPLEMENTED.format(what=best))
-    raise EnvironmentProblem(f"netfilter cost per hook is unavailable: {refused}, and neither fentry nor "
-                             "kprobes are allowed on nf_hook_slow")
+    raise EnvironmentProblem(f"netfilter cost per hook is unavailable: this kernel refuses BPF netfilter links "
+                             f"({features.netfilter_link.detail}), fentry ({features.fentry.detail}) and kprobes "
+                             f"({features.kprobe.detail}): run without --nf")
 
 
 def netns_path(name: str) -> str:
@@ -84,7 +80,7 @@ def _ip_u32(ip: str) -> int:
     return int.from_bytes(ipaddress.IPv4Address(ip).packed, sys.byteorder)
 
 
-class NfHookProbe:
+class NfHookProbe(BpfProbe):
     """Time every IPv4 netfilter hook of some namespaces for packets of some addresses.
 
     netns_names: namespaces in /run/netns (or nsfs paths); addresses: IPv4 addresses, a packet is timed when
@@ -153,17 +149,18 @@ class NfHookProbe:
         if self.features is None:
             self.features = calibrate()
         self.attach = select_attach(self.features)
-        c = nflink.constants()
-        if [c.hooks[h] for h in HOOKS] != list(range(abi.NF_HOOKS)):
-            raise EnvironmentProblem(f"enum nf_inet_hooks has unexpected values {c.hooks} in this kernel's BTF; "
+        hooks = nflink.hook_numbers()
+        if [hooks[h] for h in HOOKS] != list(range(abi.NF_HOOKS)):
+            raise EnvironmentProblem(f"enum nf_inet_hooks has unexpected values {hooks} in this kernel's BTF; "
                                      "bpf/nfhooks.bpf.c indexes hooks 0..4")
         self.ncpu = possible_cpus()
         self.obj = Object(self.obj_path or object_path(OBJECT))
-        if self.attach == "fentry":
-            self._start_fentry()
+        for name in self.obj.program_names():  # only the chosen pair: one refused program fails the whole load
+            self.obj.set_autoload(name, name in abi.PROGRAMS_OF[self.attach])
+        if self.attach != "netfilter_link":
+            self._start_traced()
             return
-        for name in abi.FENTRY_PROGRAMS:  # a kernel that refuses fentry would refuse the whole object
-            self.obj.set_autoload(name, False)
+        c = nflink.constants()
         for name in abi.PROGRAMS:
             try:
                 libbpf.set_program_type(self.obj, name, c.prog_type, c.attach_type)
@@ -171,28 +168,29 @@ class NfHookProbe:
                 raise EnvironmentProblem(f"{self.obj.path.name} has no program {name}: "
                                          f"{rebuild_hint()}") from None
         self.obj.load()
-        self._check_maps()
+        self.check_maps(abi.MAP_TYPES)
         self._configure()
         fds = {name: self.obj.prog_fd(name) for name in abi.PROGRAMS}
         for netns in self.netns:
-            nflink.in_netns(netns_path(netns), lambda netns=netns: self._link_all(c, fds, netns))
+            call_in(netns_path(netns), lambda netns=netns: self._link_all(c, fds, netns))
         self.started_at = time.monotonic()
 
-    def _start_fentry(self) -> None:
-        """fentry/fexit on nf_hook_slow: one pair of programs for every namespace and hook (filtered in BPF by
-        the namespaces configured). Chosen only where the doctor's calibration found fentry allowed; this path
-        cannot run on kernels that refuse fentry, such as our CI machines."""
-        for name in abi.PROGRAMS:
-            self.obj.set_autoload(name, False)
+    def _start_traced(self) -> None:
+        """fentry/fexit or kprobe/kretprobe on nf_hook_slow: one pair of programs for every namespace and hook
+        (the namespaces are filtered in BPF). Chosen only where the doctor's calibration found the type allowed."""
         self.obj.load()
-        self._check_maps()
+        self.check_maps(abi.MAP_TYPES)
         self._configure()
-        for name in abi.FENTRY_PROGRAMS:
-            self.obj.attach(name)
+        for name in abi.PROGRAMS_OF[self.attach]:
+            try:
+                self.obj.attach(name)
+            except OSError as e:
+                raise EnvironmentProblem(f"cannot attach the netfilter cost probe ({self.attach}) to nf_hook_slow: "
+                                         f"{errno_text(e.errno)}") from None
         self.started_at = time.monotonic()
 
     def _programs(self) -> tuple[str, ...]:
-        return abi.FENTRY_PROGRAMS if self.attach == "fentry" else abi.PROGRAMS
+        return abi.PROGRAMS_OF[self.attach] if self.attach else ()
 
     @staticmethod
     def _inode(name: str) -> int:
@@ -200,13 +198,6 @@ class NfHookProbe:
             return os.stat(netns_path(name)).st_ino
         except FileNotFoundError:
             raise UsageError(f"network namespace {name!r} does not exist (no {netns_path(name)})") from None
-
-    def _check_maps(self) -> None:
-        for name, (kt, vt) in abi.MAP_TYPES.items():
-            m = self.obj.map(name)
-            if (m.key_size, m.value_size) != (ctypes.sizeof(kt), ctypes.sizeof(vt)):
-                raise EnvironmentProblem(f"map {name} of {self.obj.path.name} does not match cniprof's ABI: "
-                                         f"{rebuild_hint()}")
 
     def _configure(self) -> None:
         zero = ctypes.c_uint32(0)
@@ -235,10 +226,6 @@ class NfHookProbe:
                 self.links.add(fd)
 
     # --- reading
-    def _percpu_sum(self, name: str, key: int, ctype: type) -> np.ndarray:
-        arr = self.obj.map(name).lookup_percpu(ctypes.c_uint32(key), ctype, self.ncpu)
-        return np.zeros((ctypes.sizeof(ctype) + 7) // 8, dtype=np.uint64) if arr is None else arr.sum(axis=0)
-
     def _pending(self) -> dict[tuple[int, int], int]:
         """Stamps not closed yet, per (netns index, hook): packets still inside a hook or dropped there."""
         size = ctypes.sizeof(abi.NfStamps)
@@ -266,10 +253,12 @@ class NfHookProbe:
         for idx, (netns, ino) in enumerate(zip(self.netns, self.inodes)):
             for h, hook in enumerate(HOOKS):
                 slot = idx * abi.NF_HOOKS + h
-                v = self._percpu_sum("hists", slot, abi.Hist)
+                v = self.percpu_sum("hists", ctypes.c_uint32(slot), abi.Hist)
+                if v is None:  # an array map always has the slot; a missing one reads as empty
+                    v = np.zeros(ctypes.sizeof(abi.Hist) // 8, dtype=np.uint64)
                 buckets = v[2:]
                 nz = np.nonzero(buckets)[0]
-                unclosed = int(self._percpu_sum("unclosed", slot, ctypes.c_uint64)[0]) + pending.get((idx, h), 0)
+                unclosed = self.u64_sum("unclosed", slot) + pending.get((idx, h), 0)
                 hooks.append({
                     "netns": netns, "netns_ino": ino, "node": self.labels.get(netns), "hook": hook,
                     "count": int(v[0]), "sum_ns": int(v[1]),
@@ -303,13 +292,6 @@ class NfHookProbe:
     def close(self) -> None:
         """Detach every link, then unload the programs. Idempotent; safe after a failed or interrupted start."""
         self.links.close()
-        if self.obj is not None:
-            self.obj.close()
+        super().close()
         self.obj = None
         self.started_at = None
-
-    def __enter__(self) -> NfHookProbe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 
+from cniprof.bpf.btf import c_structs
 from cniprof.probes.hops_abi import Hist  # the same struct hist and buckets as the hop histograms
 
 NF_HOOKS = 5
@@ -18,6 +19,8 @@ NF_STAMP_WAYS = 16
 # closing program would count as unclosed)
 PROGRAMS = ("nf_last", "nf_first")  # netfilter links
 FENTRY_PROGRAMS = ("nf_slow_enter", "nf_slow_exit")  # fallback: fentry/fexit on nf_hook_slow
+KPROBE_PROGRAMS = ("nf_kp_enter", "nf_kp_exit")  # last resort: kprobe/kretprobe on nf_hook_slow
+PROGRAMS_OF = {"netfilter_link": PROGRAMS, "fentry": FENTRY_PROGRAMS, "kprobe": KPROBE_PROGRAMS}
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
@@ -45,10 +48,5 @@ MAP_TYPES = {
     "hists": (u32, Hist),
     "unclosed": (u32, u64),
 }
-STRUCTS = {
-    "nf_stamp": NfStamp,
-    "nf_stamps": NfStamps,
-    "nf_netns": NfNetns,
-    "nf_filter": NfFilter,
-    "hist": Hist,
-}
+# C struct name -> ctypes mirror, for the BTF check
+STRUCTS = c_structs(NfStamp, NfStamps, NfNetns, NfFilter, Hist)

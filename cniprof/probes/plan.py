@@ -125,7 +125,7 @@ def _endpoint(topo: Topology, ref: str | Pod) -> Pod:
     return ref if isinstance(ref, Pod) else topo.pod(ref)
 
 
-def build(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod,
+def build_plan(topo: Topology, chain: Chain, src_name: str | Pod, dst_name: str | Pod,
           events: tuple[str, ...] = DEFAULT_EVENTS) -> Plan:
     """The points, labelled expected hops and directions of tracing `chain` between two endpoints.
 

@@ -17,9 +17,8 @@ from typing import Any
 from cniprof.bpf.build import object_path
 from cniprof.cni.model import Step
 from cniprof.cni.topology import Pod, Topology
-from cniprof.probes import plan as planning
 from cniprof.probes.hops import HopProbe
-from cniprof.probes.plan import Direction, Point
+from cniprof.probes.plan import FULL_EVENTS, Direction, Point, all_points
 from cniprof.traffic.ping import Ping
 from cniprof.traffic.udp_burst import UdpBurst
 
@@ -113,7 +112,7 @@ def _run(points: list[Point], a: Pod, b: Pod, traffic: str, count: int) -> dict[
 
 
 def explore(topo: Topology, a: Pod, b: Pod, traffic: str = "ping", count: int = 10,
-            events: tuple[str, ...] = planning.FULL_EVENTS) -> list[Observed]:
+            events: tuple[str, ...] = FULL_EVENTS) -> list[Observed]:
     """What packets from a to b (direction 0) and, with ping, their replies (direction 1) did.
 
     Replies rather than packets sent by b: a node sending to a pod picks its source address by route (cni0's),
@@ -124,7 +123,7 @@ def explore(topo: Topology, a: Pod, b: Pod, traffic: str = "ping", count: int = 
     the run is repeated without the start point the packets were last seen leaving until none is left: the last
     run that saw packets started at their first device.
     """
-    base = planning.all_points(topo, events)
+    base = all_points(topo, events)
     out = []
     for d in (0, 1) if traffic == "ping" else (0,):
         src, dst = (a, b) if d == 0 else (b, a)

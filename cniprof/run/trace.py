@@ -20,7 +20,7 @@ from typing import Any
 
 from cniprof.analysis.record import TraceRecord
 from cniprof.bpf.build import object_path
-from cniprof.bpf.features import calibrate
+from cniprof.bpf.features import Features, calibrate
 from cniprof.cni import registry
 from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Chain, Model
@@ -28,15 +28,15 @@ from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.files import write_text
 from cniprof.interrupts import sigterm_interrupts
-from cniprof.lab import cleanup, kernel, realize, tunings
+from cniprof.lab import cleanup, kernel, kubeproxy, realize, tunings
 from cniprof.node import detect, state
-from cniprof.probes import plan as planning
-from cniprof.probes import sampling as sampling_mod
 from cniprof.probes.cpu import CpuSampler, check_freq
 from cniprof.probes.duty import DEFAULT_BUDGET_PCT, FULL_BUDGET_PCT, DutyCycle
 from cniprof.probes.hops import HopProbe
 from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.nfhooks import NfHookProbe, select_attach
+from cniprof.probes.plan import DEFAULT_EVENTS, Plan, build_plan
+from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
 from cniprof.run import inject, pod_to_service
 from cniprof.traffic.iperf3 import Iperf3
 from cniprof.traffic.netns import require_tool
@@ -65,7 +65,7 @@ class TraceOptions:
     sample_every: int = 0  # 1 in N packets; 0 = auto (N = 1 unless the offered load is high)
     stale_ms: float = 1000.0
     interval_s: float = 1.0  # snapshot period for the live view
-    events: tuple[str, ...] = planning.DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
+    events: tuple[str, ...] = DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
     cpu: bool = False  # also sample CPU stacks and softirq time (cniprof.probes.cpu)
     cpu_freq_hz: int = 999
     # --cni auto: trace the live node as detected (cniprof.node.detect) instead of building a lab
@@ -76,7 +76,7 @@ class TraceOptions:
     services: int | None = None  # dummy kube-proxy services for pod-to-service (None: 0 there, else unused)
     # pod-to-service with the kube-proxy service already installed by the caller (a study installs it before its
     # generator starts): used as is, neither installed nor removed here
-    service: Any = None  # cniprof.lab.kubeproxy.Applied
+    service: kubeproxy.Applied | None = None
     command: str | None = None  # the command line, recorded in summary.json
     # the probe's own cost as % of the node's kernel CPU time; below 100 the hop programs are duty-cycled to hold
     # it (cniprof.probes.duty); exact-count traffic (udp, ping) is always traced whole
@@ -91,7 +91,7 @@ class TraceResult:
     record: TraceRecord
     model: Model
     topology: Topology
-    plan: planning.Plan
+    plan: Plan
     lab_created: bool
 
 
@@ -155,7 +155,7 @@ def chain_for(model: Model, path: str) -> Chain:
 
 
 @functools.cache
-def _features() -> Any:
+def _features() -> Features:
     """One feature calibration per process (preflight runs twice: in the CLI and in run())."""
 
     return calibrate()
@@ -242,7 +242,7 @@ def _result_dict(tool: str, res: Any) -> dict[str, Any]:
     return {"tool": tool, **d}
 
 
-def _injected_service(topo: Topology, opts: TraceOptions) -> Any:
+def _injected_service(topo: Topology, opts: TraceOptions) -> kubeproxy.Applied | None:
     """The service a `lab inject services=N` left in the lab (traced as it is), or None."""
     service = inject.injected_service(topo)
     if service is not None and opts.services is not None:
@@ -251,7 +251,7 @@ def _injected_service(topo: Topology, opts: TraceOptions) -> Any:
     return service
 
 
-def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> Any:
+def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> CpuSampler | None:
     """The CPU sampler beside the hop probe (--cpu), released by the same stack; None without --cpu."""
     if not opts.cpu:
         return None
@@ -262,7 +262,7 @@ def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> Any:
     return sampler
 
 
-def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: list[str]) -> Any:
+def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: list[str]) -> NfHookProbe | None:
     """The netfilter probe on the lab's node namespaces (--nf), released by the same stack; None without --nf."""
     if not opts.nf:
         return None
@@ -284,7 +284,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
     with sigterm_interrupts(), ExitStack() as stack:
         topo, created = _lab(stack, model, opts.topology)
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
-        plan = planning.build(topo, chain, a, b, events=opts.events)
+        plan = build_plan(topo, chain, a, b, events=opts.events)
         service, service_info = None, None
         if opts.path == pod_to_service.PATH:
             injected = None if opts.service else _injected_service(topo, opts)
@@ -312,8 +312,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         t0 = time.monotonic()
         sampling = {"mode": "fixed" if opts.sample_every else "auto", "every": probe.sample_every}
         if not opts.sample_every:
-            time.sleep(min(sampling_mod.CALIBRATION_S, opts.duration_s / 4))
-            n = sampling_mod.choose_sample_every(probe.counter("candidates"), time.monotonic() - t0)
+            time.sleep(min(CALIBRATION_S, opts.duration_s / 4))
+            n = choose_sample_every(probe.counter("candidates"), time.monotonic() - t0)
             sampling.update(every=n, calibration_s=round(time.monotonic() - t0, 3))
             if n > 1:
                 probe.set_sample_every(n)

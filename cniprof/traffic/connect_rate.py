@@ -35,6 +35,7 @@ from cniprof.traffic.netns import (
     LISTEN_TIMEOUT_S,
     BackgroundProcess,
     ServerClient,
+    print_result,
     require_netns,
 )
 
@@ -183,16 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     connect.add_argument("--port", type=int, required=True)
     connect.add_argument("--duration", type=float, required=True)
     args = parser.parse_args(argv)
-    try:
-        if args.role == "serve":
-            result = run_server(args.bind, args.port, args.timeout)
-        else:
-            result = run_connector(args.dst, args.port, args.duration)
-    except OSError as e:
-        print(json.dumps({"error": f"{args.role}: {e.strerror or e}"}), flush=True)
-        return 1
-    print(json.dumps(result), flush=True)
-    return 0
+    if args.role == "serve":
+        return print_result(args.role, lambda: run_server(args.bind, args.port, args.timeout))
+    return print_result(args.role, lambda: run_connector(args.dst, args.port, args.duration))
 
 
 if __name__ == "__main__":

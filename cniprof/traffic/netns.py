@@ -13,6 +13,7 @@ leave them behind. Each process here
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.netns_exec import argv_in
@@ -305,3 +306,15 @@ class ServerClient(Generator):
         for proc in (self._client, self._server):
             if proc is not None:
                 proc.kill()
+
+
+def print_result(role: str, measure: Callable[[], dict[str, Any]]) -> int:
+    """The end of a helper script run inside a namespace (udp_burst, connect_rate): its result as one JSON line
+    on stdout, or {"error": ...} with exit status 1 when the socket work failed; the generator parses it."""
+    try:
+        result = measure()
+    except OSError as e:
+        print(json.dumps({"error": f"{role}: {e.strerror or e}"}), flush=True)
+        return 1
+    print(json.dumps(result), flush=True)
+    return 0

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cniprof.errors import CniprofError, UsageError
-from cniprof.traffic.netns import BackgroundProcess, Generator, require_netns, wait_bound
+from cniprof.traffic.netns import BackgroundProcess, Generator, print_result, require_netns, wait_bound
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 BIND_TIMEOUT_S = 5.0
@@ -279,16 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--src-port", type=int, default=0)
     send.add_argument("--flows", type=int, default=1)
     args = parser.parse_args(argv)
-    try:
-        if args.role == "recv":
-            result = run_receiver(args.port, args.count, args.timeout, args.bind)
-        else:
-            result = run_sender(args.dst, args.port, args.count, args.size, args.interval, args.src_port, args.flows)
-    except OSError as e:
-        print(json.dumps({"error": f"{args.role}: {e.strerror or e}"}), flush=True)
-        return 1
-    print(json.dumps(result), flush=True)
-    return 0
+    if args.role == "recv":
+        return print_result(args.role, lambda: run_receiver(args.port, args.count, args.timeout, args.bind))
+    return print_result(args.role, lambda: run_sender(args.dst, args.port, args.count, args.size, args.interval,
+                                                      args.src_port, args.flows))
 
 
 if __name__ == "__main__":

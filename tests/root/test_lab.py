@@ -22,9 +22,10 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from cniprof.cni.topology import LAB_NETNS_PREFIX, NETNS_PREFIX, Topology, netns_inode
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
-from cniprof.lab import cleanup, realize, saved
-from cniprof.lab.realize import run_in_netns
+from cniprof.lab import cleanup, nsutil, realize, saved
 from cniprof.lab.recipes import flannel as flannel_recipe
+from cniprof.lab.recipes.common import NodeSpec, PodSpec
+from cniprof.netns_exec import call_in
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,7 +163,7 @@ def test_topology_matches_the_kernel(lab: Topology) -> None:
         assert link["index"] == dev.ifindex, dev
     for netns in lab.namespaces():
         # the inode of /run/netns/<name> is the one a thread inside the namespace sees (net->ns.inum)
-        inside = run_in_netns(netns, lambda: os.stat("/proc/thread-self/ns/net").st_ino)
+        inside = call_in(netns, lambda: os.stat("/proc/thread-self/ns/net").st_ino)
         assert netns_inode(netns) == inside
     assert lab.pod("pod-c").node == "node2"
     assert lab.node("node1").device("flannel.1").role == "vxlan"
@@ -199,24 +200,24 @@ def test_flannel_forwarding_state(lab: Topology) -> None:
             assert len(routes) == 1
             route = routes[0]
             assert route["dst_len"] == 24 and route.get("RTA_GATEWAY") == f"10.244.{idx}.0"
-            assert route.get("RTA_OIF") == vx and route["flags"] & realize.RTNH_F_ONLINK
+            assert route.get("RTA_OIF") == vx and route["flags"] & nsutil.RTNH_F_ONLINK
             neigh = [n for n in ipr.get_neighbours(ifindex=vx) if n.get("NDA_DST") == f"10.244.{idx}.0"]
             assert len(neigh) == 1
-            assert neigh[0].get("NDA_LLADDR") == peer_mac and neigh[0]["state"] & realize.NUD_PERMANENT
+            assert neigh[0].get("NDA_LLADDR") == peer_mac and neigh[0]["state"] & nsutil.NUD_PERMANENT
             fdb = [f for f in ipr.fdb("dump", ifindex=vx) if f.get("NDA_LLADDR") == peer_mac]
             assert len(fdb) == 1
             assert fdb[0].get("NDA_DST") == lab.underlay_ips[peer]
-            assert fdb[0]["state"] & realize.NUD_PERMANENT and fdb[0]["flags"] & realize.NTF_SELF
+            assert fdb[0]["state"] & nsutil.NUD_PERMANENT and fdb[0]["flags"] & nsutil.NTF_SELF
 
 
 @pytest.mark.root
 def test_namespace_settings(lab: Topology) -> None:
     for netns in lab.namespaces():
-        assert realize.read_sysctl(netns, "net.ipv6.conf.all.disable_ipv6") == "1"
-        assert realize.read_sysctl(netns, "net.ipv6.conf.default.disable_ipv6") == "1"
+        assert nsutil.read_sysctl(netns, "net.ipv6.conf.all.disable_ipv6") == "1"
+        assert nsutil.read_sysctl(netns, "net.ipv6.conf.default.disable_ipv6") == "1"
         assert link_of(netns, "lo")["flags"] & 1  # IFF_UP
     for node in lab.nodes:
-        assert realize.read_sysctl(node.netns, "net.ipv4.ip_forward") == "1"
+        assert nsutil.read_sysctl(node.netns, "net.ipv4.ip_forward") == "1"
         assert link_of(node.netns, "cni0").get("IFLA_OPERSTATE") == "UP"
     for pod in lab.pods:
         eth0 = link_of(pod.netns, "eth0")
@@ -292,9 +293,9 @@ def test_udp_cross_node_is_vxlan_on_the_underlay(lab: Topology) -> None:
         s.bind(("eth0", 0x0800))
         return s
 
-    tap = run_in_netns(f"{LAB_NETNS_PREFIX}2", capture_socket)
-    rx = run_in_netns(dst.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    tx = run_in_netns(src.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    tap = call_in(f"{LAB_NETNS_PREFIX}2", capture_socket)
+    rx = call_in(dst.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    tx = call_in(src.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     before = {
         "underlay_rx": stats(f"{LAB_NETNS_PREFIX}2", "eth0")["rx_packets"],
         "vtep_rx": stats(f"{LAB_NETNS_PREFIX}2", "flannel.1")["rx_packets"],
@@ -336,8 +337,8 @@ def test_udp_cross_node_is_vxlan_on_the_underlay(lab: Topology) -> None:
 @pytest.mark.root
 def test_udp_same_node_stays_off_the_underlay(lab: Topology) -> None:
     src, dst = lab.pod("pod-a"), lab.pod("pod-b")
-    rx = run_in_netns(dst.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-    tx = run_in_netns(src.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    rx = call_in(dst.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    tx = call_in(src.netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     underlay_before = stats(f"{LAB_NETNS_PREFIX}1", "eth0")["tx_packets"]
     with rx, tx:
         rx.bind((dst.ip, 5556))
@@ -393,7 +394,7 @@ def test_failed_build_leaves_nothing(no_lab: None, monkeypatch: pytest.MonkeyPat
     real_pod = flannel_recipe._pod
     calls = []
 
-    def failing_pod(node: realize.NodeSpec, pod: realize.PodSpec) -> None:
+    def failing_pod(node: NodeSpec, pod: PodSpec) -> None:
         calls.append(pod.name)
         if len(calls) == 3:
             raise error("injected")

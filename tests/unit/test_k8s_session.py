@@ -7,6 +7,7 @@ session per node, generators as ephemeral containers, `--nodes` pods, and the cl
 from __future__ import annotations
 
 import io
+import json
 import re
 import sys
 from contextlib import ExitStack
@@ -53,6 +54,13 @@ def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeApiServer:
         41: f"/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u_}.slice/cri-containerd-ab.scope",
         77: f"/kubepods/burstable/pod{UID_DST}/crio-cd", 90: "/system.slice/kubelet.service"})
 
+    noderoot = tmp_path / "node"
+    (noderoot / "etc/cni/net.d").mkdir(parents=True)
+    (noderoot / "etc/cni/net.d/10-flannel.conflist").write_text(
+        json.dumps({"cniVersion": "0.3.1", "name": "cbr0", "plugins": [{"type": "flannel"}]}))
+    (noderoot / "run/flannel").mkdir(parents=True)
+    (noderoot / "run/flannel/subnet.env").write_text("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\n")
+
     def exec_handler(path: str, query: dict[str, list[str]]) -> ExecProcess:
         argv = query["command"]
         if argv[:3] == ["cniprof", "k8s", "pod-netns"]:  # the real command, on the /proc tree above
@@ -62,6 +70,8 @@ def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeApiServer:
                 if p["metadata"]["namespace"] == "cniprof" and uid in uids and not (proc / uid[:8]).exists():
                     fake_proc(proc, {1000 + len(list(proc.iterdir())): f"/kubepods/besteffort/pod{uid}/x"})
             return ExecProcess([sys.executable, "-m", "cniprof", "k8s", "pod-netns", *uids, "--proc", str(proc)])
+        if argv[:3] == ["cniprof", "k8s", "detect"]:  # the real command, on a node root made here
+            return ExecProcess([sys.executable, "-m", "cniprof", "k8s", "detect", "--root", str(noderoot)])
         if argv[:2] == ["cniprof", "agent"]:
             return ExecProcess([sys.executable, "-c", PEER, argv[-1]])
         if argv[:2] == ["kill", "-TERM"]:
@@ -88,6 +98,7 @@ def run_all(cluster: Cluster, opts: ClusterOptions, interrupt_after: str | None 
         run = ClusterRun(cluster, opts, stack)
         facts = run.resolve()
         run.pod_namespaces()
+        run.detect_cni()
         channels = run.open_agents()
         hellos = {n: ch.recv(10) for n, ch in channels.items()}
         run.start_traffic()
@@ -107,6 +118,10 @@ def test_a_whole_run_its_requests_and_its_results(server: FakeApiServer) -> None
     proc = server.proc  # type: ignore[attr-defined]
     assert facts.pod_netns == {"default/client": f"{proc}/41/ns/net", "web/server": f"{proc}/77/ns/net"}
     assert {n: h["node"] for n, h in out["hellos"].items()} == {"node-a": "node-a", "node-b": "node-b"}
+    assert {n: (d["cni"], d["mode"]) for n, d in facts.cni.items()} == {"node-a": ("flannel", "vxlan"),
+                                                                        "node-b": ("flannel", "vxlan")}
+    assert run.cni_spec() == "flannel:vxlan"
+    assert facts.summary()["nodes"]["node-b"]["kernel"] == "6.1.0-18-cloud-amd64"
     assert out["traffic"]["generator"] == "iperf3" and out["traffic"]["throughput_bps"] > 0
     lines = [re.sub(r"-[0-9a-f]{6}\b", "-TAG", line) for line in server.lines()]
     assert lines == [
@@ -125,6 +140,10 @@ def test_a_whole_run_its_requests_and_its_results(server: FakeApiServer) -> None
         (f"GET /api/v1/namespaces/cniprof/pods/cniprof-agent-b/exec?command=cniprof&command=k8s&command=pod-netns"
         f"&command={UID_DST}&command=--proc&command=/host/proc&container=agent&stderr=true&stdin=false&stdout=true"
         "&tty=false"),
+        ("GET /api/v1/namespaces/cniprof/pods/cniprof-agent-a/exec?command=cniprof&command=k8s&command=detect"
+         "&container=agent&stderr=true&stdin=false&stdout=true&tty=false"),
+        ("GET /api/v1/namespaces/cniprof/pods/cniprof-agent-b/exec?command=cniprof&command=k8s&command=detect"
+         "&container=agent&stderr=true&stdin=false&stdout=true&tty=false"),
         ("GET /api/v1/namespaces/cniprof/pods/cniprof-agent-a/exec?command=cniprof&command=agent&command=--node"
         "&command=node-a&container=agent&stderr=true&stdin=true&stdout=true&tty=false"),
         ("GET /api/v1/namespaces/cniprof/pods/cniprof-agent-b/exec?command=cniprof&command=agent&command=--node"
@@ -164,6 +183,7 @@ def test_dry_run_prints_the_same_calls_in_order(server: FakeApiServer) -> None:
         run = ClusterRun(dry, ClusterOptions(src="default/client", dst="web/server"), stack)
         run.resolve()
         run.pod_namespaces()
+        run.detect_cni()
         run.open_agents()
         run.start_traffic()
         run.traffic_result()
@@ -174,9 +194,11 @@ def test_dry_run_prints_the_same_calls_in_order(server: FakeApiServer) -> None:
     for placeholder, value in names.items():
         printed = [line.replace(placeholder, value) for line in printed]
     # the dry run cannot know that the client generator ends before the first poll, nor what cleanup finds
-    # running, so it polls once less and stops (kills) both generators; the rest is the same calls
-    assert printed[:18] == real[:18]
-    assert [line for line in printed[18:] if "/log" in line] == [line for line in real if "/log" in line]
+    # running, so it polls once less and shows the stop (kill) of both generators; the rest is the same calls
+    assert printed[:20] == real[:20]
+    assert [line for line in printed[20:] if "/log" in line] == [line for line in real if "/log" in line]
+    kills = [line for line in printed if "command=kill" in line]
+    assert len(kills) == 2 and kills[1] in real
     assert server.requests[-1].path.endswith("/exec")  # nothing was sent by the dry run itself
     assert len(server.requests) == len(real)
 
@@ -249,3 +271,43 @@ def test_flags_that_do_not_go_together() -> None:
     with pytest.raises(CniprofError, match="not available with --k8s"):
         from cniprof.k8s.generators import plan
         plan("udp", "a/b", "c/d", "10.0.0.1", 5, 10)
+
+
+def test_nodes_with_different_cnis_are_refused(server: FakeApiServer) -> None:
+    with ExitStack() as stack:
+        run = ClusterRun(Cluster(server.client()), ClusterOptions(src="default/client", dst="web/server"), stack)
+        run.resolve()
+        run.detect_cni()
+        run.facts.cni["node-b"] = {"cni": "calico", "mode": "vxlan"}
+        with pytest.raises(EnvironmentProblem, match=r"node-a: flannel:vxlan, node-b: calico:vxlan"):
+            run.cni_spec()
+
+
+def test_trace_dry_run_command(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cniprof trace --k8s --dry-run` needs no cluster and no kubeconfig: it prints the calls and exits 0."""
+    from cniprof.cli.main import main
+
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    assert main(["trace", "--k8s", "--dry-run", "--nodes", "node-a,node-b", "--traffic", "ping", "--count", "5",
+                 "--namespace", "prof", "--image", "registry.test/cniprof:1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    calls = [line for line in out if not line.startswith("#")]
+    assert calls[0] == "GET /version/"
+    assert calls[1].startswith("POST /api/v1/namespaces/prof/pods  # pod cniprof-client-")
+    assert calls[2].startswith("POST /api/v1/namespaces/prof/pods  # pod cniprof-server-")
+    assert sum("command=agent" in line for line in calls) == 2
+    assert sum("/ephemeralcontainers" in line for line in calls) == 1  # ping: one client generator
+    assert [line.split()[0] for line in calls[-2:]] == ["DELETE", "DELETE"]  # server pod, then client pod
+    assert any(line.startswith("# on each agent session") for line in out)
+
+
+def test_trace_k8s_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from cniprof.cli.main import main
+
+    assert main(["trace", "--nodes", "a,b", "--dry-run"]) == 2
+    assert "add --k8s" in capsys.readouterr().err
+    assert main(["trace", "--k8s", "--nodes", "a", "--dry-run"]) == 2
+    assert "two different node names" in capsys.readouterr().err
+    assert main(["trace", "--k8s", "--dry-run", "--src", "default/a", "--dst", "b/c", "--traffic", "udp"]) == 2
+    out = capsys.readouterr()
+    assert "not available with --k8s" in out.err and out.out == ""  # refused before any call is printed

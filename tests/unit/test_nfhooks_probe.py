@@ -26,28 +26,36 @@ def test_fentry_is_the_fallback_where_links_are_refused() -> None:
     assert nfhooks.select_attach(calibration(netfilter_link=False, kprobe=False)) == "fentry"
 
 
-def test_kprobe_fallback_says_it_is_not_implemented() -> None:
-    with pytest.raises(EnvironmentProblem) as e:
-        nfhooks.select_attach(calibration(netfilter_link=False, fentry=False))
-    msg = str(e.value)
-    assert "\n" not in msg and "the kprobe fallback on nf_hook_slow is not implemented" in msg
-    assert "netfilter_link says so" in msg and "run without --nf" in msg
+def test_kprobe_is_the_last_resort() -> None:
+    """arm64 before 6.4: no links, fentry attach ENOTSUPP (no DYNAMIC_FTRACE_WITH_DIRECT_CALLS)."""
+    assert nfhooks.select_attach(calibration(netfilter_link=False, fentry=False)) == "kprobe"
 
 
-def test_the_fentry_programs_are_in_the_object() -> None:
-    """Both attach types live in one object: links use nf_first/nf_last, fentry nf_slow_enter/nf_slow_exit."""
+def test_the_probe_chooses_what_doctor_says() -> None:
+    for off in ((), ("netfilter_link",), ("netfilter_link", "fentry")):
+        cal = calibration(**{name: False for name in off})
+        assert nfhooks.select_attach(cal) == cal.choices()["netfilter"] == cal.to_dict()["choices"]["netfilter"]
+
+
+def test_every_attach_type_has_its_programs_in_the_object() -> None:
+    """All three attach types live in one object: links nf_first/nf_last, fentry nf_slow_enter/nf_slow_exit,
+    kprobe nf_kp_enter/nf_kp_exit."""
     from pathlib import Path
 
     src = (Path(__file__).resolve().parents[2] / "bpf" / "nfhooks.bpf.c").read_text()
     assert 'SEC("fentry/nf_hook_slow")' in src and 'SEC("fexit/nf_hook_slow")' in src
-    for name in (*nfhooks.abi.FENTRY_PROGRAMS, *nfhooks.abi.PROGRAMS):
-        assert f" {name}(" in src or f"({name}," in src
+    assert 'SEC("kprobe/nf_hook_slow")' in src and 'SEC("kretprobe/nf_hook_slow")' in src
+    assert set(nfhooks.abi.PROGRAMS_OF) == set(features.PURPOSES["netfilter"])
+    for names in nfhooks.abi.PROGRAMS_OF.values():
+        for name in names:
+            assert f" {name}(" in src or f"({name}," in src
 
 
 def test_nothing_available_is_one_line() -> None:
     with pytest.raises(EnvironmentProblem) as e:
         nfhooks.select_attach(calibration(netfilter_link=False, fentry=False, kprobe=False))
-    assert "\n" not in str(e.value) and "neither fentry nor kprobes" in str(e.value)
+    assert "\n" not in str(e.value) and "refuses BPF netfilter links (netfilter_link says so)" in str(e.value)
+    assert "kprobes (kprobe says so): run without --nf" in str(e.value)
 
 
 def test_argument_checks() -> None:

@@ -36,16 +36,7 @@ from cniprof.lab.nsutil import (
     mac,
     write_sysctl,
 )
-from cniprof.lab.recipes.common import (
-    UNDERLAY_DEV,
-    Layout,
-    NodeSpec,
-    PodSpec,
-    collect,
-    create_namespaces,
-    two_nodes,
-    underlay,
-)
+from cniprof.lab.recipes import common
 
 if TYPE_CHECKING:
     import pyroute2
@@ -69,31 +60,31 @@ def cali_name(pod: str, namespace: str = POD_NAMESPACE) -> str:
     return "cali" + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
 
 
-def block(node: NodeSpec) -> str:
+def block(node: common.NodeSpec) -> str:
     """The node's IPAM block (Calico's default block size is /26)."""
     return f"10.244.{node.index}.0/26"
 
 
-def tunnel_ip(node: NodeSpec) -> str:
+def tunnel_ip(node: common.NodeSpec) -> str:
     """The tunnel address Calico's IPAM gives vxlan.calico / tunl0: the first address of the node's block."""
     return f"10.244.{node.index}.0"
 
 
-def _build(ns: Namespaces, mode: str, tunnel: Callable[[NodeSpec], str | None]) -> Topology:
-    nodes = two_nodes(veth_name=cali_name)
-    create_namespaces(ns, nodes)
-    underlay(nodes)
+def _build(ns: Namespaces, mode: str, tunnel: Callable[[common.NodeSpec], str | None]) -> Topology:
+    nodes = common.two_nodes(veth_name=cali_name)
+    common.create_namespaces(ns, nodes)
+    common.underlay(nodes)
     macs = {node.name: tunnel(node) for node in nodes}
     for node in nodes:
         for pod in node.pods:
             _pod(node, pod, MTU[mode])
         _routes(node, [(peer, macs[peer.name]) for peer in nodes if peer is not node], mode)
-    devices = [(UNDERLAY_DEV, "underlay")]
+    devices = [(common.UNDERLAY_DEV, "underlay")]
     if mode == "vxlan":
         devices.append((VXLAN_DEV, "vxlan"))
     elif mode == "ipip":
         devices.append((IPIP_DEV, "tunnel"))
-    return collect("calico", mode, nodes, Layout(tuple(devices)))
+    return common.collect("calico", mode, nodes, common.Layout(tuple(devices)))
 
 
 def calico_bgp(ns: Namespaces) -> Topology:
@@ -108,7 +99,7 @@ def calico_ipip(ns: Namespaces) -> Topology:
     return _build(ns, "ipip", _ipip_device)
 
 
-def _vxlan_device(node: NodeSpec) -> str:
+def _vxlan_device(node: common.NodeSpec) -> str:
     """vxlan.calico as Felix creates it; returns its MAC (random per build, read from the kernel)."""
     with ipr(node.netns) as sock:
         sock.link(
@@ -117,7 +108,7 @@ def _vxlan_device(node: NodeSpec) -> str:
             kind="vxlan",
             vxlan_id=VXLAN_VNI,
             vxlan_local=node.underlay_ip,
-            vxlan_link=index(sock, UNDERLAY_DEV),
+            vxlan_link=index(sock, common.UNDERLAY_DEV),
             vxlan_port=VXLAN_PORT,
             vxlan_learning=0,
             mtu=MTU["vxlan"],
@@ -128,7 +119,7 @@ def _vxlan_device(node: NodeSpec) -> str:
         return mac(sock, vx)
 
 
-def _ipip_device(node: NodeSpec) -> None:
+def _ipip_device(node: common.NodeSpec) -> None:
     """tunl0: the ipip module's fallback device, present in every namespace once the module is loaded; Calico
     creates it if absent, then sets MTU 1480 and the tunnel address."""
     with ipr(node.netns) as sock:
@@ -142,13 +133,13 @@ def _ipip_device(node: NodeSpec) -> None:
         sock.addr("add", index=tun, address=tunnel_ip(node), prefixlen=32)
 
 
-def _routes(node: NodeSpec, peers: list[tuple[NodeSpec, str | None]], mode: str) -> None:
+def _routes(node: common.NodeSpec, peers: list[tuple[common.NodeSpec, str | None]], mode: str) -> None:
     """Own block blackholed (only its /32s are reachable); the peer's block by mode."""
     proto = RTPROT_BIRD if mode in ("bgp", "ipip") else RTPROT_FELIX
     ip, _, plen = block(node).partition("/")
     with ipr(node.netns) as sock:
         sock.route("replace", dst=ip, dst_len=int(plen), type=RTN_BLACKHOLE, proto=proto)
-        eth0 = index(sock, UNDERLAY_DEV)
+        eth0 = index(sock, common.UNDERLAY_DEV)
         sock.route("replace", dst="0.0.0.0/0", gateway=UNDERLAY_ROUTER, oif=eth0, proto=RTPROT_BOOT)
         for peer, peer_mac in peers:
             if mode == "bgp":
@@ -166,7 +157,7 @@ def _routes(node: NodeSpec, peers: list[tuple[NodeSpec, str | None]], mode: str)
                            proto=proto)
 
 
-def _pod(node: NodeSpec, pod: PodSpec, mtu: int) -> None:
+def _pod(node: common.NodeSpec, pod: common.PodSpec, mtu: int) -> None:
     pod_ns = node.pod_netns(pod)
     with ipr(node.netns) as sock:
         sock.link("add", ifname=pod.host_veth, kind="veth", mtu=mtu, address=HOST_VETH_MAC,

@@ -35,16 +35,7 @@ from cniprof.lab.nsutil import (
     ipr,
     mac,
 )
-from cniprof.lab.recipes.common import (
-    UNDERLAY_DEV,
-    Layout,
-    NodeSpec,
-    PodSpec,
-    collect,
-    create_namespaces,
-    two_nodes,
-    underlay,
-)
+from cniprof.lab.recipes import common
 
 POD_NAMESPACE = "default"
 HOST_DEV, NET_DEV = "cilium_host", "cilium_net"
@@ -60,12 +51,12 @@ def lxc_name(pod: str, namespace: str = POD_NAMESPACE) -> str:
     return "lxc" + hashlib.sha256(f"{namespace}/{pod}".encode()).hexdigest()[:12]
 
 
-def router_ip(node: NodeSpec) -> str:
+def router_ip(node: common.NodeSpec) -> str:
     """cilium_host's address: the pods' gateway (Cilium takes it from the node's pod CIDR)."""
     return node.gateway
 
 
-def _host_device(node: NodeSpec) -> None:
+def _host_device(node: common.NodeSpec) -> None:
     """cilium_host <-> cilium_net with the router IP as a /32, as the agent creates them."""
     with ipr(node.netns) as sock:
         sock.link("add", ifname=HOST_DEV, kind="veth", peer={"ifname": NET_DEV})
@@ -75,7 +66,7 @@ def _host_device(node: NodeSpec) -> None:
             sock.link("set", index=index(sock, name), state="up")
 
 
-def _vxlan_device(node: NodeSpec) -> int:
+def _vxlan_device(node: common.NodeSpec) -> int:
     """cilium_vxlan: external (collect_md) VXLAN on UDP 8472, no learning; returns its ifindex."""
     with ipr(node.netns) as sock:
         sock.link("add", ifname=VXLAN_DEV, kind="vxlan", vxlan_collect_metadata=1, vxlan_port=VXLAN_PORT,
@@ -85,7 +76,7 @@ def _vxlan_device(node: NodeSpec) -> int:
         return vx
 
 
-def _pod(node: NodeSpec, pod: PodSpec, mtu: int, identity: int) -> cilium_tc.Endpoint:
+def _pod(node: common.NodeSpec, pod: common.PodSpec, mtu: int, identity: int) -> cilium_tc.Endpoint:
     pod_ns = node.pod_netns(pod)
     with ipr(node.netns) as sock:
         sock.link("add", ifname=pod.host_veth, kind="veth", mtu=mtu,
@@ -109,9 +100,10 @@ def _pod(node: NodeSpec, pod: PodSpec, mtu: int, identity: int) -> cilium_tc.End
 
 
 def _build(ns: Namespaces, mode: str) -> Topology:
-    nodes = two_nodes(veth_name=lxc_name)
-    create_namespaces(ns, nodes)  # ip_forward on: Cilium requires it (bpf_fib_lookup checks it on the lxc)
-    underlay(nodes)
+    nodes = common.two_nodes(veth_name=lxc_name)
+    # ip_forward on: Cilium requires it (bpf_fib_lookup checks it on the lxc)
+    common.create_namespaces(ns, nodes)
+    common.underlay(nodes)
     identities = {pod.name: FIRST_IDENTITY + i for i, pod in enumerate(p for n in nodes for p in n.pods)}
     endpoints: dict[str, tuple[cilium_tc.Endpoint, ...]] = {}
     vxlan_ifindex: dict[str, int] = {}
@@ -123,20 +115,20 @@ def _build(ns: Namespaces, mode: str) -> Topology:
         peers = [peer for peer in nodes if peer is not node]
         if mode == "native":
             with ipr(node.netns) as sock:
-                eth0 = index(sock, UNDERLAY_DEV)
+                eth0 = index(sock, common.UNDERLAY_DEV)
                 for peer in peers:
                     sock.route("replace", dst=peer.pod_cidr, gateway=peer.underlay_ip, oif=eth0, proto=RTPROT_BOOT)
         remotes = [cilium_tc.Remote(f"{p.ip}/32", peer.underlay_ip, identities[p.name]) for peer in peers
                    for p in peer.pods]
         remotes += [cilium_tc.Remote(peer.pod_cidr, peer.underlay_ip) for peer in peers]
         with ipr(node.netns) as sock:
-            eth0 = index(sock, UNDERLAY_DEV)
+            eth0 = index(sock, common.UNDERLAY_DEV)
         cilium_tc.install(cilium_tc.NodeDatapath(node.netns, MODES[mode], node.underlay_ip, eth0,
                                                  vxlan_ifindex[node.name], endpoints[node.name], tuple(remotes)))
-    devices = [(UNDERLAY_DEV, "underlay")]
+    devices = [(common.UNDERLAY_DEV, "underlay")]
     if mode == "vxlan":
         devices.append((VXLAN_DEV, "vxlan"))
-    return collect("cilium", mode, nodes, Layout(tuple(devices)))
+    return common.collect("cilium", mode, nodes, common.Layout(tuple(devices)))
 
 
 def cilium_vxlan(ns: Namespaces) -> Topology:

@@ -14,19 +14,9 @@ from cniprof.lab.nsutil import (
     ipr,
     mac,
 )
-from cniprof.lab.recipes.common import (
-    UNDERLAY_DEV,
-    Layout,
-    NodeSpec,
-    PodSpec,
-    collect,
-    create_namespaces,
-    two_nodes,
-    underlay,
-    veth_pod,
-)
+from cniprof.lab.recipes import common
 
-FLANNEL_NODES = two_nodes()
+FLANNEL_NODES = common.two_nodes()
 BRIDGE_DEV = "cni0"
 VXLAN_DEV = "flannel.1"
 VXLAN_VNI = 1
@@ -38,37 +28,37 @@ HOST_GW_MTU = 1500  # host-gw adds no header: the underlay's MTU
 def flannel_vxlan(ns: Namespaces) -> Topology:
     """Two nodes as flanneld (vxlan backend) and the CNI bridge plugin set them up."""
     nodes = FLANNEL_NODES
-    create_namespaces(ns, nodes)
-    underlay(nodes)
+    common.create_namespaces(ns, nodes)
+    common.underlay(nodes)
     macs = {node.name: _node_devices(node) for node in nodes}
     for node in nodes:
         _flannel_peers(node, [(peer, macs[peer.name]) for peer in nodes if peer is not node])
         for pod in node.pods:
             _pod(node, pod)
-    layout = Layout(((UNDERLAY_DEV, "underlay"), (BRIDGE_DEV, "bridge"), (VXLAN_DEV, "vxlan")))
-    return collect("flannel", "vxlan", nodes, layout)
+    layout = common.Layout(((common.UNDERLAY_DEV, "underlay"), (BRIDGE_DEV, "bridge"), (VXLAN_DEV, "vxlan")))
+    return common.collect("flannel", "vxlan", nodes, layout)
 
 
 def flannel_host_gw(ns: Namespaces) -> Topology:
     """host-gw backend: cni0 per node and, per remote lease, `<subnet> via <node underlay IP> dev eth0`."""
     nodes = FLANNEL_NODES
-    create_namespaces(ns, nodes)
-    underlay(nodes)
+    common.create_namespaces(ns, nodes)
+    common.underlay(nodes)
     for node in nodes:
         _bridge(node)
     for node in nodes:
         with ipr(node.netns) as sock:
-            eth0 = index(sock, UNDERLAY_DEV)
+            eth0 = index(sock, common.UNDERLAY_DEV)
             for peer in nodes:
                 if peer is not node:
                     sock.route("replace", dst=peer.pod_cidr, gateway=peer.underlay_ip, oif=eth0, proto=RTPROT_BOOT)
         for pod in node.pods:
-            veth_pod(node, pod, HOST_GW_MTU, master=BRIDGE_DEV)
-    layout = Layout(((UNDERLAY_DEV, "underlay"), (BRIDGE_DEV, "bridge")))
-    return collect("flannel", "host-gw", nodes, layout)
+            common.veth_pod(node, pod, HOST_GW_MTU, master=BRIDGE_DEV)
+    layout = common.Layout(((common.UNDERLAY_DEV, "underlay"), (BRIDGE_DEV, "bridge")))
+    return common.collect("flannel", "host-gw", nodes, layout)
 
 
-def _bridge(node: NodeSpec) -> None:
+def _bridge(node: common.NodeSpec) -> None:
     """cni0 with the node's gateway address, as the bridge plugin (isGateway) creates it."""
     with ipr(node.netns) as sock:
         sock.link("add", ifname=BRIDGE_DEV, kind="bridge")
@@ -77,11 +67,11 @@ def _bridge(node: NodeSpec) -> None:
         sock.link("set", index=br, state="up")
 
 
-def _node_devices(node: NodeSpec) -> str:
+def _node_devices(node: common.NodeSpec) -> str:
     """cni0 bridge and the flannel.1 VTEP of one node; returns the VTEP MAC the other nodes must learn."""
     _bridge(node)
     with ipr(node.netns) as sock:
-        eth0 = index(sock, UNDERLAY_DEV)
+        eth0 = index(sock, common.UNDERLAY_DEV)
         sock.link(
             "add",
             ifname=VXLAN_DEV,
@@ -99,7 +89,7 @@ def _node_devices(node: NodeSpec) -> str:
         return mac(sock, vx)
 
 
-def _flannel_peers(node: NodeSpec, peers: list[tuple[NodeSpec, str]]) -> None:
+def _flannel_peers(node: common.NodeSpec, peers: list[tuple[common.NodeSpec, str]]) -> None:
     """What flanneld programs per remote subnet lease: neighbour, fdb entry, onlink route (in that order)."""
     with ipr(node.netns) as sock:
         vx = index(sock, VXLAN_DEV)
@@ -121,9 +111,9 @@ def _flannel_peers(node: NodeSpec, peers: list[tuple[NodeSpec, str]]) -> None:
             )
 
 
-def _pod(node: NodeSpec, pod: PodSpec) -> None:
+def _pod(node: common.NodeSpec, pod: common.PodSpec) -> None:
     """What the bridge CNI plugin does: veth pair, host end on cni0, pod end eth0 with address and route."""
-    veth_pod(node, pod, POD_MTU, master=BRIDGE_DEV)
+    common.veth_pod(node, pod, POD_MTU, master=BRIDGE_DEV)
 
 
 RECIPES = {("flannel", "vxlan"): flannel_vxlan, ("flannel", "host-gw"): flannel_host_gw}
