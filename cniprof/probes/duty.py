@@ -194,7 +194,9 @@ class DutyCycle:
         own = p.bpf_ns + p.control_ns
         self.timeline.append({"t_s": round(time.monotonic() - self._t0, 3),
                               "coverage": round(attached_s / p.wall_s, 4) if p.wall_s else 0.0,
-                              "own_cost_pct": round(100.0 * own / p.traffic_ns, 3) if p.traffic_ns else 0.0})
+                              "own_cost_pct": round(100.0 * own / p.traffic_ns, 3) if p.traffic_ns else 0.0,
+                              "own_ms": round(own / 1e6, 3), "traffic_ms": round(p.traffic_ns / 1e6, 3),
+                              "first": first})
         self.probe.status = self.status(timeline=False)
 
     def _next_fraction(self) -> float:

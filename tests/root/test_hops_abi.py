@@ -17,7 +17,7 @@ def test_constants_match_header() -> None:
                   "PT_RESET", "DEV_SLOTS", "DEV_PROBES", "TRACK_SLOTS", "C_COUNT"):
         assert f"#define {const} {getattr(abi, const)}" in header or f"{const} = {getattr(abi, const)}" in header
     c_names = ("STARTED", "UNEXPECTED", "STALE", "END_COPY", "END_FREE", "END_DROP", "CANDIDATES", "LOST",
-               "END_PATH")
+               "END_PATH", "CUT")
     assert len(c_names) == len(abi.COUNTERS)
     for i, name in enumerate(c_names):
         assert re.search(rf"\bC_{name} = {i},", header), name
