@@ -18,8 +18,9 @@ What is measured, per period of PERIOD_S:
 The fraction for the next period holds own / traffic at the budget over the last HISTORY periods and the next one,
 so a calibration phase at full coverage is paid back, and a change of load is followed within a period or two.
 
-A window: attach (its start is recorded in the kernel as window_ns), packets start tracking for the window's time
-minus DRAIN_S, then no new packet starts while those in flight finish their path, then detach. A packet still in
+A window: attach (its start is recorded in the kernel as window_ns), then packets start tracking (not before
+every program is attached: attaching patches each tracepoint's call site, which would stall packets already
+tracked) for the window's time minus DRAIN_S, then no new packet starts while those in flight finish their path, then detach. A packet still in
 flight at the detach (its latency longer than the drain) is ended as `cut` when its slot comes back, never timed
 across the gap; the hops it passed before stay in the histograms, its later hops and end-to-end time are missing.
 Each window starts at a random offset inside its period, so periodic traffic is not sampled at one phase only.
@@ -131,6 +132,7 @@ class DutyCycle:
         self.windows = 0
         self._t0 = 0.0
         self._attached_s = 0.0  # whole run
+        self._wall_s = 0.0  # the measured periods' time: coverage's denominator
         self._starting_s = 0.0  # time packets could start tracking
         self._totals = {"bpf_ns": 0.0, "control_ns": 0.0, "traffic_ns": 0.0}
         self._prog0: dict[str, tuple[int, int]] = {}
@@ -191,6 +193,7 @@ class DutyCycle:
         self._totals["control_ns"] += p.control_ns
         self._totals["traffic_ns"] += p.traffic_ns
         self._attached_s += attached_s
+        self._wall_s += p.wall_s
         own = p.bpf_ns + p.control_ns
         self.timeline.append({"t_s": round(time.monotonic() - self._t0, 3),
                               "coverage": round(attached_s / p.wall_s, 4) if p.wall_s else 0.0,
@@ -241,7 +244,7 @@ class DutyCycle:
                     self._starting_s += time.monotonic() - start
                     self._close_period(start, cpu0, ctl0, time.monotonic() - start)
                 return
-            self.probe.detach()
+            self._drain_and_detach()
             while not self._stop.is_set():
                 self._one_period()
         except Exception as e:  # noqa: BLE001 - reported by the caller (trace), never lost in the thread
@@ -253,20 +256,27 @@ class DutyCycle:
         attached_s = 0.0
         if window >= self.drain_s + MIN_START_S:
             if self._stop.wait(random.uniform(0.0, self.period_s - window)):
+                self._close_period(start, cpu0, ctl0, 0.0)  # stopped before the window: a detached period
                 return
             t_att = time.monotonic()
-            self.probe.set_starts(True)
+            # starts only once every program is attached: attaching patches each tracepoint's call site (IPIs to
+            # every CPU), which would delay the packets already tracked and put the patching into their hops
             self.probe.attach()
+            self.probe.set_starts(True)
             t_on = time.monotonic()
             self._stop.wait(max(0.0, window - self.drain_s - (t_on - t_att)))
-            self.probe.set_starts(False)
             self._starting_s += time.monotonic() - t_on
-            time.sleep(self.drain_s)
-            self.probe.detach()
+            self._drain_and_detach()
             attached_s = time.monotonic() - t_att
             self.windows += 1
         self._stop.wait(max(0.0, self.period_s - (time.monotonic() - start)))
         self._close_period(start, cpu0, ctl0, attached_s)
+
+    def _drain_and_detach(self) -> None:
+        """No new starts, DRAIN_S for the packets in flight to finish their path, then detach."""
+        self.probe.set_starts(False)
+        time.sleep(self.drain_s)
+        self.probe.detach()
 
     # --- reporting ---
     def status(self, timeline: bool = True) -> dict[str, Any]:
@@ -284,8 +294,8 @@ class DutyCycle:
         out: dict[str, Any] = {
             "budget_pct": self.budget_pct,
             "mode": "full" if self.full else "duty-cycled",
-            "coverage": round(min(1.0, self._attached_s / elapsed), 4) if elapsed else None,
-            "tracked_share": round(min(1.0, self._starting_s / elapsed), 4) if elapsed else None,
+            "coverage": round(min(1.0, self._attached_s / self._wall_s), 4) if self._wall_s else None,
+            "tracked_share": round(min(1.0, self._starting_s / self._wall_s), 4) if self._wall_s else None,
             "own_cost_pct": round(100.0 * own / t["traffic_ns"], 3) if t["traffic_ns"] else None,
             "own_cpu_s": round(own / 1e9, 4),
             "bpf_cpu_s": round(t["bpf_ns"] / 1e9, 4),

@@ -102,7 +102,7 @@ def test_duty_cycled_probe_sees_what_a_full_probe_sees(lab) -> None:
     same moments, so only what duty cycling does (windows, drain, cut packets) can make them differ."""
     model = registry.parse("flannel")
     a, b = _pods(lab)
-    plan = planning.build(lab, model.chain("cross-node"), a, b)
+    plan = planning.build_plan(lab, model.chain("cross-node"), a, b)
     gen = _udp(lab, 14, "100M", 5303)
     gen.start()
     try:

@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from cniprof.analysis.record import TraceRecord, analyze_record, record_from_files
 from cniprof.errors import UsageError
 from cniprof.probes import duty
 from cniprof.run import trace
+from cniprof.ui.live import render_live
 from cniprof.ui.tables import overhead_text
 
 
@@ -106,3 +108,10 @@ def test_summary_carries_the_overhead_block_and_reads_it_back() -> None:
     assert summary["overhead"] == OVERHEAD
     again = record_from_files(summary, flannel_snapshot, None, None, None)
     assert again.overhead == OVERHEAD
+
+
+def test_live_view_shows_coverage_and_own_cost() -> None:
+    console = Console(record=True, width=200)
+    console.print(render_live("t", None, (1.0, 10.0), None, overhead=OVERHEAD))
+    text = console.export_text()
+    assert "coverage 21 % of the time" in text and "own cost 1.93 %" in text
