@@ -125,7 +125,7 @@ class Tracer:
     def argv(self) -> list[str]:
         secs = f"{self.seconds:.1f}"
         if self.name.startswith("cniprof"):
-            argv = [sys.executable, "-m", "cniprof.cli.main", "trace", "--traffic", "none", "--duration", secs,
+            argv = [sys.executable, "-m", "cniprof", "trace", "--traffic", "none", "--duration", secs,
                     "--no-ui", "--export", str(self.export), "--ready-file", str(self.ready)]
             return argv + (["--overhead-budget", "100"] if self.name == "cniprof-full" else [])
         if self.name == "perf":

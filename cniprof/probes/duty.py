@@ -50,7 +50,7 @@ PERIOD_S = 0.5
 DRAIN_S = 0.01  # no new starts for this long before each detach
 MIN_START_S = 0.002  # a window shorter than drain + this is not worth its attach: the period stays detached
 HISTORY = 8  # periods over which the budget is held (plus the next one)
-FIRST_S = 0.5  # attached from the start for this long (sampling calibration, first cost measurement)
+FIRST_FRACTION = 0.1  # of the first period, attached to measure what the probe costs at this load
 PR_SET_NAME = 15
 THREAD_NAME = b"cniprof-duty"
 
@@ -111,17 +111,16 @@ class DutyCycle:
     """Attach and detach a loaded HopProbe's programs under an overhead budget, measuring what it costs.
 
     The probe must be attached already (so attaching is not delayed by calibration); start() begins measuring and,
-    below a full budget, cycling after FIRST_S; stop() detaches and returns the final status, which is also kept
+    below a full budget, cycling (detached at once, then windows); stop() detaches and returns the final status, which is also kept
     in probe.status (and so in every snapshot) while running."""
 
     def __init__(self, probe: HopProbe, budget_pct: float = DEFAULT_BUDGET_PCT, period_s: float = PERIOD_S,
-                 drain_s: float = DRAIN_S, first_s: float = FIRST_S):
+                 drain_s: float = DRAIN_S):
         self.probe = probe
         self.budget_pct = float(budget_pct)
         self.full = self.budget_pct >= FULL_BUDGET_PCT
         self.period_s = period_s
         self.drain_s = drain_s
-        self.first_s = first_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stats: RunTimeStats | None = None
@@ -177,18 +176,15 @@ class DutyCycle:
             total += (run_ns - run0) + (cnt - cnt0) * dispatch
         return total
 
-    def _close_period(self, start: float, cpu0: int, ctl0: int, attached_s: float, first: bool = False) -> None:
-        """Account one period; the first one (attached whole, calibrating) counts in the run's totals but not in
-        the history the next fraction is chosen from, or its full-coverage cost would hold the probe off for
-        HISTORY periods."""
+    def _close_period(self, start: float, cpu0: int, ctl0: int, attached_s: float) -> None:
+        """Account one period: the run's totals, the history the next fraction is chosen from, the timeline."""
         progs = self._read_programs()
         p = _Period(bpf_ns=self._bpf_ns(progs, self._prog_last), control_ns=time.thread_time_ns() - ctl0,
                     traffic_ns=kernel_cpu_ns() - cpu0, attached_s=attached_s, wall_s=time.monotonic() - start)
         self._prog_last = progs
         if attached_s > 0:
             self._rate = p.bpf_ns / attached_s  # the latest cost per second attached, when nothing newer is known
-        if not first:
-            self.history.append(p)
+        self.history.append(p)
         self._totals["bpf_ns"] += p.bpf_ns
         self._totals["control_ns"] += p.control_ns
         self._totals["traffic_ns"] += p.traffic_ns
@@ -198,8 +194,7 @@ class DutyCycle:
         self.timeline.append({"t_s": round(time.monotonic() - self._t0, 3),
                               "coverage": round(attached_s / p.wall_s, 4) if p.wall_s else 0.0,
                               "own_cost_pct": round(100.0 * own / p.traffic_ns, 3) if p.traffic_ns else 0.0,
-                              "own_ms": round(own / 1e6, 3), "traffic_ms": round(p.traffic_ns / 1e6, 3),
-                              "first": first})
+                              "own_ms": round(own / 1e6, 3), "traffic_ms": round(p.traffic_ns / 1e6, 3)})
         self.probe.status = self.status(timeline=False)
 
     def _next_fraction(self) -> float:
@@ -213,14 +208,12 @@ class DutyCycle:
         cycles = [p.control_ns for p in hist if p.attached_s > 0]
         cycle_ns = statistics.median(cycles) if cycles else 0.0
         recent = hist[-2:]
-        if not recent:
-            return 0.0
+        if not recent or rate <= 0:
+            return FIRST_FRACTION  # nothing measured yet: a short window to measure what one costs
         traffic_rate = sum(p.traffic_ns for p in recent) / max(1e-9, sum(p.wall_s for p in recent))
         own_hist = sum(p.bpf_ns + p.control_ns for p in hist)
         traffic_hist = sum(p.traffic_ns for p in hist)
         allowed = budget * (traffic_hist + traffic_rate * self.period_s) - own_hist - cycle_ns
-        if rate <= 0:
-            return 1.0
         return min(1.0, max(0.0, allowed / (rate * self.period_s)))
 
     # --- the controller thread ---
@@ -228,27 +221,31 @@ class DutyCycle:
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
             _prctl_rename(libc, ctypes.create_string_buffer(THREAD_NAME))
-            start, cpu0 = time.monotonic(), kernel_cpu_ns()
-            cal0 = time.thread_time_ns()
-            self.calibration = calibrate_dispatch()
-            # a one-off of start-up, not a cost the traffic pays per packet: reported, not budgeted
-            self.calibration["cpu_s"] = (time.thread_time_ns() - cal0) / 1e9
-            ctl0 = time.thread_time_ns()
-            self._stop.wait(max(0.0, self.first_s - (time.monotonic() - start)))
-            self._starting_s += time.monotonic() - start
-            self._close_period(start, cpu0, ctl0, time.monotonic() - start, first=not self.full)
             if self.full:
+                self._calibrate()
                 while not self._stop.is_set():
                     start, cpu0, ctl0 = time.monotonic(), kernel_cpu_ns(), time.thread_time_ns()
                     self._stop.wait(self.period_s)
                     self._starting_s += time.monotonic() - start
                     self._close_period(start, cpu0, ctl0, time.monotonic() - start)
                 return
+            # the caller attached to be ready at once; cycling starts detached, calibrates, then opens a first
+            # window of FIRST_FRACTION, whose measured cost sets the next ones
+            t_on = time.monotonic()
             self._drain_and_detach()
+            self._attached_s += time.monotonic() - t_on
+            self._starting_s += time.monotonic() - t_on
+            self._calibrate()
             while not self._stop.is_set():
                 self._one_period()
         except Exception as e:  # noqa: BLE001 - reported by the caller (trace), never lost in the thread
             self.error = e
+
+    def _calibrate(self) -> None:
+        cal0 = time.thread_time_ns()
+        self.calibration = calibrate_dispatch()
+        # a one-off of start-up, not a cost the traffic pays per packet: reported, not budgeted
+        self.calibration["cpu_s"] = (time.thread_time_ns() - cal0) / 1e9
 
     def _one_period(self) -> None:
         start, cpu0, ctl0 = time.monotonic(), kernel_cpu_ns(), time.thread_time_ns()

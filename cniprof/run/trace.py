@@ -311,7 +311,11 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
                 gen.start()
         t0 = time.monotonic()
         sampling = {"mode": "fixed" if opts.sample_every else "auto", "every": probe.sample_every}
-        if not opts.sample_every:
+        if not opts.sample_every and not duty.full:
+            # duty-cycled: the budget bounds the cost, and every packet of a window is tracked (1-in-N would only
+            # trade samples for a little more of the time covered)
+            sampling["duty_cycled"] = True
+        elif not opts.sample_every:
             time.sleep(min(CALIBRATION_S, opts.duration_s / 4))
             n = choose_sample_every(probe.counter("candidates"), time.monotonic() - t0)
             sampling.update(every=n, calibration_s=round(time.monotonic() - t0, 3))

@@ -26,7 +26,8 @@ def print_run(console: Console, record: TraceRecord, analysis: TraceAnalysis) ->
     s = record.sampling
     if s:
         console.print(f"sampling: 1 in {s.get('every', 1)} packets ({s.get('mode', 'fixed')}"
-                      + (f", chosen from the first {s['calibration_s']} s)" if "calibration_s" in s else ")"))
+                      + (f", chosen from the first {s['calibration_s']} s)" if "calibration_s" in s else
+                         ", every packet of the duty-cycled windows)" if s.get("duty_cycled") else ")"))
     where = f" · {record.where}" if record.where else ""
     console.print(f"probes: {', '.join(record.probes)} · kernel {record.kernel} {record.arch}{where}")
     if record.overhead:
