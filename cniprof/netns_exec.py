@@ -14,16 +14,9 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
-
-import lazy_loader
+from typing import TypeVar
 
 from cniprof.errors import CniprofError, EnvironmentProblem
-
-if TYPE_CHECKING:
-    import pyroute2
-else:  # imported on first use: a command that does not need it does not wait for it
-    pyroute2 = lazy_loader.load("pyroute2")
 
 DEFAULT_TIMEOUT_S = 10.0
 T = TypeVar("T")
@@ -91,7 +84,11 @@ def in_thread(fn: Callable[[], T], setup: Callable[[], None] | None = None, name
 
 def enter_netns(name: str) -> None:
     """setns() the calling thread into a named namespace (/run/netns/<name>) or an nsfs path."""
-    pyroute2.netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
+    from pyroute2 import (
+        netns,  # here, not at the top: generator helper scripts import this module and start fast
+    )
+
+    netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
 
 
 def call_in(netns: str, fn: Callable[[], T]) -> T:

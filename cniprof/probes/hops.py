@@ -5,7 +5,11 @@ programs the points need, and reads the in-kernel aggregates into a Snapshot (se
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
+import mmap
+import platform
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -41,6 +45,35 @@ def _ip_u32(ip: str) -> int:
 
 
 _LITTLE = sys.byteorder == "little"
+# a program that read the settings just before a freeze runs to its end within microseconds (tracepoint programs
+# run with preemption off); 10 ms is far beyond that
+FREEZE_SETTLE_S = 0.01
+
+
+@functools.cache
+def _track_dtype() -> np.dtype:
+    """struct skb_track as numpy reads it from the mmapped table (offsets from the ctypes mirror); built on first
+    use, so importing this module loads no numpy."""
+    return np.dtype({"names": ["skb", "last_ns", "last_pt", "epoch"],
+                         "formats": [np.uint64, np.uint64, np.uint32, np.uint32],
+                         "offsets": [abi.SkbTrack.skb.offset, abi.SkbTrack.last_ns.offset,
+                                     abi.SkbTrack.last_pt.offset, abi.SkbTrack.epoch.offset],
+                     "itemsize": (ctypes.sizeof(abi.SkbTrack) + 7) // 8 * 8})
+
+
+# BPF atomics (compare-and-swap of a slot's key) arrived in Linux 5.12; older kernels get bpf/hops_legacy.bpf.c
+ATOMICS_SINCE = (5, 12)
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as 6.18.44-fc-v1272; (0, 0) when it does not parse."""
+    m = re.match(r"(\d+)\.(\d+)", release if release is not None else platform.release())
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def object_name(release: str | None = None) -> str:
+    """The hop object for this kernel: "hops", or "hops_legacy" (no BPF atomics) before 5.12."""
+    return "hops" if kernel_version(release) >= ATOMICS_SINCE else "hops_legacy"
 
 
 class HopProbe(BpfProbe):
@@ -62,7 +95,12 @@ class HopProbe(BpfProbe):
         self.ncpu = possible_cpus()
         self.started_at: float | None = None
         self.attached: list[str] = []  # the programs attached at some point of the run (what the report lists)
-        self.settings = abi.HopsSettings(1, 0, 0)
+        self.frozen = False
+        self.epoch = 0  # bumped by reset_stats; the kernel counts into counter set epoch & 1
+        self.no_starts = 0  # duty cycling's drain (cniprof.probes.duty)
+        self.window_ns = 0  # CLOCK_MONOTONIC of the latest attach
+        self.stale_ns = int(stale_ms * 1e6)
+        self._tracks: mmap.mmap | None = None
         self.status: dict | None = None  # set by whoever duty-cycles the probe (cniprof.probes.duty); in snapshots
         try:
             self._configure(stale_ms, sample_every, filter_flows)
@@ -97,6 +135,7 @@ class HopProbe(BpfProbe):
         reason_names()  # read from the kernel's BTF now, not while the traffic is measured
         self.obj.load()
         self.check_maps(abi.MAP_TYPES)
+        self._tracks = self.obj.map("tracks").mmap_readonly(abi.TRACK_SLOTS)
         self._write_points()
         self.set_sample_every(self.sample_every)
         slots = self.obj.map("pair_slot")
@@ -112,7 +151,7 @@ class HopProbe(BpfProbe):
 
         Slots last touched before this moment belong to packets that were in flight at the previous detach: the
         kernel ends them as `cut` when their address comes back, instead of timing a hop across the gap."""
-        self.settings.window_ns = time.monotonic_ns()  # CLOCK_MONOTONIC, bpf_ktime_get_ns()'s clock
+        self.window_ns = time.monotonic_ns()  # CLOCK_MONOTONIC, bpf_ktime_get_ns()'s clock
         self._write_settings()
         for name in self.programs:
             self.obj.attach(name)
@@ -125,11 +164,9 @@ class HopProbe(BpfProbe):
 
     def set_starts(self, on: bool) -> None:
         """Let packets start tracking (on) or not (off: the packets in flight finish, no new ones begin)."""
-        self.settings.no_starts = 0 if on else 1
+        self.no_starts = 0 if on else 1
         self._write_settings()
 
-    def _write_settings(self) -> None:
-        self.obj.map("settings").update(ctypes.c_uint32(0), self.settings)
 
     def _write_points(self) -> None:
         by_dev: dict[tuple[int, int], abi.DevSlot] = {}
@@ -159,28 +196,52 @@ class HopProbe(BpfProbe):
     def set_sample_every(self, n: int) -> None:
         """Track 1 in n packets from now on (takes effect immediately in the kernel)."""
         self.sample_every = max(1, int(n))
-        self.settings.sample_every = self.sample_every
         self._write_settings()
 
-    def reset_stats(self) -> None:
-        """Zero every aggregate (histograms, counters, drops, unexpected pairs); packets in flight stay tracked.
+    def _write_settings(self) -> None:
+        self.obj.map("settings").update(ctypes.c_uint32(0),
+                                        abi.HopsSettings(self.sample_every, self.epoch, int(self.frozen),
+                                                         self.no_starts, self.window_ns))
 
-        Used when auto sampling switches N after calibration, so a report never mixes two sampling rates."""
+    def freeze(self) -> None:
+        """Stop every aggregate from changing (the programs stay attached but return at once), so that the next
+        snapshot is one consistent cut: started == the ends + the packets still in the table, exactly, even while
+        traffic flows. For the final read of a run."""
+        self.frozen = True
+        self._write_settings()
+        time.sleep(FREEZE_SETTLE_S)
+
+    def reset_stats(self) -> None:
+        """Zero every aggregate (histograms, counters, drops, ends, unexpected pairs) and start a new epoch.
+
+        Used when auto sampling switches N after calibration, so a report never mixes two sampling rates. Packets
+        in flight stay tracked for their hops, but they belong to the old epoch: their ends are not counted in the
+        new one (nor were their starts), so the accounting of the new epoch stays exact. The next epoch's counter
+        set is zeroed before the kernel switches to it."""
+        zero_u64 = (ctypes.c_uint64 * self.ncpu)()
+        nxt = (self.epoch + 1) & 1
+        for i in range(abi.C_COUNT):
+            self.obj.map("counters").update(ctypes.c_uint32(nxt * abi.C_COUNT + i), zero_u64)
+        self.epoch += 1
+        self._write_settings()
         zero_hist = (ctypes.c_uint8 * (ctypes.sizeof(abi.Hist) * self.ncpu))()
         for slot in [*range(1, len(self.expected) + 1), *(abi.MAX_HOPS + d.dir for d in self.directions)]:
             self.obj.map("hists").update(ctypes.c_uint32(slot), zero_hist)
-        zero_u64 = (ctypes.c_uint64 * self.ncpu)()
-        for i in range(abi.C_COUNT):
-            self.obj.map("counters").update(ctypes.c_uint32(i), zero_u64)
-        for name, key_type in (("odd_pairs", ctypes.c_uint32), ("drops", abi.DropKey)):
+        for name, key_type in (("odd_pairs", ctypes.c_uint32), ("drops", abi.DropKey), ("ends", abi.EndKey)):
             m = self.obj.map(name)
             for key in m.keys(key_type):
                 m.delete(key)
         self.started_at = time.monotonic()
 
     def counter(self, name: str) -> int:
-        """One of the probe's counters (abi.COUNTERS) summed over the CPUs."""
-        return self.u64_sum("counters", abi.COUNTERS.index(name))
+        """One of the probe's counters (abi.COUNTERS) of the current epoch's set, summed over the CPUs."""
+        return self.u64_sum("counters", (self.epoch & 1) * abi.C_COUNT + abi.COUNTERS.index(name))
+
+    def close(self) -> None:
+        if self._tracks is not None:
+            self._tracks.close()
+            self._tracks = None
+        super().close()
 
     # --- reading ---
 
@@ -191,6 +252,27 @@ class HopProbe(BpfProbe):
         buckets = v[2:2 + abi.HIST_BUCKETS]
         nz = np.nonzero(buckets)[0]
         return {"count": int(v[0]), "sum_ns": int(v[1]), "buckets": {str(int(i)): int(buckets[i]) for i in nz}}
+
+    def _live(self) -> list[dict]:
+        """Packets of this epoch still in the tracking table, per last point: in flight (seen within stale_ms) or
+        stale (not seen since; the kernel counts them as stale when their slot or address comes back)."""
+        if self._tracks is None:
+            return []
+        now = time.monotonic_ns()  # CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns
+        t = np.frombuffer(self._tracks, dtype=_track_dtype(), count=abi.TRACK_SLOTS)
+        mine = t[(t["skb"] != 0) & (t["epoch"] == self.epoch & 0xFFFFFFFF)]
+        age = now - mine["last_ns"].astype(np.int64)
+        # in flight at a detach of duty cycling (last seen before the current attach): cut, whatever its age
+        cut = mine["last_ns"] < np.uint64(self.window_ns)
+        stale = (age > self.stale_ns) & ~cut
+        out = []
+        for pt in np.unique(mine["last_pt"]):
+            at = mine["last_pt"] == pt
+            row = {"point": int(pt), "in_flight": int((at & ~stale & ~cut).sum()), "stale": int((at & stale).sum())}
+            if cut.any():
+                row["cut"] = int((at & cut).sum())
+            out.append(row)
+        return out
 
     def snapshot(self) -> dict:
         hops = []
@@ -212,7 +294,17 @@ class HopProbe(BpfProbe):
             if v is not None:
                 drops.append({"point": key.point, "reason": key.reason,
                               "reason_name": names.get(key.reason, f"reason_{key.reason}"), "count": int(v[0])})
+        ends = []
+        em = self.obj.map("ends")
+        for key in em.keys(abi.EndKey):
+            v = self.percpu_sum("ends", key, ctypes.c_uint64)
+            if v is not None and key.kind < len(abi.END_KINDS):
+                ends.append({"point": key.point, "kind": abi.END_KINDS[key.kind], "count": int(v[0])})
         counters = {name: self.counter(name) for name in abi.COUNTERS}
+        live = self._live()
+        counters["in_flight"] = sum(r["in_flight"] for r in live)
+        counters["stale_in_table"] = sum(r["stale"] for r in live)
+        counters["cut_in_table"] = sum(r.get("cut", 0) for r in live)
         return {
             "version": 1,
             "elapsed_s": time.monotonic() - self.started_at if self.started_at else 0.0,
@@ -220,6 +312,8 @@ class HopProbe(BpfProbe):
             "hops": hops,
             "e2e": e2e,
             "drops": drops,
+            "ends": ends,
+            "live": live,
             "counters": counters,
             "directions": [asdict(d) for d in self.directions],
             "programs": list(self.attached),

@@ -94,9 +94,10 @@ def lab_cluster(lab: Topology, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
         def exec_handler(path: str, query: dict[str, list[str]]) -> ExecProcess:
             argv = query["command"]
             container = query["container"][0]
-            if argv[:2] == ["cniprof", "k8s"]:  # what the agent container runs, on this machine
-                args = [a if a != "/host/proc" else "/proc" for a in argv[2:]]
-                return ExecProcess([sys.executable, "-m", "cniprof", "k8s", *args])
+            if argv[:2] == ["cniprof", "k8s"]:  # what the agent container runs, in its node's namespace
+                args = [a if a != "/host/proc" else "/proc" for a in argv[2:]]  # (hostNetwork, hostPID)
+                node_netns = next(n.netns for n in lab.nodes if path.split("/")[6] == f"agent-{n.name}")
+                return ExecProcess(["ip", "netns", "exec", node_netns, sys.executable, "-m", "cniprof", "k8s", *args])
             if argv[:2] == ["kill", "-TERM"]:  # PID 1 of that ephemeral container: its timeout
                 ns, name = path.split("/")[4], path.split("/")[6]
                 proc, _ = server.containers[(ns, name, container)]
@@ -119,8 +120,7 @@ def test_cluster_run_on_the_lab(lab: Topology, lab_cluster: tuple[LabCluster, di
     server, names = lab_cluster
     src, dst = (names[p.name] for p in (next(p for p in lab.pods if p.node == lab.nodes[0].name),
                                         next(p for p in lab.pods if p.node == lab.nodes[1].name)))
-    opts = ClusterOptions(src=src, dst=dst, traffic="iperf3", duration_s=2,
-                          node_netns={n.name: n.netns for n in lab.nodes})
+    opts = ClusterOptions(src=src, dst=dst, traffic="iperf3", duration_s=2)
     with ExitStack() as stack:
         run = ClusterRun(Cluster(server.client()), opts, stack)
         facts = run.resolve()

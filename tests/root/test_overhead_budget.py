@@ -16,7 +16,7 @@ from cniprof.bpf.build import object_path
 from cniprof.cni import registry
 from cniprof.probes import plan as planning
 from cniprof.probes.duty import DutyCycle
-from cniprof.probes.hops import HopProbe
+from cniprof.probes.hops import HopProbe, object_name
 from cniprof.run import trace
 from cniprof.traffic.iperf3 import Iperf3
 
@@ -106,8 +106,8 @@ def test_duty_cycled_probe_sees_what_a_full_probe_sees(lab) -> None:
     gen = _udp(lab, 14, "100M", 5303)
     gen.start()
     try:
-        with HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions) as full, \
-                HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions) as cycled:
+        with HopProbe(object_path(object_name()), plan.points, plan.expected, plan.directions) as full, \
+                HopProbe(object_path(object_name()), plan.points, plan.expected, plan.directions) as cycled:
             full.start()
             cycled.start()
             cycle = DutyCycle(cycled, BUDGET)
