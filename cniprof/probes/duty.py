@@ -48,6 +48,7 @@ FULL_BUDGET_PCT = 100.0  # this budget or more: attached the whole run (exact co
 DEFAULT_BUDGET_PCT = 2.0
 PERIOD_S = 0.5
 DRAIN_S = 0.01  # no new starts for this long before each detach
+WARM_S = 0.005  # attached, before packets start tracking
 MIN_START_S = 0.002  # a window shorter than drain + this is not worth its attach: the period stays detached
 HISTORY = 8  # periods over which the budget is held (plus the next one)
 FIRST_FRACTION = 0.1  # of the first period, attached to measure what the probe costs at this load
@@ -251,7 +252,7 @@ class DutyCycle:
         start, cpu0, ctl0 = time.monotonic(), kernel_cpu_ns(), time.thread_time_ns()
         window = self._next_fraction() * self.period_s
         attached_s = 0.0
-        if window >= self.drain_s + MIN_START_S:
+        if window >= WARM_S + self.drain_s + MIN_START_S:
             if self._stop.wait(random.uniform(0.0, self.period_s - window)):
                 self._close_period(start, cpu0, ctl0, 0.0)  # stopped before the window: a detached period
                 return
@@ -259,6 +260,9 @@ class DutyCycle:
             # starts only once every program is attached: attaching patches each tracepoint's call site (IPIs to
             # every CPU), which would delay the packets already tracked and put the patching into their hops
             self.probe.attach()
+            # and after a few ms of untracked events: the programs and their maps are cold after the time off, and
+            # the first packets tracked would carry that into their hop times
+            time.sleep(WARM_S)
             self.probe.set_starts(True)
             t_on = time.monotonic()
             self._stop.wait(max(0.0, window - self.drain_s - (t_on - t_att)))

@@ -48,7 +48,7 @@ class Study:
     results: pd.DataFrame
     stats: pd.DataFrame
     hops: pd.DataFrame  # empty when the study was not traced
-    cpu: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty unless the scenario said `cpu: true`
+    cpu: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())  # empty unless the scenario said `cpu: true`
 
     @property
     def models(self) -> list[str]:

@@ -245,9 +245,10 @@ def test_accounting_exact_under_eight_streams(lab) -> None:
 
 def test_accounting_exact_across_the_sampling_restart(lab) -> None:
     """--sample auto under an iperf3 load picks 1 in N after calibration and restarts the aggregates while packets
-    are in flight: those belong to the old epoch, whose ends are not counted, so the new epoch still adds up."""
+    are in flight: those belong to the old epoch, whose ends are not counted, so the new epoch still adds up.
+    At full coverage (budget 100): duty cycling tracks every packet of its windows, without the restart."""
     res = trace.run(trace.TraceOptions(cni="flannel", duration_s=4.0, interval_s=1.0, traffic="iperf3",
-                                       sample_every=0))
+                                       sample_every=0, overhead_budget_pct=100.0))
     assert res.record.sample_every > 1, res.record.sampling  # the restart happened
     acc = accounting(res.record.snapshot)
     assert acc.complete and acc.started > 1000 and acc.unexplained == 0, acc.to_dict()
