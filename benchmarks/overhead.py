@@ -131,7 +131,7 @@ class Tracer:
         if self.name == "perf":
             events = [x for e in PERF_EVENTS for x in ("-e", e)]
             return ["perf", "record", "-q", "-a", *events, "-o", str(self.work / "perf.data"), "--", "sleep", secs]
-        return ["timeout", "-s", "INT", secs, "bpftrace", str(HOPS_BT)]
+        return ["timeout", "-s", "INT", "-k", "10", secs, "bpftrace", str(HOPS_BT)]  # KILL 10 s after INT
 
     def start(self) -> None:
         shutil.rmtree(self.export, ignore_errors=True)
