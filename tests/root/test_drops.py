@@ -231,14 +231,14 @@ def test_accounting_exact_under_eight_streams(lab) -> None:
     gen.start()
     try:
         res = trace.run(trace.TraceOptions(cni="flannel", duration_s=5.0, interval_s=1.0, traffic="none",
-                                           sample_every=1))
+                                           sample_every=1, overhead_budget_pct=100.0))
     finally:
         result = gen.wait(timeout=30)
     assert result.throughput_bps > 0
     acc = accounting(res.record.snapshot)
     assert acc.complete and acc.started > 10_000, acc
     assert acc.unexplained == 0, acc.to_dict()
-    assert min(acc.category(k) for k in ("delivered", "dropped", "freed", "unseen", "lost", "stale",
+    assert min(acc.category(k) for k in ("delivered", "dropped", "freed", "unseen", "lost", "stale", "cut",
                                          "in_flight")) >= 0
     assert acc.delivered > acc.started // 2, acc.to_dict()
 
