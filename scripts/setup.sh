@@ -40,11 +40,16 @@ fail() {
 # Run a command with its output in the log (kept quiet unless it fails).
 run() { "$@" >>"$LOG" 2>&1 </dev/null; }
 
+# A package counts as installed when this machine's architecture (or `all`) has it installed. dpkg-query prints
+# one line per installed architecture: with libbpf-dev:arm64 beside the native libbpf-dev (cross-building for
+# arm64) there are two, and the arm64 one alone would not do.
 missing_packages() {
-    local pkg status
+    local pkg native status
+    native="$(dpkg --print-architecture)"
     for pkg in "${PACKAGES[@]}"; do
-        status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
-        [ "$status" = "install ok installed" ] || echo "$pkg"
+        # captured first: `dpkg-query | grep -q` fails under pipefail when grep stops reading early
+        status="$(dpkg-query -W -f='${Architecture} ${Status}\n' "$pkg" 2>/dev/null || true)"
+        grep -Eqx "($native|all) install ok installed" <<<"$status" || echo "$pkg"
     done
 }
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lazy_loader
 
+from cniprof import runfiles
 from cniprof.errors import UsageError
 
 if TYPE_CHECKING:
@@ -44,24 +44,6 @@ class RunData:
         return self.summary.get("cpu")
 
 
-def _csv(path: Path) -> pd.DataFrame | None:
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError):
-        return None
-
-
-def _json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: not readable JSON: {e}".splitlines()[0]) from None
-
-
 def is_study(root: Path) -> bool:
     return (root / "metadata.json").is_file()
 
@@ -69,15 +51,16 @@ def is_study(root: Path) -> bool:
 def load_run(root: str | Path, generator: dict[str, Any] | None = None) -> RunData:
     """A trace export directory (summary.json and hops.csv at least)."""
     path = Path(root)
-    summary = _json(path / "summary.json")
-    hops = _csv(path / "hops.csv")
-    if summary is None or hops is None:
+    if not ((path / "summary.json").is_file() and (path / "hops.csv").is_file()):
         raise UsageError(f"{path} is not a cniprof run directory (needs summary.json and hops.csv from "
                          f"`cniprof trace --export`, or metadata.json from `cniprof run`)")
-    drops = _csv(path / "drops.csv")
-    cpu = _json(path / "cpu.json")
+    summary = runfiles.load_json(path / "summary.json", runfiles.TRACE_SUMMARY, required=True)
+    hops = runfiles.load_csv(path / "hops.csv", runfiles.HOPS_TABLE, required=True)
+    drops = runfiles.load_csv(path / "drops.csv", runfiles.DROPS_TABLE)
+    cpu = runfiles.load_json(path / "cpu.json", runfiles.CPU)
     return RunData(path, summary, hops, drops if drops is not None else pd.DataFrame(columns=["count"]),
-                   _csv(path / "nf.csv"), _json(path / "nodestate.json"), dict(generator or {}),
+                   runfiles.load_csv(path / "nf.csv", runfiles.NF_TABLE),
+                   runfiles.load_json(path / "nodestate.json", runfiles.NODE_STATE), dict(generator or {}),
                    samples_of(cpu))
 
 
@@ -101,8 +84,8 @@ class StudyRuns:
 
 def load_study(root: str | Path) -> StudyRuns:
     path = Path(root)
-    meta = _json(path / "metadata.json") or {}
-    results = _csv(path / "results.csv")
+    meta = runfiles.load_json(path / "metadata.json", runfiles.STUDY) or {}
+    results = runfiles.load_csv(path / "results.csv", runfiles.RESULTS_TABLE)
     metrics: dict[str, dict[str, Any]] = {}
     if results is not None and len(results):
         for run_id, rows in results.groupby("run_id"):

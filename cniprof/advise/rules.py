@@ -112,8 +112,10 @@ def dominant_hop(run: RunData) -> list[Finding]:
         return []
     kind = hop_kind(str(top["role"]))
     ev = [Evidence(str(top["hop"]), "share of end-to-end", f"{top['share_pct']:.1f} %", source="hops.csv"),
-          Evidence(str(top["hop"]), "mean_us", round(float(top["mean_us"]), 2), source="hops.csv"),
-          Evidence(str(top["direction"]), "end-to-end mean_us", round(e2e_mean(run), 2), source="summary.json")]
+          Evidence(str(top["hop"]), "mean_us", round(float(top["mean_us"]), 2), source="hops.csv")]
+    if math.isfinite(e2e_mean(run)):  # an older or partial summary.json may lack it: no `nan` in the evidence
+        ev.append(Evidence(str(top["direction"]), "end-to-end mean_us", round(e2e_mean(run), 2),
+                           source="summary.json"))
     return [Finding("dominant_hop", f"dominant hop: {top['role']} ({kind}) on {top['node']} {top['device']}",
                     OBSERVATION, share, ev, _ctx(run, hop=str(top["hop"]), hop_kind=kind))]
 

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from cniprof.cli import commands
 from cniprof.errors import UsageError
-from cniprof.files import write_text
+from cniprof.files import writable_dir, write_text
 from cniprof.report.cpu_profile import component_changes, is_datapath, load_profile
 from cniprof.report.flame_svg import diff_svg
 from cniprof.ui.console import wide_console
@@ -26,11 +26,11 @@ DEFAULT_OUT = "cpu-diff.svg"
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add(sub, "diff", __doc__)
-    p.add_argument("run_a", type=Path, metavar="RUN_A", help="the baseline run (export dir, cpu.json or folded)")
-    p.add_argument("run_b", type=Path, metavar="RUN_B", help="the run compared against it")
-    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT),
+    p.add_argument("run_a", type=commands.path, metavar="RUN_A", help="the baseline run (export dir, cpu.json or folded)")
+    p.add_argument("run_b", type=commands.path, metavar="RUN_B", help="the run compared against it")
+    p.add_argument("--out", type=commands.path, default=Path(DEFAULT_OUT),
                    help=f"differential flame graph SVG to write (default ./{DEFAULT_OUT})")
-    p.add_argument("--top", type=int, default=10, help="component changes to print (default 10)")
+    p.add_argument("--top", type=commands.bounded(int, 1, 10_000), default=10, help="component changes to print (default 10)")
     p.add_argument("--comm", action="append", default=[], metavar="NAME",
                    help="only samples of processes whose name starts with NAME (repeatable), e.g. --comm iperf3 "
                         "--comm ksoftirqd: leaves out other work that ran on the machine during either run")
@@ -54,8 +54,10 @@ def _changes_table(changes, a_name: str, b_name: str, top: int) -> Table:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.top < 1:
-        raise UsageError(f"--top must be at least 1, not {args.top}")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; name the SVG file to write")
+    writable_dir(out.parent)  # refused before the profiles are read
     comms = tuple(args.comm)
     a, b = load_profile(args.run_a, comms), load_profile(args.run_b, comms)
     for prof, path in ((a, args.run_a), (b, args.run_b)):
@@ -66,7 +68,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         a_name, b_name = a.name, b.name
     svg = diff_svg(a.folded, b.folded, title=f"CPU: {a_name} → {b_name}", a_name=a_name, b_name=b_name)
-    out = Path(args.out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -36,17 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help=f"the cniprof image (default {manifests.DEFAULT_IMAGE}; build it with the "
                                 "Dockerfile and push it to a registry your nodes pull from)")
         if name != "manifest":
-            a.add_argument("--kubeconfig", help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
+            a.add_argument("--kubeconfig", type=commands.path, help="kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
             a.add_argument("--context", help="kubeconfig context (default: the current one)")
             a.add_argument("--dry-run", action="store_true", help="print the API calls instead of making them")
         a.set_defaults(func=run)
     a = actions.add_parser("pod-netns", help="on a node: the network namespace of each pod UID (JSON lines)")
     a.add_argument("uids", nargs="+", metavar="UID", help="pod UIDs (metadata.uid)")
-    a.add_argument("--proc", type=Path, default=None,
+    a.add_argument("--proc", type=commands.path, default=None,
                    help=f"the node's /proc (default {manifests.HOST_PROC} when it exists, else /proc)")
     a.set_defaults(func=run)
     a = actions.add_parser("detect", help="on a node: its CNI, as --cni auto detects it (JSON)")
-    a.add_argument("--root", type=Path, default=Path("/"), help="the node's root for etc/cni/net.d (default /)")
+    a.add_argument("--root", type=commands.path, default=Path("/"), help="the node's root for etc/cni/net.d (default /)")
     a.add_argument("--netns", help="the node's network namespace (default: the one this runs in)")
     a.set_defaults(func=run)
 
@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _cluster(args: argparse.Namespace) -> Cluster:
     if args.dry_run:
         return DryRun()
-    return Cluster(connect(args.kubeconfig, args.context))
+    return Cluster(connect(str(args.kubeconfig) if args.kubeconfig else None, args.context))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,10 +16,12 @@ from rich.table import Table
 from cniprof.cli import commands
 from cniprof.cni import registry
 from cniprof.cni.topology import Device, Topology, netns_inode
-from cniprof.errors import CniprofError
+from cniprof.errors import EnvironmentProblem
 from cniprof.lab import cleanup, realize, saved
 from cniprof.run import inject, trace
 from cniprof.run.explore import explore, format_steps
+
+ACTIONS = ("up", "inject", "down", "status", "explore")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     explore.add_argument("--dst", help="destination pod (default: the first pod matching --path)")
     explore.add_argument("--traffic", choices=("udp", "ping"), default="ping",
                          help="udp: one direction; ping (default): both directions")
-    explore.add_argument("--count", type=int, default=10, help="packets (default 10)")
+    explore.add_argument("--count", type=commands.bounded(int, 1, 10_000), default=10, help="packets (default 10)")
     explore.set_defaults(func=run)
 
 
@@ -78,8 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return _inject(args)
     if command == "explore":
         return _explore(args)
-    args.lab_parser.print_help()
-    return 2
+    commands.need_choice(args.lab_parser, "an action", ACTIONS)
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -116,7 +117,7 @@ def _inject(args: argparse.Namespace) -> int:
         inject.check_name(name)
     topology = saved.load()
     if topology is None:
-        raise CniprofError("no lab is up; start one with `cniprof lab up --cni flannel --inject NAME`")
+        raise EnvironmentProblem("no lab is up; start one with `cniprof lab up --cni flannel --inject NAME`")
     topology, done = inject.apply(topology, args.names)
     _print_injected(Console(), done)
     return 0
@@ -150,15 +151,15 @@ def _status(args: argparse.Namespace) -> int:
     if topology is None:
         leftovers = cleanup.list_lab_namespaces()
         if leftovers:
-            raise CniprofError(
+            raise EnvironmentProblem(
                 f"no lab is recorded, but lab namespaces exist ({', '.join(leftovers)}); "
                 "run `cniprof lab down`"
             )
-        raise CniprofError("no lab is up; start one with `cniprof lab up --cni flannel`")
+        raise EnvironmentProblem("no lab is up; start one with `cniprof lab up --cni flannel`")
     existing = set(cleanup.list_lab_namespaces())
     missing = [n for n in topology.namespaces() if n not in existing]
     if missing:
-        raise CniprofError(
+        raise EnvironmentProblem(
             f"the recorded lab is incomplete (missing {', '.join(missing)}); run `cniprof lab down`"
         )
     if args.json:
@@ -174,7 +175,7 @@ def _explore(args: argparse.Namespace) -> int:
     realize.require_root("exploring the lab")
     topology = saved.load()
     if topology is None:
-        raise CniprofError("no lab is up; start one with `cniprof lab up --cni ...`")
+        raise EnvironmentProblem("no lab is up; start one with `cniprof lab up --cni ...`")
     model = registry.parse(f"{topology.cni}:{topology.mode}")
     path = args.path or model.default_path
     model.chain(path)  # UsageError naming the paths the model has (macvlan: no pod-to-host)

@@ -2,6 +2,8 @@
 """Entry point: one module per subcommand (cli/<name>.py with `register(subparsers)` and `run(args)`).
 
 Only this function maps the project's errors to exit codes and one-line messages; nothing else prints tracebacks.
+Exit status: 0 done, 2 bad usage, 3 environment (root, kernel, tools, a lab), 130/143 interrupted (Ctrl-C/SIGTERM),
+1 a run that failed, or a bug (one line `internal error: ...`; `cniprof -v ...` adds the traceback).
 """
 
 from __future__ import annotations
@@ -10,11 +12,20 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from cniprof import __version__
-from cniprof.cli.commands import COMMANDS, USAGE_EXIT, Parser
+from cniprof.cli import commands
+from cniprof.cli.commands import COMMANDS, Parser
 from cniprof.errors import CniprofError
 from cniprof.interrupts import Terminated, exit_status, sigterm_interrupts
+
+INTERNAL_EXIT = 1
+
+
+def one_line(message: str) -> str:
+    """A message as one line, whatever it held (a single-line message is unchanged)."""
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -43,19 +54,27 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_interrupts():
             return _main(argv)
     except CniprofError as e:
-        print(f"cniprof: {e}", file=sys.stderr)
+        print(f"cniprof: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as interrupt:
         what = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
         print(f"cniprof: {what}; everything cniprof created was removed", file=sys.stderr)
         return exit_status(interrupt)
+    except Exception as e:  # noqa: BLE001 - a bug, not the user's doing: one line (traceback with -v)
+        if "-v" in argv or "--verbose" in argv:
+            traceback.print_exc()
+        detail = one_line(str(e))[:200]
+        print(f"cniprof: internal error: {type(e).__name__}: {detail} (a bug; `cniprof -v ...` shows where)",
+              file=sys.stderr)
+        return INTERNAL_EXIT
 
 
 def _main(argv: list[str]) -> int:
     parser = build_parser(_command(argv) or "")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # named by the innermost command: `cniprof lab up: unrecognized arguments: -x (see ... --help)`
+        commands.leaf(args, parser).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not getattr(args, "func", None):
-        parser.print_help()
-        return USAGE_EXIT
+        commands.need_choice(parser, "a command", list(COMMANDS))
     return int(args.func(args) or 0)

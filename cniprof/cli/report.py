@@ -30,6 +30,7 @@ from cniprof.advise import render
 from cniprof.analysis.compare import COMPARE_CSV
 from cniprof.cli import commands
 from cniprof.errors import UsageError
+from cniprof.files import writable_dir, write_text
 from cniprof.report import attach, findings_graph, graphs, rundir, study
 from cniprof.report import tune as tune_report
 from cniprof.report.export import model_dir, write_views
@@ -45,9 +46,9 @@ else:  # imported on first use: a command that does not need it does not wait fo
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add(sub, "report", __doc__)
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+    p.add_argument("run_dir", type=commands.path, metavar="RUN_DIR",
                    help="a trace or comparison export, a study's or a tune run's directory")
-    p.add_argument("--output", type=Path, metavar="DIR", help="where to write (default RUN_DIR/report)")
+    p.add_argument("--output", type=commands.path, metavar="DIR", help="where to write (default RUN_DIR/report)")
     p.add_argument("--bundle", action="store_true",
                    help="also write cniprof-<cni>-<date>.tar.gz: the run's files, to attach to a bug")
     p.add_argument("--hops-generator", metavar="NAME",
@@ -56,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.run_dir.is_dir():  # refused before anything is read or drawn (rundir.load names a missing RUN_DIR)
+        writable_dir(args.output or args.run_dir / attach.REPORT_DIR)
     data = rundir.load(args.run_dir)
     if args.hops_generator and data.study is None:
         raise UsageError("--hops-generator is for a study's run directory (from `cniprof run`)")
@@ -124,7 +127,7 @@ def _study(args: argparse.Namespace, data: rundir.RunDir, out: Path, console: Co
         names = ", ".join(dict.fromkeys(s.results["generator"]))
         raise UsageError(f"no generator {args.hops_generator!r} in {args.run_dir}; generators: {names}")
     table = study.comparison(s)
-    table.to_csv(out / "comparison.csv", index=False)
+    write_text(out / "comparison.csv", table.to_csv(index=False))
     found = data.study_findings
     written = graphs.render_all(s, out)
     if args.hops_generator:
@@ -135,7 +138,7 @@ def _study(args: argparse.Namespace, data: rundir.RunDir, out: Path, console: Co
     console.print(study.rich_table(s, table))
     cpu = study.cpu_summary(s)
     if not cpu.empty:
-        cpu.to_csv(out / "cpu_summary.csv", index=False)
+        write_text(out / "cpu_summary.csv", cpu.to_csv(index=False))
         console.print(study.cpu_rich_table(s, cpu))
     if found:
         console.print(render.table(found, title="findings (cniprof advise RUN_DIR for the advice in full)",

@@ -30,6 +30,7 @@ from rich.text import Text
 from cniprof.analysis.summary import analyze
 from cniprof.cli import commands
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.files import writable_dir
 from cniprof.report import study
 from cniprof.study import runner
 from cniprof.study.scenario import load as load_scenario
@@ -38,11 +39,13 @@ from cniprof.ui.live import render_live
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add(sub, "run", __doc__)
-    p.add_argument("scenario", type=Path, metavar="SCENARIO", help="scenario file, e.g. scenarios/cni-comparison.yaml")
-    p.add_argument("--output", type=Path, metavar="RUN_DIR",
+    p.add_argument("scenario", type=commands.path, metavar="SCENARIO", help="scenario file, e.g. scenarios/cni-comparison.yaml")
+    p.add_argument("--output", type=commands.path, metavar="RUN_DIR",
                    help="run directory to write (default ./runs/<scenario>-<date>); must not hold another study")
-    p.add_argument("--repetitions", type=int, metavar="N", help="override the scenario's repetitions (a quick pass)")
-    p.add_argument("--duration", type=float, metavar="S", help="override the scenario's duration_s per run")
+    p.add_argument("--repetitions", type=commands.bounded(int, 1, 100), metavar="N",
+                   help="override the scenario's repetitions (a quick pass)")
+    p.add_argument("--duration", type=commands.bounded(float, 1, 600, " s"), metavar="S",
+                   help="override the scenario's duration_s per run")
     p.add_argument("--check", action="store_true", help="only validate the scenario and print its plan")
     p.set_defaults(func=run)
 
@@ -51,20 +54,21 @@ def _out_dir(args: argparse.Namespace, name: str) -> Path:
     out = args.output or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if (out / "metadata.json").exists():
         raise UsageError(f"{out} already holds a study (metadata.json); choose another --output")
-    return out
+    return writable_dir(out)  # refused before any lab is built
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     scen = load_scenario(args.scenario)
     if args.repetitions is not None:
-        if not 1 <= args.repetitions <= 100:
-            raise UsageError(f"--repetitions must be 1..100, not {args.repetitions}")
         scen = dataclasses.replace(scen, repetitions=args.repetitions)
     if args.duration is not None:
-        if not 1 <= args.duration <= 600:
-            raise UsageError(f"--duration must be 1..600 s, not {args.duration}")
         scen = dataclasses.replace(scen, duration_s=args.duration)
+    if not args.check:  # what would stop the study, before its plan is printed: one line, nothing built
+        if os.geteuid() != 0:
+            raise EnvironmentProblem("cniprof run needs root (labs, BPF): run with sudo")
+        out = _out_dir(args, scen.name)
+        runner.preflight(scen)
     models, skipped = runner.resolve_models(scen)
     runs, skipped_paths = runner.plan(scen, models)
     for s in skipped + skipped_paths:
@@ -73,9 +77,6 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"{scen.name}: {len(runs)} runs on {len(models)} models, ~{len(runs) * per_run / 60:.0f} min")
     if args.check:
         return 0
-    if os.geteuid() != 0:
-        raise EnvironmentProblem("cniprof run needs root (labs, BPF): run with sudo")
-    out = _out_dir(args, scen.name)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     progress = Progress(*columns, console=console)

@@ -32,6 +32,8 @@ from cniprof.ui.cpu_panel import render_cpu_panel
 from cniprof.ui.live import LiveView
 from cniprof.ui.run_summary import print_run
 
+DEFAULT_DURATION_S = 10.0
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = commands.add(sub, "trace", __doc__)
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and trace its pods (no lab); A,B,...: run the same traffic on each model and print one "
                         "comparison table (with host: each model as %% of host); models: "
                         + ", ".join(registry.supported()))
-    p.add_argument("--root", default="/", metavar="DIR",
+    p.add_argument("--root", default="/", metavar="DIR", type=commands.path,
                    help="--cni auto: the node's root directory holding etc/cni/net.d and run/flannel (default /)")
     p.add_argument("--node-netns", metavar="NAME",
                    help="--cni auto: the node's network namespace (default: the one cniprof runs in)")
@@ -50,11 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "the source sending to a kube-proxy ClusterIP in front of the destination")
     p.add_argument("--src", help="source pod (default: the first pod)")
     p.add_argument("--dst", help="destination pod (default: the first pod matching --path)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds of traffic and tracing (default 10)")
+    p.add_argument("--duration", type=commands.finite, default=None, metavar="S",
+                   help=f"seconds of traffic and tracing (default {DEFAULT_DURATION_S:g}; with --traffic udp/ping "
+                        "at least the time --count takes to send)")
     p.add_argument("--traffic", default="iperf3", choices=trace.TRAFFIC,
                    help="generator: iperf3 TCP stream, udp (exactly --count datagrams), ping (--count echo "
                         "requests), or none (trace whatever flows between the pods)")
-    p.add_argument("--count", type=int, default=100, help="packets for --traffic udp/ping (default 100)")
+    p.add_argument("--count", type=commands.bounded(int, 1, 10**9), default=100, help="packets for --traffic udp/ping (default 100)")
     p.add_argument("--sample", default="auto", metavar="N|auto",
                    help="track 1 in N packets; auto (default) tracks all unless the offered load is high, then "
                         "picks N after 0.5 s so that ~15k packets/s are tracked (the report says which N)")
@@ -69,13 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also time every IPv4 netfilter hook of the lab's nodes (BPF netfilter links at the first "
                         "and last priority) for the traced pods' packets: a netfilter table in the report, nf.csv "
                         "in --export")
-    p.add_argument("--services", type=int, default=None, metavar="N",
+    p.add_argument("--services", type=commands.bounded(int, 0, 10**6), default=None, metavar="N",
                    help="with --path pod-to-service (implied): N dummy kube-proxy services besides the real one, to "
                         "scale the iptables rules (default 0). Traffic: iperf3 to ClusterIP:5201 (a long TCP "
                         "stream walks the NAT rules once, on its first packet), or udp to ClusterIP:5300 with "
                         "every datagram from its own socket, a new connection that pays the NAT rule lookup "
                         "(--count at most 4096)")
-    p.add_argument("--export", type=Path, metavar="DIR",
+    p.add_argument("--export", type=commands.path, metavar="DIR",
                    help="write hops.csv/.parquet, drops.csv, summary.json, hops-flame.svg (and with --cpu: "
                         "cpu.json, cpu.folded, cpu.speedscope.json, cpu.svg; with --nf: nf.csv, nf.json)")
     p.add_argument("--overhead-budget", type=float, default=DEFAULT_BUDGET_PCT, metavar="PCT",
@@ -109,17 +113,32 @@ def _sample(value: str) -> int:
     return int(value)
 
 
+def _check_count(args: argparse.Namespace) -> None:
+    """An explicit --duration is honoured: a --count that cannot be sent within it is refused, not waited for."""
+    need = trace.send_time_s(args.traffic, args.count)
+    if args.duration is not None and need > args.duration:
+        raise UsageError(f"--count {args.count} {args.traffic} packets take {need:.6g} s to send, longer than "
+                         f"--duration {args.duration:g}: lower --count, raise --duration or leave it out")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check_count(args)
+    if args.duration is None:
+        args.duration = DEFAULT_DURATION_S
     if args.k8s or args.dry_run or args.nodes:  # cluster mode
         return trace_k8s.run(args)
     opts = trace.TraceOptions(cni=args.cni, path=args.path, src=args.src, dst=args.dst, duration_s=args.duration,
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
                               cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services,
-                              root=args.root, node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]),
+                              root=str(args.root), node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]),
                               overhead_budget_pct=args.overhead_budget, ready_file=args.ready_file)
     if args.export is not None:
         writable_dir(args.export)  # refused now, not after the whole trace ran
+    if args.ready_file is not None:
+        if Path(args.ready_file).is_dir():
+            raise UsageError(f"--ready-file {args.ready_file} is a directory; name a file")
+        writable_dir(Path(args.ready_file).parent)
     if trace_compare.is_comparison(args.cni):  # the same traffic on each model, one table
         return trace_compare.run(args, opts)
     if args.services is not None and opts.path is None:

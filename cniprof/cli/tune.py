@@ -22,9 +22,10 @@ import lazy_loader
 from cniprof.cli import commands
 from cniprof.cni import registry
 from cniprof.errors import UsageError
+from cniprof.files import writable_dir
 from cniprof.lab import cleanup, realize
 from cniprof.report import tune as tune_report
-from cniprof.run import inject, pod_to_service, trace
+from cniprof.run import generators, inject, pod_to_service, trace
 from cniprof.tune import measure, tunes
 from cniprof.ui.console import wide_console
 
@@ -35,6 +36,8 @@ else:  # imported on first use: a command that does not need it does not wait fo
 
 DEFAULT_PAIRS = 5
 DEFAULT_DURATION_S = 3.0
+MAX_PAIRS = 100
+MAX_DURATION_S = 600.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,15 +50,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--try", dest="tries", action="append", metavar="NAME",
                       help=f"tuning to measure (repeatable): {', '.join(tunes.TUNES)}")
     what.add_argument("--auto", action="store_true", help="every tuning advised in --from RUN_DIR's findings.json")
-    p.add_argument("--from", dest="from_dir", type=Path, metavar="RUN_DIR",
+    p.add_argument("--from", dest="from_dir", type=commands.path, metavar="RUN_DIR",
                    help="run directory whose findings.json --auto reads (and the default --output)")
-    p.add_argument("--pairs", type=int, default=DEFAULT_PAIRS, help=f"pairs per tuning (default {DEFAULT_PAIRS})")
-    p.add_argument("--duration", type=float, default=DEFAULT_DURATION_S,
+    p.add_argument("--pairs", type=commands.bounded(int, 1, MAX_PAIRS), default=DEFAULT_PAIRS,
+                   help=f"pairs per tuning (default {DEFAULT_PAIRS})")
+    p.add_argument("--duration", type=commands.bounded(float, 0.1, MAX_DURATION_S, " s"),
+                   default=DEFAULT_DURATION_S,
                    help=f"seconds per run (default {DEFAULT_DURATION_S:g})")
     p.add_argument("--generator", choices=tuple(tunes.GENERATORS),
                    help="override the tuning's generator (default iperf3 TCP throughput; connect for "
                         "services/netfilter tunings)")
-    p.add_argument("--output", type=Path, metavar="DIR", help="where to write tune.json/csv and the graph")
+    p.add_argument("--output", type=commands.path, metavar="DIR", help="where to write tune.json/csv and the graph")
     p.set_defaults(func=run)
 
 
@@ -81,10 +86,6 @@ def advised(run_dir: Path) -> list[str]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.pairs < 1:
-        raise UsageError(f"--pairs must be at least 1, not {args.pairs}")
-    if args.duration <= 0:
-        raise UsageError(f"--duration must be positive, not {args.duration}")
     if args.auto and args.from_dir is None:
         raise UsageError("--auto tries the tunings advised for a run: give it --from RUN_DIR")
     if args.from_dir is not None and not args.from_dir.is_dir():
@@ -124,10 +125,10 @@ def run(args: argparse.Namespace) -> int:
     model = registry.parse(args.cni)
     for tune in chosen:
         trace.chain_for(model, _path(args, model, tune))  # UsageError naming the model's paths
-    for tune in chosen:
-        tunes.generator(tune, args.generator)
     realize.require_root("tune (it builds and changes the lab)")
+    generators.require_programs(tunes.generator(tune, args.generator) for tune in chosen)
     out = args.output or args.from_dir or Path("runs") / f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+    writable_dir(out)  # refused before the lab is built or changed, not after every pair ran
     topo, created = realize.up(model.cni, model.mode)
     records: list[measure.Record] = []
     paths = list(dict.fromkeys(_path(args, model, t) for t in chosen))

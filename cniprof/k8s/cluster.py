@@ -23,6 +23,7 @@ from urllib.parse import quote, unquote, urlencode
 
 import lazy_loader
 import urllib3
+import yaml
 
 from cniprof.errors import CniprofError, EnvironmentProblem
 
@@ -53,7 +54,10 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> ApiCli
     account when no kubeconfig exists and cniprof runs in a pod."""
     try:
         return kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
-    except (kubernetes.config.config_exception.ConfigException, FileNotFoundError) as e:
+    # the client's loader lets a file that is not a kubeconfig through as whatever it tripped on (not YAML, a
+    # list, a directory, a bad field): all of them mean "no usable kubeconfig"
+    except (kubernetes.config.config_exception.ConfigException, OSError, yaml.YAMLError, ValueError, TypeError,
+            KeyError, AttributeError) as e:
         if kubeconfig is None and context is None:
             try:
                 kubernetes.config.load_incluster_config()
@@ -61,7 +65,8 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> ApiCli
             except kubernetes.config.config_exception.ConfigException:
                 pass
         where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
-        raise EnvironmentProblem(f"no usable kubeconfig ({where}: {str(e).strip() or type(e).__name__}): pass "
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise EnvironmentProblem(f"no usable kubeconfig ({where}: {why}): pass "
                                  "--kubeconfig FILE [--context NAME]") from None
 
 

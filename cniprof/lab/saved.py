@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cniprof.cni.topology import LAB_ID, Topology
-from cniprof.errors import CniprofError
+from cniprof.errors import EnvironmentProblem
 from cniprof.files import write_text
 
 STATE_DIR = Path("/run/cniprof")
@@ -30,13 +30,15 @@ def save(topology: Topology, path: Path = STATE_FILE) -> None:
 def load(path: Path = STATE_FILE) -> Topology | None:
     """The saved topology, or None when no lab was recorded."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EnvironmentProblem(f"{path} is unreadable ({e}); run `cniprof lab down` to reset the lab") from None
     try:
         return Topology.from_json(text)
-    except (ValueError, KeyError, TypeError) as e:
-        raise CniprofError(f"{path} is unreadable ({e}); run `cniprof lab down` to reset the lab") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise EnvironmentProblem(f"{path} is unreadable ({e}); run `cniprof lab down` to reset the lab") from None
 
 
 def clear(path: Path = STATE_FILE) -> bool:

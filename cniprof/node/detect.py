@@ -25,7 +25,7 @@ from typing import Any
 
 from cniprof.cni import registry
 from cniprof.cni.topology import Topology
-from cniprof.errors import CniprofError, UsageError
+from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.node import livenode
 from cniprof.node.livenode import Link
 
@@ -254,7 +254,7 @@ def node_topology(detection: Detection, netns: str | None = None,
     """The detected node as a one-node Topology (pods: every host veth resolved to its namespace), plus one
     line per veth that could not be resolved."""
     if not detection.cni or not detection.mode:
-        raise CniprofError("no CNI detected: nothing to map")
+        raise EnvironmentProblem("no CNI detected: nothing to map")
     if links is None:
         links = livenode.links_in(netns)
     veths = livenode.host_veths(links)
@@ -278,10 +278,12 @@ def resolve(root: Path = Path("/"), netns: str | None = None) -> tuple[str, Topo
 
     One-line errors: nothing detected (naming what was looked for), or a detected CNI cniprof has no model for.
     """
+    if not Path(root).is_dir():
+        raise UsageError(f"--root {root}: no such directory (the node's root, holding etc/cni/net.d)")
     links = livenode.links_in(netns)
     d = detect(root, netns, links)
     if not d.cni:
-        raise CniprofError(not_found_message(Path(root), netns))
+        raise EnvironmentProblem(not_found_message(Path(root), netns))
     try:
         model = registry.parse(d.spec or d.cni)
     except UsageError:

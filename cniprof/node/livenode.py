@@ -82,6 +82,8 @@ def netlink(netns: str | None) -> Iterator[IPRoute]:
             from None
     except PermissionError:
         raise EnvironmentProblem(f"entering network namespace {netns!r} needs root") from None
+    except OSError as e:  # a name no namespace can have: too long, a directory, below a file
+        raise UsageError(f"network namespace {(netns or '')[:80]!r}: {e.strerror or e}") from None
     try:
         yield ipr
     finally:

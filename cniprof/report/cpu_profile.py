@@ -19,7 +19,7 @@ the same rules, with the first frame taken as the process name.
 
 from __future__ import annotations
 
-import json
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import lazy_loader
 
-from cniprof import __version__
+from cniprof import __version__, runfiles
 from cniprof.analysis.cpu import component_table, sample_component, stack
 from cniprof.analysis.cpu_components import COMPONENTS, IDLE, classify
 from cniprof.errors import UsageError
@@ -44,6 +44,7 @@ CPU_FOLDED = "cpu.folded"
 CPU_SPEEDSCOPE = "cpu.speedscope.json"
 CPU_SVG = "cpu.svg"
 SPEEDSCOPE_SCHEMA = "https://www.speedscope.app/file-format-schema.json"
+MAX_SAMPLES = 2**53  # samples of one stack: far beyond any recording, small enough to add up exactly
 _UNSAFE = re.compile(r"[;\s]+")
 
 Folded = Mapping[tuple[str, ...], int]
@@ -82,18 +83,21 @@ def folded_text(folded: Folded) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def parse_folded(text: str) -> Counter[tuple[str, ...]]:
-    """Read folded lines back (any tool's); malformed lines are skipped, repeated stacks summed."""
+def parse_folded(text: str, source: str = "folded") -> Counter[tuple[str, ...]]:
+    """Read folded lines back (any tool's); lines without a count are skipped, repeated stacks summed. A count
+    that is not a whole number of samples (negative, fractional, nan, huge) is a UsageError naming the line."""
     out: Counter[tuple[str, ...]] = Counter()
-    for line in text.splitlines():
+    for i, line in enumerate(text.splitlines(), 1):
         head, _, count = line.rstrip().rpartition(" ")
         if not head:
             continue
         try:
-            n = int(float(count))
+            n = float(count)
         except ValueError:
             continue
-        out[tuple(head.split(";"))] += n
+        if not (math.isfinite(n) and 0 <= n <= MAX_SAMPLES and n == int(n)):
+            raise UsageError(f"{source}:{i}: the sample count {count!r} is not a whole number 0..{MAX_SAMPLES}")
+        out[tuple(head.split(";"))] += int(n)
     return out
 
 
@@ -180,20 +184,19 @@ def load_profile(path: str | Path, comms: tuple[str, ...] = ()) -> Profile:
                              "`cniprof trace --cpu --export DIR`?")
     if not p.is_file():
         raise UsageError(f"{path}: no such run directory or profile file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read {p}: {e}") from None
+    text = runfiles.read_text(p)
     if p.suffix == ".json":
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"{p} is not valid JSON: {e.msg} (line {e.lineno})") from None
+            data = runfiles.parse_json(text)
+        except ValueError as e:
+            raise UsageError(f"{p} is not valid JSON: {str(e).splitlines()[0]}") from None
+        except RecursionError:
+            raise UsageError(f"{p}: nested too deeply to be a CPU snapshot") from None
         cpu = data.get("cpu", data) if isinstance(data, dict) else None
         if not isinstance(cpu, dict) or "samples" not in cpu or "stacks" not in cpu:
             raise UsageError(f"{p} is not a cniprof CPU snapshot (no samples/stacks)")
-        return _from_snapshot(name, cpu, comms)
-    folded = parse_folded(text)
+        return _from_snapshot(name, runfiles.check(cpu, runfiles.CPU, str(p)), comms)
+    folded = parse_folded(text, str(p))
     if not folded:
         raise UsageError(f"{p} has no folded stack lines (`frame;frame;... count`)")
     return _from_folded(name, folded, comms)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import lazy_loader
 
+from cniprof import runfiles
 from cniprof.advise import render
 from cniprof.analysis.compare import COMPARE_CSV, Skipped
 from cniprof.analysis.record import TraceAnalysis, TraceRecord, analyze_record, record_from_files
@@ -140,15 +141,6 @@ def _move_in(staging: Path, out: Path, names: list[str]) -> dict[str, Path]:
     return {name: out / name for name in names}
 
 
-def _json_file(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise UsageError(f"{path}: not readable JSON ({str(e).splitlines()[0]})") from None
-
-
 def is_trace_export(root: Path) -> bool:
     return (root / SUMMARY_JSON).is_file() and (root / SNAPSHOT_JSON).is_file()
 
@@ -156,12 +148,14 @@ def is_trace_export(root: Path) -> bool:
 def load_record(root: str | os.PathLike[str]) -> TraceRecord:
     """The record an export was written from (summary.json for the facts, the raw snapshots for the rest)."""
     path = Path(root)
-    summary, snapshot = _json_file(path / SUMMARY_JSON), _json_file(path / SNAPSHOT_JSON)
-    if not isinstance(summary, dict) or not isinstance(snapshot, dict):
+    if not is_trace_export(path):
         raise UsageError(f"{path} is not a trace export (needs summary.json and snapshot.json from "
                          "`cniprof trace --export`)")
-    return record_from_files(summary, snapshot, _json_file(path / CPU_JSON), _json_file(path / NF_JSON),
-                             _json_file(path / NODESTATE_JSON))
+    summary = runfiles.load_json(path / SUMMARY_JSON, runfiles.TRACE_SUMMARY, required=True)
+    snapshot = runfiles.load_json(path / SNAPSHOT_JSON, runfiles.HOPS, required=True)
+    return record_from_files(summary, snapshot, runfiles.load_json(path / CPU_JSON, runfiles.CPU),
+                             runfiles.load_json(path / NF_JSON, runfiles.NF),
+                             runfiles.load_json(path / NODESTATE_JSON, runfiles.NODE_STATE))
 
 
 def read_hops(root: Path) -> pd.DataFrame:

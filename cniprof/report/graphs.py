@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import lazy_loader
 
+from cniprof.files import replacing
 from cniprof.report.study import HOST, Study
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         path = out / f"{name}.{fmt}"
-        fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+        with replacing(path) as tmp:  # whole or not at all, like every file cniprof writes
+            fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight",
+                        metadata={"Date": None} if fmt == "svg" else None)
         paths.append(path)
     plt.close(fig)
     return paths

@@ -8,7 +8,6 @@ so the table never depends on a derived file being current.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ import lazy_loader
 from rich.table import Table
 from rich.text import Text
 
+from cniprof import runfiles
 from cniprof.advise.engine import advise_study
 from cniprof.advise.finding import Finding
 from cniprof.advise.render import FINDINGS_JSON
@@ -63,19 +63,15 @@ def load(root: str | Path) -> Study:
     meta_path = path / "metadata.json"
     if not meta_path.is_file():
         raise UsageError(f"{path} is not a cniprof run directory (no metadata.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-        results = pd.read_csv(path / "results.csv")
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: cannot read the run directory: {e}".splitlines()[0]) from None
-    if results.empty:
+    meta = runfiles.load_json(meta_path, runfiles.STUDY, required=True)
+    results = runfiles.load_csv(path / "results.csv", runfiles.RESULTS_TABLE, required=True)
+    if results is None or results.empty:
         raise UsageError(f"{path}: the study has no completed run")
-    hops_path = path / "hops.csv"
-    hops = pd.read_csv(hops_path) if hops_path.is_file() else pd.DataFrame()
-    stats = stats_table(results, float(meta.get("max_spread_pct", 10.0)))
-    cpu_path = path / "cpu.csv"
-    cpu = pd.read_csv(cpu_path) if cpu_path.is_file() else pd.DataFrame()
-    return Study(path, meta, results, stats, hops, cpu)
+    hops = runfiles.load_csv(path / "hops.csv", runfiles.STUDY_HOPS_TABLE)
+    stats = stats_table(results, float(meta.get("max_spread_pct") or 10.0))
+    cpu = runfiles.load_csv(path / "cpu.csv", runfiles.STUDY_CPU_TABLE)
+    return Study(path, meta, results, stats, hops if hops is not None else pd.DataFrame(),
+                 cpu if cpu is not None else pd.DataFrame())
 
 
 def comparison(study: Study) -> pd.DataFrame:
@@ -201,7 +197,7 @@ def findings(study: Study) -> list[Any]:
     saved = study.root / FINDINGS_JSON
     if saved.is_file():
         try:
-            return [Finding.from_dict(d) for d in json.loads(saved.read_text()).get("findings", [])]
-        except (OSError, ValueError, KeyError, TypeError):
+            return [Finding.from_dict(d) for d in runfiles.parse_json(saved.read_text()).get("findings", [])]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             pass  # unreadable or older: compute it again
     return advise_study(study.root)

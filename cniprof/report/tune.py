@@ -8,7 +8,6 @@ never disagree with the raw numbers beside them.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,9 @@ import lazy_loader
 from rich.table import Table
 from rich.text import Text
 
+from cniprof import runfiles
 from cniprof.analysis import paired
-from cniprof.errors import UsageError
-from cniprof.files import write_json
+from cniprof.files import write_json, write_text
 from cniprof.report.graphs import _save, plt
 from cniprof.report.study import fmt
 
@@ -111,7 +110,7 @@ def _scale(metric: str) -> tuple[float, str]:
 def write(out: Path, runs: pd.DataFrame, meta: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Path]]:
     """tune.csv, tune.json and the graph into out; returns (effects, files written)."""
     out.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(out / TUNE_CSV, index=False)
+    write_text(out / TUNE_CSV, runs.to_csv(index=False))
     rows = effects(runs) if not runs.empty else []
     write_json(out / TUNE_JSON, {**meta, "ci_method": paired.CI_METHOD, "effects": rows})
     return rows, [out / TUNE_CSV, out / TUNE_JSON, *graph(runs, rows, out)]
@@ -119,17 +118,11 @@ def write(out: Path, runs: pd.DataFrame, meta: dict[str, Any]) -> tuple[list[dic
 
 def load(run_dir: Path) -> pd.DataFrame | None:
     """tune.csv of a run directory, or None when it has none."""
-    path = Path(run_dir) / TUNE_CSV
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: cannot read it: {e}".splitlines()[0]) from None
+    return runfiles.load_csv(Path(run_dir) / TUNE_CSV, runfiles.TUNE_TABLE)
 
 
 def meta(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads((Path(run_dir) / TUNE_JSON).read_text())
+        return runfiles.parse_json((Path(run_dir) / TUNE_JSON).read_text())
     except (OSError, ValueError):
         return {}

@@ -9,6 +9,7 @@ p50/p99, which iputils does not print: they are order statistics of its per-repl
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from cniprof.traffic import sockperf
 from cniprof.traffic.connect_rate import ConnectRate
 from cniprof.traffic.http import HttpBench
 from cniprof.traffic.iperf3 import Iperf3
-from cniprof.traffic.netns import Generator
+from cniprof.traffic.netns import Generator, require_tool
 from cniprof.traffic.ping import Ping
 from cniprof.traffic.sockperf import Sockperf
 
@@ -42,6 +43,17 @@ PRIMARY: dict[str, tuple[str, bool]] = {
 # seconds between a generator's start and its traffic (sockperf's warm-up stage)
 STARTUP_S = {"sockperf": sockperf.WARMUP_S}
 PORTS = {"iperf3": 5231, "sockperf": 11311, "wrk": 8380, "connect_rate": 5431}
+# the programs each tool runs in the pods (connect_rate is cniprof's own Python)
+PROGRAMS = {"ping": ("ping",), "iperf3": ("iperf3",), "sockperf": ("sockperf",), "wrk": ("nginx", "wrk"),
+            "connect_rate": ()}
+
+
+def require_programs(specs: Iterable[GeneratorSpec]) -> None:
+    """Every program the generators run is installed: checked before any lab is built, one line naming the
+    Debian package of the first one missing."""
+    for spec in specs:
+        for program in (*PROGRAMS.get(spec.tool, ()), "ip"):
+            require_tool(program)
 
 
 class _Iperf3Len(Iperf3):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from cniprof.probes.nfhooks import NfHookProbe, select_attach
 from cniprof.probes.plan import DEFAULT_EVENTS, Plan, build_plan
 from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
 from cniprof.run import inject, pod_to_service
+from cniprof.traffic import ping as ping_mod
+from cniprof.traffic import udp_burst
 from cniprof.traffic.iperf3 import Iperf3
 from cniprof.traffic.netns import require_tool
 from cniprof.traffic.ping import Ping
@@ -51,6 +54,8 @@ EXACT_COUNT = ("udp", "ping")  # --count packets: every one must be traced
 PATHS = (*MODEL_PATHS, pod_to_service.PATH)
 __all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
+MAX_DURATION_S = 24 * 3600.0  # a day: longer runs are mistakes (1e9 s would never end)
+SEND_INTERVAL_S = {"udp": udp_burst.INTERVAL_S, "ping": ping_mod.INTERVAL_S}
 
 
 @dataclass
@@ -115,10 +120,15 @@ def preflight(opts: TraceOptions) -> Model:
         raise UsageError(f"--services adds kube-proxy services for --path {pod_to_service.PATH}, not {opts.path}")
     if opts.traffic not in TRAFFIC:
         raise UsageError(f"unknown --traffic {opts.traffic!r}; supported: {', '.join(TRAFFIC)}")
-    if opts.duration_s <= 0:
-        raise UsageError(f"--duration must be positive, not {opts.duration_s}")
+    if not (math.isfinite(opts.duration_s) and 0 < opts.duration_s <= MAX_DURATION_S):
+        raise UsageError(f"--duration must be a number of seconds above 0 and at most {MAX_DURATION_S:.0f}, "
+                         f"not {opts.duration_s:g}")
     if opts.count < 1:
         raise UsageError(f"--count must be at least 1, not {opts.count}")
+    if send_time_s(opts.traffic, opts.count) > MAX_DURATION_S:
+        raise UsageError(f"--count {opts.count} {opts.traffic} packets take "
+                         f"{send_time_s(opts.traffic, opts.count):.0f} s to send ({SEND_INTERVAL_S[opts.traffic]:g} s apart), longer than a run may last "
+                         f"({MAX_DURATION_S:.0f} s): lower --count")
     if not 0 < opts.overhead_budget_pct <= FULL_BUDGET_PCT:
         raise UsageError(f"--overhead-budget takes a percentage above 0 and at most 100, not "
                          f"{opts.overhead_budget_pct:g}")
@@ -140,6 +150,11 @@ def preflight(opts: TraceOptions) -> Model:
         object_path("nfhooks")
         select_attach(_features())  # no usable attach type: one line, before the lab is touched
     return model
+
+
+def send_time_s(traffic: str, count: int) -> float:
+    """How long --count packets of `traffic` take to send (0 for the generators that run for --duration)."""
+    return count * SEND_INTERVAL_S.get(traffic, 0.0)
 
 
 def chain_for(model: Model, path: str) -> Chain:

@@ -271,6 +271,12 @@ def _one(run: Run, topo: Any, scenario: Scenario, archive: RunArchive, setup_s: 
         archive.fail({**run.record(), "seconds": round(time.monotonic() - started, 1)}, str(e))
 
 
+def preflight(scenario: Scenario) -> None:
+    """What would fail every run, found before any lab is built: a missing generator program is one line now,
+    not one failure per run."""
+    generators.require_programs(scenario.generators)
+
+
 def run_scenario(scenario: Scenario, out: Path, text: str,
                  progress: Callable[[Run | None, int, int], None] | None = None,
                  on_snapshot: OnSnapshot | None = None) -> RunArchive:
@@ -282,6 +288,7 @@ def run_scenario(scenario: Scenario, out: Path, text: str,
     runs, skipped_paths = plan(scenario, models)
     if not runs:
         raise CniprofError(f"{scenario.source}: no run to do on this machine ({len(skipped_models)} models skipped)")
+    preflight(scenario)
     archive = RunArchive(out, {"name": scenario.name, "file": scenario.source, "text": text,
                                "repetitions": scenario.repetitions, "duration_s": scenario.duration_s,
                                "trace": scenario.trace, "planned_runs": len(runs)}, scenario.max_spread_pct)

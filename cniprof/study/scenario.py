@@ -25,6 +25,7 @@ variants:                   # tuning variants; each run is done once per variant
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,11 @@ TUNINGS = ("mtu", "offloads", "txqueuelen", "qdisc", "rps", "xps", "rfs", "sysct
 IMPLEMENTED_TUNINGS = IMPLEMENTED
 OFFLOAD_FEATURES = ("gro", "gso", "tso", "tx-checksum", "rx-checksum")
 OFFLOAD_ROLES = ("veth", "vxlan", "tunnel", "underlay", "bridge", "macvlan")
+# hostile files are refused before they cost time or memory: a scenario is a page of YAML
+MAX_BYTES = 256 * 1024
+MAX_DEPTH = 32  # nesting of mappings and lists (the schema needs 6)
+MAX_VALUES = 100_000  # values after aliases are expanded (an alias bomb expands to billions)
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # a scenario name is a directory name: runs/<name>-<date>
 _UNITS = {"": 1, "B": 1, "K": 1000, "KB": 1024, "M": 1000**2, "MB": 1024**2, "G": 1000**3, "GB": 1024**3}
 
 
@@ -113,16 +119,23 @@ class _Doc:
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: dict[str, int] = {}
+        self.values = 0  # converted so far (bounded: aliases may repeat a node, or contain themselves)
 
     def error(self, path: str, message: str) -> UsageError:
         key = path
         while key and key not in self.lines:  # the nearest enclosing field that has a line
             key = key.rpartition(".")[0] if "." in key else ""
         line = self.lines.get(key, self.lines.get("", 1))
-        return UsageError(f"{self.source}:{line}: {path or 'scenario'}: {message}")
+        shown = path if len(path) <= 80 else path[:80] + "..."  # an alias nested in itself makes long paths
+        return UsageError(f"{self.source}:{line}: {shown or 'scenario'}: {message}")
 
-    def convert(self, node: yaml.Node, path: str) -> Any:
+    def convert(self, node: yaml.Node, path: str, depth: int = 0) -> Any:
         self.lines[path] = node.start_mark.line + 1
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise self.error(path, f"expands to more than {MAX_VALUES} values (YAML aliases repeating a node?)")
+        if depth > MAX_DEPTH:  # reached only through an alias that contains itself: the text was checked
+            raise self.error(path, f"nested deeper than {MAX_DEPTH} levels (an alias that contains itself?)")
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
@@ -133,14 +146,18 @@ class _Doc:
                 if key in out:
                     self.lines[sub] = key_node.start_mark.line + 1
                     raise self.error(sub, "given twice")
-                out[key] = self.convert(value_node, sub)
+                out[key] = self.convert(value_node, sub, depth + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+            return [self.convert(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node.value)]
         try:
             return _scalar(node)
         except yaml.YAMLError as e:
-            raise self.error(path, f"cannot read this value: {getattr(e, 'problem', None) or e}") from None
+            raise self.error(path, f"cannot read this value: {_first_line(getattr(e, 'problem', None) or e)}") from None
+
+
+def _first_line(what: object) -> str:
+    return (str(what).strip().splitlines() or [""])[0]
 
 
 def _scalar(node: yaml.Node) -> Any:
@@ -244,6 +261,8 @@ def _variants(doc: _Doc, value: Any, host_changes: bool, paths: tuple[str, ...])
                                 f"{', '.join(IMPLEMENTED_TUNINGS)})")
             tunings[key] = _tuning(doc, f"{path}.tunings.{key}", key, tunings[key])
             _allowed(doc, f"{path}.tunings.{key}", key, tunings[key], host_changes, paths)
+        if any(v.name == item["name"] for v in out):
+            raise doc.error(f"{path}.name", f"{item['name']!r} is used by another variant")
         out.append(Variant(item["name"], dict(tunings)))
     return tuple(out)
 
@@ -345,15 +364,31 @@ TOP_FIELDS = ("version", "name", "description", "models", "paths", "generators",
               "duration_s", "trace", "max_spread_pct", "host_changes", "cpu")
 
 
+def _check_shape(text: str, source: str) -> None:
+    """Refuse text nested deeper than MAX_DEPTH before composing it (yaml composes recursively: 5000 levels
+    would exhaust the stack); the parser's events come one at a time, whatever the nesting."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise UsageError(f"{source}:{event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def loads(text: str, source: str = "<scenario>") -> Scenario:
     """Validate a scenario's text; every problem is a UsageError `source:line: field: message`."""
     doc = _Doc(source)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise UsageError(f"{source}: larger than {MAX_BYTES // 1024} KiB; a scenario is a page of YAML")
     try:
+        _check_shape(text, source)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark else 1
-        raise UsageError(f"{source}:{line}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
+        raise UsageError(f"{source}:{line}: not valid YAML: {_first_line(getattr(e, 'problem', None) or e)}") from None
     if node is None:
         raise UsageError(f"{source}:1: the scenario is empty")
     data = doc.convert(node, "")
@@ -365,7 +400,9 @@ def loads(text: str, source: str = "<scenario>") -> Scenario:
             raise doc.error("", f"missing field {required!r}")
     if data["version"] != SCHEMA_VERSION:
         raise doc.error("version", f"must be {SCHEMA_VERSION}, not {data['version']!r}")
-    name = _typed(doc, "name", data["name"], str, lambda v: bool(v.strip()), "a non-empty string")
+    name = _typed(doc, "name", data["name"], str, lambda v: NAME.fullmatch(v) is not None,
+                  "a name of letters, digits, '.', '-' and '_' (up to 100, not starting with '.'): it names the "
+                  "run directory")
     host_changes = _typed(doc, "host_changes", data.get("host_changes", False), bool, None, "true or false")
     paths = _names(doc, "paths", data.get("paths", ["cross-node"]), PATHS)
     generators = _generators(doc, data["generators"])
@@ -398,9 +435,16 @@ def load(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.exists() and not p.is_file():  # a directory, /dev/zero, a FIFO: nothing to read, or never done
+            raise UsageError(f"cannot read scenario {p}: not a regular file")
+        with p.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as e:
-        raise UsageError(f"cannot read scenario {p}: {e.strerror}") from None
+        raise UsageError(f"cannot read scenario {p}: {e.strerror or e}") from None
+    if len(data) > MAX_BYTES:
+        raise UsageError(f"{p}: larger than {MAX_BYTES // 1024} KiB; a scenario is a page of YAML")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UsageError(f"{p}: not a UTF-8 text file") from None
     return loads(text, str(p))

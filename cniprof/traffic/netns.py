@@ -42,8 +42,8 @@ UDP_UNCONNECTED = "07"
 
 def require_netns(name: str) -> None:
     """Fail early with a clear message when a namespace does not exist (ip would print a vaguer error)."""
-    if not name or "/" in name:
-        raise UsageError(f"invalid network namespace name {name!r}")
+    if not name or "/" in name or name in (".", "..") or len(os.fsencode(name)) > 255:
+        raise UsageError(f"invalid network namespace name {name[:80]!r}")
     if not (NETNS_DIR / name).exists():
         raise UsageError(f"network namespace {name!r} does not exist (no {NETNS_DIR / name})")
 

@@ -56,6 +56,9 @@ def parse_ping(text: str) -> PingResult:
     )
 
 
+INTERVAL_S = 0.2  # between two echo requests, by default
+
+
 class Ping(Generator):
     """count echo requests from netns to ip, interval_s apart, each waiting at most reply_timeout_s."""
 
@@ -64,7 +67,7 @@ class Ping(Generator):
         netns: str,
         ip: str,
         count: int = 5,
-        interval_s: float = 0.2,
+        interval_s: float = INTERVAL_S,
         reply_timeout_s: int = 1,
         payload_size: int | None = None,
     ) -> None:

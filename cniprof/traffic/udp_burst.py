@@ -40,6 +40,7 @@ BIND_TIMEOUT_S = LISTEN_TIMEOUT_S
 RECV_GRACE_S = 1.0  # after the sender is done, how long stragglers may take to arrive
 MAX_PAYLOAD = 65507  # largest UDP payload over IPv4
 MAX_FLOWS = 4096  # one socket each, all open during the burst
+INTERVAL_S = 0.001  # between two datagrams, by default
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class UdpBurst(Generator):
         count: int,
         payload_size: int = 64,
         port: int = 5300,
-        interval_s: float = 0.001,
+        interval_s: float = INTERVAL_S,
         src_port: int = 0,
         flows: int = 1,
     ) -> None:

@@ -159,7 +159,7 @@ def test_no_cni_on_a_host_network_node(own_lab, tmp_path: Path) -> None:
     d = detect.detect(root=root, netns=node.netns)
     assert d.cni is None and d.mode is None
     p = cli("trace", "--cni", "auto", "--node-netns", node.netns, "--root", str(root), "--traffic", "udp", "--no-ui")
-    assert p.returncode == 1
+    assert p.returncode == 3
     assert p.stderr == f"cniprof: {detect.not_found_message(root, node.netns)}\n"
     assert "etc/cni/net.d/*.conf|*.conflist|*.json" in p.stderr and "flannel.1, cni0, cali*" in p.stderr
 

@@ -371,7 +371,7 @@ def test_down_removes_everything_and_is_idempotent(no_lab: None) -> None:
     assert again.returncode == 0, again.stderr
     assert "nothing to remove" in again.stdout
     status = cli("lab", "status")
-    assert status.returncode == 1 and "no lab is up" in status.stderr
+    assert status.returncode == 3 and "no lab is up" in status.stderr
 
 
 @pytest.mark.root
@@ -415,7 +415,7 @@ def test_stale_state_is_forgotten_and_a_partial_lab_refused(no_lab: None) -> Non
     assert created
     cleanup.remove_namespaces([f"{LAB_NETNS_PREFIX}2-pod-d"])  # someone deleted one namespace by hand
     status = cli("lab", "status")
-    assert status.returncode == 1 and f"{LAB_NETNS_PREFIX}2-pod-d" in status.stderr
+    assert status.returncode == 3 and f"{LAB_NETNS_PREFIX}2-pod-d" in status.stderr
     with pytest.raises(CniprofError, match="lab down"):
         realize.up("flannel")
     cleanup.remove_namespaces(topology.namespaces())  # ... and then all of them: the record is just stale
