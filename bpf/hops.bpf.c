@@ -294,10 +294,21 @@ static __always_inline void end_of(const struct ended *was, __u32 which, __u32 k
 		add_one(&ends, &k);
 }
 
+/* The packet in `was` was in flight when duty cycling last detached the programs (user space's window_ns is the
+ * attach after it): whatever it did in the gap was not seen, so nothing is timed across it. */
+static __always_inline bool cut_by_detach(__u64 last_ns)
+{
+	struct hops_settings *set = settings_now();
+
+	return set && last_ns < set->window_ns;
+}
+
 /* The packet in `was` ended without a tracepoint (its address now carries another packet). */
 static __always_inline void end_unseen(const struct ended *was, __u64 now)
 {
-	if (now - was->last_ns > cfg.stale_ns)
+	if (cut_by_detach(was->last_ns))
+		end_of(was, C_CUT, END_CUT);
+	else if (now - was->last_ns > cfg.stale_ns)
 		end_of(was, C_STALE, END_STALE);
 	else
 		end_of(was, C_END_UNSEEN, END_UNSEEN);
@@ -381,6 +392,8 @@ static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *
 	if (!c)
 		return false;
 	*c += 1;
+	if (set->no_starts)  /* duty cycling: draining before a detach */
+		return false;
 	if (set->sample_every > 1 && (*c % set->sample_every) != 0)
 		return false;
 	*fp = fingerprint_at(skb, skb->network_header);
@@ -600,6 +613,8 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 		return 0;  /* another CPU changed the slot in between: this packet is not tracked (nor counted) */
 	if (was.skb == key)
 		end_unseen(&was, now);  /* its address is back: the packet it carried was freed without a tracepoint */
+	else if (was.skb && was.last_ns < set->window_ns)
+		end_of(&was, C_CUT, END_CUT);
 	else if (was.skb && now - was.last_ns > cfg.stale_ns)
 		end_of(&was, C_STALE, END_STALE);
 	else if (was.skb)
@@ -639,6 +654,11 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 
 	if (t->skb != key || frozen())
 		return 0;
+	if (cut_by_detach(t->last_ns)) {  /* its previous point was before a detach: no hop across the gap */
+		if (take(t, key, 0, &was))
+			end_of(&was, C_CUT, END_CUT);
+		return 0;
+	}
 	now = bpf_ktime_get_ns();
 	if (now - t->last_ns > cfg.stale_ns) {
 		if (take(t, key, 0, &was))
@@ -711,6 +731,8 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 		return 0;
 	}
 	end_of(&was, C_END_COPY, END_KINDS);
+	if (cut_by_detach(was.last_ns))
+		return 0;  /* delivered, but its previous point was before a detach: no hop across the gap */
 	/* bpf_get_current_task_btf() needs 5.11; the untyped task and CO-RE reads work from 5.5 (only tracked
 	 * packets get here) */
 	task = (struct task_struct *)bpf_get_current_task();

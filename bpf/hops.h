@@ -98,7 +98,8 @@ enum end_kind {
 			 * a UDP read, TCP receive coalescing, a pure ACK; before it: a GRO merge of its head) */
 	END_LOST = 2,   /* its slot was taken by a new packet while it was still fresh (hash clash) */
 	END_STALE = 3,  /* not seen for stale_ns when its address or slot came back */
-	END_KINDS = 4,
+	END_CUT = 4,    /* in flight when duty cycling detached the programs: not timed across the gap */
+	END_KINDS = 5,
 };
 
 struct end_key {
@@ -111,7 +112,9 @@ struct hops_settings {
 	__u32 sample_every; /* track 1 in N packets that match a start point; 0 or 1 = all */
 	__u32 epoch;        /* bumped by user space when it restarts the aggregates: counters of epoch & 1 are used */
 	__u32 frozen;       /* 1: every program returns at once (user space reads one consistent final snapshot) */
-	__u32 pad;
+	__u32 no_starts;    /* 1: no packet starts tracking (duty cycling drains the packets in flight before a detach) */
+	__u64 window_ns;    /* CLOCK_MONOTONIC of the current attach: a slot last touched before it belongs to a packet
+			     * that was in flight when the programs were detached (END_CUT), never to a hop */
 };
 
 /* load-time settings, written into .rodata before load (the only variable there) */
@@ -176,7 +179,8 @@ enum hop_counter {
 	C_LOST = 7,       /* a live packet's slot was taken by a new start (END_LOST) */
 	C_END_PATH = 8,   /* tracking ended at the path's end: not TCP or UDP (ICMP) */
 	C_END_UNSEEN = 9, /* freed without a tracepoint (END_UNSEEN) */
-	C_COUNT = 10,
+	C_CUT = 10,       /* in flight at a detach of the programs (END_CUT) */
+	C_COUNT = 11,
 };
 /* The counters map holds two sets, C_COUNT each: set (epoch & 1). Every started packet of an epoch ends in exactly
  * one end counter of the same set or is still in a slot of that epoch (in flight): started == the ends + live. */

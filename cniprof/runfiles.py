@@ -23,12 +23,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
-import pandas as pd
+import lazy_loader
 
 from cniprof.errors import UsageError
+
+if TYPE_CHECKING:
+    import jsonschema
+    import pandas as pd
+else:  # imported on first use: `trace` attaches its probes before either has loaded (issue 15)
+    jsonschema = lazy_loader.load("jsonschema")
+    pd = lazy_loader.load("pandas")
 
 MAX_FILE_BYTES = 512 * 1024 * 1024  # a run file larger than this is not one (cpu.json of a long run: ~10 MB)
 

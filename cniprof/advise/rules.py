@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.advise.finding import FAULT, OBSERVATION, Evidence, Finding
 from cniprof.advise.load import RunData
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 # a single hop holding this much of end-to-end latency is reported as the dominant hop (an observation: some hop
 # always dominates; on the clean lab the largest holds 15-25 %)

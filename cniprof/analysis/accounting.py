@@ -6,7 +6,7 @@ the CPU that swaps a packet out counts its end) and the final snapshot is one co
 for it), so for a final snapshot
 
     started = delivered (copied + freed after the path's end + ended there) + dropped + freed + unseen + lost
-              + stale + in flight
+              + stale + cut + in flight
 
 exactly; `unexplained` is what is left, 0 unless the snapshot was read while packets moved (a live view) or was
 recorded by an older probe that did not count every end. Categories:
@@ -22,6 +22,9 @@ recorded by an older probe that did not count every end. Categories:
 - lost: its tracking slot was taken by another packet while it was fresh (a hash clash in the table).
 - stale: not seen for stale_ms before the path's end: counted when its slot or address came back, or still in the
   table at the snapshot.
+- cut: in flight when duty cycling detached the programs (`trace --overhead-budget`), before the path's end: not
+  seen again, or seen again only across the gap (never timed); in the table or ended when its slot came back.
+  One cut at the path's end is a delivery.
 - in flight: still in the table at the snapshot, seen within stale_ms.
 """
 
@@ -34,7 +37,7 @@ from typing import Any
 
 from cniprof.analysis.hops import point_name
 
-CATEGORIES = ("delivered", "dropped", "freed", "unseen", "lost", "stale", "in_flight")
+CATEGORIES = ("delivered", "dropped", "freed", "unseen", "lost", "stale", "cut", "in_flight")
 MEANING = {
     "delivered": "copied to the reader, freed after the path's end (UDP read, TCP coalescing, ACK), or ended "
                  "there (ICMP)",
@@ -43,6 +46,7 @@ MEANING = {
     "unseen": "freed without a tracepoint before the path's end (GRO merge ...)",
     "lost": "tracking slot taken by another packet (hash clash)",
     "stale": "not seen for stale_ms",
+    "cut": "in flight at a detach of duty cycling (overhead budget)",
     "in_flight": "still tracked at the snapshot",
 }
 
@@ -59,6 +63,7 @@ class Accounting:
     lost: int
     stale: int
     in_flight: int
+    cut: int  # in flight at a detach of duty cycling, before the path's end
     where: Mapping[str, tuple[tuple[str, int], ...]]  # category -> (point name, count), most first
     complete: bool  # the snapshot counts every end (a probe with in-flight and unseen counters)
 
@@ -103,7 +108,7 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
     where: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     # ends at the path's end are deliveries: freed there (without a tracepoint, or consumed), or not seen for
     # stale_ms after it (no drop was reported, so the packet reached the socket layer; it may still be queued)
-    after_end = {"unseen": 0, "freed": 0, "stale": 0}
+    after_end = {"unseen": 0, "freed": 0, "stale": 0, "cut": 0}
     for e in snapshot.get("ends") or ():
         pid, kind, n = int(e["point"]), str(e["kind"]), int(e.get("count", 0))
         if kind in after_end and pid in ends_at:
@@ -114,11 +119,16 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
     for dr in snapshot.get("drops") or ():
         pid = int(dr["point"]["id"] if isinstance(dr["point"], Mapping) else dr["point"])
         where["dropped"][f"{name(pid)} ({dr.get('reason_name') or dr.get('reason')})"] += int(dr.get("count", 0))
-    live_stale_at_end = 0
+    live_stale_at_end = live_cut_at_end = 0
     for lv in snapshot.get("live") or ():
         pid = int(lv["point"])
         if lv.get("in_flight"):
             where["in_flight"][name(pid)] += int(lv["in_flight"])
+        if lv.get("cut") and pid in ends_at:
+            live_cut_at_end += int(lv["cut"])
+            where["delivered"][name(pid)] += int(lv["cut"])
+        elif lv.get("cut"):
+            where["cut"][name(pid)] += int(lv["cut"])
         if lv.get("stale") and pid in ends_at:
             live_stale_at_end += int(lv["stale"])
             where["delivered"][name(pid)] += int(lv["stale"])
@@ -129,13 +139,14 @@ def accounting(snapshot: Mapping[str, Any]) -> Accounting:
         started=c.get("started", 0),
         copied=c.get("ended_copy", 0),
         path_end=c.get("ended_path", 0),
-        freed_after_end=sum(after_end.values()) + live_stale_at_end,
+        freed_after_end=sum(after_end.values()) + live_stale_at_end + live_cut_at_end,
         dropped=c.get("ended_drop", 0),
         freed=c.get("ended_free", 0) - after_end["freed"],
         unseen=unseen,
         lost=c.get("lost", 0),
         stale=c.get("stale", 0) - after_end["stale"] + c.get("stale_in_table", 0) - live_stale_at_end,
         in_flight=c.get("in_flight", 0),
+        cut=c.get("cut", 0) - after_end["cut"] + c.get("cut_in_table", 0) - live_cut_at_end,
         where={k: tuple(sorted(v.items(), key=lambda kv: (-kv[1], kv[0]))) for k, v in where.items()},
         complete="in_flight" in c and "ended_unseen" in c,
     )

@@ -18,12 +18,17 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.analysis.summary import Analysis
 from cniprof.files import replacing
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 BASELINE = "host:network"
 COMPARE_CSV = "compare.csv"  # the long form of a comparison, beside each model's export

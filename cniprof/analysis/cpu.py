@@ -19,11 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.analysis.cpu_components import COMPONENTS, IDLE, classify, roles_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 SATURATION_PCT = 90.0  # a CPU spending this much of the wall time in NET_RX+NET_TX softirq is saturated
 IDLE_SPARE_PCT = 30.0  # ... and it is an imbalance when another CPU was idle at least this much

@@ -13,11 +13,18 @@ is at most 1/16 = 6.25 % of its lower bound wide. The last bucket (511) is open-
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+import lazy_loader
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
 
 HIST_SUB_BITS = 4
 HIST_SUB = 1 << HIST_SUB_BITS  # 16 linear sub-buckets per power of two
@@ -64,8 +71,11 @@ def bucket_bounds(idx: int) -> tuple[int, int]:
     return low, low + (1 << shift)
 
 
-_LOWS = np.array([bucket_bounds(i)[0] for i in range(HIST_BUCKETS)], dtype=np.float64)
-_HIGHS = np.array([bucket_bounds(i)[1] for i in range(HIST_BUCKETS)], dtype=np.float64)
+@functools.cache
+def _bounds() -> tuple[np.ndarray, np.ndarray]:
+    """Every bucket's (low, high) as float arrays; built on first use, so importing this module loads no numpy."""
+    return (np.array([bucket_bounds(i)[0] for i in range(HIST_BUCKETS)], dtype=np.float64),
+            np.array([bucket_bounds(i)[1] for i in range(HIST_BUCKETS)], dtype=np.float64))
 
 
 def _dense(buckets: Mapping[str | int, int] | None) -> np.ndarray:
@@ -149,7 +159,8 @@ class Histogram:
         total = self.total
         if total == 0:
             return math.nan
-        mid = (_LOWS + (_HIGHS - 1)) / 2
+        lows, highs = _bounds()
+        mid = (lows + (highs - 1)) / 2
         return float((self.buckets * mid).sum() / total)
 
     def percentile(self, p: float) -> float:
@@ -164,15 +175,16 @@ class Histogram:
         if total == 0:
             return math.nan
         cum = np.cumsum(self.buckets)
+        lows, highs = _bounds()
         rank = p / 100.0 * total
         if rank <= 0:
             i = int(np.flatnonzero(self.buckets)[0])
-            return float(_LOWS[i])
+            return float(lows[i])
         i = int(np.searchsorted(cum, rank, side="left"))
         i = min(i, HIST_BUCKETS - 1)
         before = float(cum[i - 1]) if i > 0 else 0.0
         frac = (rank - before) / float(self.buckets[i])
-        low, top = _LOWS[i], _HIGHS[i] - 1
+        low, top = lows[i], highs[i] - 1
         return float(min(max(low + frac * (top - low), low), top))
 
     def percentiles(self, ps: Iterable[float]) -> dict[float, float]:

@@ -22,12 +22,17 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.analysis.histogram import Histogram
 from cniprof.cni.model import Chain, Step
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 log = logging.getLogger(__name__)
 

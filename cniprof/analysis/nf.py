@@ -15,12 +15,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.analysis.histogram import Histogram
 from cniprof.analysis.summary import json_number
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 NF_COLUMNS = ["node", "netns", "hook", "packets", "mean_us", "p50_us", "p90_us", "p99_us", "total_ms", "unclosed"]
 HOOK_ORDER = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")

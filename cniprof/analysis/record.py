@@ -46,6 +46,8 @@ class TraceRecord:
     where: str = ""  # "lab built and removed", "lab reused, left up", "live node ..."
     command: str | None = None  # the command line that traced
     started: str | None = None  # when the trace began, local time with its UTC offset (2026-12-06T01:34:54+0000)
+    # what the probe cost and how much of the run it covered (cniprof.probes.duty status + attach_s)
+    overhead: Mapping[str, Any] | None = None
     kernel: str = field(default_factory=platform.release)
     arch: str = field(default_factory=platform.machine)
     cniprof_version: str = __version__
@@ -88,6 +90,8 @@ def summary_extra(record: TraceRecord) -> dict[str, Any]:
         extra["service"] = dict(record.service)
     if record.injections:
         extra["injections"] = list(record.injections)
+    if record.overhead is not None:
+        extra["overhead"] = dict(record.overhead)
     extra.update(where=record.where, command=record.command, started=record.started,
                  cniprof_version=record.cniprof_version)
     for key in ("clock", "agents"):  # node agents (trace --agents per-node): the offset, and any agent lost
@@ -132,5 +136,6 @@ def record_from_files(summary: Mapping[str, Any], snapshot: Mapping[str, Any], c
         probes=tuple(summary.get("probes") or ()), sampling=dict(summary.get("sampling") or {}), cpu=cpu, nf=nf,
         nodestate=nodestate, service=summary.get("service"), injections=tuple(summary.get("injections") or ()),
         where=str(summary.get("where") or ""), command=summary.get("command"), started=summary.get("started"),
+        overhead=summary.get("overhead"),
         kernel=str(summary.get("kernel") or ""), arch=str(summary.get("arch") or ""),
         cniprof_version=str(summary.get("cniprof_version") or ""))

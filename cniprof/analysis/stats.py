@@ -11,8 +11,14 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pandas as pd
+import lazy_loader
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 # two-sided 95 % quantiles of Student's t, df 1..30 (beyond: the normal 1.96)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,

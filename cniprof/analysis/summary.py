@@ -12,9 +12,9 @@ import math
 import platform
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.analysis.accounting import Accounting, accounting
 from cniprof.analysis.hops import (
@@ -26,6 +26,11 @@ from cniprof.analysis.hops import (
     hop_table,
     reconcile,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 SUMMARY_VERSION = 1
 COUNTER_KEYS = ("started", "hops", "unexpected", "stale", "lost", "ended_copy", "ended_path", "ended_free",

@@ -28,15 +28,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pyroute2 import netns as pr_netns
+import lazy_loader
 
 from cniprof.bpf import btf, libbpf, nflink
 from cniprof.bpf.build import object_path
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.netns_exec import enter_netns, in_thread
 from cniprof.sysinfo import config_option
+
+if TYPE_CHECKING:
+    import pyroute2
+else:  # imported on first use: a command that does not need it does not wait for it
+    pyroute2 = lazy_loader.load("pyroute2")
 
 # re-exported: the doctor's helper-thread runner moved to nflink, which the netfilter probe shares
 
@@ -514,13 +519,13 @@ def probe_netns() -> Iterator[str]:
     path = NETNS_DIR / PROBE_NETNS
     with _calibration_lock():
         if path.exists():
-            pr_netns.remove(PROBE_NETNS)
+            pyroute2.netns.remove(PROBE_NETNS)
         try:
-            pr_netns.create(PROBE_NETNS)
+            pyroute2.netns.create(PROBE_NETNS)
             yield PROBE_NETNS
         finally:
             if path.exists():
-                pr_netns.remove(PROBE_NETNS)
+                pyroute2.netns.remove(PROBE_NETNS)
 
 
 @contextlib.contextmanager

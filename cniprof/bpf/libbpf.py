@@ -14,11 +14,17 @@ import mmap
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+import lazy_loader
 
 from cniprof.bpf.build import rebuild_hint
 from cniprof.errors import EnvironmentProblem
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
 
 _lib: ctypes.CDLL | None = None
 
@@ -237,10 +243,14 @@ class Object:
                                          f"cniprof expects {ctypes.sizeof(key)}/{ctypes.sizeof(value)}: "
                                          f"{rebuild_hint()}")
 
-    def close(self) -> None:
+    def detach_all(self) -> None:
+        """Destroy every link; the programs stay loaded and can be attached again."""
         for _, link in reversed(self.links):
             lib().bpf_link__destroy(link)
         self.links.clear()
+
+    def close(self) -> None:
+        self.detach_all()
         if self.ptr:
             lib().bpf_object__close(self.ptr)
             self.ptr = None

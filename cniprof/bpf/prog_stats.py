@@ -14,8 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from cniprof.bpf.btf import vmlinux
 from cniprof.bpf.libbpf import enable_stats, prog_info
@@ -27,17 +25,15 @@ _FIELDS = ("run_time_ns", "run_cnt")
 
 @functools.lru_cache(maxsize=1)
 def _layout() -> tuple[int, int, int]:
-    """(sizeof struct bpf_prog_info, offset of run_time_ns, offset of run_cnt) for this kernel."""
-    btf = vmlinux()
-    layout = btf.struct_layout("bpf_prog_info")
-    missing = [f for f in _FIELDS if f not in layout]
+    """(sizeof struct bpf_prog_info, offset of run_time_ns, offset of run_cnt) for this kernel.
+
+    Both members are __u64 in the UAPI header since they were added (Linux 5.1); only their offsets move."""
+    size, offsets = vmlinux().member_offsets("bpf_prog_info")
+    missing = [f for f in _FIELDS if f not in offsets]
     if missing:
         raise EnvironmentProblem(f"this kernel's bpf_prog_info has no {', '.join(missing)}: "
                                  "BPF run-time statistics need Linux 5.1 or newer")
-    for f in _FIELDS:
-        if layout[f][1] != 8:
-            raise EnvironmentProblem(f"bpf_prog_info.{f} is {layout[f][1]} bytes in this kernel's BTF, not 8")
-    return btf.sizeof("bpf_prog_info"), layout["run_time_ns"][0], layout["run_cnt"][0]
+    return size, offsets["run_time_ns"], offsets["run_cnt"]
 
 
 def prog_stats(fd: int) -> tuple[int, int]:
@@ -55,13 +51,24 @@ def prog_stats(fd: int) -> tuple[int, int]:
     return run_time_ns, run_cnt
 
 
-@contextmanager
-def stats_enabled() -> Iterator[None]:
-    """Run-time statistics on for the block, through a BPF_ENABLE_STATS fd rather than the machine-wide sysctl:
-    other users of kernel.bpf_stats_enabled are not affected when the block ends, and a crash restores nothing
-    because nothing was changed (the kernel drops the hold with the fd)."""
-    fd = enable_stats()
-    try:
-        yield
-    finally:
-        os.close(fd)
+class RunTimeStats:
+    """Run-time statistics switched on for as long as this object is open (the BPF_ENABLE_STATS command, Linux 5.8+).
+
+    Unlike writing the sysctl, nothing machine-wide is left changed: the kernel counts while any such fd is open
+    and stops when the last one closes, also when the process dies. The accounting applies to every BPF program on
+    the machine while it is on (two clock reads per run), which is why a run holds it only as long as it traces.
+    """
+
+    def __init__(self) -> None:
+        self.fd: int | None = enable_stats()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunTimeStats:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

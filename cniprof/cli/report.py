@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import lazy_loader
 from rich.console import Console
 
 from cniprof.advise import render
@@ -35,6 +37,11 @@ from cniprof.report.export import model_dir, write_views
 from cniprof.ui.compare_table import render_comparison
 from cniprof.ui.console import wide_console
 from cniprof.ui.run_summary import print_run
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

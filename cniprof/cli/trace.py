@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -22,6 +23,7 @@ from cniprof.cli.report import print_written
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.files import writable_dir
+from cniprof.probes.duty import DEFAULT_BUDGET_PCT
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 from cniprof.report import attach, rundir
 from cniprof.report.export import export_trace
@@ -90,6 +92,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-clock-offset-ns", type=int, default=0, metavar="NS",
                    help="TEST ONLY, with --agents per-node: added to every time the destination node's agent reports, "
                         "to check that the offset estimate recovers it")
+    p.add_argument("--overhead-budget", type=float, default=DEFAULT_BUDGET_PCT, metavar="PCT",
+                   help="what the probe may cost, in %% of the node's kernel CPU time (default 2): the hop programs "
+                        "are attached for the fraction of each half second that keeps the measured cost there, "
+                        "adjusted as the load changes; 100 traces the whole run. --traffic udp/ping (exact counts) "
+                        "are always traced whole")
+    p.add_argument("--ready-file", metavar="PATH",
+                   help="write the attach time (seconds after start) to PATH once the probes are attached")
     p.add_argument("--no-ui", action="store_true", help="no live view; print only the final table")
     k = p.add_argument_group("cluster mode (--k8s; see `cniprof k8s` to deploy the agents)")
     k.add_argument("--k8s", action="store_true",
@@ -133,9 +142,14 @@ def run(args: argparse.Namespace) -> int:
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
                               cpu=args.cpu, cpu_freq_hz=args.cpu_freq, nf=args.nf, services=args.services,
                               root=str(args.root), node_netns=args.node_netns, command=shlex.join(["cniprof", *sys.argv[1:]]),
-                              agents=args.agents, test_clock_offset_ns=args.test_clock_offset_ns)
+                              agents=args.agents, test_clock_offset_ns=args.test_clock_offset_ns,
+                              overhead_budget_pct=args.overhead_budget, ready_file=args.ready_file)
     if args.export is not None:
         writable_dir(args.export)  # refused now, not after the whole trace ran
+    if args.ready_file is not None:
+        if Path(args.ready_file).is_dir():
+            raise UsageError(f"--ready-file {args.ready_file} is a directory; name a file")
+        writable_dir(Path(args.ready_file).parent)
     if trace_compare.is_comparison(args.cni):  # the same traffic on each model, one table
         return trace_compare.run(args, opts)
     if args.services is not None and opts.path is None:
@@ -156,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             if "meter" not in rx:
                 rx["meter"] = RxBytes.for_snapshot(snapshot)
             view.update(analyze(snapshot, chain), progress=(min(elapsed, opts.duration_s), opts.duration_s),
-                        throughput_bps=rx["meter"].bps())
+                        throughput_bps=rx["meter"].bps(), overhead=snapshot.get("overhead"))
 
         def on_cpu(cpu_snapshot: dict) -> None:
             view.cpu = render_cpu_panel(analyze_cpu(cpu_snapshot))

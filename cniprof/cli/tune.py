@@ -16,9 +16,9 @@ import shlex
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.cli import commands
 from cniprof.cni import registry
@@ -29,6 +29,11 @@ from cniprof.report import tune as tune_report
 from cniprof.run import generators, inject, pod_to_service, trace
 from cniprof.tune import measure, tunes
 from cniprof.ui.console import wide_console
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 DEFAULT_PAIRS = 5
 DEFAULT_DURATION_S = 3.0

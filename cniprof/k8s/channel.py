@@ -16,18 +16,17 @@ import logging
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import lazy_loader
 import yaml
-from kubernetes.stream.ws_client import (
-    ERROR_CHANNEL,
-    STDERR_CHANNEL,
-    STDIN_CHANNEL,
-    STDOUT_CHANNEL,
-    V5_CHANNEL_PROTOCOL,
-    WSClient,
-)
 from websocket import WebSocketException
+
+if TYPE_CHECKING:
+    import kubernetes
+    from kubernetes.stream.ws_client import WSClient
+else:  # imported on first use: `trace` without --k8s never waits for the kubernetes client (~0.5 s)
+    kubernetes = lazy_loader.load("kubernetes")
 
 log = logging.getLogger(__name__)
 CLOSE_WAIT_S = 2.0
@@ -36,7 +35,7 @@ CLOSE_WAIT_S = 2.0
 def exit_status(ws: WSClient) -> tuple[int | None, str | None]:
     """The exec's end as the API server reports it on the error channel: (exit code, None), or (None, the
     failure message), or (None, None) when the stream closed without a status (a broken connection)."""
-    raw = ws.read_channel(ERROR_CHANNEL)
+    raw = ws.read_channel(kubernetes.stream.ws_client.ERROR_CHANNEL)
     try:
         status = yaml.safe_load(raw) if raw else None
     except yaml.YAMLError:
@@ -66,7 +65,7 @@ class ExecChannel:
         self._buf = ""  # stdout received, not yet a whole line
 
     def _drain_stderr(self) -> None:
-        text = self.ws.read_channel(STDERR_CHANNEL)
+        text = self.ws.read_channel(kubernetes.stream.ws_client.STDERR_CHANNEL)
         for line in text.splitlines():
             self._stderr.append(line)
             log.debug("agent %s: %s", self.node, line)
@@ -113,7 +112,7 @@ class ExecChannel:
                 except (WebSocketException, OSError) as e:  # the connection broke under the client
                     log.debug("exec stream to %s broke: %s", self.where, e)
                     self.ws.close()
-                self._buf += self.ws.read_channel(STDOUT_CHANNEL)
+                self._buf += self.ws.read_channel(kubernetes.stream.ws_client.STDOUT_CHANNEL)
                 self._drain_stderr()
                 line = self._next_line()
             if line is not None:
@@ -134,8 +133,8 @@ class ExecChannel:
         """Close the agent's stdin, give it CLOSE_WAIT_S to stop (its stream then ends), close the websocket."""
         if self.ws.is_open():
             try:
-                if self.ws.subprotocol == V5_CHANNEL_PROTOCOL:
-                    self.ws.close_channel(STDIN_CHANNEL)
+                if self.ws.subprotocol == kubernetes.stream.ws_client.V5_CHANNEL_PROTOCOL:
+                    self.ws.close_channel(kubernetes.stream.ws_client.STDIN_CHANNEL)
                     self.ws.run_forever(timeout=CLOSE_WAIT_S)
             except (WebSocketException, OSError):
                 pass

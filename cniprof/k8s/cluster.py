@@ -18,18 +18,21 @@ import logging
 import re
 import sys
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, unquote, urlencode
 
+import lazy_loader
 import urllib3
 import yaml
-from kubernetes import client, config
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
-from kubernetes.stream import stream
 
 from cniprof.errors import CniprofError, EnvironmentProblem
+
+if TYPE_CHECKING:
+    import kubernetes
+    from kubernetes.client import ApiClient
+    from kubernetes.client.exceptions import ApiException
+else:  # imported on first use: `trace` without --k8s never waits for the kubernetes client (~0.5 s)
+    kubernetes = lazy_loader.load("kubernetes")
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,15 +53,16 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> ApiCli
     """An API client from a kubeconfig (default: $KUBECONFIG or ~/.kube/config), or the in-cluster service
     account when no kubeconfig exists and cniprof runs in a pod."""
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
+        return kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
     # the client's loader lets a file that is not a kubeconfig through as whatever it tripped on (not YAML, a
     # list, a directory, a bad field): all of them mean "no usable kubeconfig"
-    except (ConfigException, OSError, yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError) as e:
+    except (kubernetes.config.config_exception.ConfigException, OSError, yaml.YAMLError, ValueError, TypeError,
+            KeyError, AttributeError) as e:
         if kubeconfig is None and context is None:
             try:
-                config.load_incluster_config()
-                return ApiClient()
-            except ConfigException:
+                kubernetes.config.load_incluster_config()
+                return kubernetes.client.ApiClient()
+            except kubernetes.config.config_exception.ConfigException:
                 pass
         where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -79,10 +83,10 @@ class Cluster:
     dry_run = False
 
     def __init__(self, api: ApiClient | None) -> None:
-        self.api = api or ApiClient()
-        self.core = client.CoreV1Api(self.api)
-        self.apps = client.AppsV1Api(self.api)
-        self.rbac = client.RbacAuthorizationV1Api(self.api)
+        self.api = api or kubernetes.client.ApiClient()
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.apps = kubernetes.client.AppsV1Api(self.api)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api)
         self.calls: list[str] = []
 
     @property
@@ -97,7 +101,7 @@ class Cluster:
         log.info("k8s: %s", line)
         try:
             return send()
-        except ApiException as e:
+        except kubernetes.client.exceptions.ApiException as e:
             raise self.refused(what, e) from None
         except urllib3.exceptions.HTTPError as e:  # connection refused, DNS, TLS, timeouts: below the API
             raise EnvironmentProblem(f"{what}: cannot reach the API server at {self.server} "
@@ -127,36 +131,36 @@ class Cluster:
     # -- reads ------------------------------------------------------------------------------------------------
     def version(self) -> dict[str, str]:
         def send() -> dict[str, str]:
-            info = client.VersionApi(self.api).get_code()
+            info = kubernetes.client.VersionApi(self.api).get_code()
             return {"git_version": info.git_version, "platform": info.platform}
 
         return self._request("GET", "/version/", "reading the server version", send,
                              lambda: {"git_version": "<server version>", "platform": "<platform>"})
 
-    def read_pod(self, namespace: str, name: str) -> client.V1Pod:
+    def read_pod(self, namespace: str, name: str) -> kubernetes.client.V1Pod:
         ref = f"{namespace}/{name}"
-        placeholder = client.V1Pod(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=f"<uid of {ref}>"),
-            spec=client.V1PodSpec(node_name=f"<node of {ref}>",
-                                  containers=[client.V1Container(name=f"<containers of {ref}>")]),
-            status=client.V1PodStatus(phase="Running", pod_ip=f"<ip of {ref}>"))
+        placeholder = kubernetes.client.V1Pod(
+            metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=namespace, uid=f"<uid of {ref}>"),
+            spec=kubernetes.client.V1PodSpec(node_name=f"<node of {ref}>",
+                                  containers=[kubernetes.client.V1Container(name=f"<containers of {ref}>")]),
+            status=kubernetes.client.V1PodStatus(phase="Running", pod_ip=f"<ip of {ref}>"))
         return self._request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}", f"pod {ref}",
                              lambda: self.core.read_namespaced_pod(name, namespace), lambda: placeholder)
 
-    def pods_on_node(self, namespace: str, selector: str, node: str) -> list[client.V1Pod]:
+    def pods_on_node(self, namespace: str, selector: str, node: str) -> list[kubernetes.client.V1Pod]:
         query = {"fieldSelector": f"spec.nodeName={node}", "labelSelector": selector}
-        placeholder = [client.V1Pod(
-            metadata=client.V1ObjectMeta(name=f"<agent pod on {node}>", namespace=namespace),
-            spec=client.V1PodSpec(node_name=node, containers=[]), status=client.V1PodStatus(phase="Running"))]
+        placeholder = [kubernetes.client.V1Pod(
+            metadata=kubernetes.client.V1ObjectMeta(name=f"<agent pod on {node}>", namespace=namespace),
+            spec=kubernetes.client.V1PodSpec(node_name=node, containers=[]), status=kubernetes.client.V1PodStatus(phase="Running"))]
         return self._request(
             "GET", f"/api/v1/namespaces/{namespace}/pods", f"pods {selector} on node {node} in {namespace}",
             lambda: list(self.core.list_namespaced_pod(namespace, field_selector=query["fieldSelector"],
                                                        label_selector=selector).items),
             lambda: placeholder, query)
 
-    def read_node(self, name: str) -> client.V1Node:
-        placeholder = client.V1Node(metadata=client.V1ObjectMeta(name=name), status=client.V1NodeStatus(
-            node_info=client.V1NodeSystemInfo(
+    def read_node(self, name: str) -> kubernetes.client.V1Node:
+        placeholder = kubernetes.client.V1Node(metadata=kubernetes.client.V1ObjectMeta(name=name), status=kubernetes.client.V1NodeStatus(
+            node_info=kubernetes.client.V1NodeSystemInfo(
                 architecture=f"<arch of {name}>", kernel_version=f"<kernel of {name}>", boot_id="",
                 container_runtime_version="<runtime>", kube_proxy_version="", kubelet_version="<kubelet>",
                 machine_id="", operating_system="linux", os_image="<os>", system_uuid="")))
@@ -211,13 +215,13 @@ class Cluster:
 
         return template.format(name=name, ns=ns), call
 
-    def create_pod(self, namespace: str, pod: client.V1Pod) -> client.V1Pod:
+    def create_pod(self, namespace: str, pod: kubernetes.client.V1Pod) -> kubernetes.client.V1Pod:
         return self._request("POST", f"/api/v1/namespaces/{namespace}/pods",
                              f"creating pod {namespace}/{pod.metadata.name}",
                              lambda: self.core.create_namespaced_pod(namespace, pod), lambda: pod,
                              note=f"pod {pod.metadata.name}")
 
-    def add_ephemeral_container(self, pod: client.V1Pod, container: client.V1EphemeralContainer) -> None:
+    def add_ephemeral_container(self, pod: kubernetes.client.V1Pod, container: kubernetes.client.V1EphemeralContainer) -> None:
         """Add one ephemeral container to a running pod (strategic merge patch of the subresource: the
         containers already there are kept)."""
         ns, name = pod.metadata.namespace, pod.metadata.name
@@ -236,7 +240,7 @@ class Cluster:
         return self._request(
             "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/exec",
             f"exec {' '.join(command)} in {namespace}/{pod} ({container})",
-            lambda: stream(self.core.connect_get_namespaced_pod_exec, pod, namespace, command=command,
+            lambda: kubernetes.stream.stream(self.core.connect_get_namespaced_pod_exec, pod, namespace, command=command,
                            container=container, stderr=True, stdin=stdin, stdout=True, tty=False,
                            _preload_content=False),
             lambda: None, query, note="websocket exec")

@@ -15,14 +15,19 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubernetes import client
+import lazy_loader
 
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.k8s.cluster import Cluster
 from cniprof.traffic.iperf3 import Iperf3, parse_client_json
 from cniprof.traffic.ping import Ping, parse_ping
+
+if TYPE_CHECKING:
+    import kubernetes
+else:  # imported on first use: `trace` without --k8s never waits for the kubernetes client (~0.5 s)
+    kubernetes = lazy_loader.load("kubernetes")
 
 TRAFFIC = ("iperf3", "ping", "none")
 MARGIN_S = 60  # generators and scheduled pods end by themselves this long after the traced duration
@@ -68,12 +73,12 @@ def plan(traffic: str, src: str, dst: str, dst_ip: str, duration_s: float, count
     return [Generator(src, f"cniprof-ping-{tag}", tuple(bounded(argv, limit)), "client")]
 
 
-def ephemeral_container(gen: Generator, image: str) -> client.V1EphemeralContainer:
-    return client.V1EphemeralContainer(name=gen.container, image=image, image_pull_policy="IfNotPresent",
+def ephemeral_container(gen: Generator, image: str) -> kubernetes.client.V1EphemeralContainer:
+    return kubernetes.client.V1EphemeralContainer(name=gen.container, image=image, image_pull_policy="IfNotPresent",
                                        command=list(gen.argv), stdin=False, tty=False)
 
 
-def container_state(pod: client.V1Pod, name: str) -> tuple[str, int | None]:
+def container_state(pod: kubernetes.client.V1Pod, name: str) -> tuple[str, int | None]:
     """('waiting'|'running'|'terminated'|'absent', exit code) of an ephemeral or regular container."""
     statuses = list((pod.status.ephemeral_container_statuses or []) if pod.status else [])
     statuses += list((pod.status.container_statuses or []) if pod.status else [])
@@ -135,15 +140,15 @@ def result(traffic: str, log_text: str, exit_code: int | None) -> dict[str, Any]
             "rtt_avg_ms": p.avg_ms, "rtt_min_ms": p.min_ms, "rtt_max_ms": p.max_ms}
 
 
-def traffic_pod(ns: str, name: str, node: str, image: str, limit_s: int) -> client.V1Pod:
+def traffic_pod(ns: str, name: str, node: str, image: str, limit_s: int) -> kubernetes.client.V1Pod:
     """A pod pinned to a node (nodeName: no scheduler decision) that only waits; generators join it as
     ephemeral containers like in any traced pod. It ends by itself after limit_s (activeDeadlineSeconds)."""
-    return client.V1Pod(
+    return kubernetes.client.V1Pod(
         api_version="v1", kind="Pod",
-        metadata=client.V1ObjectMeta(name=name, namespace=ns, labels=dict(TRAFFIC_LABELS)),
-        spec=client.V1PodSpec(
+        metadata=kubernetes.client.V1ObjectMeta(name=name, namespace=ns, labels=dict(TRAFFIC_LABELS)),
+        spec=kubernetes.client.V1PodSpec(
             node_name=node, restart_policy="Never", active_deadline_seconds=limit_s,
             automount_service_account_token=False, termination_grace_period_seconds=1,
-            tolerations=[client.V1Toleration(operator="Exists")],
-            containers=[client.V1Container(name="wait", image=image, image_pull_policy="IfNotPresent",
+            tolerations=[kubernetes.client.V1Toleration(operator="Exists")],
+            containers=[kubernetes.client.V1Container(name="wait", image=image, image_pull_policy="IfNotPresent",
                                            command=["sleep", str(limit_s)])]))

@@ -12,13 +12,17 @@ profile. Every privilege below is the least the agent's work needs; PRIVILEGES s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import lazy_loader
 import yaml
-from kubernetes import client
-from kubernetes.client import ApiClient
 
 from cniprof import __version__
+
+if TYPE_CHECKING:
+    import kubernetes
+else:  # imported on first use: `trace` without --k8s never waits for the kubernetes client (~0.5 s)
+    kubernetes = lazy_loader.load("kubernetes")
 
 DEFAULT_NAMESPACE = "cniprof"
 DEFAULT_IMAGE = f"cniprof:{__version__}"
@@ -66,27 +70,27 @@ HOST_MOUNTS = (
 )
 
 
-def _meta(name: str, namespace: str | None = None) -> client.V1ObjectMeta:
-    return client.V1ObjectMeta(name=name, namespace=namespace, labels=dict(AGENT_LABELS))
+def _meta(name: str, namespace: str | None = None) -> kubernetes.client.V1ObjectMeta:
+    return kubernetes.client.V1ObjectMeta(name=name, namespace=namespace, labels=dict(AGENT_LABELS))
 
 
-def namespace(ns: str) -> client.V1Namespace:
-    return client.V1Namespace(api_version="v1", kind="Namespace", metadata=_meta(ns))
+def namespace(ns: str) -> kubernetes.client.V1Namespace:
+    return kubernetes.client.V1Namespace(api_version="v1", kind="Namespace", metadata=_meta(ns))
 
 
-def service_account(ns: str) -> client.V1ServiceAccount:
+def service_account(ns: str) -> kubernetes.client.V1ServiceAccount:
     """The agents' identity: no token (the agent never calls the API), bound to no role."""
-    return client.V1ServiceAccount(api_version="v1", kind="ServiceAccount", metadata=_meta(AGENT_NAME, ns),
+    return kubernetes.client.V1ServiceAccount(api_version="v1", kind="ServiceAccount", metadata=_meta(AGENT_NAME, ns),
                                    automount_service_account_token=False)
 
 
-def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> client.V1PolicyRule:
-    return client.V1PolicyRule(api_groups=groups, resources=resources, verbs=verbs)
+def _rule(groups: list[str], resources: list[str], verbs: list[str]) -> kubernetes.client.V1PolicyRule:
+    return kubernetes.client.V1PolicyRule(api_groups=groups, resources=resources, verbs=verbs)
 
 
-def tracer_cluster_role() -> client.V1ClusterRole:
+def tracer_cluster_role() -> kubernetes.client.V1ClusterRole:
     """What `cniprof trace --k8s` needs cluster-wide: the traced pods (anywhere) and the nodes' kernels."""
-    return client.V1ClusterRole(
+    return kubernetes.client.V1ClusterRole(
         api_version="rbac.authorization.k8s.io/v1", kind="ClusterRole", metadata=_meta(TRACER_ROLE),
         rules=[_rule([""], ["pods"], ["get", "list"]),
                # generators: an ephemeral container in the traced pod shares its network namespace
@@ -98,55 +102,55 @@ def tracer_cluster_role() -> client.V1ClusterRole:
                _rule([""], ["nodes"], ["get", "list"])])
 
 
-def tracer_role(ns: str) -> client.V1Role:
+def tracer_role(ns: str) -> kubernetes.client.V1Role:
     """In the agents' namespace: exec into the agent pods (a tracing session), and the client/server pods of
     `--nodes A,B`, created there and deleted at the end."""
-    return client.V1Role(
+    return kubernetes.client.V1Role(
         api_version="rbac.authorization.k8s.io/v1", kind="Role", metadata=_meta(TRACER_ROLE, ns),
         rules=[_rule([""], ["pods"], ["get", "list", "create", "delete"]),
                _rule([""], ["pods/exec"], ["get", "create"]),
                _rule([""], ["pods/log"], ["get"])])
 
 
-def daemon_set(ns: str, image: str) -> client.V1DaemonSet:
-    mounts = [client.V1VolumeMount(name=m.name, mount_path=m.mount_path, read_only=True,
+def daemon_set(ns: str, image: str) -> kubernetes.client.V1DaemonSet:
+    mounts = [kubernetes.client.V1VolumeMount(name=m.name, mount_path=m.mount_path, read_only=True,
                                    mount_propagation=m.propagation) for m in HOST_MOUNTS]
-    volumes = [client.V1Volume(name=m.name, host_path=client.V1HostPathVolumeSource(
+    volumes = [kubernetes.client.V1Volume(name=m.name, host_path=kubernetes.client.V1HostPathVolumeSource(
         path=m.host_path, type="Directory" if m.name in ("btf", "proc") else "DirectoryOrCreate"))
         for m in HOST_MOUNTS]
-    container = client.V1Container(
+    container = kubernetes.client.V1Container(
         name=AGENT_CONTAINER, image=image, image_pull_policy="IfNotPresent",
         # waits only; with hostPID this is not PID 1, so SIGTERM ends it at once. Sessions are exec'd processes.
         command=["sleep", "infinity"],
-        env=[client.V1EnvVar(name="CNIPROF_NODE", value_from=client.V1EnvVarSource(
-            field_ref=client.V1ObjectFieldSelector(field_path="spec.nodeName")))],
-        security_context=client.V1SecurityContext(
+        env=[kubernetes.client.V1EnvVar(name="CNIPROF_NODE", value_from=kubernetes.client.V1EnvVarSource(
+            field_ref=kubernetes.client.V1ObjectFieldSelector(field_path="spec.nodeName")))],
+        security_context=kubernetes.client.V1SecurityContext(
             # allowPrivilegeEscalation stays unset: the API refuses false together with CAP_SYS_ADMIN
             privileged=False, read_only_root_filesystem=True,
             run_as_user=0, run_as_non_root=False,
-            capabilities=client.V1Capabilities(add=list(CAPABILITIES), drop=["ALL"]),
-            seccomp_profile=client.V1SeccompProfile(type="RuntimeDefault")),
-        resources=client.V1ResourceRequirements(requests={"cpu": "10m", "memory": "64Mi"},
+            capabilities=kubernetes.client.V1Capabilities(add=list(CAPABILITIES), drop=["ALL"]),
+            seccomp_profile=kubernetes.client.V1SeccompProfile(type="RuntimeDefault")),
+        resources=kubernetes.client.V1ResourceRequirements(requests={"cpu": "10m", "memory": "64Mi"},
                                                 limits={"memory": "1Gi"}),  # BPF maps are charged here
-        volume_mounts=mounts + [client.V1VolumeMount(name="tmp", mount_path="/tmp")])
-    affinity = client.V1Affinity(node_affinity=client.V1NodeAffinity(
-        required_during_scheduling_ignored_during_execution=client.V1NodeSelector(node_selector_terms=[
-            client.V1NodeSelectorTerm(match_expressions=[
-                client.V1NodeSelectorRequirement(key="kubernetes.io/os", operator="In", values=["linux"]),
-                client.V1NodeSelectorRequirement(key="kubernetes.io/arch", operator="In",
+        volume_mounts=mounts + [kubernetes.client.V1VolumeMount(name="tmp", mount_path="/tmp")])
+    affinity = kubernetes.client.V1Affinity(node_affinity=kubernetes.client.V1NodeAffinity(
+        required_during_scheduling_ignored_during_execution=kubernetes.client.V1NodeSelector(node_selector_terms=[
+            kubernetes.client.V1NodeSelectorTerm(match_expressions=[
+                kubernetes.client.V1NodeSelectorRequirement(key="kubernetes.io/os", operator="In", values=["linux"]),
+                kubernetes.client.V1NodeSelectorRequirement(key="kubernetes.io/arch", operator="In",
                                                  values=list(ARCHITECTURES))])])))
-    pod = client.V1PodSpec(
+    pod = kubernetes.client.V1PodSpec(
         service_account_name=AGENT_NAME, automount_service_account_token=False,
         host_pid=True, host_network=True, dns_policy="ClusterFirstWithHostNet",
-        affinity=affinity, tolerations=[client.V1Toleration(operator="Exists")],  # every node, control plane too
+        affinity=affinity, tolerations=[kubernetes.client.V1Toleration(operator="Exists")],  # every node, control plane too
         termination_grace_period_seconds=5, containers=[container],
-        volumes=volumes + [client.V1Volume(name="tmp", empty_dir=client.V1EmptyDirVolumeSource())])
-    return client.V1DaemonSet(
+        volumes=volumes + [kubernetes.client.V1Volume(name="tmp", empty_dir=kubernetes.client.V1EmptyDirVolumeSource())])
+    return kubernetes.client.V1DaemonSet(
         api_version="apps/v1", kind="DaemonSet", metadata=_meta(AGENT_NAME, ns),
-        spec=client.V1DaemonSetSpec(
-            selector=client.V1LabelSelector(match_labels=dict(AGENT_LABELS)),
-            update_strategy=client.V1DaemonSetUpdateStrategy(type="RollingUpdate"),
-            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=dict(AGENT_LABELS)),
+        spec=kubernetes.client.V1DaemonSetSpec(
+            selector=kubernetes.client.V1LabelSelector(match_labels=dict(AGENT_LABELS)),
+            update_strategy=kubernetes.client.V1DaemonSetUpdateStrategy(type="RollingUpdate"),
+            template=kubernetes.client.V1PodTemplateSpec(metadata=kubernetes.client.V1ObjectMeta(labels=dict(AGENT_LABELS)),
                                               spec=pod)))
 
 
@@ -157,7 +161,7 @@ def objects(ns: str = DEFAULT_NAMESPACE, image: str = DEFAULT_IMAGE) -> list[Any
 
 def to_dict(obj: Any) -> dict[str, Any]:
     """The JSON form the API server receives (camelCase keys, no nulls)."""
-    return ApiClient().sanitize_for_serialization(obj)
+    return kubernetes.client.ApiClient().sanitize_for_serialization(obj)
 
 
 def to_yaml(objs: list[Any]) -> str:

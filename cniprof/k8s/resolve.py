@@ -4,13 +4,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubernetes import client
+import lazy_loader
 
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.k8s import manifests
 from cniprof.k8s.cluster import ApiRefused, Cluster
+
+if TYPE_CHECKING:
+    import kubernetes
+else:  # imported on first use: `trace` without --k8s never waits for the kubernetes client (~0.5 s)
+    kubernetes = lazy_loader.load("kubernetes")
 
 AGENT_SELECTOR = ",".join(f"{k}={v}" for k, v in manifests.AGENT_LABELS.items())
 # a static pod (a manifest file on the node) is shown by the API as a mirror pod with a UID of its own; the
@@ -56,7 +61,7 @@ def parse_ref(text: str) -> tuple[str, str]:
     return (ns or "default"), name
 
 
-def pod_info(pod: client.V1Pod) -> PodInfo:
+def pod_info(pod: kubernetes.client.V1Pod) -> PodInfo:
     meta, spec, status = pod.metadata, pod.spec, pod.status
     ref = f"{meta.namespace}/{meta.name}"
     phase = status.phase if status else None

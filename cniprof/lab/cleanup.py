@@ -11,11 +11,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pyroute2 import netns as pr_netns
+import lazy_loader
 
 from cniprof.cni.topology import LAB_NETNS_PREFIX, NETNS_DIR, netns_inode
 from cniprof.lab import host_sysctl, saved
+
+if TYPE_CHECKING:
+    import pyroute2
+else:  # imported on first use: a command that does not need it does not wait for it
+    pyroute2 = lazy_loader.load("pyroute2")
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +29,7 @@ log = logging.getLogger(__name__)
 def list_lab_namespaces(prefix: str = LAB_NETNS_PREFIX) -> list[str]:
     """Names of existing lab namespaces, sorted (`cniprof-node1` before its pods `cniprof-node1-...`)."""
     try:
-        names = pr_netns.listnetns(NETNS_DIR)
+        names = os.listdir(NETNS_DIR)  # what pyroute2's listnetns does, without importing pyroute2
     except FileNotFoundError:
         return []
     return sorted(n for n in names if n.startswith(prefix))
@@ -38,7 +44,7 @@ def remove_netns(name: str) -> bool:
     if not name.startswith(LAB_NETNS_PREFIX):
         raise ValueError(f"refusing to remove {name!r}: not a cniprof lab namespace")
     try:
-        pr_netns.remove(name)
+        pyroute2.netns.remove(name)
     except FileNotFoundError:
         return False
     log.info("removed netns %s", name)

@@ -14,15 +14,22 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as pr_netns
+import lazy_loader
 
 from cniprof.cni.topology import LAB_NETNS_PREFIX
 from cniprof.errors import CniprofError
 from cniprof.lab.cleanup import list_lab_namespaces, remove_namespaces
 from cniprof.netns_exec import call_in
+
+if TYPE_CHECKING:
+    import pyroute2
+else:  # imported on first use: a command that does not need it does not wait for it
+    pyroute2 = lazy_loader.load("pyroute2")
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,7 @@ def read_sysctl(netns: str, key: str) -> str:
 
 def ipr(netns: str) -> IPRoute:
     """An RTNL socket inside `netns`; flags=0 so a typo fails instead of creating a stray namespace."""
-    return IPRoute(netns=netns, flags=0)
+    return pyroute2.IPRoute(netns=netns, flags=0)
 
 
 def index(sock: IPRoute, ifname: str) -> int:
@@ -92,7 +99,7 @@ class Namespaces:
         if not name.startswith(LAB_NETNS_PREFIX):
             raise ValueError(f"lab namespaces must start with {LAB_NETNS_PREFIX!r}: {name}")
         self.names.append(name)  # before create(): an interrupt inside it may leave the mount behind
-        pr_netns.create(name)
+        pyroute2.netns.create(name)
         prepare_netns(name, forward)
 
 

@@ -18,12 +18,20 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+import lazy_loader
 
 from cniprof.cni.topology import NETNS_DIR, Device, Node, Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
+
+if TYPE_CHECKING:
+    import pyroute2
+else:  # imported on first use: a command that does not need it does not wait for it
+    pyroute2 = lazy_loader.load("pyroute2")
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 # a namespace with no name: the one cniprof runs in. An absolute path works everywhere a name does
 # (os.path.join keeps it, pyroute2 opens it as is) except `ip netns exec`.
@@ -68,7 +76,7 @@ class PodLink:
 def netlink(netns: str | None) -> Iterator[IPRoute]:
     """A netlink socket in `netns` (None: our own namespace). flags=0: a mistyped name must not create one."""
     try:
-        ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+        ipr = pyroute2.IPRoute(netns=netns, flags=0) if netns else pyroute2.IPRoute()
     except FileNotFoundError:
         raise UsageError(f"network namespace {netns!r} does not exist (no {os.path.join(NETNS_DIR, netns or '')})")\
             from None
@@ -125,7 +133,7 @@ def _nsid(ipr: IPRoute, path: str) -> int | None:
         return None
     try:
         reply = ipr.get_netnsid(fd=fd)
-    except NetlinkError:
+    except pyroute2.NetlinkError:
         return None
     finally:
         os.close(fd)

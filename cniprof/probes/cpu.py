@@ -25,9 +25,9 @@ import errno
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+import lazy_loader
 
 from cniprof.bpf import libbpf
 from cniprof.bpf.build import rebuild_hint
@@ -37,6 +37,11 @@ from cniprof.probes import cpu_abi as abi
 from cniprof.probes.probe import BpfProbe
 from cniprof.probes.symbols import Kallsyms, UserSymbols
 from cniprof.sysinfo import online_cpus
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
 
 DEFAULT_FREQ_HZ = 999
 MAX_SAMPLE_RATE = "/proc/sys/kernel/perf_event_max_sample_rate"

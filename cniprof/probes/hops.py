@@ -5,17 +5,20 @@ programs the points need, and reads the in-kernel aggregates into a Snapshot (se
 from __future__ import annotations
 
 import ctypes
+import functools
 import ipaddress
 import mmap
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+import lazy_loader
 
 from cniprof.bpf.btf import drop_reason_names, has_drop_reasons
 from cniprof.bpf.build import rebuild_hint
@@ -31,22 +34,32 @@ def reason_names() -> dict[int, str]:
     names = drop_reason_names() if has_drop_reasons() else {}
     return {**names, abi.DROP_REASON_UNKNOWN: "unknown"}
 
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
+
 
 def _ip_u32(ip: str) -> int:
     # network byte order as the kernel stores it, read back as a little/big-endian-native u32
     return int.from_bytes(ipaddress.IPv4Address(ip).packed, "little" if _LITTLE else "big")
 
 
-_LITTLE = np.little_endian
+_LITTLE = sys.byteorder == "little"
 # a program that read the settings just before a freeze runs to its end within microseconds (tracepoint programs
 # run with preemption off); 10 ms is far beyond that
 FREEZE_SETTLE_S = 0.01
-# struct skb_track as numpy reads it from the mmapped table (offsets from the ctypes mirror)
-_TRACK_DTYPE = np.dtype({"names": ["skb", "last_ns", "last_pt", "epoch"],
+
+
+@functools.cache
+def _track_dtype() -> np.dtype:
+    """struct skb_track as numpy reads it from the mmapped table (offsets from the ctypes mirror); built on first
+    use, so importing this module loads no numpy."""
+    return np.dtype({"names": ["skb", "last_ns", "last_pt", "epoch"],
                          "formats": [np.uint64, np.uint64, np.uint32, np.uint32],
                          "offsets": [abi.SkbTrack.skb.offset, abi.SkbTrack.last_ns.offset,
                                      abi.SkbTrack.last_pt.offset, abi.SkbTrack.epoch.offset],
-                         "itemsize": (ctypes.sizeof(abi.SkbTrack) + 7) // 8 * 8})
+                     "itemsize": (ctypes.sizeof(abi.SkbTrack) + 7) // 8 * 8})
 
 
 # BPF atomics (compare-and-swap of a slot's key) arrived in Linux 5.12; older kernels get bpf/hops_legacy.bpf.c
@@ -85,13 +98,16 @@ class HopProbe(BpfProbe):
         self.obj = Object(obj_path)
         self.ncpu = possible_cpus()
         self.started_at: float | None = None
-        self.attached: list[str] = []
+        self.attached: list[str] = []  # the programs attached at some point of the run (what the report lists)
         self.frozen = False
         self.epoch = 0  # bumped by reset_stats; the kernel counts into counter set epoch & 1
+        self.no_starts = 0  # duty cycling's drain (cniprof.probes.duty)
+        self.window_ns = 0  # CLOCK_MONOTONIC of the latest attach
         self.stale_ns = int(stale_ms * 1e6)
         self._tracks: mmap.mmap | None = None
         self.agent = agent
         self.ring: RingBuffer | None = None
+        self.status: dict | None = None  # set by whoever duty-cycles the probe (cniprof.probes.duty); in snapshots
         try:
             self._configure(stale_ms, sample_every, filter_flows, max_records_per_s)
         except BaseException:
@@ -118,7 +134,13 @@ class HopProbe(BpfProbe):
         self.programs = [n for n in self.obj.program_names() if n in wanted]
 
     def start(self) -> None:
-        reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
+        """Load once and attach every program."""
+        self.load()
+        self.attach()
+        self.started_at = time.monotonic()
+
+    def load(self) -> None:
+        reason_names()  # read from the kernel's BTF now, not while the traffic is measured
         self.obj.load()
         self.check_maps(abi.MAP_TYPES)
         self._tracks = self.obj.map("tracks").mmap_readonly(abi.TRACK_SLOTS)
@@ -129,10 +151,32 @@ class HopProbe(BpfProbe):
         slots = self.obj.map("pair_slot")
         for slot, h in enumerate(self.expected, start=1):
             slots.update(ctypes.c_uint32(h.src * abi.MAX_POINTS + h.dst), ctypes.c_uint32(slot))
+
+    @property
+    def is_attached(self) -> bool:
+        return bool(self.obj.links)
+
+    def attach(self) -> None:
+        """Attach every program (the object stays loaded in between: maps and aggregates are kept).
+
+        Slots last touched before this moment belong to packets that were in flight at the previous detach: the
+        kernel ends them as `cut` when their address comes back, instead of timing a hop across the gap."""
+        self.window_ns = time.monotonic_ns()  # CLOCK_MONOTONIC, bpf_ktime_get_ns()'s clock
+        self._write_settings()
         for name in self.programs:
             self.obj.attach(name)
-            self.attached.append(name)
-        self.started_at = time.monotonic()
+            if name not in self.attached:
+                self.attached.append(name)
+
+    def detach(self) -> None:
+        """Detach every program: the tracepoints cost nothing until the next attach."""
+        self.obj.detach_all()
+
+    def set_starts(self, on: bool) -> None:
+        """Let packets start tracking (on) or not (off: the packets in flight finish, no new ones begin)."""
+        self.no_starts = 0 if on else 1
+        self._write_settings()
+
 
     def _write_points(self) -> None:
         by_dev: dict[tuple[int, int], abi.DevSlot] = {}
@@ -166,7 +210,8 @@ class HopProbe(BpfProbe):
 
     def _write_settings(self) -> None:
         self.obj.map("settings").update(ctypes.c_uint32(0),
-                                        abi.HopsSettings(self.sample_every, self.epoch, int(self.frozen), 0))
+                                        abi.HopsSettings(self.sample_every, self.epoch, int(self.frozen),
+                                                         self.no_starts, self.window_ns))
 
     def freeze(self) -> None:
         """Stop every aggregate from changing (the programs stay attached but return at once), so that the next
@@ -245,14 +290,19 @@ class HopProbe(BpfProbe):
         if self._tracks is None:
             return []
         now = time.monotonic_ns()  # CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns
-        t = np.frombuffer(self._tracks, dtype=_TRACK_DTYPE, count=abi.TRACK_SLOTS)
+        t = np.frombuffer(self._tracks, dtype=_track_dtype(), count=abi.TRACK_SLOTS)
         mine = t[(t["skb"] != 0) & (t["epoch"] == self.epoch & 0xFFFFFFFF)]
         age = now - mine["last_ns"].astype(np.int64)
-        stale = age > self.stale_ns
+        # in flight at a detach of duty cycling (last seen before the current attach): cut, whatever its age
+        cut = mine["last_ns"] < np.uint64(self.window_ns)
+        stale = (age > self.stale_ns) & ~cut
         out = []
         for pt in np.unique(mine["last_pt"]):
             at = mine["last_pt"] == pt
-            out.append({"point": int(pt), "in_flight": int((at & ~stale).sum()), "stale": int((at & stale).sum())})
+            row = {"point": int(pt), "in_flight": int((at & ~stale & ~cut).sum()), "stale": int((at & stale).sum())}
+            if cut.any():
+                row["cut"] = int((at & cut).sum())
+            out.append(row)
         return out
 
     def snapshot(self) -> dict:
@@ -285,6 +335,7 @@ class HopProbe(BpfProbe):
         live = self._live()
         counters["in_flight"] = sum(r["in_flight"] for r in live)
         counters["stale_in_table"] = sum(r["stale"] for r in live)
+        counters["cut_in_table"] = sum(r.get("cut", 0) for r in live)
         return {
             "version": 1,
             "elapsed_s": time.monotonic() - self.started_at if self.started_at else 0.0,
@@ -298,4 +349,5 @@ class HopProbe(BpfProbe):
             "directions": [asdict(d) for d in self.directions],
             "programs": list(self.attached),
             "sample_every": self.sample_every,
+            **({"overhead": dict(self.status)} if self.status is not None else {}),
         }

@@ -71,11 +71,11 @@ def dev_hash(netns: int, ifindex: int) -> int:
     return x & (DEV_SLOTS - 1)
 
 COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "candidates", "lost",
-            "ended_path", "ended_unseen")
-C_COUNT = 10
+            "ended_path", "ended_unseen", "cut")
+C_COUNT = 11
 COUNTER_SETS = 2  # the counters map holds one set per epoch parity (hops.h)
 # enum end_kind: the per-point ends of map "ends" (deliveries and drops are counted elsewhere)
-END_KINDS = ("freed", "unseen", "lost", "stale")
+END_KINDS = ("freed", "unseen", "lost", "stale", "cut")
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
@@ -124,7 +124,7 @@ class RecWindow(ctypes.Structure):
 
 
 class HopsSettings(ctypes.Structure):
-    _fields_ = [("sample_every", u32), ("epoch", u32), ("frozen", u32), ("pad", u32)]
+    _fields_ = [("sample_every", u32), ("epoch", u32), ("frozen", u32), ("no_starts", u32), ("window_ns", u64)]
 
 
 # (map name, key type, value type) for the load-time size check

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
+import lazy_loader
 
 from cniprof.bpf import libbpf, nflink
 from cniprof.bpf.build import object_path, rebuild_hint
@@ -41,6 +41,11 @@ from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.netns_exec import call_in
 from cniprof.probes import nfhooks_abi as abi
 from cniprof.probes.probe import BpfProbe
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
 
 if TYPE_CHECKING:
     from cniprof.bpf.features import Features

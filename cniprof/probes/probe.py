@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+import lazy_loader
 
 from cniprof.bpf.libbpf import Object
+
+if TYPE_CHECKING:
+    import numpy as np
+else:  # imported on first use: a command that does not need it does not wait for it
+    np = lazy_loader.load("numpy")
 
 
 class Probe(Protocol):

@@ -25,14 +25,19 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof import __version__, runfiles
 from cniprof.analysis.cpu import component_table, sample_component, stack
 from cniprof.analysis.cpu_components import COMPONENTS, IDLE, classify
 from cniprof.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 CPU_JSON = "cpu.json"  # the CPU sampler's snapshot as recorded (re-render and diff without root)
 CPU_FOLDED = "cpu.folded"

@@ -27,9 +27,9 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof import runfiles
 from cniprof.advise import render
@@ -47,6 +47,11 @@ from cniprof.report.cpu_profile import (
     speedscope,
 )
 from cniprof.report.flame_svg import flame_svg, hop_flame_svg
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 HOPS_CSV = "hops.csv"
 HOPS_PARQUET = "hops.parquet"

@@ -4,19 +4,13 @@ not SVG or HTML. Drawn with matplotlib from the same trees as report.html (html.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; must precede pyplot
-
-import matplotlib.pyplot as plt
-from matplotlib.collections import PatchCollection
-from matplotlib.patches import Rectangle
-
 from cniprof.report.flame_svg import Node, build_tree, component_color
+from cniprof.report.graphs import plt
 from cniprof.report.html import hop_flame
 from cniprof.report.rundir import TraceDir
 
@@ -52,8 +46,11 @@ def frames(tree: Mapping[str, Any], min_fraction: float = MIN_FRACTION) -> Itera
 def _draw(ax: plt.Axes, tree: Mapping[str, Any], title: str) -> None:
     placed = list(frames(tree))
     depth = max((d for _, _, d, _ in placed), default=0) + 1
-    rects = [Rectangle((x, d), w, 0.94) for x, w, d, _ in placed]
-    ax.add_collection(PatchCollection(rects, facecolors=[n.get("color") or "#dddddd" for *_, n in placed],
+    plt.figure  # noqa: B018 - pyplot (with its backend) first, then its parts
+    rectangle = importlib.import_module("matplotlib.patches").Rectangle
+    collection = importlib.import_module("matplotlib.collections").PatchCollection
+    rects = [rectangle((x, d), w, 0.94) for x, w, d, _ in placed]
+    ax.add_collection(collection(rects, facecolors=[n.get("color") or "#dddddd" for *_, n in placed],
                                       edgecolors="white", linewidths=0.3))
     for x, w, d, n in placed:
         chars = int(w / CHAR_FRACTION) - 1

@@ -25,12 +25,17 @@ import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.analysis.cpu_components import COMPONENTS, color_for, frame_component
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 WIDTH = 1200
 FRAME_H = 17

@@ -9,17 +9,33 @@ of a tuning. Every bar is the median over repetitions, with the 95 % CI as an er
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; must precede pyplot
-
-import matplotlib.pyplot as plt
-import pandas as pd
+import lazy_loader
 
 from cniprof.files import replacing
 from cniprof.report.study import HOST, Study
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
+
+
+class _Pyplot:
+    """matplotlib.pyplot with the Agg backend (files only), imported on first use: `trace` imports this module
+    through the report command's and attaches its probes before matplotlib has loaded (issue 15)."""
+
+    def __getattr__(self, name: str) -> Any:
+        importlib.import_module("matplotlib").use("Agg")  # must precede pyplot
+        return getattr(importlib.import_module("matplotlib.pyplot"), name)
+
+
+if not TYPE_CHECKING:
+    plt = _Pyplot()
 
 FORMATS = ("png", "svg")
 LATENCY_TOOLS = ("ping", "sockperf", "wrk", "connect_rate")

@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof import __version__
 from cniprof.advise.finding import FAULT, Finding
@@ -32,6 +32,11 @@ from cniprof.report import tune as tune_report
 from cniprof.report.flame_svg import Node, build_tree, component_color, role_color
 from cniprof.report.rundir import COMPARISON, STUDY, TRACE, RunDir, TraceDir, compare_rows
 from cniprof.report.units import DASH, fmt_bps, fmt_count, fmt_gain, fmt_pct, fmt_us, num, started_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 # Frames drawn in the CPU flame graphs of one page: a 60 s trace of a busy machine has ~30 000 distinct frames;
 # the smallest ones beyond this budget are left out (their samples stay in their parent's width) to keep the page

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.advise.finding import Finding
 from cniprof.analysis.compare import Comparison, Entry, compare
@@ -30,6 +30,11 @@ from cniprof.report.export import (
     model_dir,
 )
 from cniprof.report.units import DASH, fmt_compared
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 TRACE, COMPARISON, STUDY, TUNE = "trace", "comparison", "study", "tune"
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 from rich.table import Table
 from rich.text import Text
 
@@ -24,6 +24,11 @@ from cniprof.advise.render import FINDINGS_JSON
 from cniprof.analysis.compare import BASELINE, pct_of
 from cniprof.analysis.stats import stats_table
 from cniprof.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 HOST = BASELINE  # the model every other one is expressed as a % of
 # metrics shown per tool, in order (the first is the tool's primary metric)
@@ -43,7 +48,7 @@ class Study:
     results: pd.DataFrame
     stats: pd.DataFrame
     hops: pd.DataFrame  # empty when the study was not traced
-    cpu: pd.DataFrame = field(default_factory=pd.DataFrame)  # empty unless the scenario said `cpu: true`
+    cpu: pd.DataFrame = field(default_factory=lambda: pd.DataFrame())  # empty unless the scenario said `cpu: true`
 
     @property
     def models(self) -> list[str]:

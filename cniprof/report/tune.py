@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 from rich.table import Table
 from rich.text import Text
 
@@ -21,6 +21,11 @@ from cniprof.analysis import paired
 from cniprof.files import write_json, write_text
 from cniprof.report.graphs import _save, plt
 from cniprof.report.study import fmt
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 TUNE_CSV = "tune.csv"
 TUNE_JSON = "tune.json"

@@ -4,9 +4,14 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pyroute2 import IPRoute
+import lazy_loader
+
+if TYPE_CHECKING:
+    import pyroute2
+else:  # imported on first use: a command that does not need it does not wait for it
+    pyroute2 = lazy_loader.load("pyroute2")
 
 
 class RxBytes:
@@ -18,7 +23,7 @@ class RxBytes:
     def __init__(self, netns: str | None, ifindex: int):
         self.ifindex = ifindex
         # flags=0: never create a namespace by mistake
-        self.ipr = IPRoute(netns=netns, flags=0) if netns else None
+        self.ipr = pyroute2.IPRoute(netns=netns, flags=0) if netns else None
         self.t0 = time.monotonic()
         self.b0 = self._bytes()
 

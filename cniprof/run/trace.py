@@ -27,10 +27,12 @@ from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Chain, Model
 from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.files import write_text
 from cniprof.interrupts import sigterm_interrupts
 from cniprof.lab import cleanup, kernel, kubeproxy, realize, saved, tunings
 from cniprof.node import detect, state
 from cniprof.probes.cpu import CpuSampler, check_freq
+from cniprof.probes.duty import DEFAULT_BUDGET_PCT, FULL_BUDGET_PCT, DutyCycle
 from cniprof.probes.hops import HopProbe
 from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.probes.hops_abi import ATTACH_POINT
@@ -49,6 +51,7 @@ log = logging.getLogger(__name__)
 
 TRAFFIC = ("iperf3", "udp", "ping", "none")
 AGENTS = ("none", "per-node")  # per-node: one node agent process per lab node (cniprof.run.coordinator)
+EXACT_COUNT = ("udp", "ping")  # --count packets: every one must be traced
 PATHS = (*MODEL_PATHS, pod_to_service.PATH)
 __all__ = ["PATHS", "TRAFFIC", "TraceOptions", "TraceResult", "pick_pods", "preflight", "run"]
 BTF_PATH = "/sys/kernel/btf/vmlinux"
@@ -84,6 +87,10 @@ class TraceOptions:
     command: str | None = None  # the command line, recorded in summary.json
     agents: str = "none"  # per-node: trace through one node agent per node, the wire hop timed across clocks
     test_clock_offset_ns: int = 0  # TEST ONLY (--agents per-node): added to the destination node agent's clock
+    # the probe's own cost as % of the node's kernel CPU time; below 100 the hop programs are duty-cycled to hold
+    # it (cniprof.probes.duty); exact-count traffic (udp, ping) is always traced whole
+    overhead_budget_pct: float = DEFAULT_BUDGET_PCT
+    ready_file: str | None = None  # written (with the attach time) once the probes are attached
 
 
 @dataclass
@@ -126,6 +133,9 @@ def preflight(opts: TraceOptions) -> Model:
         raise UsageError(f"--count {opts.count} {opts.traffic} packets take "
                          f"{send_time_s(opts.traffic, opts.count):.0f} s to send ({SEND_INTERVAL_S[opts.traffic]:g} s apart), longer than a run may last "
                          f"({MAX_DURATION_S:.0f} s): lower --count")
+    if not 0 < opts.overhead_budget_pct <= FULL_BUDGET_PCT:
+        raise UsageError(f"--overhead-budget takes a percentage above 0 and at most 100, not "
+                         f"{opts.overhead_budget_pct:g}")
     kernel.require(model.spec, model.requires)
     if os.geteuid() != 0:
         raise EnvironmentProblem("tracing needs root (BPF programs and network namespaces): run with sudo")
@@ -341,6 +351,14 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         probe = _hop_probe(opts, model, chain, plan, a, b)
         stack.callback(probe.close)
         probe.start()
+        attach_s = process_age_s()
+        # node agents trace their whole node for the whole run (each is its own process, its cost its own)
+        duty = DutyCycle(probe, budget_of(opts)) if isinstance(probe, HopProbe) else None
+        if duty is not None:
+            stack.callback(duty.close)
+            duty.start()
+        if opts.ready_file is not None:  # scripts wait for this instead of polling bpftool
+            write_text(Path(opts.ready_file), f"{attach_s:.3f}\n")
         nf = _nf_probe(stack, opts, topo, [a.ip, b.ip, *([service.cluster_ip] if service else [])])
         gen = _generator(opts, a, b, topo, service.cluster_ip if service else None)
         if gen is not None:
@@ -349,7 +367,11 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
                 gen.start()
         t0, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
         sampling = {"mode": "fixed" if opts.sample_every else "auto", "every": probe.sample_every}
-        if not opts.sample_every:
+        if not opts.sample_every and duty is not None and not duty.full:
+            # duty-cycled: the budget bounds the cost, and every packet of a window is tracked (1-in-N would only
+            # trade samples for a little more of the time covered)
+            sampling["duty_cycled"] = True
+        elif not opts.sample_every:
             time.sleep(min(CALIBRATION_S, opts.duration_s / 4))
             elapsed, candidates = time.monotonic() - t0, probe.counter("candidates")
             budget = getattr(probe, "tracked_budget_per_s", AUTO_TRACKED_PER_S)
@@ -380,6 +402,13 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             result = gen.wait(timeout=max(5.0, opts.duration_s))
         # let the last packets of the run reach their final points before the last read
         time.sleep(0.2)
+        overhead: dict[str, Any] = {"attach_s": round(attach_s, 3)}
+        if duty is not None:
+            overhead.update(duty.stop())
+            if duty.error is not None:
+                raise EnvironmentProblem(f"duty cycling stopped: {duty.error}") from duty.error
+        else:
+            overhead.update(mode="agents", budget_pct=None)  # not measured here: the agents' cost is their own
         # CPU first: the hop snapshot's one-off work (reading the kernel's BTF) is not datapath cost
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
         probe.freeze()  # one consistent cut: every started packet is in exactly one category of the accounting
@@ -391,8 +420,20 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             duration_s=time.monotonic() - t0, traffic=_result_dict(opts.traffic, result),
             probes=tuple(ATTACH_POINT[p] for p in probe.attached), sampling=sampling, cpu=cpu_snapshot,
             nf=nf_snapshot, nodestate=node_state, service=service_info, injections=tuple(topo.injections),
-            where=_where(opts, model, created), command=opts.command, started=started)
+            where=_where(opts, model, created), command=opts.command, started=started, overhead=overhead)
         return TraceResult(record, model, topo, plan, created)
+
+
+def budget_of(opts: TraceOptions) -> float:
+    """The budget the run keeps: exact-count traffic is traced whole, whatever was asked."""
+    return FULL_BUDGET_PCT if opts.traffic in EXACT_COUNT else opts.overhead_budget_pct
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (its start in /proc/self/stat, clock ticks since boot)."""
+    with open("/proc/self/stat") as f:
+        starttime = int(f.read().rsplit(")", 1)[1].split()[19])
+    return time.clock_gettime(time.CLOCK_BOOTTIME) - starttime / os.sysconf("SC_CLK_TCK")
 
 
 def _where(opts: TraceOptions, model: Model, created: bool) -> str:

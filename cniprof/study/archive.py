@@ -23,13 +23,18 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof import __version__
 from cniprof.analysis.stats import KEYS, stats_table
 from cniprof.files import replacing, write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 SCHEMA_VERSION = 1
 RESULT_COLUMNS = ["run_id", *KEYS, "tool", "repetition", "metric", "value", "primary", "higher_is_better"]

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 
 from cniprof.analysis.record import TraceRecord, analyze_record
 from cniprof.cni import registry
@@ -43,6 +43,11 @@ from cniprof.run import generators, inject, pod_to_service, trace
 from cniprof.run.generators import GeneratorSpec
 from cniprof.study.archive import RunArchive
 from cniprof.study.scenario import SERVICE_PATH, Scenario, Variant
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 log = logging.getLogger(__name__)
 DEFAULT_SETUP_S = 3.0  # trace set-up time assumed before a model's first run measured it

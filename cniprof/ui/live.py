@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Union
 
-import pandas as pd
+import lazy_loader
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
@@ -29,13 +29,19 @@ from cniprof.ui.tables import (
     fmt_pct,
     fmt_us,
     hop_table,
+    overhead_text,
     reconciliation_table,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 if TYPE_CHECKING:  # annotations are not evaluated at run time, so no typing_extensions dependency
     from typing_extensions import Self
 
-HopsLike = Union[pd.DataFrame, Sequence[Mapping[str, Any]], Analysis, None]
+HopsLike = Union["pd.DataFrame", Sequence[Mapping[str, Any]], Analysis, None]  # a string: pandas loads on use
 REFRESH_PER_SECOND = 4.0
 
 
@@ -109,6 +115,7 @@ def render_live(
     throughput_bps: float | None = None,
     counters: Mapping[str, int] | None = None,
     cpu: RenderableType | None = None,
+    overhead: Mapping[str, Any] | None = None,
 ) -> RenderableType:
     """One frame of the live view: header (progress bar, throughput so far), per-direction hops, counters, and
     the CPU panel (cniprof.ui.cpu_panel) when CPU sampling runs.
@@ -119,6 +126,8 @@ def render_live(
     if counters is None and analysis is not None:
         counters = analysis.counters
     parts: list[RenderableType] = [_header(title, progress, throughput_bps)]
+    if overhead:
+        parts.append(Text(overhead_text(overhead), style="dim"))
     parts += _hop_tables(_hops_df(hops), analysis)
     parts.append(counters_text(counters))
     if cpu is not None:
@@ -207,11 +216,12 @@ class LiveView:
         progress: tuple[float, float] | float | None = None,
         throughput_bps: float | None = None,
         counters: Mapping[str, int] | None = None,
+        overhead: Mapping[str, Any] | None = None,
     ) -> None:
         """Replace the data shown; progress is (elapsed_s, total_s), or elapsed_s alone with the constructor's
         total_s."""
         if isinstance(progress, (int, float)):
             progress = (float(progress), float(self.total_s or progress))
-        self._frame = render_live(self.title, hops, progress, throughput_bps, counters, self.cpu)
+        self._frame = render_live(self.title, hops, progress, throughput_bps, counters, self.cpu, overhead)
         if self._live is not None:
             self._live.update(self._frame, refresh=True)

@@ -13,6 +13,7 @@ from cniprof.analysis.record import TraceAnalysis, TraceRecord
 from cniprof.ui.cpu_panel import render_cpu_panel
 from cniprof.ui.live import render_final_table
 from cniprof.ui.nf_table import render_nf_table
+from cniprof.ui.tables import overhead_text
 
 
 def print_run(console: Console, record: TraceRecord, analysis: TraceAnalysis) -> None:
@@ -25,9 +26,12 @@ def print_run(console: Console, record: TraceRecord, analysis: TraceAnalysis) ->
     s = record.sampling
     if s:
         console.print(f"sampling: 1 in {s.get('every', 1)} packets ({s.get('mode', 'fixed')}"
-                      + (f", chosen from the first {s['calibration_s']} s)" if "calibration_s" in s else ")"))
+                      + (f", chosen from the first {s['calibration_s']} s)" if "calibration_s" in s else
+                         ", every packet of the duty-cycled windows)" if s.get("duty_cycled") else ")"))
     where = f" · {record.where}" if record.where else ""
     console.print(f"probes: {', '.join(record.probes)} · kernel {record.kernel} {record.arch}{where}")
+    if record.overhead:
+        console.print(overhead_text(record.overhead), markup=False, highlight=False)
     if analysis.cpu is not None:
         console.print(render_cpu_panel(analysis.cpu))
     if analysis.nf is not None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import lazy_loader
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.table import Table
@@ -19,6 +19,11 @@ from rich.text import Text
 
 from cniprof.analysis.accounting import CATEGORIES, Accounting
 from cniprof.analysis.hops import UNEXPECTED_ROLE
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: a command that does not need it does not wait for it
+    pd = lazy_loader.load("pandas")
 
 DASH = "—"
 BAR_WIDTH = 8
@@ -213,3 +218,28 @@ def accounting_text(acc: Accounting) -> Flow:
     items.append(Text(f"unexplained {acc.unexplained:,}" + ("" if acc.complete else " (older probe)"),
                       style="bold red" if bad else "dim"))
     return Flow(items, sep=" ")
+
+
+def overhead_text(overhead: Mapping[str, Any] | None) -> str:
+    """One line: attach time, coverage (share of the time the programs were attached), the probe's measured own
+    cost against the budget. Empty without an overhead block (an export from before it existed)."""
+    if not overhead:
+        return ""
+    parts = []
+    if overhead.get("attach_s") is not None:
+        parts.append(f"attached {overhead['attach_s']:.2f} s after start")
+    if overhead.get("coverage") is not None:
+        parts.append(f"coverage {100 * overhead['coverage']:.0f} % of the time"
+                     + (" (full: exact counts)" if overhead.get("mode") == "full" else ""))
+    own = overhead.get("own_cost_pct")
+    if overhead.get("mode") == "agents":
+        parts.append("own cost not measured: each node agent traces its node whole")
+        return "overhead: " + " · ".join(parts)
+    parts.append(f"own cost {'n/a' if own is None else f'{own:.2f} %'} of the node's kernel CPU "
+                 f"(budget {overhead.get('budget_pct', 0):g} %)")
+    progs = overhead.get("programs") or {}
+    ns = [p["ns_per_event"] for p in progs.values() if p.get("ns_per_event") is not None]
+    if ns and overhead.get("events"):
+        body = sum(p["run_time_ns"] for p in progs.values()) / overhead["events"]
+        parts.append(f"{body:.0f} ns/event in programs + {overhead.get('dispatch_ns') or 0:.0f} dispatch")
+    return "overhead: " + " · ".join(parts)

@@ -44,7 +44,7 @@ def test_short_info_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def stats_enabled() -> Iterator[None]:
     """Statistics on through a BPF_ENABLE_STATS fd: kernel.bpf_stats_enabled, which is machine-wide, is never
     written (the kernel counts the fd's hold beside the sysctl and drops it when the fd closes)."""
-    with prog_stats.stats_enabled():
+    with prog_stats.RunTimeStats():
         yield
 
 

@@ -24,7 +24,7 @@ def test_constants_match_header() -> None:
                   "RC_COUNT"):
         assert f"#define {const} {getattr(abi, const)}" in header or f"{const} = {getattr(abi, const)}" in header
     c_names = ("STARTED", "UNEXPECTED", "STALE", "END_COPY", "END_FREE", "END_DROP", "CANDIDATES", "LOST",
-               "END_PATH", "END_UNSEEN")
+               "END_PATH", "END_UNSEEN", "CUT")
     assert len(c_names) == len(abi.COUNTERS)
     for i, name in enumerate(c_names):
         assert re.search(rf"\bC_{name} = {i},", header), name
@@ -35,9 +35,9 @@ def test_constants_match_header() -> None:
     for i, name in enumerate(("SENT", "RATE", "FULL")):
         assert re.search(rf"\bRC_{name} = {i},", header), name
     assert "#define RECORD_RING_BYTES (1 << 20)" in header and abi.RECORD_RING_BYTES == 1 << 20
-    for i, name in enumerate(("FREE", "UNSEEN", "LOST", "STALE")):  # abi.END_KINDS, as the snapshot names them
+    for i, name in enumerate(("FREE", "UNSEEN", "LOST", "STALE", "CUT")):  # abi.END_KINDS, as the snapshot names them
         assert re.search(rf"\bEND_{name} = {i},", header), name
-    assert len(abi.END_KINDS) == 4 and f"END_KINDS = {len(abi.END_KINDS)}," in header
+    assert len(abi.END_KINDS) == 5 and f"END_KINDS = {len(abi.END_KINDS)}," in header
 
 
 def test_legacy_object_has_no_atomics_and_loads() -> None:

@@ -58,6 +58,20 @@ def test_categories_add_up_to_started() -> None:
     assert dict(acc.where["stale"]) == {"node2 eth0 receive": 3}
 
 
+def test_packets_cut_by_a_detach_are_their_own_category_unless_past_the_path_end() -> None:
+    """Duty cycling (issue 15): a packet in flight at a detach is cut, whether its slot came back (an end of kind
+    cut) or it is still in the table; one that had reached the path's end is a delivery."""
+    snap = _with_ends(_snap())
+    end, cni0 = _pid(snap, "node2 pod-c eth0 receive"), _pid(snap, "node1 cni0 receive")
+    snap["counters"].update(started=1000 + 12, cut=7, cut_in_table=5)
+    snap["ends"] += [{"point": cni0, "kind": "cut", "count": 4}, {"point": end, "kind": "cut", "count": 3}]
+    snap["live"].append({"point": cni0, "in_flight": 0, "stale": 0, "cut": 5})
+    acc = accounting(snap)
+    assert acc.unexplained == 0
+    assert acc.cut == 9 and dict(acc.where["cut"]) == {"node1 cni0 receive": 9}
+    assert acc.freed_after_end == 467 + 3
+
+
 def test_unexplained_is_what_no_category_holds() -> None:
     snap = _with_ends(_snap())
     snap["counters"]["started"] = 1007
@@ -74,7 +88,7 @@ def test_summary_and_table_show_the_accounting() -> None:
     a = analyze(_with_ends(_snap()))
     s = summary_dict(a, cni="flannel", mode="vxlan", kernel="k", arch="x86_64")
     assert s["accounting"]["categories"] == {"delivered": 777, "dropped": 100, "freed": 20, "unseen": 10, "lost": 5,
-                                             "stale": 3, "in_flight": 85}
+                                             "stale": 3, "cut": 0, "in_flight": 85}
     assert s["accounting"]["unexplained"] == 0
     assert s["drops"] == [{"point": "node1 cni0 receive", "node": "node1", "device": "cni0", "reason": "TC_EGRESS",
                            "reason_code": 62, "count": 100}]

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from pyroute2.netlink.exceptions import NetlinkError
+import lazy_loader
 
 from cniprof.cni.topology import Topology
 from cniprof.lab import kernel
@@ -36,6 +37,11 @@ from cniprof.lab.nsutil import (
     write_sysctl,
 )
 from cniprof.lab.recipes import common
+
+if TYPE_CHECKING:
+    import pyroute2
+else:  # imported on first use: a command that does not need it does not wait for it
+    pyroute2 = lazy_loader.load("pyroute2")
 
 POD_NAMESPACE = "default"  # the Kubernetes namespace the cali names are hashed with
 HOST_VETH_MAC = "ee:ee:ee:ee:ee:ee"
@@ -120,7 +126,7 @@ def _ipip_device(node: common.NodeSpec) -> None:
         if not sock.link_lookup(ifname=IPIP_DEV):
             try:
                 sock.link("add", ifname=IPIP_DEV, kind="ipip")
-            except NetlinkError as e:
+            except pyroute2.NetlinkError as e:
                 raise kernel.missing_error("calico:ipip", "IPIP tunnels (tunl0)", "CONFIG_NET_IPIP") from e
         tun = index(sock, IPIP_DEV)
         sock.link("set", index=tun, mtu=MTU["ipip"], state="up")
