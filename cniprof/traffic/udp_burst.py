@@ -29,7 +29,9 @@ from cniprof.errors import CniprofError, UsageError
 from cniprof.traffic.netns import BackgroundProcess, Generator, print_result, require_netns, wait_bound
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-BIND_TIMEOUT_S = 5.0
+# The receiver is a Python process: its start and imports took over 5 s in a qemu TCG guest on a busy host (the
+# kernel matrix). The wait polls, and a receiver that dies is seen at once; only a hung one waits this long.
+BIND_TIMEOUT_S = 30.0
 RECV_GRACE_S = 1.0  # after the sender is done, how long stragglers may take to arrive
 MAX_PAYLOAD = 65507  # largest UDP payload over IPv4
 MAX_FLOWS = 4096  # one socket each, all open during the burst

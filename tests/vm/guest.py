@@ -28,6 +28,9 @@ from pathlib import Path
 RESULT_TAG = "CNIPROF-VM-RESULT "
 COUNT = 23
 SERVICES = 50
+# --duration of the udp traces: a bound, not a wait (the run ends when the sender has sent --count). A Python
+# sender in a TCG guest on a busy host took over the default 10 s to start and send.
+DURATION = "120"
 LAB_ID = "vm"
 ENV = {**os.environ, "CNIPROF_LAB_ID": LAB_ID}
 
@@ -131,7 +134,7 @@ def hop_counts(export: Path) -> dict:
 
 def trace_flannel(choices: dict, tmp: Path) -> dict:
     out = tmp / "flannel"
-    args = ["trace", "--cni", "flannel", "--traffic", "udp", "--count", str(COUNT), "--no-ui", "--export", str(out)]
+    args = ["trace", "--cni", "flannel", "--traffic", "udp", "--count", str(COUNT), "--duration", DURATION, "--no-ui", "--export", str(out)]
     if choices["cpu"]:
         args.append("--cpu")
     proc = cniprof(*args)
@@ -155,8 +158,8 @@ def trace_drops(tmp: Path) -> dict:
         node2 = f"cniprof_{LAB_ID}-node2"
         subprocess.run(["ip", "netns", "exec", node2, "iptables", "-I", "FORWARD", "-p", "udp", "-j", "DROP"],
                        check=True)
-        proc = cniprof("trace", "--cni", "flannel", "--traffic", "udp", "--count", str(COUNT), "--no-ui",
-                       "--export", str(out))
+        proc = cniprof("trace", "--cni", "flannel", "--traffic", "udp", "--count", str(COUNT), "--duration", DURATION,
+                       "--no-ui", "--export", str(out))
         if not (out / "drops.csv").is_file():
             return {"exit": proc.returncode, "error": proc.stderr.strip().splitlines()[-1:]}
         drops = read_csv(out / "drops.csv")
@@ -168,7 +171,7 @@ def trace_drops(tmp: Path) -> dict:
 def trace_nf(choices: dict, tmp: Path) -> dict:
     out = tmp / "nf"
     proc = cniprof("trace", "--cni", "flannel", "--path", "pod-to-service", "--services", str(SERVICES),
-                   "--traffic", "udp", "--count", str(COUNT), "--nf", "--no-ui", "--export", str(out))
+                   "--traffic", "udp", "--count", str(COUNT), "--duration", DURATION, "--nf", "--no-ui", "--export", str(out))
     if proc.returncode != 0:
         return {"exit": proc.returncode, "error": proc.stderr.strip().splitlines()[-1:]}
     summary = json.loads((out / "summary.json").read_text())
