@@ -54,6 +54,7 @@ from cniprof.lab import cleanup, realize
 from cniprof.probes import plan as planning
 from cniprof.probes.cpu import CpuSampler
 from cniprof.probes.hops import HopProbe
+from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
 from cniprof.run import trace
 from cniprof.traffic.iperf3 import Iperf3, Iperf3Result
@@ -407,7 +408,7 @@ def benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], list[Run]]:
     opts = trace.TraceOptions(cni=CNI, path=PATH, traffic="iperf3", duration_s=args.duration,
                               sample_every=args.sample)
     model = trace.preflight(opts)
-    obj = args.object or object_path("hops")
+    obj = args.object or object_path(hops_object_name())
     if not obj.is_file():
         raise UsageError(f"--object {obj} does not exist")
     stats = not args.no_stats

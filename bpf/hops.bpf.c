@@ -44,9 +44,11 @@ struct {
 	__type(value, struct point_info);
 } point_info SEC(".maps");
 
+/* mmapable: user space counts the packets still in flight at a snapshot without a syscall per slot */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, TRACK_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct skb_track);
 } tracks SEC(".maps");
@@ -81,19 +83,39 @@ struct {
 	__type(value, __u64);
 } drops SEC(".maps");
 
+/* ends other than deliveries and drops, per (last point, enum end_kind) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct end_key);
+	__type(value, __u64);
+} ends SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, C_COUNT);
+	__uint(max_entries, C_COUNT * COUNTER_SETS);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
 
-static __always_inline void count(__u32 which)
+/* counter `which` of the set of `epoch` */
+static __always_inline void count(__u32 epoch, __u32 which)
 {
-	__u64 *c = bpf_map_lookup_elem(&counters, &which);
+	__u32 idx = (epoch & 1) * C_COUNT + which;
+	__u64 *c = bpf_map_lookup_elem(&counters, &idx);
 
 	if (c)
 		*c += 1;
+}
+
+static __always_inline void add_one(void *map, const void *key)
+{
+	__u64 one = 1, *c = bpf_map_lookup_elem(map, key);
+
+	if (c)
+		*c += 1;
+	else
+		bpf_map_update_elem(map, key, &one, BPF_NOEXIST);
 }
 
 static __always_inline void hist_add(__u32 slot, __u64 delta)
@@ -104,7 +126,7 @@ static __always_inline void hist_add(__u32 slot, __u64 delta)
 		hist_record(h, delta);
 }
 
-static __always_inline void hop(__u32 from, __u32 to, __u64 delta)
+static __always_inline void hop(__u32 epoch, __u32 from, __u32 to, __u64 delta)
 {
 	__u32 pair = (from & (MAX_POINTS - 1)) * MAX_POINTS + (to & (MAX_POINTS - 1));
 	__u32 *slot = bpf_map_lookup_elem(&pair_slot, &pair);
@@ -114,7 +136,7 @@ static __always_inline void hop(__u32 from, __u32 to, __u64 delta)
 		hist_add(*slot, delta);
 		return;
 	}
-	count(C_UNEXPECTED);
+	count(epoch, C_UNEXPECTED);
 	ps = bpf_map_lookup_elem(&odd_pairs, &pair);
 	if (!ps) {
 		bpf_map_update_elem(&odd_pairs, &pair, &init, BPF_NOEXIST);
@@ -174,34 +196,150 @@ static __always_inline struct skb_track *slot_of(__u64 skb)
 	return bpf_map_lookup_elem(&tracks, &idx);
 }
 
-/* Only a TCP segment with payload reaches skb_copy_datagram_iter at a reader; anything else (UDP, which copies
- * with checksum verification, ICMP, pure ACKs) is freed on paths without a tracepoint, and a slot kept for it
- * would outlive the packet. */
-static __always_inline bool reader_will_copy(struct sk_buff *skb)
+static __always_inline struct hops_settings *settings_now(void)
 {
-	__u8 h[34]; /* IPv4 header without options + the TCP header up to its data offset */
-	__u32 total, doff;
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&settings, &zero);
+}
+
+/* user space has frozen the aggregates for its final read (checked once a tracked packet is at hand) */
+static __always_inline bool frozen(void)
+{
+	struct hops_settings *set = settings_now();
+
+	return !set || set->frozen;
+}
+
+/* --- accounting: every started packet ends exactly once -------------------------------------------------------
+ * A slot changes hands only by compare-and-swap of its key, so when two CPUs race for it (a start evicting a packet
+ * another CPU is ending, two frees ...) exactly one of them swaps the key out, and only that one counts the end.
+ * `was` keeps what the end is counted with, read before the swap: a later start overwrites the slot. */
+
+struct ended {
+	__u64 skb;
+	__u64 last_ns;
+	__u32 last_pt;
+	__u32 epoch;
+};
+
+static __always_inline void remember(const struct skb_track *t, struct ended *was)
+{
+	was->skb = t->skb;
+	was->last_ns = t->last_ns;
+	was->last_pt = t->last_pt;
+	was->epoch = t->epoch;
+}
+
+#ifndef HOPS_NO_ATOMICS
+#define swap_key(p, old, new) (__sync_val_compare_and_swap((p), (old), (new)) == (old))
+#else
+/* bpf/hops_legacy.bpf.c, for kernels before 5.12, which refuse BPF atomics at load: a plain compare and store.
+ * Two CPUs racing for one slot (two packets that hash together, handled at the same instant) may then count one
+ * end twice or none; measured nowhere here (no such kernel runs the accounting tests). */
+static __always_inline bool swap_key(__u64 *p, __u64 old, __u64 new)
+{
+	if (*(volatile __u64 *)p != old)
+		return false;
+	*p = new;
+	return true;
+}
+#endif
+
+static __always_inline bool take(struct skb_track *t, __u64 key, __u64 to, struct ended *was)
+{
+	remember(t, was);
+	if (was->skb != key)
+		return false;
+	return swap_key(&t->skb, key, to);
+}
+
+/* Count the end of the packet that held a slot (`was`): counter `which` of its epoch, and for the ends that are not
+ * deliveries (kind < END_KINDS) one more at its last point. A packet started before the aggregates were restarted
+ * (another epoch) was not counted as started in this one, so its end is not counted either. */
+static __always_inline void end_of(const struct ended *was, __u32 which, __u32 kind)
+{
+	struct hops_settings *set = settings_now();
+	struct end_key k = {.point = was->last_pt, .kind = kind};
+
+	if (!set || set->epoch != was->epoch)
+		return;
+	count(was->epoch, which);
+	if (kind < END_KINDS)
+		add_one(&ends, &k);
+}
+
+/* The packet in `was` ended without a tracepoint (its address now carries another packet). */
+static __always_inline void end_unseen(const struct ended *was, __u64 now)
+{
+	if (now - was->last_ns > cfg.stale_ns)
+		end_of(was, C_STALE, END_STALE);
+	else
+		end_of(was, C_END_UNSEEN, END_UNSEEN);
+}
+
+/* --- identity ------------------------------------------------------------------------------------------------ */
+
+/* A packet's fingerprint from its IPv4 header at offset `nh` from skb->head: protocol, IP ID and the first L4 word
+ * after the ports (TCP sequence number; UDP length and checksum; ICMP id and sequence). None of these change along
+ * a CNI path (TTL, addresses and ports may: routing, NAT), and a recycled skb carries another packet. 0 = unknown. */
+static __always_inline __u64 fingerprint_at(struct sk_buff *skb, __u16 nh)
+{
+	__u8 h[28]; /* the IPv4 header without options and the first 8 bytes of L4 */
+	__u32 l4w;
+
+	if (nh == (__u16)~0U || bpf_probe_read_kernel(h, sizeof(h), skb->head + nh))
+		return 0;
+	if ((h[0] >> 4) != 4)
+		return 0;
+	if ((h[0] & 15) == 5) {
+		l4w = *(__u32 *)&h[24];
+	} else if (bpf_probe_read_kernel(&l4w, sizeof(l4w), skb->head + nh + (h[0] & 15) * 4 + 4)) {
+		return 0;
+	}
+	return ((__u64)h[9] << 48) | ((__u64)*(__u16 *)&h[4] << 32) | l4w;
+}
+
+/* The slot still holds this very packet: same skb address (checked by the caller) and the same data buffer, or,
+ * when the buffer moved since the last point (headroom expanded for a tunnel device, a cloned header copied before
+ * a write: the packet of issue 17), the same fingerprint, found at the network header or inside the
+ * encapsulation. An skb freed without a tracepoint leaves its slot behind and the slab hands its address to the
+ * next skb: that one has another buffer and another fingerprint. */
+static __always_inline bool same_packet(const struct skb_track *t, struct sk_buff *skb)
+{
+	__u16 inner;
+
+	if (t->head == addr_of(skb->head))
+		return true;
+	if (!t->fp)
+		return false;
+	if (fingerprint_at(skb, skb->network_header) == t->fp)
+		return true;
+	inner = skb->inner_network_header;
+	return inner && inner != skb->network_header && fingerprint_at(skb, inner) == t->fp;
+}
+
+/* --- points -------------------------------------------------------------------------------------------------- */
+
+/* Is the path's end the end of what can be seen of this packet? For TCP and UDP it is not: the socket layer may
+ * still drop it (INPUT rules, a full receive buffer, no socket) and TCP readers copy it with a tracepoint, so their
+ * slot is kept until the copy, a free, or its address coming back (UDP reads, TCP receive coalescing and pure ACKs
+ * free without a tracepoint). ICMP ends here: ping as root reads a raw-socket clone and the kernel then frees the
+ * original with NO_SOCKET, which is not a loss. */
+static __always_inline bool ends_at_path_end(struct sk_buff *skb)
+{
+	__u8 h[10];
 
 	if (bpf_probe_read_kernel(h, sizeof(h), skb->head + skb->network_header))
-		return false;
-	if (h[0] != 0x45 || h[9] != 6 /* IPPROTO_TCP */)
-		return false;
-	total = ((__u32)h[2] << 8) | h[3];
-	doff = (h[32] >> 4) * 4;
-	return total > 20 + doff;
+		return true;
+	return h[9] != 6 /* IPPROTO_TCP */ && h[9] != 17 /* IPPROTO_UDP */;
 }
 
-/* The slot still describes this very packet: same skb address and same data buffer (an skb freed without a
- * tracepoint leaves its slot behind, and the slab hands its address to the next skb). */
-static __always_inline bool ours(struct skb_track *t, __u64 key, struct sk_buff *skb)
+/* Does a packet of the traced flows start here (and is it sampled)? Sets *fp to its fingerprint. */
+static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *pi, struct hops_settings *set,
+					__u64 *fp)
 {
-	return t->skb == key && t->head == addr_of(skb->head);
-}
-
-static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *pi)
-{
-	__u32 addrs[2], zero = 0, which = C_CANDIDATES;
-	struct hops_settings *set;
+	__u32 addrs[2], idx = (set->epoch & 1) * C_COUNT + C_CANDIDATES;
 	__u64 *c;
 
 	if (!(pi->flags & PT_START) || skb->protocol != bpf_htons(ETH_P_IP))
@@ -214,18 +352,58 @@ static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *
 			return false;
 	}
 	/* every candidate is counted, so user space can choose the sampling rate from the offered load */
-	c = bpf_map_lookup_elem(&counters, &which);
-	set = bpf_map_lookup_elem(&settings, &zero);
-	if (!c || !set)
-		return true;
+	c = bpf_map_lookup_elem(&counters, &idx);
+	if (!c)
+		return false;
 	*c += 1;
-	return set->sample_every <= 1 || (*c % set->sample_every) == 0;
+	if (set->sample_every > 1 && (*c % set->sample_every) != 0)
+		return false;
+	*fp = fingerprint_at(skb, skb->network_header);
+	return true;
+}
+
+/* A point where packets enter the topology: a traced packet starts here, any other ends what its address held. */
+static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, struct skb_track *t, __u64 key,
+				    __u32 pt)
+{
+	struct hops_settings *set = settings_now();
+	struct ended was;
+	__u64 now, fp = 0;
+
+	if (!set || set->frozen)
+		return 0;
+	if (!starts_here(skb, pi, set, &fp)) {
+		/* whatever this address carried before is over: a new packet enters the topology here */
+		if (t->skb == key && take(t, key, 0, &was))
+			end_unseen(&was, bpf_ktime_get_ns());
+		return 0;
+	}
+	now = bpf_ktime_get_ns();
+	remember(t, &was);
+	if (!swap_key(&t->skb, was.skb, key))
+		return 0;  /* another CPU changed the slot in between: this packet is not tracked (nor counted) */
+	if (was.skb == key)
+		end_unseen(&was, now);  /* its address is back: the packet it carried was freed without a tracepoint */
+	else if (was.skb && now - was.last_ns > cfg.stale_ns)
+		end_of(&was, C_STALE, END_STALE);
+	else if (was.skb)
+		end_of(&was, C_LOST, END_LOST);  /* a fresh packet evicted by a hash clash */
+	t->head = addr_of(skb->head);
+	t->first_ns = now;
+	t->last_ns = now;
+	t->last_pt = pt;
+	t->dir = pi->dir;
+	t->fp = fp;
+	t->epoch = set->epoch;
+	count(set->epoch, C_STARTED);
+	return 0;
 }
 
 static __always_inline int at_point(struct sk_buff *skb, const struct net_device *dev, __u32 event)
 {
 	struct point_info *pi;
 	struct skb_track *t;
+	struct ended was;
 	__u64 key = addr_of(skb), now;
 	__u32 pt;
 
@@ -238,36 +416,18 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 	t = slot_of(key);
 	if (!pi || !t)
 		return 0;
+	if (pi->flags & (PT_START | PT_RESET))
+		return at_entry(skb, pi, t, key, pt);
 
-	if (pi->flags & (PT_START | PT_RESET)) {
-		if (!starts_here(skb, pi)) {
-			/* whatever this address carried before is over: a new packet enters the topology here */
-			if (t->skb == key)
-				t->skb = 0;
-			return 0;
-		}
-		now = bpf_ktime_get_ns();
-		if (t->skb && t->skb != key && now - t->last_ns < cfg.stale_ns)
-			count(C_LOST);
-		t->skb = key;
-		t->head = addr_of(skb->head);
-		t->first_ns = now;
-		t->last_ns = now;
-		t->last_pt = pt;
-		t->dir = pi->dir;
-		count(C_STARTED);
-		return 0;
-	}
-
-	if (t->skb != key)
+	if (t->skb != key || frozen())
 		return 0;
 	now = bpf_ktime_get_ns();
 	if (now - t->last_ns > cfg.stale_ns) {
-		count(C_STALE);
-		t->skb = 0;
+		if (take(t, key, 0, &was))
+			end_of(&was, C_STALE, END_STALE);
 		return 0;
 	}
-	hop(t->last_pt, pt, now - t->last_ns);
+	hop(t->epoch, t->last_pt, pt, now - t->last_ns);
 	t->last_ns = now;
 	t->last_pt = pt;
 	t->head = addr_of(skb->head);  /* encapsulation may move the data to a new buffer */
@@ -275,10 +435,8 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 	 * events (socket copy, free) are not observable for every protocol, e.g. UDP frees without a tracepoint. */
 	if (pi->flags & PT_END) {
 		hist_add(MAX_HOPS + (t->dir & (MAX_DIRS - 1)), now - t->first_ns);
-		if (!reader_will_copy(skb)) {
-			t->skb = 0;
-			count(C_END_PATH);
-		}
+		if (ends_at_path_end(skb) && take(t, key, 0, &was))
+			end_of(&was, C_END_PATH, END_KINDS);
 	}
 	return 0;
 }
@@ -314,64 +472,78 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 {
 	__u64 key = addr_of(skb), now;
 	struct skb_track *t = slot_of(key);
+	struct ended was;
 	struct task_struct *task;
+	bool same;
 	__u32 pt;
 
-	if (!t || !ours(t, key, (struct sk_buff *)skb))
+	if (!t || t->skb != key || frozen())
 		return 0;
-	t->skb = 0;
-	count(C_END_COPY);
+	same = same_packet(t, skb);
+	if (!take(t, key, 0, &was))
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (!same) {
+		end_unseen(&was, now);
+		return 0;
+	}
+	end_of(&was, C_END_COPY, END_KINDS);
 	/* bpf_get_current_task_btf() needs 5.11; the untyped task and CO-RE reads work from 5.5 (only tracked
 	 * packets get here) */
 	task = (struct task_struct *)bpf_get_current_task();
 	pt = point_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum), 0, EV_COPY);
-	now = bpf_ktime_get_ns();
-	if (pt-- && now - t->last_ns <= cfg.stale_ns)
-		hop(t->last_pt, pt, now - t->last_ns);
+	if (pt-- && now - was.last_ns <= cfg.stale_ns)
+		hop(was.epoch, was.last_pt, pt, now - was.last_ns);
 	return 0;
+}
+
+/* The shared end of tracking for every free tracepoint (and for kfree_skb variants of older kernels, which pass
+ * DROP_REASON_UNKNOWN): the kernel freed `skb`, consumed (reason SKB_CONSUMED) or dropped. A tracked
+ * packet's drop is counted at the last point it passed, with the reason; a free of an address whose packet ended
+ * unseen earlier ends that packet as unseen (nothing is charged to the traced path). */
+static __always_inline void track_freed(struct sk_buff *skb, __u32 reason)
+{
+	__u64 key = addr_of(skb);
+	struct skb_track *t = slot_of(key);
+	struct ended was;
+	struct drop_key dk = {};
+	struct hops_settings *set;
+	bool same;
+
+	if (!t || t->skb != key || frozen())
+		return;
+	same = same_packet(t, skb);
+	if (!take(t, key, 0, &was))
+		return;
+	if (!same) {
+		end_unseen(&was, bpf_ktime_get_ns());
+		return;
+	}
+	if (reason == SKB_CONSUMED) {
+		end_of(&was, C_END_FREE, END_FREE);
+		return;
+	}
+	set = settings_now();
+	if (!set || set->epoch != was.epoch)
+		return;
+	dk.point = was.last_pt;
+	dk.reason = reason;
+	add_one(&drops, &dk);
+	count(was.epoch, C_END_DROP);
 }
 
 SEC("tp_btf/consume_skb")
 int BPF_PROG(on_consume_skb, struct sk_buff *skb)
 {
-	__u64 key = addr_of(skb);
-	struct skb_track *t = slot_of(key);
-
-	if (t && t->skb == key) {
-		t->skb = 0;
-		if (t->head == addr_of(skb->head))
-			count(C_END_FREE);
-	}
-	return 0;
-}
-
-/* A tracked packet freed as a drop: count it under its last point and reason, end its tracking. */
-static __always_inline int dropped(struct sk_buff *skb, __u32 reason)
-{
-	__u64 key = addr_of(skb), one = 1, *c;
-	struct skb_track *t = slot_of(key);
-	struct drop_key dk = {};
-
-	if (!t || t->skb != key)
-		return 0;
-	t->skb = 0;
-	if (t->head != addr_of(skb->head))
-		return 0;
-	dk.point = t->last_pt;
-	dk.reason = reason;
-	c = bpf_map_lookup_elem(&drops, &dk);
-	if (c)
-		*c += 1;
-	else
-		bpf_map_update_elem(&drops, &dk, &one, BPF_NOEXIST);
-	count(C_END_DROP);
+	track_freed(skb, SKB_CONSUMED);
 	return 0;
 }
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
-	return dropped(skb, reason);
+	track_freed(skb, reason);
+	return 0;
 }
 
 /* Kernels before 5.17 (no enum skb_drop_reason, kfree_skb(skb, location) only): the verifier refuses a read of
@@ -380,5 +552,6 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(on_kfree_skb_noreason, struct sk_buff *skb, void *location)
 {
-	return dropped(skb, DROP_REASON_UNKNOWN);
+	track_freed(skb, DROP_REASON_UNKNOWN);
+	return 0;
 }

@@ -59,12 +59,16 @@ struct point_info {  /* indexed by point id */
 #define TRACK_HASH(skb) ((__u32)(((__u64)(skb) * 0x9E3779B97F4A7C15ULL) >> 48) & (TRACK_SLOTS - 1))
 
 struct skb_track {
-	__u64 skb;       /* 0 = free */
+	__u64 skb;       /* 0 = free; changed only by compare-and-swap: the CPU that swaps a key out counts its end */
 	__u64 head;      /* skb->head at the last point: a reused skb address carries another buffer */
 	__u64 first_ns;
 	__u64 last_ns;
 	__u32 last_pt;
 	__u32 dir;
+	__u64 fp;        /* the packet's fingerprint at its start (IP ID, first word of L4 after the ports): tells a
+			  * moved head (same packet, buffer reallocated) from a reused address (another packet) */
+	__u32 epoch;     /* settings.epoch at the start: ends of packets started before a reset are not counted */
+	__u32 pad;
 };
 
 struct hist {
@@ -86,9 +90,27 @@ struct drop_key {
 /* kfree_skb of a kernel without drop reasons (< 5.17: the tracepoint has no reason argument) */
 #define DROP_REASON_UNKNOWN 0xffffffffu
 
+/* How the tracking of a packet ended, counted per last point (map "ends") for every end except the two
+ * deliveries (a copy to the reader, the path's end) and drops (map "drops", per point and reason). */
+enum end_kind {
+	END_FREE = 0,   /* consume_skb: freed as not dropped before the path's end (a GRO frag_list member, ...) */
+	END_UNSEEN = 1, /* freed without a tracepoint: its address came back as another packet (after the path's end:
+			 * a UDP read, TCP receive coalescing, a pure ACK; before it: a GRO merge of its head) */
+	END_LOST = 2,   /* its slot was taken by a new packet while it was still fresh (hash clash) */
+	END_STALE = 3,  /* not seen for stale_ns when its address or slot came back */
+	END_KINDS = 4,
+};
+
+struct end_key {
+	__u32 point;
+	__u32 kind; /* enum end_kind */
+};
+
 /* run-time settings, changed by user space while attached (ARRAY map "settings", one entry) */
 struct hops_settings {
 	__u32 sample_every; /* track 1 in N packets that match a start point; 0 or 1 = all */
+	__u32 epoch;        /* bumped by user space when it restarts the aggregates: counters of epoch & 1 are used */
+	__u32 frozen;       /* 1: every program returns at once (user space reads one consistent final snapshot) */
 	__u32 pad;
 };
 
@@ -102,14 +124,18 @@ struct hops_cfg {
 enum hop_counter {
 	C_STARTED = 0,    /* packets whose tracking began */
 	C_UNEXPECTED = 1, /* hops between points that are not consecutive in the expected chain */
-	C_STALE = 2,      /* tracking abandoned: not seen for stale_ns */
+	C_STALE = 2,      /* tracking abandoned: not seen for stale_ns (END_STALE) */
 	C_END_COPY = 3,   /* tracking ended by a copy to a socket reader */
-	C_END_FREE = 4,   /* tracking ended by consume_skb */
+	C_END_FREE = 4,   /* tracking ended by consume_skb (END_FREE) */
 	C_END_DROP = 5,   /* tracking ended by kfree_skb (a drop) */
 	C_CANDIDATES = 6, /* packets that matched a start point (tracked or sampled out) */
-	C_LOST = 7,       /* a live packet's slot was taken by a new start (table too small or a hash clash) */
-	C_END_PATH = 8,   /* tracking ended at the path's end: nothing for a reader to copy (UDP, ICMP, pure ACK) */
-	C_COUNT = 9,
+	C_LOST = 7,       /* a live packet's slot was taken by a new start (END_LOST) */
+	C_END_PATH = 8,   /* tracking ended at the path's end: not TCP or UDP (ICMP) */
+	C_END_UNSEEN = 9, /* freed without a tracepoint (END_UNSEEN) */
+	C_COUNT = 10,
 };
+/* The counters map holds two sets, C_COUNT each: set (epoch & 1). Every started packet of an epoch ends in exactly
+ * one end counter of the same set or is still in a slot of that epoch (in flight): started == the ends + live. */
+#define COUNTER_SETS 2
 
 #endif

@@ -16,8 +16,6 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from pyroute2 import netns as pr_netns
-
 from cniprof.errors import CniprofError, EnvironmentProblem
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -86,7 +84,11 @@ def in_thread(fn: Callable[[], T], setup: Callable[[], None] | None = None, name
 
 def enter_netns(name: str) -> None:
     """setns() the calling thread into a named namespace (/run/netns/<name>) or an nsfs path."""
-    pr_netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
+    from pyroute2 import (
+        netns,  # here, not at the top: generator helper scripts import this module and start fast
+    )
+
+    netns.setns(name, flags=0)  # flags=0: never create a namespace by accident
 
 
 def call_in(netns: str, fn: Callable[[], T]) -> T:

@@ -13,8 +13,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.cniprof-install-stamp"
 # iputils-ping: cniprof.traffic.ping; setpriv (util-linux, essential) is used by cniprof.traffic.netns.
+# chromium: the browser test of report.html (tests/root/test_report_browser.py, driven by playwright from .venv).
 PACKAGES=(clang llvm libbpf-dev bpftool iproute2 iperf3 sockperf iptables nginx-light wrk ethtool python3-venv
-          iputils-ping)
+          iputils-ping chromium)
 
 LOG="$(mktemp /tmp/cniprof-setup.XXXXXX.log)"
 POLICY_RC=""

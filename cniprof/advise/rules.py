@@ -43,8 +43,8 @@ LAB_CONCENTRATION = 0.90
 LAB_MIN_NET_MS = 100.0  # a tenth of a second of NET softirq in the window: enough samples to call a split
 # TCP: a lossless lab link retransmits < 0.05 % of segments (clean iperf3 runs: ~0.01 %); 1 % is loss
 RETRANS_FAULT = 0.01
-# drops of the traced packets (kfree_skb with a reason) as a fraction of the packets traced end to end; below
-# 0.5 % a TCP stream barely notices, above it throughput suffers
+# traced packets lost on the way (dropped with a reason, or ended before the path's end) as a fraction of the
+# packets the probe started tracking; below 0.5 % a TCP stream barely notices, above it throughput suffers
 DROP_FAULT = 0.005
 # drop reasons that are TCP working as intended (duplicate or old segments), not a datapath problem; the last two
 # are the generator's connections being torn down (segments in flight reaching an aborted socket, or arriving
@@ -387,18 +387,101 @@ def softirq_imbalance(run: RunData) -> list[Finding]:
                     _ctx(run, hot_cpu=hot["cpu"], rps_off=empty, devices=devs, pinned=bool(pinned)))]
 
 
+def _started(run: RunData) -> float:
+    """Packets the probe started tracking (both directions): the denominator of a loss share."""
+    acc = run.summary.get("accounting") or {}
+    for v in (acc.get("started"), (run.summary.get("counters") or {}).get("started"),
+              (run.summary.get("end_to_end") or {}).get("packets")):
+        n = _num(v)
+        if n and not math.isnan(n):
+            return n
+    return 0.0
+
+
+def _path_points(run: RunData) -> set[str]:
+    """The points of the expected paths (hops.csv), socket delivery included."""
+    h = run.hops
+    if h.empty or not {"from_point", "to_point", "expected"} <= set(h.columns):
+        return set()
+    exp = h[h["expected"].astype(bool)]
+    return set(exp["from_point"].astype(str)) | set(exp["to_point"].astype(str))
+
+
+def _loss_base(run: RunData, points: dict[str, int]) -> float:
+    """The packets a loss at these points is a share of: the started packets of the directions whose paths hold
+    the points (a drop of the data direction is not diluted by the ACKs coming back), else of the whole run."""
+    started = {str(d.get("direction")): int(d.get("started") or 0)
+               for d in (run.summary.get("path_check") or {}).get("directions") or []}
+    h = run.hops
+    dirs: set[str] = set()
+    if started and not h.empty and {"from_point", "to_point", "direction"} <= set(h.columns):
+        for point in points:  # a packet's last point is where its last hop arrived (or its first point)
+            hit = h[h["to_point"].astype(str) == point]
+            hit = hit if len(hit) else h[h["from_point"].astype(str) == point]
+            dirs.update(str(x) for x in hit["direction"] if str(x) in started)
+    base = sum(started[d] for d in dirs)
+    return float(base) if base else _started(run)
+
+
+def _vanished_before_end(run: RunData) -> dict[str, int]:
+    """Point -> packets that ended there, before the path's end, with nothing recorded for them: no drop, and not
+    freed, merged unseen, lost to the tracker, stale or still in flight (the path check lists those ends per point).
+    Runs recorded before per-point ends existed only have global counts: their ended_free, lost and stale explain
+    what they can, the largest points first."""
+    out: dict[str, int] = {}
+    legacy: dict[str, int] = {}
+    for d in (run.summary.get("path_check") or {}).get("directions") or []:
+        for e in d.get("ended") or []:
+            n = int(e.get("count") or 0) - sum(int(c) for _, c in e.get("drops") or [])
+            if not e.get("on_path") or n <= 0:
+                continue
+            point = str(e["point"])
+            if "other" in e:
+                n -= sum(int(c) for _, c in e["other"] or [])
+                if n > 0:
+                    out[point] = out.get(point, 0) + n
+            else:
+                legacy[point] = legacy.get(point, 0) + n
+    counters = run.summary.get("counters") or {}
+    budget = sum(int(counters.get(k) or 0) for k in ("ended_free", "lost", "stale"))
+    for point, n in sorted(legacy.items(), key=lambda kv: -kv[1]):
+        used = min(budget, n)
+        budget -= used
+        if n - used > 0:
+            out[point] = out.get(point, 0) + n - used
+    return out
+
+
 def drops(run: RunData) -> list[Finding]:
+    """Packets lost on the way: traced packets dropped (a reason other than TCP at work) anywhere, plus those that
+    ended before the path's end with nothing recorded for them (the path check's flow count); a fault above
+    DROP_FAULT of the started packets, ranked by that share, with each point and its reasons as evidence. Device
+    and qdisc drop counters of the node state are evidence too (and a fault by themselves: they count untraced
+    packets as well)."""
     ev: list[Evidence] = []
     d = run.drops
-    packets = _num((run.summary.get("end_to_end") or {}).get("packets")) or 0.0
-    counted = 0
+    by_point: dict[str, int] = {}
+    reasons_at: dict[str, list[str]] = {}
     if d is not None and len(d) and "reason" in d:
         bad = d[~d["reason"].astype(str).isin(BENIGN_DROP_REASONS)]
-        for (reason, point), g in bad.groupby(["reason", "point"]):
+        on_path = _path_points(run)
+        if on_path:  # a drop off the path is a packet that left it (the path check's business, e.g. bridge flooding)
+            bad = bad[bad["point"].astype(str).isin(on_path)]
+        for (point, reason), g in bad.groupby(["point", "reason"]):
             n = int(g["count"].sum())
-            counted += n
-            ev.append(Evidence(str(point), f"drops {reason}", n, source="drops.csv"))
-    frac = counted / packets if packets else (1.0 if counted else 0.0)
+            by_point[str(point)] = by_point.get(str(point), 0) + n
+            reasons_at.setdefault(str(point), []).append(f"{reason} {n:,}")
+    vanished = _vanished_before_end(run)
+    for point, n in vanished.items():
+        by_point[point] = by_point.get(point, 0) + n
+    lost = sum(by_point.values())
+    started = _loss_base(run, by_point)
+    frac = lost / started if started else (1.0 if lost else 0.0)
+    for point, n in sorted(by_point.items(), key=lambda kv: (-kv[1], kv[0])):
+        why = ", ".join(reasons_at.get(point, []) + ([f"ended with no drop reported {vanished[point]:,}"]
+                                                     if vanished.get(point) else []))
+        ev.append(Evidence(point, f"packets lost ({why})", n, f"{DROP_FAULT:.1%} of {started:,.0f} started",
+                           "drops.csv" if point in reasons_at else "summary.json path_check"))
     dev_drops = 0
     for ns, dev in _ns_devices(run):
         q = dev.get("qdisc") or {}
@@ -416,9 +499,11 @@ def drops(run: RunData) -> list[Finding]:
                                "nodestate.json"))
     if frac < DROP_FAULT and not dev_drops:
         return []
-    reasons = sorted({e.metric.removeprefix("drops ") for e in ev if e.metric.startswith("drops ")})
-    title = f"drops: {counted:,} traced packets dropped ({frac:.1%})" + (f", {', '.join(reasons[:3])}" if reasons
-                                                                          else "")
+    reasons = sorted({r.rsplit(" ", 1)[0] for rs in reasons_at.values() for r in rs})
+    title = f"packet loss: {lost:,} of {started:,.0f} traced packets ({frac:.1%}) dropped or ended before the path's end"
+    if by_point:
+        top = max(by_point.items(), key=lambda kv: kv[1])[0]
+        title += f", most at {top}" + (f" ({', '.join(reasons_at[top][:2])})" if top in reasons_at else "")
     if dev_drops:
         title += f"; {dev_drops:,} device/qdisc drops"
     return [Finding("drops", title, FAULT, min(1.0, max(frac, 0.0)), ev,
@@ -471,4 +556,11 @@ def run_rules(run: RunData) -> list[Finding]:
     out: list[Finding] = []
     for rule in RULES:
         out += rule(run)
+    # TCP retransmits what the datapath lost: with a packet loss found, the retransmits are its consequence and rank
+    # right after it (a 2 % loss makes ~2 % retransmits, either may come out a little larger)
+    loss = next((f for f in out if f.kind == "drops" and f.severity == FAULT), None)
+    for f in out:
+        if loss is not None and f.kind == "tcp_retransmits" and f.share >= loss.share:
+            f.share = loss.share * 0.999
+            f.evidence.append(Evidence("traced packets", "consequence of", "the packet loss above", source=""))
     return out

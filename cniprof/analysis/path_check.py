@@ -14,6 +14,10 @@ Pure function of a labelled snapshot (ARCHITECTURE.md). Per direction it reports
   is a packet that left the expected path; on it, a packet that stopped early (a drop, listed with its reasons, or
   a tracking loss). Only the former makes the check fail: drops are the drops table's business.
 Hops after the path's end (socket delivery) are not required: UDP delivery is not observable (KNOWN_ISSUES.md).
+
+Proportions: an unexpected pair or an end off the path that holds less than NEGLIGIBLE_SHARE of its direction's
+packets is listed as negligible and does not make the check fail (see NEGLIGIBLE_SHARE for why). Missing hops
+always do: no packet at all crossed an expected hop of a direction that had traffic.
 """
 
 from __future__ import annotations
@@ -24,6 +28,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cniprof.analysis.hops import direction_label, directions, point_name
+
+# A tracker keyed by skb address is misled, rarely, by an address that comes back as another packet right after
+# a free the kernel does not report (TCP receive coalescing, GRO merges free skbs without a tracepoint; under an
+# 8-stream iperf3 load most data segments end that way): the new packet may pass a point before the probe knows
+# the old one is gone, which shows as one stray pair. A 5-minute trace had 1 such pair among 1.4 million packets
+# (issue 11). A real difference between the model and the kernel's path (a route, a neighbour, a device) moves
+# every packet of a flow, or at least a visible share of them; 1 in 1000 separates the two by orders of magnitude.
+NEGLIGIBLE_SHARE = 0.001
+NEGLIGIBLE_REASON = (f"below {NEGLIGIBLE_SHARE * 100:g} % of the direction's packets: what a tracker keyed by skb address "
+                     "mistakes when an address is reused after a free without a tracepoint; a real path difference "
+                     "moves a visible share")
 
 MISSING = "missing"
 SKIPS = "skips expected points"
@@ -44,11 +59,13 @@ class HopIssue:
     count: int
     seq: int | None = None
     role: str = ""
+    negligible: bool = False  # below NEGLIGIBLE_SHARE of the direction's packets
 
     def line(self) -> str:
         if self.kind == MISSING:
             return f"{self.direction}: missing hop {self.seq} {self.role!r} {self.src} → {self.dst} (0 packets)"
-        return f"{self.direction}: unexpected hop {self.src} → {self.dst}: {self.count} packets ({self.kind})"
+        return (f"{self.direction}: unexpected hop {self.src} → {self.dst}: {self.count} packets ({self.kind})"
+                + (", negligible" if self.negligible else ""))
 
 
 @dataclass(frozen=True)
@@ -60,13 +77,16 @@ class Ended:
     count: int
     on_path: bool
     drops: tuple[tuple[str, int], ...] = ()  # (reason, count) recorded at this point
+    other: tuple[tuple[str, int], ...] = ()  # other ends recorded at this point: (freed|unseen|lost|stale|in flight, n)
+    negligible: bool = False  # off the path, below NEGLIGIBLE_SHARE of the direction's packets
 
     def line(self) -> str:
         where = "before the path's end" if self.on_path else "off the path"
         why = ", ".join(f"{r} {n}" for r, n in self.drops)
-        return f"{self.direction}: {self.count} packets ended at {self.point}, {where}" + (
-            f" (dropped: {why})" if why else ""
-        )
+        also = ", ".join(f"{k} {n}" for k, n in self.other)
+        detail = "; ".join(x for x in (f"dropped: {why}" if why else "", also) if x)
+        return (f"{self.direction}: {self.count} packets ended at {self.point}, {where}"
+                + (f" ({detail})" if detail else "") + (", negligible" if self.negligible else ""))
 
 
 @dataclass(frozen=True)
@@ -85,7 +105,14 @@ class DirectionCheck:
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.unexpected and not any(not e.on_path for e in self.ended)
+        return (not self.missing and all(h.negligible for h in self.unexpected)
+                and all(e.on_path or e.negligible for e in self.ended))
+
+    @property
+    def negligible(self) -> int:
+        """Packets in unexpected pairs and off-path ends too few to fail the check."""
+        return (sum(h.count for h in self.unexpected if h.negligible)
+                + sum(e.count for e in self.ended if not e.on_path and e.negligible))
 
 
 @dataclass(frozen=True)
@@ -95,7 +122,11 @@ class PathCheck:
 
     @property
     def ok(self) -> bool:
-        return all(d.ok for d in self.directions) and not self.unassigned
+        return all(d.ok for d in self.directions) and all(h.negligible for h in self.unassigned)
+
+    @property
+    def negligible(self) -> int:
+        return sum(d.negligible for d in self.directions) + sum(h.count for h in self.unassigned if h.negligible)
 
     @property
     def missing(self) -> tuple[HopIssue, ...]:
@@ -119,6 +150,10 @@ class PathCheck:
             out = [f"path check: observed chain = expected ({summary})"]
         else:
             out = [f"path check: MISMATCH with the model's chain ({summary})"]
+        if self.negligible:
+            n = self.negligible
+            out.append(f"  {n} packet{'' if n == 1 else 's'} off the chain {'is' if n == 1 else 'are'} negligible: "
+                       f"{NEGLIGIBLE_REASON}")
         for d in self.directions:
             out += [f"  {h.line()}" for h in (*d.missing, *d.unexpected)]
             out += [f"  {e.line()}" for e in d.ended]
@@ -128,6 +163,9 @@ class PathCheck:
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "negligible_share": NEGLIGIBLE_SHARE,
+            "negligible_reason": NEGLIGIBLE_REASON,
+            "negligible_packets": self.negligible,
             "directions": [
                 {**asdict(d), "active": d.active, "ok": d.ok} for d in self.directions
             ],
@@ -156,6 +194,13 @@ def check(snapshot: Mapping[str, Any]) -> PathCheck:
     drops: dict[int, list[tuple[str, int]]] = defaultdict(list)
     for dr in snapshot.get("drops") or ():
         drops[_id(dr["point"])].append((str(dr.get("reason_name") or dr.get("reason")), int(dr.get("count", 0))))
+    other: dict[int, list[tuple[str, int]]] = defaultdict(list)
+    for e in snapshot.get("ends") or ():
+        other[_id(e["point"])].append((str(e["kind"]), int(e.get("count", 0))))
+    for lv in snapshot.get("live") or ():
+        for kind, label in (("stale", "stale"), ("in_flight", "in flight")):
+            if int(lv.get(kind, 0)):
+                other[_id(lv["point"])].append((label, int(lv[kind])))
 
     dirs = directions(snapshot)
     chains: dict[int, list[Mapping[str, Any]]] = {}
@@ -183,12 +228,13 @@ def check(snapshot: Mapping[str, Any]) -> PathCheck:
         first = order[k][0] if order[k] else None
         my_odd = {key: n for key, n in odd.items() if owner.get(key) == k}
 
-        unexpected = tuple(
-            HopIssue(label, _kind(order[k], a, b, name), name(a), name(b), n)
-            for (a, b), n in sorted(my_odd.items(), key=lambda kv: (-kv[1], kv[0]))
-        )
         started = sum(int(h.get("count", 0)) for h in mine if _id(h["from"]) == first)
         started += sum(n for (a, _), n in my_odd.items() if a == first)
+        unexpected = tuple(
+            HopIssue(label, _kind(order[k], a, b, name), name(a), name(b), n,
+                     negligible=_negligible(n, started))
+            for (a, b), n in sorted(my_odd.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
         completed = e2e.get(k, 0)
         active = started > 0 or completed > 0 or bool(unexpected)
         missing = tuple(
@@ -204,15 +250,23 @@ def check(snapshot: Mapping[str, Any]) -> PathCheck:
             flow_in[b] += n
             flow_out[a] += n
         ended = tuple(
-            Ended(label, name(pid), flow_in[pid] - flow_out[pid], pid in pos, tuple(drops.get(pid, ())))
+            Ended(label, name(pid), flow_in[pid] - flow_out[pid], pid in pos, tuple(drops.get(pid, ())),
+                  tuple(other.get(pid, ())), negligible=_negligible(flow_in[pid] - flow_out[pid], started))
             for pid in sorted(flow_in, key=lambda p: (pos.get(p, len(pos)), p))
             if pid not in (first, end) and pid not in after_end and flow_in[pid] > flow_out[pid]
         )
         results.append(DirectionCheck(label, len(in_e2e), started, completed, missing, unexpected, ended))
+    total = sum(d.started for d in results)
     unassigned = tuple(
-        HopIssue("unassigned", OFF, name(a), name(b), n) for (a, b), n in sorted(odd.items()) if (a, b) not in owner
+        HopIssue("unassigned", OFF, name(a), name(b), n, negligible=_negligible(n, total))
+        for (a, b), n in sorted(odd.items()) if (a, b) not in owner
     )
     return PathCheck(tuple(results), unassigned)
+
+
+def _negligible(count: int, started: int) -> bool:
+    """A share of the direction's packets too small to be a path difference (NEGLIGIBLE_SHARE)."""
+    return started > 0 and count < NEGLIGIBLE_SHARE * started
 
 
 def _assign(odd: Mapping[tuple[int, int], int], order: Mapping[int, list[int]]) -> dict[tuple[int, int], int]:

@@ -45,6 +45,7 @@ class TraceRecord:
     injections: tuple[str, ...] = ()  # problems `lab inject` put into the lab
     where: str = ""  # "lab built and removed", "lab reused, left up", "live node ..."
     command: str | None = None  # the command line that traced
+    started: str | None = None  # when the trace began, local time with its UTC offset (2026-12-06T01:34:54+0000)
     kernel: str = field(default_factory=platform.release)
     arch: str = field(default_factory=platform.machine)
     cniprof_version: str = __version__
@@ -87,7 +88,8 @@ def summary_extra(record: TraceRecord) -> dict[str, Any]:
         extra["service"] = dict(record.service)
     if record.injections:
         extra["injections"] = list(record.injections)
-    extra.update(where=record.where, command=record.command, cniprof_version=record.cniprof_version)
+    extra.update(where=record.where, command=record.command, started=record.started,
+                 cniprof_version=record.cniprof_version)
     return extra
 
 
@@ -126,6 +128,6 @@ def record_from_files(summary: Mapping[str, Any], snapshot: Mapping[str, Any], c
         duration_s=float(summary.get("duration_s") or snapshot.get("elapsed_s") or 0.0), traffic=traffic,
         probes=tuple(summary.get("probes") or ()), sampling=dict(summary.get("sampling") or {}), cpu=cpu, nf=nf,
         nodestate=nodestate, service=summary.get("service"), injections=tuple(summary.get("injections") or ()),
-        where=str(summary.get("where") or ""), command=summary.get("command"),
+        where=str(summary.get("where") or ""), command=summary.get("command"), started=summary.get("started"),
         kernel=str(summary.get("kernel") or ""), arch=str(summary.get("arch") or ""),
         cniprof_version=str(summary.get("cniprof_version") or ""))

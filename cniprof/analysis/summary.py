@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from cniprof.analysis.accounting import Accounting, accounting
 from cniprof.analysis.hops import (
     ChainLike,
     direction_label,
@@ -27,7 +28,8 @@ from cniprof.analysis.hops import (
 )
 
 SUMMARY_VERSION = 1
-COUNTER_KEYS = ("started", "hops", "unexpected", "stale", "lost", "ended_copy", "ended_free", "ended_drop")
+COUNTER_KEYS = ("started", "hops", "unexpected", "stale", "lost", "ended_copy", "ended_path", "ended_free",
+                "ended_drop", "ended_unseen", "in_flight", "stale_in_table")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Analysis:
     directions: tuple[str, ...]  # labels, snapshot order; the first one is the forward direction
     elapsed_s: float | None
     programs: tuple[str, ...] = ()  # BPF programs the probe attached, when the snapshot says
+    accounting: Accounting | None = None  # where every started packet went (cniprof.analysis.accounting)
 
     @property
     def forward(self) -> str | None:
@@ -90,6 +93,7 @@ def analyze(snapshot: Mapping[str, Any], chain: ChainLike | None = None, topolog
         directions=labels,
         elapsed_s=None if elapsed is None else float(elapsed),
         programs=tuple(str(p) for p in snapshot.get("programs") or ()),
+        accounting=accounting(snapshot),
     )
 
 
@@ -163,6 +167,9 @@ def summary_dict(
         "unattributed_pct": fwd.get("unattributed_pct"),
         "unexpected_hop_pairs": int((~analysis.hops["expected"]).sum()),
         "drops_total": drops_total,
+        "drops": [{k: json_number(r.get(k)) for k in ("point", "node", "device", "reason", "reason_code", "count")}
+                  for r in analysis.drops.to_dict("records")],
+        "accounting": analysis.accounting.to_dict() if analysis.accounting is not None else None,
         "probes": list(analysis.programs if probes is None else probes),
         "lost_events": analysis.lost_events,
         "counters": dict(analysis.counters),

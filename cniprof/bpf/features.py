@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import gzip
 import os
 import socket
 import struct
@@ -39,6 +38,7 @@ from cniprof.bpf.tracefs import TRACEFS, with_tracefs
 from cniprof.bpf.tracefs import mounted as tracefs_mounted
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.netns_exec import enter_netns, in_thread
+from cniprof.sysinfo import config_option
 
 # re-exported: the doctor's helper-thread runner moved to nflink, which the netfilter probe shares
 
@@ -393,7 +393,7 @@ def _probe_kprobe() -> str:
         # libbpf falls back to tracefs kprobe_events on kernels without the kprobe PMU: give it tracefs too.
         return with_tracefs(lambda: _probe_program("cpd_kprobe", "ip_rcv"))
     except Unavailable as e:
-        if kernel_config("CONFIG_KPROBES") == "n":
+        if config_option("CONFIG_KPROBES") == "n":
             raise Unavailable(f"the kernel is built without kprobes (CONFIG_KPROBES is not set); {e}") from None
         raise
 
@@ -439,21 +439,6 @@ def _enum_value(enum: str, name: str, why: str) -> int:
     return values[name]
 
 
-def kernel_config(option: str) -> str | None:
-    """'y', 'm', 'n' (is not set) or a value from /proc/config.gz or /boot/config-<release>; None if unknown."""
-    candidates = [Path("/proc/config.gz"), Path(f"/boot/config-{os.uname().release}")]
-    for path in candidates:
-        try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        except OSError:
-            continue
-        for line in raw.decode(errors="replace").splitlines():
-            if line == f"# {option} is not set":
-                return "n"
-            if line.startswith(f"{option}="):
-                return line.split("=", 1)[1]
-        return "n"  # an option absent from a full config is off
-    return None
 
 
 # --- netfilter link (raw bpf(): libbpf 1.1 knows neither the program type nor the link; see cniprof/bpf/nflink.py)

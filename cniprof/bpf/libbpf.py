@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -148,6 +149,13 @@ class Map:
 
     def delete(self, key: object) -> bool:
         return lib().bpf_map_delete_elem(self.fd, ctypes.byref(key)) == 0
+
+    def mmap_readonly(self, entries: int) -> mmap.mmap:
+        """A read-only shared mapping of an array map created with BPF_F_MMAPABLE (entries values, each rounded
+        up to 8 bytes, as the kernel lays them out): read without a syscall per element. Close it before the
+        object."""
+        stride = (self.value_size + 7) // 8 * 8
+        return mmap.mmap(self.fd, stride * entries, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
 
     def keys(self, key_type: type) -> list:
         out = []
@@ -491,3 +499,16 @@ def tc_attach(ifindex: int, attach_point: int, prog_fd: int, handle: int = 1, pr
     if rc < 0:
         raise OSError(-rc, f"bpf_tc_attach(ifindex {ifindex}): {os.strerror(-rc)}")
     return int(opts.prog_id)
+
+
+def tc_detach(ifindex: int, attach_point: int, handle: int = 1, priority: int = 1) -> None:
+    """Remove the direct-action filter (handle, priority) that tc_attach put on the device's hook; the clsact
+    qdisc stays (other filters may use it). Call from a thread inside the device's namespace, like tc_attach."""
+    hook = _tc_hook(ifindex, attach_point)
+    opts = TcOpts()
+    opts.sz, opts.handle, opts.priority = ctypes.sizeof(TcOpts), handle, priority
+    detach = lib().bpf_tc_detach
+    detach.restype, detach.argtypes = ctypes.c_int, [ctypes.POINTER(TcHook), ctypes.POINTER(TcOpts)]
+    rc = detach(ctypes.byref(hook), ctypes.byref(opts))
+    if rc < 0:
+        raise OSError(-rc, f"bpf_tc_detach(ifindex {ifindex}): {os.strerror(-rc)}")

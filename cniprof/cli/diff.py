@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -20,6 +19,7 @@ from cniprof.errors import UsageError
 from cniprof.files import write_text
 from cniprof.report.cpu_profile import component_changes, is_datapath, load_profile
 from cniprof.report.flame_svg import diff_svg
+from cniprof.ui.console import wide_console
 
 DEFAULT_OUT = "cpu-diff.svg"
 
@@ -72,9 +72,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         raise UsageError(f"cannot write {out}: {e.strerror}") from None
     write_text(out, svg)
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=120)
+    console = wide_console()
     changes = component_changes(a, b)
     console.print(_changes_table(changes, a_name, b_name, args.top))
     top = changes.iloc[0] if len(changes) else None

@@ -17,10 +17,12 @@ from cniprof.analysis.cpu import analyze_cpu
 from cniprof.analysis.record import analyze_record
 from cniprof.analysis.summary import analyze
 from cniprof.cli import commands, trace_compare, trace_k8s
+from cniprof.cli.report import print_written
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.files import writable_dir
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
+from cniprof.report import attach, rundir
 from cniprof.report.export import export_trace
 from cniprof.run import trace
 from cniprof.run.rxmeter import RxBytes
@@ -150,4 +152,6 @@ def run(args: argparse.Namespace) -> int:
     if args.export:
         paths = export_trace(args.export, record, analysis)
         console.print(f"exported {', '.join(sorted(paths))} to {args.export}")
+        out = args.export / attach.REPORT_DIR
+        print_written(console, attach.write(rundir.of_trace(args.export, record, analysis), out), out)
     return 0

@@ -16,11 +16,13 @@ import platform
 
 from cniprof.analysis.compare import COMPARE_CSV, Entry, Skipped, compare
 from cniprof.analysis.record import analyze_record
+from cniprof.cli.report import print_written
 from cniprof.cni import registry
 from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Model
 from cniprof.errors import CniprofError, UsageError
 from cniprof.lab import kernel
+from cniprof.report import attach, rundir
 from cniprof.report.export import export_trace, model_dir
 from cniprof.run import trace
 from cniprof.ui.compare_table import render_comparison
@@ -101,5 +103,7 @@ def run(args: argparse.Namespace, base: trace.TraceOptions) -> int:
         cmp.to_csv(args.export / COMPARE_CSV)
         dirs = ", ".join(model_dir(m.spec) for m, _ in runnable if m.spec in cmp.models)
         console.print(f"exported {COMPARE_CSV} and per-model files ({dirs}) to {args.export}", highlight=False)
+        out = args.export / attach.REPORT_DIR
+        print_written(console, attach.write(rundir.load(args.export), out), out)
     return 0
 

@@ -56,11 +56,11 @@ def plan(traffic: str, src: str, dst: str, dst_ip: str, duration_s: float, count
     limit = int(duration_s) + MARGIN_S
     if traffic == "iperf3":
         gen = Iperf3("", "", dst_ip, duration_s)
-        # the client retries until the server listens (its container may start a moment later than Running says)
+        # the client retries until the server listens (its container may start a moment later than Running
+        # says); only the successful try's JSON is printed (no file: the image's root may be read-only)
         client_cmd = " ".join(gen.client_argv())
-        retry = (f"n=0; until {client_cmd} >/tmp/iperf3.json 2>/tmp/iperf3.err; do n=$((n+1)); "
-                 f"[ $n -ge 20 ] && {{ cat /tmp/iperf3.json /tmp/iperf3.err; exit 1; }}; sleep 0.5; done; "
-                 "cat /tmp/iperf3.json")
+        retry = (f"for i in $(seq 20); do out=$({client_cmd} 2>/dev/null) && {{ echo \"$out\"; exit 0; }}; sleep 0.5; "
+                 "done; echo \"$out\"; exit 1")
         return [Generator(dst, f"cniprof-iperf3-server-{tag}", tuple(bounded(gen.server_argv(), limit)), "server"),
                 Generator(src, f"cniprof-iperf3-client-{tag}", tuple(bounded(["sh", "-c", retry], limit)),
                           "client")]

@@ -13,6 +13,9 @@ from cniprof.k8s import manifests
 from cniprof.k8s.cluster import ApiRefused, Cluster
 
 AGENT_SELECTOR = ",".join(f"{k}={v}" for k, v in manifests.AGENT_LABELS.items())
+# a static pod (a manifest file on the node) is shown by the API as a mirror pod with a UID of its own; the
+# kubelet's cgroups carry the pod's config hash, which the mirror pod keeps in this annotation
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
 
 @dataclass(frozen=True)
@@ -21,7 +24,7 @@ class PodInfo:
     name: str
     node: str
     ip: str
-    uid: str
+    uid: str  # as the node knows it: metadata.uid, or a static pod's config hash
     containers: tuple[str, ...]
     host_network: bool
 
@@ -59,7 +62,8 @@ def pod_info(pod: client.V1Pod) -> PodInfo:
     phase = status.phase if status else None
     if phase != "Running" or not spec.node_name or not status.pod_ip:
         raise UsageError(f"pod {ref} is {phase or 'not scheduled'} (no node or IP yet): trace a Running pod")
-    return PodInfo(meta.namespace, meta.name, spec.node_name, status.pod_ip, meta.uid,
+    uid = (meta.annotations or {}).get(MIRROR_ANNOTATION) or meta.uid  # the UID the node's cgroups carry
+    return PodInfo(meta.namespace, meta.name, spec.node_name, status.pod_ip, uid,
                    tuple(c.name for c in spec.containers or ()), bool(spec.host_network))
 
 

@@ -41,7 +41,6 @@ class ClusterOptions:
     namespace: str = manifests.DEFAULT_NAMESPACE  # the agents'
     image: str = manifests.DEFAULT_IMAGE  # generators and scheduled pods
     proc: str = manifests.HOST_PROC  # the node's /proc inside the agent container
-    node_netns: dict[str, str] = field(default_factory=dict)  # node -> its namespace for the agent (lab only)
 
 
 @dataclass
@@ -151,8 +150,7 @@ class ClusterRun:
     def detect_cni(self) -> dict[str, dict[str, Any]]:
         """Each node's CNI, detected on the node as `--cni auto` does (`k8s detect` in its agent pod)."""
         for node in self.facts.nodes:
-            netns = self.opts.node_netns.get(node)
-            out = self._exec_output(node, ["cniprof", "k8s", "detect", *(["--netns", netns] if netns else [])])
+            out = self._exec_output(node, ["cniprof", "k8s", "detect"])  # the agent pod's namespace is the node's
             self.facts.cni[node] = json.loads(out) if out.strip() else {"cni": f"<cni of {node}>", "mode": None}
         return self.facts.cni
 

@@ -9,44 +9,16 @@ the device is the test, and it raises the same message (see `missing_error`).
 
 from __future__ import annotations
 
-import gzip
 import platform
 from collections.abc import Iterable
-from functools import cache
 
 from cniprof.errors import EnvironmentProblem
-
-CONFIG_PATHS = ("/proc/config.gz", f"/boot/config-{platform.release()}")
-
-
-@cache
-def _config() -> dict[str, str] | None:
-    """option -> "y" | "m" | "n"; None when no configuration is readable."""
-    for path in CONFIG_PATHS:
-        try:
-            opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt") as f:  # type: ignore[operator]
-                text = f.read()
-        except OSError:
-            continue
-        out: dict[str, str] = {}
-        for line in text.splitlines():
-            if line.startswith("# CONFIG_") and line.endswith(" is not set"):
-                out[line[2:].split()[0]] = "n"
-            elif line.startswith("CONFIG_") and "=" in line:
-                key, _, value = line.partition("=")
-                out[key] = value.strip('"')
-        return out
-    return None
+from cniprof.sysinfo import config_option
 
 
 def option(name: str) -> str | None:
-    """"y", "m", "n" or None (no readable configuration). An option the configuration does not list at all had
-    its dependencies unmet, so it is not built either: "n"."""
-    cfg = _config()
-    if cfg is None:
-        return None
-    return cfg.get(name, "n")
+    """"y", "m", "n" or None (no readable configuration); see cniprof.sysinfo.config_option."""
+    return config_option(name)
 
 
 def missing_error(spec: str, kind: str, name: str) -> EnvironmentProblem:

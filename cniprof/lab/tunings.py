@@ -49,6 +49,7 @@ from cniprof.errors import CniprofError
 from cniprof.lab import kubeproxy_nft, kubeproxy_switch
 from cniprof.lab.kubeproxy import cluster_cidr_of
 from cniprof.netns_exec import run_in
+from cniprof.sysinfo import parse_cpu_list
 
 IMPLEMENTED = ("mtu", "offloads", "txqueuelen", "rps", "xps", "cpu_pinning", "qdisc", "sysctl", "services",
                "notrack", "rfs")
@@ -121,12 +122,12 @@ def parse_features(text: str) -> dict[str, tuple[bool, bool]]:
 
 
 def cpu_list(value: str | int) -> set[int]:
-    """all -> every CPU this process may use, none -> empty, "0,2" -> {0, 2}."""
+    """all -> every CPU this process may use, none -> empty, a cpulist ("0,2", "0-3") -> those CPUs."""
     if value == "all":
         return set(os.sched_getaffinity(0))
     if value == "none":
         return set()
-    return {int(x) for x in str(value).split(",") if x.strip()}
+    return set(parse_cpu_list(str(value)))
 
 
 @contextmanager

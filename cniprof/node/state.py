@@ -26,6 +26,7 @@ from cniprof.cni.topology import NETNS_DIR
 from cniprof.errors import CniprofError
 from cniprof.lab.tunings import ETHTOOL_NAMES, FEATURES, parse_features
 from cniprof.netns_exec import attempt_in
+from cniprof.sysinfo import parse_cpu_list
 
 VERSION = 1
 TIMEOUT_S = 10.0  # one namespace's device and counter reads (~0.2 s on the lab)
@@ -278,16 +279,6 @@ def read_cpus(proc: Path = PROC) -> tuple[dict[int, dict[str, int]], list[str]]:
     return {c: {**soft.get(c, {}), **net.get(c, {}), **stat.get(c, {})} for c in cpus}, unavailable
 
 
-def _cpu_list(text: str) -> list[int]:
-    """"0-2,5" -> [0, 1, 2, 5]."""
-    out: list[int] = []
-    for part in text.strip().split(","):
-        lo, _, hi = part.partition("-")
-        if lo.strip().isdigit():
-            out += list(range(int(lo), int(hi or lo) + 1))
-    return out
-
-
 def processes(netns_names: list[str], proc: Path = PROC) -> dict[str, list[dict[str, Any]]]:
     """The processes living in each lab namespace (the generators) with the CPUs they may run on: a workload
     pinned onto the CPU that also takes the network softirq is one of the findings. One scan of /proc."""
@@ -309,7 +300,7 @@ def processes(netns_names: list[str], proc: Path = PROC) -> dict[str, list[dict[
         except (OSError, ValueError):
             continue
         out.setdefault(ns, []).append({"pid": int(entry.name), "comm": status.get("Name", "").strip(),
-                                       "cpus_allowed": _cpu_list(status.get("Cpus_allowed_list", ""))})
+                                       "cpus_allowed": parse_cpu_list(status.get("Cpus_allowed_list", ""))})
     return out
 
 

@@ -36,29 +36,11 @@ from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.probes import cpu_abi as abi
 from cniprof.probes.probe import BpfProbe
 from cniprof.probes.symbols import Kallsyms, UserSymbols
+from cniprof.sysinfo import online_cpus
 
 DEFAULT_FREQ_HZ = 999
 MAX_SAMPLE_RATE = "/proc/sys/kernel/perf_event_max_sample_rate"
-ONLINE_CPUS = "/sys/devices/system/cpu/online"
 SNAPSHOT_VERSION = 1
-
-
-def parse_cpu_list(text: str) -> list[int]:
-    """ "0-3,5" -> [0, 1, 2, 3, 5] (the kernel's cpulist format)."""
-    cpus: list[int] = []
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
-def online_cpus() -> list[int]:
-    try:
-        return parse_cpu_list(Path(ONLINE_CPUS).read_text())
-    except OSError:
-        return list(range(os.cpu_count() or 1))
 
 
 def check_freq(freq_hz: int) -> int:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import mmap
+import platform
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -34,6 +37,30 @@ def _ip_u32(ip: str) -> int:
 
 
 _LITTLE = np.little_endian
+# a program that read the settings just before a freeze runs to its end within microseconds (tracepoint programs
+# run with preemption off); 10 ms is far beyond that
+FREEZE_SETTLE_S = 0.01
+# struct skb_track as numpy reads it from the mmapped table (offsets from the ctypes mirror)
+_TRACK_DTYPE = np.dtype({"names": ["skb", "last_ns", "last_pt", "epoch"],
+                         "formats": [np.uint64, np.uint64, np.uint32, np.uint32],
+                         "offsets": [abi.SkbTrack.skb.offset, abi.SkbTrack.last_ns.offset,
+                                     abi.SkbTrack.last_pt.offset, abi.SkbTrack.epoch.offset],
+                         "itemsize": (ctypes.sizeof(abi.SkbTrack) + 7) // 8 * 8})
+
+
+# BPF atomics (compare-and-swap of a slot's key) arrived in Linux 5.12; older kernels get bpf/hops_legacy.bpf.c
+ATOMICS_SINCE = (5, 12)
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as 6.18.44-fc-v1272; (0, 0) when it does not parse."""
+    m = re.match(r"(\d+)\.(\d+)", release if release is not None else platform.release())
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def object_name(release: str | None = None) -> str:
+    """The hop object for this kernel: "hops", or "hops_legacy" (no BPF atomics) before 5.12."""
+    return "hops" if kernel_version(release) >= ATOMICS_SINCE else "hops_legacy"
 
 
 class HopProbe(BpfProbe):
@@ -55,6 +82,10 @@ class HopProbe(BpfProbe):
         self.ncpu = possible_cpus()
         self.started_at: float | None = None
         self.attached: list[str] = []
+        self.frozen = False
+        self.epoch = 0  # bumped by reset_stats; the kernel counts into counter set epoch & 1
+        self.stale_ns = int(stale_ms * 1e6)
+        self._tracks: mmap.mmap | None = None
         try:
             self._configure(stale_ms, sample_every, filter_flows)
         except BaseException:
@@ -82,6 +113,7 @@ class HopProbe(BpfProbe):
         reason_names()  # parse the kernel's BTF (~0.7 s of CPU) now, not while the traffic is measured
         self.obj.load()
         self.check_maps(abi.MAP_TYPES)
+        self._tracks = self.obj.map("tracks").mmap_readonly(abi.TRACK_SLOTS)
         self._write_points()
         self.set_sample_every(self.sample_every)
         slots = self.obj.map("pair_slot")
@@ -120,27 +152,51 @@ class HopProbe(BpfProbe):
     def set_sample_every(self, n: int) -> None:
         """Track 1 in n packets from now on (takes effect immediately in the kernel)."""
         self.sample_every = max(1, int(n))
-        self.obj.map("settings").update(ctypes.c_uint32(0), abi.HopsSettings(self.sample_every, 0))
+        self._write_settings()
+
+    def _write_settings(self) -> None:
+        self.obj.map("settings").update(ctypes.c_uint32(0),
+                                        abi.HopsSettings(self.sample_every, self.epoch, int(self.frozen), 0))
+
+    def freeze(self) -> None:
+        """Stop every aggregate from changing (the programs stay attached but return at once), so that the next
+        snapshot is one consistent cut: started == the ends + the packets still in the table, exactly, even while
+        traffic flows. For the final read of a run."""
+        self.frozen = True
+        self._write_settings()
+        time.sleep(FREEZE_SETTLE_S)
 
     def reset_stats(self) -> None:
-        """Zero every aggregate (histograms, counters, drops, unexpected pairs); packets in flight stay tracked.
+        """Zero every aggregate (histograms, counters, drops, ends, unexpected pairs) and start a new epoch.
 
-        Used when auto sampling switches N after calibration, so a report never mixes two sampling rates."""
+        Used when auto sampling switches N after calibration, so a report never mixes two sampling rates. Packets
+        in flight stay tracked for their hops, but they belong to the old epoch: their ends are not counted in the
+        new one (nor were their starts), so the accounting of the new epoch stays exact. The next epoch's counter
+        set is zeroed before the kernel switches to it."""
+        zero_u64 = (ctypes.c_uint64 * self.ncpu)()
+        nxt = (self.epoch + 1) & 1
+        for i in range(abi.C_COUNT):
+            self.obj.map("counters").update(ctypes.c_uint32(nxt * abi.C_COUNT + i), zero_u64)
+        self.epoch += 1
+        self._write_settings()
         zero_hist = (ctypes.c_uint8 * (ctypes.sizeof(abi.Hist) * self.ncpu))()
         for slot in [*range(1, len(self.expected) + 1), *(abi.MAX_HOPS + d.dir for d in self.directions)]:
             self.obj.map("hists").update(ctypes.c_uint32(slot), zero_hist)
-        zero_u64 = (ctypes.c_uint64 * self.ncpu)()
-        for i in range(abi.C_COUNT):
-            self.obj.map("counters").update(ctypes.c_uint32(i), zero_u64)
-        for name, key_type in (("odd_pairs", ctypes.c_uint32), ("drops", abi.DropKey)):
+        for name, key_type in (("odd_pairs", ctypes.c_uint32), ("drops", abi.DropKey), ("ends", abi.EndKey)):
             m = self.obj.map(name)
             for key in m.keys(key_type):
                 m.delete(key)
         self.started_at = time.monotonic()
 
     def counter(self, name: str) -> int:
-        """One of the probe's counters (abi.COUNTERS) summed over the CPUs."""
-        return self.u64_sum("counters", abi.COUNTERS.index(name))
+        """One of the probe's counters (abi.COUNTERS) of the current epoch's set, summed over the CPUs."""
+        return self.u64_sum("counters", (self.epoch & 1) * abi.C_COUNT + abi.COUNTERS.index(name))
+
+    def close(self) -> None:
+        if self._tracks is not None:
+            self._tracks.close()
+            self._tracks = None
+        super().close()
 
     # --- reading ---
 
@@ -151,6 +207,22 @@ class HopProbe(BpfProbe):
         buckets = v[2:2 + abi.HIST_BUCKETS]
         nz = np.nonzero(buckets)[0]
         return {"count": int(v[0]), "sum_ns": int(v[1]), "buckets": {str(int(i)): int(buckets[i]) for i in nz}}
+
+    def _live(self) -> list[dict]:
+        """Packets of this epoch still in the tracking table, per last point: in flight (seen within stale_ms) or
+        stale (not seen since; the kernel counts them as stale when their slot or address comes back)."""
+        if self._tracks is None:
+            return []
+        now = time.monotonic_ns()  # CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns
+        t = np.frombuffer(self._tracks, dtype=_TRACK_DTYPE, count=abi.TRACK_SLOTS)
+        mine = t[(t["skb"] != 0) & (t["epoch"] == self.epoch & 0xFFFFFFFF)]
+        age = now - mine["last_ns"].astype(np.int64)
+        stale = age > self.stale_ns
+        out = []
+        for pt in np.unique(mine["last_pt"]):
+            at = mine["last_pt"] == pt
+            out.append({"point": int(pt), "in_flight": int((at & ~stale).sum()), "stale": int((at & stale).sum())})
+        return out
 
     def snapshot(self) -> dict:
         hops = []
@@ -172,7 +244,16 @@ class HopProbe(BpfProbe):
             if v is not None:
                 drops.append({"point": key.point, "reason": key.reason,
                               "reason_name": names.get(key.reason, f"reason_{key.reason}"), "count": int(v[0])})
+        ends = []
+        em = self.obj.map("ends")
+        for key in em.keys(abi.EndKey):
+            v = self.percpu_sum("ends", key, ctypes.c_uint64)
+            if v is not None and key.kind < len(abi.END_KINDS):
+                ends.append({"point": key.point, "kind": abi.END_KINDS[key.kind], "count": int(v[0])})
         counters = {name: self.counter(name) for name in abi.COUNTERS}
+        live = self._live()
+        counters["in_flight"] = sum(r["in_flight"] for r in live)
+        counters["stale_in_table"] = sum(r["stale"] for r in live)
         return {
             "version": 1,
             "elapsed_s": time.monotonic() - self.started_at if self.started_at else 0.0,
@@ -180,6 +261,8 @@ class HopProbe(BpfProbe):
             "hops": hops,
             "e2e": e2e,
             "drops": drops,
+            "ends": ends,
+            "live": live,
             "counters": counters,
             "directions": [asdict(d) for d in self.directions],
             "programs": list(self.attached),

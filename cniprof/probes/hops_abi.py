@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-"""ctypes mirror of bpf/hops.h. tests/root/test_hops_abi.py checks every struct against the object's BTF, and
+"""ctypes mirror of bpf/hops.h. tests/root/test_bpf_abi.py checks every struct against the object's BTF, and
 HopProbe checks map key/value sizes at load, so a drift between the C and Python sides fails loudly."""
 
 from __future__ import annotations
@@ -59,8 +59,11 @@ def dev_hash(netns: int, ifindex: int) -> int:
     return x & (DEV_SLOTS - 1)
 
 COUNTERS = ("started", "unexpected", "stale", "ended_copy", "ended_free", "ended_drop", "candidates", "lost",
-            "ended_path")
-C_COUNT = 9
+            "ended_path", "ended_unseen")
+C_COUNT = 10
+COUNTER_SETS = 2  # the counters map holds one set per epoch parity (hops.h)
+# enum end_kind: the per-point ends of map "ends" (deliveries and drops are counted elsewhere)
+END_KINDS = ("freed", "unseen", "lost", "stale")
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64
 
@@ -74,7 +77,8 @@ class PointInfo(ctypes.Structure):
 
 
 class SkbTrack(ctypes.Structure):
-    _fields_ = [("skb", u64), ("head", u64), ("first_ns", u64), ("last_ns", u64), ("last_pt", u32), ("dir", u32)]
+    _fields_ = [("skb", u64), ("head", u64), ("first_ns", u64), ("last_ns", u64), ("last_pt", u32), ("dir", u32),
+                ("fp", u64), ("epoch", u32), ("pad", u32)]
 
 
 class Hist(ctypes.Structure):
@@ -89,12 +93,16 @@ class DropKey(ctypes.Structure):
     _fields_ = [("point", u32), ("reason", u32)]
 
 
+class EndKey(ctypes.Structure):
+    _fields_ = [("point", u32), ("kind", u32)]
+
+
 class HopsCfg(ctypes.Structure):
     _fields_ = [("stale_ns", u64), ("unused", u32), ("filter_flows", u32)]
 
 
 class HopsSettings(ctypes.Structure):
-    _fields_ = [("sample_every", u32), ("pad", u32)]
+    _fields_ = [("sample_every", u32), ("epoch", u32), ("frozen", u32), ("pad", u32)]
 
 
 # (map name, key type, value type) for the load-time size check
@@ -106,8 +114,9 @@ MAP_TYPES = {
     "hists": (u32, Hist),
     "odd_pairs": (u32, PairStat),
     "drops": (DropKey, u64),
+    "ends": (EndKey, u64),
     "counters": (u32, u64),
     "settings": (u32, HopsSettings),
 }
 # C struct name -> ctypes mirror, for the BTF check
-STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, HopsCfg, HopsSettings)
+STRUCTS = c_structs(DevSlot, PointInfo, SkbTrack, Hist, PairStat, DropKey, EndKey, HopsCfg, HopsSettings)

@@ -69,8 +69,9 @@ def export_trace(out_dir: str | os.PathLike[str], record: TraceRecord,
     out = writable_dir(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make a new export unreadable to anyone else once renamed
     try:
-        names = _write_all(staging, record, analysis, str(out))
+        names = _write_all(staging, record, analysis, ".")  # the findings' source: this directory
         return _move_in(staging, out, names)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already when it became out_dir

@@ -116,24 +116,24 @@ def rich_table(study: Study, table: pd.DataFrame | None = None) -> Table:
     models = study.models
     t = Table(title=f"{study.metadata['scenario']['name']}: median over repetitions (% of host)",
               title_justify="left")
-    shown = _label_columns(table)
+    shown = label_columns(table)
     for col in shown:
         t.add_column(col)
     for m in models:
         t.add_column(m, justify="right")
-    for labels, cells in _rows(table, models, shown):
+    for labels, cells in table_rows(table, models, shown):
         t.add_row(*labels, *(Text(text, style="yellow" if flagged else "") if text != "-" else Text("-", style="dim")
                              for text, flagged in cells))
     t.caption = f"! = 95 % CI half-width > {study.metadata.get('max_spread_pct', 10)} % of the median: repeat it"
     return t
 
 
-def _label_columns(table: pd.DataFrame) -> list[str]:
+def label_columns(table: pd.DataFrame) -> list[str]:
     """Path and variant only when the study has several (they would repeat one value on every row)."""
     return [c for c in ("path", "variant") if table[c].nunique() > 1] + ["generator", "metric"]
 
 
-def _rows(table: pd.DataFrame, models: list[str], shown: list[str]):
+def table_rows(table: pd.DataFrame, models: list[str], shown: list[str]):
     """(row labels, [(cell text, flagged)] per model) of the comparison, for the Rich and the Markdown table."""
     for key, group in table.groupby(["path", "variant", "generator", "metric"], sort=False):
         by_model = {r["model"]: r for _, r in group.iterrows()}
@@ -149,17 +149,6 @@ def _rows(table: pd.DataFrame, models: list[str], shown: list[str]):
             cells.append((text + (" !" if bool(r["flagged"]) else ""), bool(r["flagged"])))
         labels = dict(zip(("path", "variant", "generator", "metric"), key))
         yield [str(labels[c]) for c in shown], cells
-
-
-def markdown(study: Study, table: pd.DataFrame | None = None) -> str:
-    """The comparison as a Markdown table (report.md), same cells as the Rich one."""
-    table = comparison(study) if table is None else table
-    models = study.models
-    shown = _label_columns(table)
-    lines = ["| " + " | ".join([*shown, *models]) + " |", "|" + "---|" * len(shown) + "---:|" * len(models)]
-    for labels, cells in _rows(table, models, shown):
-        lines.append("| " + " | ".join([*labels, *(text for text, _ in cells)]) + " |")
-    return "\n".join(lines) + "\n"
 
 
 CPU_TOP = 6  # components shown per (model, path, variant, generator); the rest are in cpu.csv
@@ -211,17 +200,3 @@ def findings(study: Study) -> list[Any]:
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable or older: compute it again
     return advise_study(study.root)
-
-
-def findings_markdown(found: list[Any]) -> str:
-    """The findings as a Markdown table for report.md (rank, group, severity, share, finding, evidence, advice)."""
-    if not found:
-        return ""
-    lines = ["| # | model · path · variant | severity | share | finding | evidence | advice |", "|---:|---|---|---:|---|---|---|"]
-    for f in found:
-        g = f.group
-        ev = "<br>".join(e.text() for e in f.evidence[:4]).replace("|", "\\|")
-        adv = "<br>".join(a["title"] + (f" (`tune {a['tune']}`)" if a.get("tune") else "") for a in f.advice)
-        lines.append(f"| {f.rank} | {g.get('model')} · {g.get('path')} · {g.get('variant')} | {f.severity} | "
-                     f"{f.share:.0%} | {f.title.replace('|', '/')} | {ev} | {adv.replace('|', '/')} |")
-    return "\n## Findings\n\n" + "\n".join(lines) + "\n"

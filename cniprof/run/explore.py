@@ -18,6 +18,7 @@ from cniprof.bpf.build import object_path
 from cniprof.cni.model import Step
 from cniprof.cni.topology import Pod, Topology
 from cniprof.probes.hops import HopProbe
+from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.probes.plan import FULL_EVENTS, Direction, Point, all_points
 from cniprof.traffic.ping import Ping
 from cniprof.traffic.udp_burst import UdpBurst
@@ -99,7 +100,7 @@ def observe(snapshot: Mapping[str, Any], points: list[Point], a: Pod, b: Pod, to
 def _run(points: list[Point], a: Pod, b: Pod, traffic: str, count: int) -> dict[str, Any]:
     """Send `count` packets from a to b with the probe attached (ping: and their replies); the snapshot after."""
     dirs = [Direction(0, a.name, b.name, a.ip, b.ip), Direction(1, b.name, a.name, b.ip, a.ip)]
-    with HopProbe(object_path("hops"), points, [], dirs, sample_every=1) as probe:
+    with HopProbe(object_path(hops_object_name()), points, [], dirs, sample_every=1) as probe:
         probe.start()
         if traffic == "ping":
             gen: Any = Ping(a.netns, b.ip, count)

@@ -31,6 +31,7 @@ from cniprof.lab import cleanup, kernel, kubeproxy, realize, tunings
 from cniprof.node import detect, state
 from cniprof.probes.cpu import CpuSampler, check_freq
 from cniprof.probes.hops import HopProbe
+from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.nfhooks import NfHookProbe, select_attach
 from cniprof.probes.plan import DEFAULT_EVENTS, Plan, build_plan
@@ -119,7 +120,7 @@ def preflight(opts: TraceOptions) -> Model:
     tools = {"iperf3": ["iperf3"], "ping": ["ping"]}.get(opts.traffic, []) + ["ip"]
     for tool in tools:
         require_tool(tool)
-    object_path("hops")  # raises with a hint when the BPF objects were not built
+    object_path(hops_object_name())  # raises with a hint when the BPF objects were not built
     if opts.cpu:
         check_freq(opts.cpu_freq_hz)
         object_path("cpu")
@@ -283,7 +284,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             pod_to_service.check_target(service, b)
             plan = pod_to_service.retarget(plan, service.cluster_ip)
             service_info = {**pod_to_service.describe(service, b), "injected": service is injected}
-        probe = HopProbe(object_path("hops"), plan.points, plan.expected, plan.directions,
+        probe = HopProbe(object_path(hops_object_name()), plan.points, plan.expected, plan.directions,
                          stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
         stack.callback(probe.close)
         probe.start()
@@ -293,7 +294,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             stack.callback(gen.stop)
             with tunings.pinned(inject.pinned_cpus(topo)):  # softirq-one-cpu injected: client and server on CPU 0
                 gen.start()
-        t0 = time.monotonic()
+        t0, started = time.monotonic(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
         sampling = {"mode": "fixed" if opts.sample_every else "auto", "every": probe.sample_every}
         if not opts.sample_every:
             time.sleep(min(CALIBRATION_S, opts.duration_s / 4))
@@ -326,6 +327,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         time.sleep(0.2)
         # CPU first: the hop snapshot's one-off work (reading the kernel's BTF) is not datapath cost
         cpu_snapshot = sampler.snapshot() if sampler is not None else None
+        probe.freeze()  # one consistent cut: every started packet is in exactly one category of the accounting
         snapshot = probe.snapshot()
         nf_snapshot = nf.snapshot() if nf is not None else None
         node_state = state.window(state_start, state.capture(topo))
@@ -334,7 +336,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             duration_s=time.monotonic() - t0, traffic=_result_dict(opts.traffic, result),
             probes=tuple(ATTACH_POINT[p] for p in probe.attached), sampling=sampling, cpu=cpu_snapshot,
             nf=nf_snapshot, nodestate=node_state, service=service_info, injections=tuple(topo.injections),
-            where=_where(opts, model, created), command=opts.command)
+            where=_where(opts, model, created), command=opts.command, started=started)
         return TraceResult(record, model, topo, plan, created)
 
 

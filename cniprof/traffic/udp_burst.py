@@ -26,12 +26,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cniprof.errors import CniprofError, UsageError
-from cniprof.traffic.netns import BackgroundProcess, Generator, print_result, require_netns, wait_bound
+from cniprof.traffic.netns import (
+    LISTEN_TIMEOUT_S,
+    BackgroundProcess,
+    Generator,
+    print_result,
+    require_netns,
+    wait_bound,
+)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-# The receiver is a Python process: its start and imports took over 5 s in a qemu TCG guest on a busy host (the
-# kernel matrix). The wait polls, and a receiver that dies is seen at once; only a hung one waits this long.
-BIND_TIMEOUT_S = 30.0
+BIND_TIMEOUT_S = LISTEN_TIMEOUT_S
 RECV_GRACE_S = 1.0  # after the sender is done, how long stragglers may take to arrive
 MAX_PAYLOAD = 65507  # largest UDP payload over IPv4
 MAX_FLOWS = 4096  # one socket each, all open during the burst

@@ -22,6 +22,7 @@ from rich.text import Text
 from cniprof.analysis.hops import HOP_COLUMNS, UNASSIGNED
 from cniprof.analysis.summary import Analysis
 from cniprof.ui.tables import (
+    accounting_text,
     counters_text,
     drops_table,
     fmt_bps,
@@ -143,6 +144,8 @@ def render_final_table(
     parts += _hop_tables(analysis.hops, analysis, show_p90=show_p90)
     parts.append(reconciliation_table(analysis.reconciliation, analysis.e2e))
     parts.append(drops_table(analysis.drops))
+    if analysis.accounting is not None:
+        parts.append(accounting_text(analysis.accounting))
     parts.append(counters_text(analysis.counters))
     return Group(*parts)
 

@@ -17,6 +17,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from cniprof.analysis.accounting import CATEGORIES, Accounting
 from cniprof.analysis.hops import UNEXPECTED_ROLE
 
 DASH = "—"
@@ -195,3 +196,20 @@ def counters_text(counters: Mapping[str, int] | None) -> Flow:
     lost = sum(int(counters.get(k, 0)) for k in ("lost", "stale"))
     items.append(Text(f"lost+stale {lost:,}", style="bold red" if lost else "dim"))
     return Flow(items)
+
+
+def accounting_text(acc: Accounting) -> Flow:
+    """Where every tracked packet went: started = the categories (cniprof.analysis.accounting), then each category
+    other than delivery with the points it happened at (the top three). Anything unexplained is highlighted."""
+    items = [Text(f"accounting: started {acc.started:,} =")]
+    items.append(Text(f"delivered {acc.delivered:,} (copied {acc.copied:,}, freed after the end "
+                      f"{acc.freed_after_end:,}, ended there {acc.path_end:,})"))
+    for c in CATEGORIES[1:]:
+        n = acc.category(c)
+        where = acc.where.get(c) or ()
+        at = f" ({', '.join(f'{p} {k:,}' for p, k in where[:3])}{' …' if len(where) > 3 else ''})" if n and where else ""
+        items.append(Text(f"+ {c.replace('_', ' ')} {n:,}{at}", style="bold red" if c == "dropped" and n else ""))
+    bad = acc.unexplained != 0
+    items.append(Text(f"unexplained {acc.unexplained:,}" + ("" if acc.complete else " (older probe)"),
+                      style="bold red" if bad else "dim"))
+    return Flow(items, sep=" ")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 from pathlib import Path
 
+import dropper
 import pytest
 
 from cniprof.bpf import build
@@ -17,7 +18,7 @@ from cniprof.lab import cilium_abi
 from cniprof.probes import cpu_abi, hops_abi, nfhooks_abi
 
 ROOT = Path(__file__).resolve().parents[2]
-MIRRORS = {"hops": hops_abi, "cpu": cpu_abi, "nfhooks": nfhooks_abi, "cilium_tc": cilium_abi}
+MIRRORS = {"hops": hops_abi, "cpu": cpu_abi, "nfhooks": nfhooks_abi, "cilium_tc": cilium_abi, "dropper": dropper}
 
 
 @pytest.fixture(scope="module", params=build.ARCHES)

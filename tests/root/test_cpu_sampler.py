@@ -19,9 +19,10 @@ import pytest
 from cniprof.analysis.cpu import analyze_cpu, component_table, softirq_table
 from cniprof.bpf.build import object_path
 from cniprof.errors import EnvironmentProblem
-from cniprof.probes.cpu import CpuSampler, online_cpus
+from cniprof.probes.cpu import CpuSampler
 from cniprof.probes.cpu_abi import PROGRAMS
 from cniprof.report.cpu_profile import SPEEDSCOPE_SCHEMA
+from cniprof.sysinfo import online_cpus
 from cniprof.traffic.iperf3 import Iperf3
 
 pytestmark = pytest.mark.root

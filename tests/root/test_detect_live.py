@@ -183,8 +183,13 @@ def test_comparison_run(no_lab, tmp_path: Path) -> None:
     if ipip_missing:
         assert "CONFIG_NET_IPIP" in skipped["calico:ipip"]
         assert "skipped calico:ipip" in p.stdout
-    assert {d.name for d in out.iterdir() if d.is_dir()} == {"flannel-vxlan", "host-network"} | (
+    assert {d.name for d in out.iterdir() if d.is_dir()} == {"flannel-vxlan", "host-network", "report"} | (
         set() if ipip_missing else {"calico-ipip"})
+    # the export ends with the comparison's report, which names report.html
+    assert f"report: {out / 'report' / 'report.html'} (" in p.stdout
+    md = (out / "report" / "report.md").read_text()
+    packets = next(line for line in md.splitlines() if line.startswith("| packets |"))
+    assert packets.split("|")[2:-1] == [f" {N} "] * len(traced)
     assert json.loads((out / "flannel-vxlan" / "summary.json").read_text())["end_to_end"]["packets"] == N
     assert cleanup.list_lab_namespaces() == []
 

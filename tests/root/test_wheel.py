@@ -197,6 +197,9 @@ def test_installed_trace_counts_every_packet(built: Built) -> None:
     assert len(fwd) == 9 and (fwd["packets"] == COUNT).all(), fwd[["hop", "packets"]]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["end_to_end"]["packets"] == COUNT
+    # the export's report.html inlines the scripts the wheel carries as package data
+    page = (out / "report" / "report.html").read_text()
+    assert "d3-flame-graph 5.0.0" in page and "https://d3js.org v7.9.2" in page
 
 
 def test_wheel_build_without_clang_stops_with_one_line(built: Built, tmp_path: Path) -> None:

@@ -106,6 +106,8 @@ BY_HAND = {
     "flannel_forward_drop2pct": ("drops", {"drops", "tcp_retransmits"}, "NETFILTER_DROP"),
     # tc qdisc add dev eth0 root tbf rate 500mbit burst 64kb latency 100ms in node1
     "flannel_tbf500mbit": ("qdisc_queueing", {"qdisc_queueing"}, "tbf"),
+    # issue 17: a tc program drops every 4th of 400 UDP datagrams at node1 flannel.1's egress (tests/root/dropper.py)
+    "flannel_tc_egress_drop25pct": ("drops", {"drops"}, "TC_EGRESS 100"),
 }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from cniprof import sysinfo
 from cniprof.cni import registry
 from cniprof.cni.model import EVENTS, PATHS, PLACES
 from cniprof.cni.topology import ROLES
@@ -116,7 +117,7 @@ def test_default_path() -> None:
 
 
 def test_kernel_without_ipip(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernel, "_config", lambda: {"CONFIG_NET_IPIP": "n", "CONFIG_VXLAN": "y"})
+    monkeypatch.setattr(sysinfo, "_config", lambda: {"CONFIG_NET_IPIP": "n", "CONFIG_VXLAN": "y"})
     with pytest.raises(EnvironmentProblem, match="calico:ipip needs IPIP tunnels .*without CONFIG_NET_IPIP"):
         kernel.require("calico:ipip", registry.parse("calico").requires)
     kernel.require("calico:vxlan", registry.parse("calico:vxlan").requires)  # y: fine
@@ -125,7 +126,7 @@ def test_kernel_without_ipip(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_kernel_with_ipip_as_module_or_unknown_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kernel, "_config", lambda: {"CONFIG_NET_IPIP": "m"})
+    monkeypatch.setattr(sysinfo, "_config", lambda: {"CONFIG_NET_IPIP": "m"})
     kernel.require("calico:ipip", registry.parse("calico").requires)
-    monkeypatch.setattr(kernel, "_config", lambda: None)  # no configuration: the recipe's attempt decides
+    monkeypatch.setattr(sysinfo, "_config", lambda: None)  # no configuration: the recipe's attempt decides
     kernel.require("calico:ipip", registry.parse("calico").requires)

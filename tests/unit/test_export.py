@@ -42,6 +42,7 @@ def test_writes_all_files(tmp_path: Path, snap: dict) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(paths)  # nothing else, no temporary file
     assert all(p.is_file() and p.parent == out for p in paths.values())
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["nested"]  # no staging directory left
+    assert out.stat().st_mode & 0o777 == 0o755 and (out / "summary.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_hops_csv_and_parquet_hold_the_same_rows(tmp_path: Path, snap: dict) -> None:

@@ -311,3 +311,12 @@ def test_trace_k8s_flags(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["trace", "--k8s", "--dry-run", "--src", "default/a", "--dst", "b/c", "--traffic", "udp"]) == 2
     out = capsys.readouterr()
     assert "not available with --k8s" in out.err and out.out == ""  # refused before any call is printed
+
+
+def test_traffic_none_adds_no_container(capsys: pytest.CaptureFixture[str]) -> None:
+    from cniprof.cli.main import main
+
+    assert main(["trace", "--k8s", "--dry-run", "--src", "default/a", "--dst", "web/b", "--traffic", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "ephemeralcontainers" not in out and "/log" not in out and "command=kill" not in out
+    assert out.count("command=agent") == 2

@@ -174,3 +174,52 @@ def test_unlabelled_snapshot_has_no_check(tmp_path: Path) -> None:
              "directions": [{"dir": 0, "src_pod": "pod-a", "dst_pod": "pod-c"}]}
     summary = json.loads(export_trace(tmp_path, TraceRecord("flannel", "vxlan", "cross-node", empty, 1.0))["summary.json"].read_text())
     assert summary["path_check"] is None
+
+
+def _scaled(udp: dict, factor: int) -> dict:
+    """The udp23 run as if factor times as many packets had taken the same path."""
+    snap = copy.deepcopy(udp)
+    for h in snap["hops"]:
+        h["count"] *= factor
+    for e in snap["e2e"]:
+        e["count"] *= factor
+    return snap
+
+
+def test_one_stray_pair_among_many_packets_is_negligible(udp: dict) -> None:
+    # issue 11: a 5-minute trace flipped to MISMATCH for 1 unexpected hop among 1.4 million packets
+    snap = _scaled(udp, 60_000)  # 1.38 million packets forward
+    a, b = _point(snap, "node1 flannel.1 queue"), _point(snap, "node1 cni0 receive")
+    snap["hops"].append({"from": a, "to": b, "expected": False, "count": 1, "sum_ns": 1000, "buckets": {}})
+    c = check(snap)
+    (h,) = c.directions[0].unexpected
+    assert h.negligible and c.ok and c.negligible == 1
+    lines = c.lines()
+    assert lines[0].startswith("path check: observed chain = expected")
+    assert "1 packet off the chain is negligible: below 0.1 % of the direction's packets" in lines[1]
+    assert any(line.endswith("(goes back along the path), negligible") for line in lines)
+    d = c.to_dict()
+    assert d["ok"] and d["negligible_share"] == path_check.NEGLIGIBLE_SHARE and d["negligible_packets"] == 1
+
+
+def test_a_visible_share_off_the_path_is_a_mismatch(udp: dict) -> None:
+    # 0.1 % is the line: 1380 of 1.38 million packets (exactly 0.1 %) is no longer noise
+    snap = _scaled(udp, 60_000)
+    a, b = _point(snap, "node1 flannel.1 queue"), _point(snap, "node1 cni0 receive")
+    snap["hops"].append({"from": a, "to": b, "expected": False, "count": 1380, "sum_ns": 1000, "buckets": {}})
+    c = check(snap)
+    assert not c.directions[0].unexpected[0].negligible and not c.ok
+
+
+def test_ended_before_the_end_names_what_the_probe_saw_there(udp: dict) -> None:
+    snap = copy.deepcopy(udp)
+    cni0 = _point(snap, "node1 cni0 receive")
+    for h in snap["hops"]:  # 5 of the 23 stop after node1 cni0 receive
+        if h["expected"] and h["dir"] == 0 and h["seq"] >= 3:
+            h["count"] -= 5
+    snap["drops"] = [{"point": cni0, "reason": 62, "reason_name": "TC_EGRESS", "count": 3}]
+    snap["ends"] = [{"point": cni0, "kind": "unseen", "count": 1}]
+    snap["live"] = [{"point": cni0, "in_flight": 1, "stale": 0}]
+    (e,) = check(snap).directions[0].ended
+    assert (e.point, e.count, e.on_path) == ("node1 cni0 receive", 5, True)
+    assert e.line().endswith("before the path's end (dropped: TC_EGRESS 3; unseen 1, in flight 1)")

@@ -48,3 +48,22 @@ def test_normalize_uid() -> None:
     assert normalize_uid(U_.upper()) == UID
     with pytest.raises(UsageError, match="not a pod UID"):
         normalize_uid("default/pod-a")
+
+
+def test_static_pod_hash_is_the_node_side_uid() -> None:
+    """A static pod's cgroups carry its config hash (32 hex, no dashes); the API's mirror pod has its own UID
+    and the hash in an annotation, which the cluster side sends to the node instead."""
+    from kubernetes import client
+
+    from cniprof.k8s.resolve import MIRROR_ANNOTATION, pod_info
+
+    digest = "5b3c0d8e9a7f41c2b6d4e1f0a9c8b7d6"
+    assert pod_uid_in(f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{digest}.slice/cri-x.scope") \
+        == digest == normalize_uid(digest)
+    mirror = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="etcd-n1", namespace="kube-system", uid=UID,
+                                     annotations={MIRROR_ANNOTATION: digest}),
+        spec=client.V1PodSpec(node_name="n1", host_network=True, containers=[client.V1Container(name="etcd")]),
+        status=client.V1PodStatus(phase="Running", pod_ip="192.0.2.5"))
+    info = pod_info(mirror)
+    assert info.uid == digest and info.host_network

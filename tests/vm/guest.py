@@ -67,7 +67,7 @@ def load_probes(choices: dict) -> dict:
     from cniprof.bpf.build import object_path
     from cniprof.bpf.features import Features
     from cniprof.probes.cpu import CpuSampler
-    from cniprof.probes.hops import HopProbe
+    from cniprof.probes.hops import HopProbe, object_name
     from cniprof.probes.nfhooks import NfHookProbe
     from cniprof.probes.plan import Point
 
@@ -88,7 +88,7 @@ def load_probes(choices: dict) -> dict:
         def hops() -> None:
             points = [Point(ev, ns, ino, 0 if ev == "copy" else 1, "lo", "pod_veth", "node1", pod="a")
                       for ev in ("queue", "xmit", "rx", "receive", "copy")]  # every program of the object
-            with HopProbe(object_path("hops"), points, [], []) as p:
+            with HopProbe(object_path(object_name()), points, [], []) as p:  # hops_legacy before 5.12
                 p.start()
                 if p.drop_program != {"tp_btf": "on_kfree_skb", "tp_btf_noreason": "on_kfree_skb_noreason"}[choices["drops"]]:
                     raise AssertionError(f"hop probe attached {p.drop_program}, doctor chose {choices['drops']}")
