@@ -15,7 +15,8 @@ kprobes). The snapshot's "attach" says which ran; the doctor's calibration choos
 Snapshot:
     {"version": 1, "attach": "netfilter_link", "elapsed_s": float, "addresses": [ip, ...],
      "priorities": {"first": int, "last": int},
-     "hooks": [{"netns", "netns_ino", "node", "hook", "count", "sum_ns", "buckets": {"<idx>": n}, "unclosed"}]}
+     "hooks": [{"netns", "netns_ino", "node", "hook", "count", "sum_ns", "buckets": {"<idx>": n}, "unclosed"}],
+     "return_probe": {"maxactive": int | None, "event": str, "missed": int | None}}  # kprobe attach only
 """
 
 from __future__ import annotations
