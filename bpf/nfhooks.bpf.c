@@ -176,6 +176,23 @@ static __always_inline void leave(__u64 addr, __u32 hook)
 		hist_record(h, delta);
 }
 
+/* nf_hook_slow returned 0: a hook function stole (or queued) the packet. The one that does so on every bridged
+ * packet is br_netfilter's ip_sabotage_in at NF_IP_PRI_FIRST (INT_MIN) of PREROUTING: on the packet's second
+ * PREROUTING walk (ip_rcv, after the bridge already ran the IPv4 hooks) it calls the rest of the stack (FORWARD,
+ * POSTROUTING, the tunnel, the next device) inside the hook and returns NF_STOLEN. Links at INT_MIN+1 never see
+ * that walk; timing it here would charge the whole forwarding path to PREROUTING. So the stamp is dropped,
+ * neither timed nor unclosed, which is what the links report for it. */
+static __always_inline void discard(__u64 addr, __u32 hook)
+{
+	struct nf_stamp *s;
+
+	if (hook >= NF_HOOKS)
+		return;
+	s = stamp_of(addr, hook);
+	if (s && s->skb == addr)
+		s->skb = 0;
+}
+
 /* Netfilter links (Linux 6.4+): the first and the last priority of each hook bracket every chain there. */
 SEC("netfilter")
 int nf_first(struct bpf_nf_ctx *ctx)
@@ -195,9 +212,11 @@ int nf_last(struct bpf_nf_ctx *ctx)
 }
 
 /* Fallback where links are refused but fentry is allowed: nf_hook_slow runs every hook function of one hook
- * for one packet, so entry and exit bracket the same chains. A negative return is a drop: the stamp stays and
- * is counted as unclosed, as with links. (Not loadable on kernels that refuse fentry, e.g. our CI machines.)
- * NFPROTO_IPV4 comes from vmlinux.h. */
+ * for one packet, so entry and exit bracket the same chains, plus the ones at the two extreme priorities that
+ * links cannot bracket (conntrack confirm at INT_MAX, br_netfilter's sabotage at INT_MIN). It returns 1 when
+ * every hook function accepted the packet (timed), a negative error when one dropped it (the stamp stays and
+ * is counted as unclosed, as with links), 0 when one stole it (see discard()). (Not loadable on kernels that
+ * refuse fentry, e.g. our CI machines.) NFPROTO_IPV4 comes from vmlinux.h. */
 SEC("fentry/nf_hook_slow")
 int BPF_PROG(nf_slow_enter, struct sk_buff *skb, struct nf_hook_state *state)
 {
@@ -210,17 +229,23 @@ SEC("fexit/nf_hook_slow")
 int BPF_PROG(nf_slow_exit, struct sk_buff *skb, struct nf_hook_state *state, const struct nf_hook_entries *e,
 	     unsigned int s, int ret)
 {
-	if (state->pf == NFPROTO_IPV4 && ret >= 0)
+	if (state->pf != NFPROTO_IPV4)
+		return 0;
+	if (ret > 0)
 		leave(addr_of(skb), state->hook);
+	else if (ret == 0)
+		discard(addr_of(skb), state->hook);
 	return 0;
 }
 
 /* Fallback where neither links nor fentry are allowed (arm64 before 6.4: no DYNAMIC_FTRACE_WITH_DIRECT_CALLS,
  * fentry attach ENOTSUPP): kprobe and kretprobe on nf_hook_slow. The return probe sees only the return value,
  * so the entry pushes (skb, hook) on a per-CPU stack for every call, stamped or not, and the return pops it:
- * calls nest (br_netfilter runs the IPv4 hooks inside a bridge hook; a softirq can interrupt an OUTPUT
- * traversal) and return in reverse order on one CPU. Arguments are plain numbers here: every field is read with
- * BPF_CORE_READ. */
+ * calls nest (the sabotaged PREROUTING walk runs FORWARD and POSTROUTING inside it; a softirq can interrupt an
+ * OUTPUT traversal) and return in reverse order on one CPU. A return the kernel skips (more calls in flight
+ * than the kretprobe's maxactive: user space asks for enough through a tracefs event, see
+ * cniprof/bpf/kretprobe.py) leaves its frame behind; frames that fill the stack are such leftovers, and the
+ * stack starts over. Arguments are plain numbers here: every field is read with BPF_CORE_READ. */
 #define NF_KP_DEPTH 8
 
 struct nf_frame {
@@ -230,7 +255,7 @@ struct nf_frame {
 };
 
 struct nf_frames {
-	__u32 depth;  /* calls entered and not returned on this CPU (may exceed NF_KP_DEPTH: deeper ones unrecorded) */
+	__u32 depth;  /* calls entered and not returned on this CPU (at most NF_KP_DEPTH) */
 	__u32 pad;
 	struct nf_frame f[NF_KP_DEPTH];
 };
@@ -263,7 +288,10 @@ int BPF_KPROBE(nf_kp_enter, struct sk_buff *skb, struct nf_hook_state *state)
 	if (!fr)
 		return 0;
 	d = fr->depth;
+	if (d >= NF_KP_DEPTH)
+		d = 0; /* only missed returns nest this deep: start over (the calls still in flight go untimed) */
 	fr->depth = d + 1;
+	asm volatile("" : "+r"(d));
 	if (d >= NF_KP_DEPTH)
 		return 0;
 	f = &fr->f[d];
@@ -292,7 +320,11 @@ int BPF_KRETPROBE(nf_kp_exit, int ret)
 	if (d >= NF_KP_DEPTH)
 		return 0;
 	f = &fr->f[d];
-	if (f->skb && ret >= 0)
+	if (!f->skb)
+		return 0;
+	if (ret > 0)
 		leave(f->skb, f->hook);
+	else if (ret == 0)
+		discard(f->skb, f->hook);
 	return 0;
 }

@@ -180,3 +180,26 @@ def summary_dict(
         "counters": dict(analysis.counters),
         **dict(extra or {}),
     }
+
+
+NO_REASON = " (no reason argument)"  # how the hop probe names its kfree_skb program on kernels before 5.17
+
+
+def probe_types(summary: Mapping[str, Any]) -> dict[str, str | None]:
+    """What a trace used per feature, read back from its summary.json, in the vocabulary of `cniprof doctor
+    --json`'s "choices" (None: the feature was off in that run), so the two can be compared as they are.
+
+    "probes" names every hop program as `<type>/<category>:<event>`; the drop program is the skb:kfree_skb one
+    (with NO_REASON appended where kfree_skb has no reason); "cpu" is present when the CPU sampler (perf_event)
+    ran; the "netfilter" block says how its probe attached.
+    """
+    probes = [str(p) for p in summary.get("probes") or ()]
+    hop_types = {p.split("/", 1)[0] for p in probes if "/" in p}
+    drop = next((p for p in probes if p.split(" ", 1)[0].endswith("/skb:kfree_skb")), None)
+    drops = None if drop is None else drop.split("/", 1)[0] + ("_noreason" if drop.endswith(NO_REASON) else "")
+    return {
+        "hops": hop_types.pop() if len(hop_types) == 1 else (", ".join(sorted(hop_types)) or None),
+        "drops": drops,
+        "cpu": "perf_event" if summary.get("cpu") else None,
+        "netfilter": (summary.get("netfilter") or {}).get("attach"),
+    }

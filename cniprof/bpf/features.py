@@ -28,12 +28,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import lazy_loader
 
 from cniprof.bpf import btf, libbpf, nflink
 from cniprof.bpf.build import object_path
+from cniprof.bpf.libbpf import errno_text
+from cniprof.bpf.tracefs import TRACEFS, with_tracefs
+from cniprof.bpf.tracefs import mounted as tracefs_mounted
 from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.netns_exec import enter_netns, in_thread
 from cniprof.sysinfo import config_option
@@ -45,13 +48,9 @@ else:  # imported on first use: a command that does not need it does not wait fo
 
 # re-exported: the doctor's helper-thread runner moved to nflink, which the netfilter probe shares
 
-T = TypeVar("T")
-
 OBJECT = "features"
 PROBE_NETNS = "cpdoctor-probe"  # deliberately not cniprof-*: `lab down` owns that prefix
 NETNS_DIR = Path("/run/netns")
-TRACEFS = Path("/sys/kernel/tracing")
-DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 PERF_SAMPLE_FREQ = 1000
 PERF_WAIT_S = 0.05
@@ -327,13 +326,6 @@ def _run(probe: Callable[[], str]) -> tuple[bool, str]:
         return False, f"probe failed unexpectedly: {type(e).__name__}: {e}"
 
 
-def errno_text(code: int | None) -> str:
-    """'Operation not permitted (EPERM)' from an errno value (what users search for, in both spellings)."""
-    if not code:
-        return "failed (no errno)"
-    return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
-
-
 def _probe_btf() -> str:
     kernel_btf = btf.vmlinux()
     return f"{btf.VMLINUX_BTF} parsed: {kernel_btf.type_count} types"
@@ -395,8 +387,8 @@ def _probe_program(program: str, target: str) -> str:
 
 
 def _probe_tracepoint() -> str:
-    detail = _with_tracefs(lambda: _probe_program("cpd_tracepoint", "net:netif_rx"))
-    if not _tracefs_mounted():
+    detail = with_tracefs(lambda: _probe_program("cpd_tracepoint", "net:netif_rx"))
+    if not tracefs_mounted():
         detail += (f"; tracefs is not mounted at {TRACEFS} (probed through a private mount; "
                    f"`mount -t tracefs nodev {TRACEFS}` for tools that need it)")
     return detail
@@ -405,7 +397,7 @@ def _probe_tracepoint() -> str:
 def _probe_kprobe() -> str:
     try:
         # libbpf falls back to tracefs kprobe_events on kernels without the kprobe PMU: give it tracefs too.
-        return _with_tracefs(lambda: _probe_program("cpd_kprobe", "ip_rcv"))
+        return with_tracefs(lambda: _probe_program("cpd_kprobe", "ip_rcv"))
     except Unavailable as e:
         if config_option("CONFIG_KPROBES") == "n":
             raise Unavailable(f"the kernel is built without kprobes (CONFIG_KPROBES is not set); {e}") from None
@@ -453,32 +445,6 @@ def _enum_value(enum: str, name: str, why: str) -> int:
     return values[name]
 
 
-def _tracefs_mounted() -> bool:
-    return (TRACEFS / "events").is_dir() or (DEBUGFS_TRACING / "events").is_dir()
-
-
-_CLONE_NEWNS = 0x00020000
-_MS_REC = 0x4000
-_MS_PRIVATE = 1 << 18
-
-
-def _private_tracefs() -> None:
-    """In the calling thread only: a private mount namespace with tracefs at /sys/kernel/tracing."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNS) != 0:
-        raise Unavailable(f"tracefs is not mounted and unshare(CLONE_NEWNS) failed: {errno_text(ctypes.get_errno())}")
-    # Private first: otherwise the new mount would propagate to the host's shared mounts.
-    if libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        raise Unavailable(f"cannot make a private mount namespace: {errno_text(ctypes.get_errno())}")
-    if libc.mount(b"tracefs", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
-        raise Unavailable(f"tracefs is not mounted and cannot be mounted: {errno_text(ctypes.get_errno())}")
-
-
-def _with_tracefs(fn: Callable[[], T]) -> T:
-    """fn() where tracefs is reachable (libbpf reads tracepoint ids and kprobe_events there)."""
-    if _tracefs_mounted():
-        return fn()
-    return in_thread(fn, setup=_private_tracefs)
 
 
 # --- netfilter link (raw bpf(): libbpf 1.1 knows neither the program type nor the link; see cniprof/bpf/nflink.py)

@@ -96,8 +96,28 @@ def _silence_libbpf(handle: ctypes.CDLL) -> None:
 
 
 def _err(what: str) -> str:
-    e = ctypes.get_errno()
-    return f"{what}: {os.strerror(e) if e else 'failed'} (errno {e})"
+    return f"{what}: {errno_text(ctypes.get_errno())}"
+
+
+# Kernel-internal errnos (include/linux/errno.h) that the bpf() and perf syscalls return to user space although
+# libc has no name for them: ENOTSUPP is what an fentry attach answers on arm64 before 6.4.
+KERNEL_ERRNOS = {
+    515: ("ENOIOCTLCMD", "No ioctl command"),
+    524: ("ENOTSUPP", "Operation is not supported"),
+    525: ("ETOOSMALL", "Buffer or request is too small"),
+    527: ("EBADTYPE", "Type not supported by server"),
+}
+
+
+def errno_text(code: int | None) -> str:
+    """'Operation not permitted (EPERM)' from an errno value (what users search for, in both spellings), also
+    for the kernel-internal ones libc cannot name ('Operation is not supported (ENOTSUPP, 524)')."""
+    if not code:
+        return "failed (no errno)"
+    if code in KERNEL_ERRNOS:
+        name, text = KERNEL_ERRNOS[code]
+        return f"{text} ({name}, {code})"
+    return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
 
 
 def possible_cpus() -> int:

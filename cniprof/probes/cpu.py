@@ -98,7 +98,7 @@ class CpuSampler(BpfProbe):
             try:
                 self.obj.attach(name)
             except OSError as e:
-                raise EnvironmentProblem(f"cannot attach {abi.ATTACH_POINT[name]}: {os.strerror(e.errno)}") from None
+                raise EnvironmentProblem(f"cannot attach {abi.ATTACH_POINT[name]}: {libbpf.errno_text(e.errno)}") from None
             self.attached.append(name)
         for cpu in self.cpus:
             self._attach_cpu(cpu)
@@ -112,13 +112,13 @@ class CpuSampler(BpfProbe):
         except OSError as e:
             hint = " (kernel.perf_event_paranoid or not root?)" if e.errno in (errno.EACCES, errno.EPERM) else ""
             raise EnvironmentProblem(f"perf_event_open(cpu-clock, CPU {cpu}) failed: "
-                                     f"{os.strerror(e.errno)}{hint}") from None
+                                     f"{libbpf.errno_text(e.errno)}{hint}") from None
         try:
             libbpf.attach_perf_event(self.obj, "on_cpu_sample", fd)
         except OSError as e:
             os.close(fd)  # a failed attach leaves the fd with us; a link owns it otherwise
             raise EnvironmentProblem(f"attaching the CPU sampler to CPU {cpu} failed: "
-                                     f"{os.strerror(e.errno)}") from None
+                                     f"{libbpf.errno_text(e.errno)}") from None
 
     # --- reading (close() is BpfProbe's: destroying the links disables and closes their perf event fds) ---
 

@@ -15,7 +15,8 @@ kprobes). The snapshot's "attach" says which ran; the doctor's calibration choos
 Snapshot:
     {"version": 1, "attach": "netfilter_link", "elapsed_s": float, "addresses": [ip, ...],
      "priorities": {"first": int, "last": int},
-     "hooks": [{"netns", "netns_ino", "node", "hook", "count", "sum_ns", "buckets": {"<idx>": n}, "unclosed"}]}
+     "hooks": [{"netns", "netns_ino", "node", "hook", "count", "sum_ns", "buckets": {"<idx>": n}, "unclosed"}],
+     "return_probe": {"maxactive": int | None, "event": str, "missed": int | None}}  # kprobe attach only
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ from typing import TYPE_CHECKING
 
 import lazy_loader
 
-from cniprof.bpf import libbpf, nflink
+from cniprof.bpf import libbpf, nflink, tracefs
 from cniprof.bpf.build import object_path, rebuild_hint
-from cniprof.bpf.features import calibrate, errno_text
-from cniprof.bpf.libbpf import Object, possible_cpus
+from cniprof.bpf.features import calibrate
+from cniprof.bpf.libbpf import Object, errno_text, possible_cpus
 from cniprof.bpf.prog_stats import prog_stats
 from cniprof.cni.topology import Topology
 from cniprof.errors import EnvironmentProblem, UsageError
@@ -119,6 +120,8 @@ class NfHookProbe(BpfProbe):
         self.links = nflink.LinkSet()
         self.ncpu = 0
         self.started_at: float | None = None
+        self.return_event: tracefs.ReturnProbeEvent | None = None
+        self.return_probe: dict | None = None  # kprobe attach: how the kretprobe was made (snapshot "return_probe")
 
     @classmethod
     def for_topology(cls, topology: Topology, addresses: Iterable[str] | None = None,
@@ -177,17 +180,40 @@ class NfHookProbe(BpfProbe):
 
     def _start_traced(self) -> None:
         """fentry/fexit or kprobe/kretprobe on nf_hook_slow: one pair of programs for every namespace and hook
-        (the namespaces are filtered in BPF). Chosen only where the doctor's calibration found the type allowed."""
+        (the namespaces are filtered in BPF). Chosen only where the doctor's calibration found the type allowed.
+        The kretprobe goes through a tracefs event with enough instances for the nested calls (see
+        cniprof/bpf/tracefs.py); where tracefs refuses it, through libbpf with the kernel's default."""
         self.obj.load()
         self.check_maps(abi.MAP_TYPES)
         self._configure()
         for name in abi.PROGRAMS_OF[self.attach]:
             try:
-                self.obj.attach(name)
+                if name == abi.KPROBE_RETURN:
+                    self._attach_return(name)
+                else:
+                    self.obj.attach(name)
             except OSError as e:
                 raise EnvironmentProblem(f"cannot attach the netfilter cost probe ({self.attach}) to nf_hook_slow: "
                                          f"{errno_text(e.errno)}") from None
         self.started_at = time.monotonic()
+
+    def _attach_return(self, name: str) -> None:
+        event = tracefs.ReturnProbeEvent("nf_hook_slow", tracefs.maxactive_for(self.ncpu))
+        try:
+            perf_fd = event.create()
+        except (OSError, EnvironmentProblem) as e:
+            event.remove()
+            reason = errno_text(e.errno) if isinstance(e, OSError) else str(e)
+            self.return_probe = {"maxactive": None, "why_default": f"tracefs kretprobe event refused: {reason}"}
+            self.obj.attach(name)
+            return
+        self.return_event = event
+        try:
+            libbpf.attach_perf_event(self.obj, name, perf_fd)
+        except OSError:
+            os.close(perf_fd)  # not owned by a link when the attach failed
+            raise
+        self.return_probe = {"maxactive": event.maxactive, "event": f"{tracefs.GROUP}/{event.name}"}
 
     def _programs(self) -> tuple[str, ...]:
         return abi.PROGRAMS_OF[self.attach] if self.attach else ()
@@ -264,7 +290,7 @@ class NfHookProbe(BpfProbe):
                     "count": int(v[0]), "sum_ns": int(v[1]),
                     "buckets": {str(int(i)): int(buckets[i]) for i in nz}, "unclosed": unclosed,
                 })
-        return {
+        out = {
             "version": 1,
             "attach": self.attach,
             "elapsed_s": time.monotonic() - self.started_at,
@@ -272,6 +298,11 @@ class NfHookProbe(BpfProbe):
             "priorities": {"first": PRIORITY_FIRST, "last": PRIORITY_LAST},
             "hooks": hooks,
         }
+        if self.return_probe is not None:
+            # calls whose return went unprobed: their stamps are in "unclosed" (None: the kernel does not say)
+            missed = self.return_event.missed() if self.return_event else None
+            out["return_probe"] = {**self.return_probe, "missed": missed}
+        return out
 
     def prog_stats(self) -> dict[str, dict[str, int]]:
         """Kernel run time and run count of each program (kernel.bpf_stats_enabled must be on while it runs)."""
@@ -292,6 +323,9 @@ class NfHookProbe(BpfProbe):
     def close(self) -> None:
         """Detach every link, then unload the programs. Idempotent; safe after a failed or interrupted start."""
         self.links.close()
-        super().close()
+        super().close()  # closes the kretprobe's perf event too (its link owns it)
+        if self.return_event is not None:
+            self.return_event.remove()
+            self.return_event = None
         self.obj = None
         self.started_at = None

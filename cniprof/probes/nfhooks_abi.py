@@ -20,6 +20,7 @@ NF_STAMP_WAYS = 16
 PROGRAMS = ("nf_last", "nf_first")  # netfilter links
 FENTRY_PROGRAMS = ("nf_slow_enter", "nf_slow_exit")  # fallback: fentry/fexit on nf_hook_slow
 KPROBE_PROGRAMS = ("nf_kp_enter", "nf_kp_exit")  # last resort: kprobe/kretprobe on nf_hook_slow
+KPROBE_RETURN = "nf_kp_exit"  # the kretprobe: attached through a tracefs event with its own maxactive
 PROGRAMS_OF = {"netfilter_link": PROGRAMS, "fentry": FENTRY_PROGRAMS, "kprobe": KPROBE_PROGRAMS}
 
 u32, u64 = ctypes.c_uint32, ctypes.c_uint64

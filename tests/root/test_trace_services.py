@@ -3,8 +3,9 @@
 
 pod-a sends 23 UDP datagrams to a kube-proxy ClusterIP in front of pod-c, each from its own socket. The hop
 probe must track all of them along the cross-node chain (its start-point filter is pod-a -> ClusterIP: DNAT only
-happens later, in node1's PREROUTING), the netfilter probe must see them in node1's PREROUTING, and afterwards
-the lab must hold no kube-proxy rule, no nftables table and no link of this run, also after Ctrl-C.
+happens later, in node1's PREROUTING), the netfilter probe must see them in node1's PREROUTING, the probe types
+the trace used must be the ones `cniprof doctor --json` chose (as the kernel matrix checks in every guest), and
+afterwards the lab must hold no kube-proxy rule, no nftables table and no link of this run, also after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import owned
 import pandas as pd
 import pytest
 
+from cniprof.analysis.summary import probe_types
 from cniprof.cni.topology import Topology
 from cniprof.lab import kubeproxy
 from cniprof.probes import nfhooks_abi as nf_abi
@@ -66,12 +68,16 @@ def clean_lab(lab: Topology) -> Iterator[Topology]:
 
 
 def test_pod_to_service_udp_with_nf(clean_lab: Topology, tmp_path: Path) -> None:
+    """Also: `doctor --json`'s choices are exactly the probe types this trace (with every feature on) used."""
+    doctor = subprocess.run([*CNIPROF, "doctor", "--json"], capture_output=True, text=True, timeout=60, check=True)
+    choices = json.loads(doctor.stdout)["choices"]
     out = tmp_path / "run"
     before = owned.held_links()
     p = subprocess.run([*CNIPROF, "trace", "--path", "pod-to-service", "--services", "0", "--traffic", "udp",
-                        "--count", str(COUNT), "--nf", "--no-ui", "--export", str(out)],
+                        "--count", str(COUNT), "--nf", "--cpu", "--no-ui", "--export", str(out)],
                        capture_output=True, text=True, timeout=60, check=False)
     assert p.returncode == 0, p.stderr
+    assert probe_types(json.loads((out / "summary.json").read_text())) == choices
     assert "netfilter cost per hook" in p.stdout and "10.96.0.100" in p.stdout
     assert "lab reused, left up" in p.stdout
 

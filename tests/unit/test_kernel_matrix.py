@@ -51,3 +51,28 @@ def test_differences_name_every_leaf() -> None:
 def test_a_guest_without_result_is_a_failure() -> None:
     outcome = matrix.Outcome("6.1-arm64", 1.0, None, Path("/dev/null"), "the guest printed no result")
     assert matrix.compare(outcome, "load", matrix.load_expected()) == ["the guest printed no result"]
+
+
+def test_the_three_attach_types_expect_the_same_most_expensive_hook() -> None:
+    """Links (6.12), fentry (x86_64 5.10/6.1) and kprobes (arm64 5.10/6.1) time the same pod-to-service traffic:
+    every kernel's pinned result must name the same hook, so a guest that disagrees fails the matrix."""
+    expected = matrix.load_expected()["kernels"]
+    slowest = {kid: e["trace"]["netfilter"]["slowest"] for kid, e in expected.items() if "trace" in e}
+    attach = {expected[kid]["trace"]["netfilter"]["attach"] for kid in slowest}
+    assert attach == {"netfilter_link", "fentry", "kprobe"}, attach
+    assert len(set(slowest.values())) == 1, slowest
+
+
+def test_every_kernel_has_its_full_level_pinned() -> None:
+    expected = matrix.load_expected()["kernels"]
+    assert [kid for kid, e in expected.items() if "trace" not in e] == []
+    for kid, e in expected.items():
+        assert all(e["trace"]["doctor_said_what_trace_used"].values()), kid
+
+
+def test_a_result_line_broken_by_a_console_message_is_a_failure_not_a_crash() -> None:
+    tag = matrix.RESULT_TAG
+    assert matrix.parse_result(f'boot\n{tag}{{"level": "load"}}\r\n') == ({"level": "load"}, "")
+    result, problem = matrix.parse_result(f'{tag}{{"level": "lo[  12.3] eth0: link up\n')
+    assert result is None and problem.startswith("the guest's result line is not JSON")
+    assert matrix.parse_result("no tag here") == (None, "the guest printed no result")

@@ -5,9 +5,9 @@
 Host side only (root; standard library only, so it runs before and without cniprof's venv). Each guest boots a
 Debian cloud kernel under qemu TCG (no KVM) with everything in one initramfs (no disk): a Debian bookworm
 userspace with Python and the tools the lab uses, cniprof's Python dependencies as wheels for the guest's
-platform, the kernel's own network and netfilter modules, and this work tree's cniprof with BPF objects compiled
-for the guest's architecture. The guest runs tests/vm/guest.py, which prints one result line; this tool compares
-it with tests/vm/expected.json and exits 1 on any difference.
+platform, the kernel's own network and netfilter modules, and this work tree's cniprof as its wheel builds it
+(pip wheel: BPF objects for both machines from the wheel's build step). The guest runs tests/vm/guest.py, which
+prints one result line; this tool compares it with tests/vm/expected.json and exits 1 on any difference.
 
     matrix.py run [--kernels 6.1-arm64,...] [--level load|full] [--jobs N]   # boot, check, compare (root)
     matrix.py table                                                          # README table from expected.json
@@ -258,15 +258,36 @@ def build_rootfs(arch: Arch) -> Path:
 # ------------------------------------------------------------------------------------------------ project
 
 
-def build_project(arch: Arch, dest: Path, debug_script: Path | None = None) -> Path:
-    """This work tree's cniprof (+ bytecode) with BPF objects compiled for arch, the guest program and /init."""
+def build_wheel(dest: Path) -> Path:
+    """cniprof's wheel, built as for a release (pip wheel; setup.py's build step compiles bpf/ for x86_64 and
+    aarch64 with cniprof.bpf.build), from the files of this work tree that git tracks or would track (so an
+    uncommitted change is tested, a stray build product is not)."""
+    src = dest / "src"
+    listed = run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT).stdout
+    for rel in filter(None, listed.split("\0")):
+        if (ROOT / rel).is_file():  # tracked but deleted in the work tree: not part of the copy
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
+    wheels = dest / "dist"
+    run([sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check", "-q", "--no-deps", "--wheel-dir",
+         str(wheels), str(src)], cwd=dest)
+    (wheel,) = wheels.glob("cniprof-*.whl")
+    shutil.rmtree(src)
+    return wheel
+
+
+def build_project(arch: Arch, wheel: Path, dest: Path, debug_script: Path | None = None) -> Path:
+    """The wheel's content (cniprof with its BPF objects for every machine) unpacked at /opt/cniprof, the guest
+    program and /init. The guests therefore load exactly the objects a release ships."""
     stage = dest / f"project-{arch.name}"
     pkg = stage / "opt/cniprof"
-    shutil.copytree(ROOT / "cniprof", pkg / "cniprof",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "obj"))
-    obj = pkg / "cniprof/bpf/obj"
-    run([sys.executable, "-m", "cniprof.bpf.build", "--machine", arch.machine, "--out", str(obj)],
-        cwd=ROOT, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(pkg)
+    objects = sorted((pkg / "cniprof/bpf/obj" / arch.machine).glob("*.bpf.o"))
+    if not objects:
+        raise SystemExit(f"matrix: {wheel.name} has no BPF objects for {arch.machine}")
+    log(f"{wheel.name}: {arch.machine} objects " + ", ".join(
+        f"{o.name[:-len('.bpf.o')]} {hashlib.sha256(o.read_bytes()).hexdigest()[:12]}" for o in objects))
     (stage / "vm").mkdir()
     shutil.copy2(HERE / "guest.py", stage / "vm/guest.py")
     shutil.copy2(HERE / "init.sh", stage / "init")
@@ -320,14 +341,22 @@ def boot(kid: str, level: str, rootfs: Path, project: Path, work: Path) -> Outco
             error = f"no result within {BOOT_TIMEOUT_S[level]} s"
     wall = time.monotonic() - start
     initrd.unlink()
-    result = None
-    for line in logf.read_text(errors="replace").splitlines():
+    result, problem = parse_result(logf.read_text(errors="replace"))
+    return Outcome(kid, wall, result, logf, error or problem, level)
+
+
+def parse_result(console: str) -> tuple[dict | None, str]:
+    """The guest's result line from its console output, or None and why (a console message printed in the middle
+    of the line, e.g. by the kernel, breaks it)."""
+    result, problem = None, "the guest printed no result"
+    for line in console.splitlines():
         line = line.strip("\r")
         if line.startswith(RESULT_TAG):
-            result = json.loads(line[len(RESULT_TAG):])
-    if result is None and not error:
-        error = "the guest printed no result"
-    return Outcome(kid, wall, result, logf, error, level)
+            try:
+                result, problem = json.loads(line[len(RESULT_TAG):]), ""
+            except json.JSONDecodeError as e:
+                result, problem = None, f"the guest's result line is not JSON ({e})"
+    return result, problem
 
 
 # ------------------------------------------------------------------------------------------------ compare
@@ -446,7 +475,8 @@ def run_matrix(plan: list[tuple[str, str]], jobs: int, debug_script: Path | None
     expected = load_expected()
     failed = 0
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        project = {a: build_project(ARCHES[a], Path(tmp), debug_script) for a in arches}
+        wheel = build_wheel(Path(tmp))
+        project = {a: build_project(ARCHES[a], wheel, Path(tmp), debug_script) for a in arches}
         log(f"prepared in {time.monotonic() - t0:.0f} s; booting {len(plan)} guests ({jobs} at a time)")
         with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(boot, k, level, rootfs[k.split("-")[1]], project[k.split("-")[1]], Path(tmp))
