@@ -45,6 +45,7 @@ class TraceRecord:
     injections: tuple[str, ...] = ()  # problems `lab inject` put into the lab
     where: str = ""  # "lab built and removed", "lab reused, left up", "live node ..."
     command: str | None = None  # the command line that traced
+    cluster: Mapping[str, Any] | None = None  # trace --k8s: server version, nodes (kernel, arch, CNI), pods
     started: str | None = None  # when the trace began, local time with its UTC offset (2026-12-06T01:34:54+0000)
     # what the probe cost and how much of the run it covered (cniprof.probes.duty status + attach_s)
     overhead: Mapping[str, Any] | None = None
@@ -94,6 +95,8 @@ def summary_extra(record: TraceRecord) -> dict[str, Any]:
         extra["overhead"] = dict(record.overhead)
     extra.update(where=record.where, command=record.command, started=record.started,
                  cniprof_version=record.cniprof_version)
+    if record.cluster is not None:
+        extra["cluster"] = dict(record.cluster)
     for key in ("clock", "agents"):  # node agents (trace --agents per-node): the offset, and any agent lost
         if record.snapshot.get(key) is not None:
             extra[key] = record.snapshot[key]
@@ -136,6 +139,6 @@ def record_from_files(summary: Mapping[str, Any], snapshot: Mapping[str, Any], c
         probes=tuple(summary.get("probes") or ()), sampling=dict(summary.get("sampling") or {}), cpu=cpu, nf=nf,
         nodestate=nodestate, service=summary.get("service"), injections=tuple(summary.get("injections") or ()),
         where=str(summary.get("where") or ""), command=summary.get("command"), started=summary.get("started"),
-        overhead=summary.get("overhead"),
+        overhead=summary.get("overhead"), cluster=summary.get("cluster"),
         kernel=str(summary.get("kernel") or ""), arch=str(summary.get("arch") or ""),
         cniprof_version=str(summary.get("cniprof_version") or ""))

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from cniprof.advise import render
 from cniprof.analysis.cpu import analyze_cpu
-from cniprof.analysis.record import analyze_record
+from cniprof.analysis.record import TraceRecord, analyze_record
 from cniprof.analysis.summary import analyze
 from cniprof.cli import commands, trace_compare, trace_k8s
 from cniprof.cli.report import print_written
@@ -135,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
     _check_count(args)
     if args.duration is None:
         args.duration = DEFAULT_DURATION_S
-    if args.k8s or args.dry_run or args.nodes:  # cluster mode
-        return trace_k8s.run(args)
+    if args.k8s or args.dry_run or args.nodes:  # cluster mode: the same tables and files from its record
+        if args.export is not None:
+            writable_dir(args.export)
+        record = trace_k8s.run(args, _sample(args.sample), command=shlex.join(["cniprof", *sys.argv[1:]]))
+        return 0 if record is None else finish(args, wide_console(), record)
     opts = trace.TraceOptions(cni=args.cni, path=args.path, src=args.src, dst=args.dst, duration_s=args.duration,
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
@@ -182,7 +185,11 @@ def run(args: argparse.Namespace) -> int:
             if "meter" in rx:
                 rx["meter"].close()
 
-    record = result.record
+    return finish(args, console, result.record)
+
+
+def finish(args: argparse.Namespace, console: Console, record: TraceRecord) -> int:
+    """Tables, findings and files of a traced record; the exit status (a lost agent, an unknown offset)."""
     analysis = analyze_record(record)
     print_run(console, record, analysis)
     more = f"cniprof advise {args.export}" if args.export else "trace with --export DIR, then cniprof advise DIR"

@@ -12,11 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 from contextlib import ExitStack
+from typing import Any
 
-from cniprof.errors import EnvironmentProblem, UsageError
+from cniprof.analysis.record import TraceRecord
+from cniprof.analysis.summary import analyze
+from cniprof.errors import UsageError
 from cniprof.k8s import manifests
-from cniprof.k8s.cluster import DryRun
+from cniprof.k8s import trace as k8s_trace
+from cniprof.k8s.cluster import Cluster, DryRun, connect
 from cniprof.k8s.session import ClusterOptions, ClusterRun
+from cniprof.ui.console import wide_console
+from cniprof.ui.live import LiveView
 
 SESSION_NOTE = ("# on each agent session, JSON lines of the agent protocol: start {spec}, snapshot every "
                 "second, stop; no API call")
@@ -36,7 +42,7 @@ def options(args: argparse.Namespace) -> ClusterOptions:
                           image=args.image or manifests.DEFAULT_IMAGE)
 
 
-def dry_run(opts: ClusterOptions) -> int:
+def dry_run(opts: ClusterOptions) -> None:
     cluster = DryRun(out=sys.stdout)
     with ExitStack() as stack:
         run = ClusterRun(cluster, opts, stack)
@@ -49,12 +55,22 @@ def dry_run(opts: ClusterOptions) -> int:
         print(f"# traffic and tracing for {opts.duration_s:g} s", flush=True)
         run.traffic_result()
         print("# cleanup, in reverse order of creation:", flush=True)
-    return 0
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, sample_every: int, command: str | None = None) -> TraceRecord | None:
+    """The traced record (None after a dry run, which only prints). sample_every: 0 = auto."""
     opts = options(args)
     if args.dry_run:
-        return dry_run(opts)
-    raise EnvironmentProblem("cniprof trace --k8s needs the node agents' coordinator (issue 12), which this build "
-                             "does not have yet; --dry-run shows every API call such a run makes")
+        dry_run(opts)
+        return None
+    cluster = Cluster(connect(args.kubeconfig, args.context))
+    if args.no_ui:
+        return k8s_trace.trace(cluster, opts, sample_every=sample_every, command=command)
+    view = LiveView(f"cniprof · cluster · {opts.src or opts.nodes} → {opts.dst or ''} · {opts.traffic}",
+                    total_s=opts.duration_s, console=wide_console(), refresh_per_second=1.0)
+
+    def on_update(snapshot: dict[str, Any], elapsed: float) -> None:
+        view.update(analyze(snapshot), progress=(min(elapsed, opts.duration_s), opts.duration_s))
+
+    with view:
+        return k8s_trace.trace(cluster, opts, sample_every=sample_every, command=command, on_update=on_update)

@@ -2,7 +2,7 @@
 """A node agent's session on a cluster: `cniprof agent` started in the agent pod by the API server's exec, its
 stdin and stdout carried by the exec websocket (kubernetes.stream), one JSON object per line.
 
-`ExecChannel` has the members of the coordinator's Channel (ARCHITECTURE.md "Node agents"): send, recv (None when
+`ExecChannel` is a run.channel.Channel (ARCHITECTURE.md "Node agents"): send, recv (None when
 nothing arrived in time), ChannelClosed once the stream ended (the agent exited, or the connection broke: the
 reason says which), close and node. Closing sends the v5 protocol's stdin close (the agent stops within 1 s of
 EOF, its own rule) and then closes the websocket; with the older v4 protocol, which cannot close stdin alone, the
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 else:  # imported on first use: `trace` without --k8s never waits for the kubernetes client (~0.5 s)
     kubernetes = lazy_loader.load("kubernetes")
 
+from cniprof.run.channel import ChannelClosed
+
 log = logging.getLogger(__name__)
 CLOSE_WAIT_S = 2.0
 
@@ -49,10 +51,6 @@ def exit_status(ws: WSClient) -> tuple[int | None, str | None]:
     if code is not None and str(code).lstrip("-").isdigit():
         return int(code), None
     return None, str(status.get("message", "unknown error"))
-
-
-class ChannelClosed(Exception):
-    """The stream ended: the agent exited, was killed, or its transport broke. str() says which."""
 
 
 class ExecChannel:

@@ -78,6 +78,20 @@ def node_topology(spec: dict[str, Any], node: str) -> Topology:
     raise UsageError(f"start: spec.topology must be lab or live, not {kind!r}")
 
 
+def _inode(netns: str) -> int | None:
+    """A namespace's inode from its name (/run/netns/NAME) or path (/proc/PID/ns/net); None if it is gone."""
+    try:
+        return os.stat(netns if netns.startswith("/") else f"/run/netns/{netns}").st_ino
+    except OSError:
+        return None
+
+
+def _same_netns(a: str, b: str) -> bool:
+    """One namespace, whatever names it: a /run/netns name and a /proc/PID/ns/net path of the same namespace
+    are equal (a cluster names a pod's namespace by a process of the pod, detection by its bind mount)."""
+    return a == b or (_inode(a) is not None and _inode(a) == _inode(b))
+
+
 def local_pods(spec: dict[str, Any], topo: Topology) -> dict[str, Pod]:
     """spec name -> this node's pod: by namespace when the spec gives one, else by IP (the spec's name wins)."""
     out = {}
@@ -85,7 +99,7 @@ def local_pods(spec: dict[str, Any], topo: Topology) -> dict[str, Pod]:
                                     if topo.host_ips.get(n.name) or topo.underlay_ips.get(n.name)]
     for want in _require(spec, "pods", list):
         name, ip, netns = want.get("name"), want.get("ip"), want.get("netns")
-        found = [p for p in candidates if (p.netns == netns if netns else p.ip == ip)]
+        found = [p for p in candidates if (_same_netns(p.netns, netns) if netns else p.ip == ip)]
         if not found:
             raise UsageError(f"no pod with {'netns ' + netns if netns else 'IP ' + str(ip)} on this node "
                              f"(pods here: {', '.join(f'{p.name} {p.ip}' for p in topo.pods) or 'none'})")

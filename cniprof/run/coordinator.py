@@ -257,9 +257,10 @@ def specs_for_pair(a: Pod, b: Pod, plan_dirs: tuple[Any, ...], *, cni: str, path
 
 def for_pair(a: Pod, b: Pod, chain: Chain, plan_dirs: tuple[Any, ...], *, cni: str, path: str,
              events: tuple[str, ...], sample_every: int = 1, stale_ms: float = 1000.0, test_clock_offset_ns: int = 0,
-             channel: Callable[[str], Channel] | None = None) -> Coordinator:
+             channel: Callable[[str], Channel] | None = None, topology: str = "lab") -> Coordinator:
     """A coordinator for a cross-node pod pair, one agent per node (default: a local `cniprof agent` each)."""
     specs = specs_for_pair(a, b, plan_dirs, cni=cni, path=path, events=events, sample_every=sample_every,
+                           topology=topology,
                            stale_ms=stale_ms, test_clock_offset_ns=test_clock_offset_ns)
     crossings = (clock.Crossing(0, a.node, b.node), clock.Crossing(1, b.node, a.node))
     wire = {d: node_merge.WireLabel(*planning.wire_step(chain, d, events)) for d in (0, 1)}

@@ -8,6 +8,8 @@ namespace gives), so real iperf3 traffic crosses the lab's flannel datapath."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -19,13 +21,15 @@ from typing import Any
 
 import pytest
 from fake_kubelet import FakeKubelet, hierarchies, layouts
+from kubernetes.client import rest
 
+from cniprof.cli.main import main
 from cniprof.cni.topology import Topology
 from cniprof.k8s.cluster import Cluster
 from cniprof.k8s.session import ClusterOptions, ClusterRun
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from k8s_api import ExecProcess, FakeApiServer, install_exec, node, pod
+from k8s_api import SERVER, ExecProcess, FakeApiServer, install_exec, node, pod
 
 pytestmark = pytest.mark.root
 AGENT = {"app.kubernetes.io/name": "cniprof-agent", "app.kubernetes.io/part-of": "cniprof"}
@@ -98,6 +102,10 @@ def lab_cluster(lab: Topology, monkeypatch: pytest.MonkeyPatch) -> Iterator[tupl
                 args = [a if a != "/host/proc" else "/proc" for a in argv[2:]]  # (hostNetwork, hostPID)
                 node_netns = next(n.netns for n in lab.nodes if path.split("/")[6] == f"agent-{n.name}")
                 return ExecProcess(["ip", "netns", "exec", node_netns, sys.executable, "-m", "cniprof", "k8s", *args])
+            if argv[:2] == ["cniprof", "agent"]:  # the agent, in its node's namespace, this lab's id
+                node_netns = next(n.netns for n in lab.nodes if path.split("/")[6] == f"agent-{n.name}")
+                return ExecProcess(["ip", "netns", "exec", node_netns, sys.executable, "-m", "cniprof", *argv[1:]],
+                                   env=dict(os.environ))
             if argv[:2] == ["kill", "-TERM"]:  # PID 1 of that ephemeral container: its timeout
                 ns, name = path.split("/")[4], path.split("/")[6]
                 proc, _ = server.containers[(ns, name, container)]
@@ -158,3 +166,76 @@ def test_interrupted_run_stops_the_generator_in_the_pod(lab: Topology,
     assert proc.wait(timeout=10) is not None  # stopped by the exec'd `kill -TERM 1`, not by its 160 s timeout
     assert next(line for line in server.lines() if "command=kill" in line).endswith(
         f"container={gen.container}&stderr=true&stdin=false&stdout=true&tty=false")
+
+
+def test_trace_k8s_end_to_end_on_the_lab(lab: Topology, lab_cluster: tuple[LabCluster, dict[str, str]],
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cniprof trace --k8s` from the command line to merged tables and files: the real client (transport
+    replaced below it), a real `cniprof agent` per lab node started by the exec stream inside that node's
+    namespace (as hostNetwork gives it in a DaemonSet pod), real ping between the pods' namespaces."""
+    server, names = lab_cluster
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": SERVER, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "me", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "me"}}]}))
+    monkeypatch.setattr(rest.urllib3, "PoolManager", lambda **_: server)
+    src, dst = (names[p.name] for p in (next(p for p in lab.pods if p.node == lab.nodes[0].name),
+                                        next(p for p in lab.pods if p.node == lab.nodes[1].name)))
+    out = tmp_path / "run"
+    rc = main(["trace", "--k8s", "--kubeconfig", str(kubeconfig), "--src", src, "--dst", dst, "--traffic", "ping",
+               "--count", "20", "--duration", "5", "--sample", "1", "--no-ui", "--export", str(out)])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    cluster = summary["cluster"]
+    assert cluster["server_version"] == server.version
+    assert sorted(cluster["nodes"]) == sorted(n.name for n in lab.nodes)
+    assert all(n["cni"]["cni"] == "flannel" for n in cluster["nodes"].values())
+    assert summary["clock"]["status"] == "ok"
+    assert summary["generator"]["received"] == 20
+    hops = (out / "hops.csv").read_text()
+    assert src in hops and dst in hops  # rows name the pods as NS/POD
+    assert all(n.name in hops for n in lab.nodes)
+    assert not any(s.process.proc.poll() is None for s in server.sessions)  # every agent stopped
+
+
+def test_trace_k8s_lost_connection(lab: Topology, lab_cluster: tuple[LabCluster, dict[str, str]], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """One agent's exec stream drops mid-run: the run finishes with what arrived, names the node, exits 3, and
+    the agent whose stream dropped stops by itself (the hang-up closed its stdin)."""
+    server, names = lab_cluster
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
+        "clusters": [{"name": "lab", "cluster": {"server": SERVER, "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "me", "user": {"token": "test-token"}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "me"}}]}))
+    monkeypatch.setattr(rest.urllib3, "PoolManager", lambda **_: server)
+    src, dst = (names[p.name] for p in (next(p for p in lab.pods if p.node == lab.nodes[0].name),
+                                        next(p for p in lab.pods if p.node == lab.nodes[1].name)))
+    stop = threading.Event()
+
+    def drop_second_agent() -> None:  # once both sessions are up and the traffic runs, cut node 2's stream
+        while not stop.wait(0.2):
+            agents = [s for s in server.sessions if s.command[:2] == ["cniprof", "agent"]]
+            if len(agents) == 2 and any("ephemeralcontainers" in line for line in server.lines()):
+                stop.wait(2.0)
+                agents[1].break_after = agents[1].frames_read
+                return
+
+    cutter = threading.Thread(target=drop_second_agent, daemon=True)
+    cutter.start()
+    try:
+        rc = main(["trace", "--k8s", "--kubeconfig", str(kubeconfig), "--src", src, "--dst", dst, "--traffic",
+                   "ping", "--count", "30", "--duration", "6", "--sample", "1", "--no-ui",
+                   "--export", str(tmp_path / "run")])
+    finally:
+        stop.set()
+        cutter.join()
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert f"the agent on {lab.nodes[1].name} was lost" in err
+    assert (tmp_path / "run" / "summary.json").exists()  # what arrived was still written
+    agents = [s for s in server.sessions if s.command[:2] == ["cniprof", "agent"]]
+    assert all(s.process.proc.wait(timeout=10) is not None for s in agents)
