@@ -22,13 +22,13 @@ import lazy_loader
 import yaml
 from websocket import WebSocketException
 
+from cniprof.run.channel import ChannelClosed
+
 if TYPE_CHECKING:
     import kubernetes
     from kubernetes.stream.ws_client import WSClient
 else:  # imported on first use: `trace` without --k8s never waits for the kubernetes client (~0.5 s)
     kubernetes = lazy_loader.load("kubernetes")
-
-from cniprof.run.channel import ChannelClosed
 
 log = logging.getLogger(__name__)
 CLOSE_WAIT_S = 2.0
