@@ -90,7 +90,7 @@ def merge(snapshots: Mapping[str, Mapping[str, Any]], sides: Mapping[int, tuple[
         b = boundary_point(snapshots[dst], d, "first")
         if a is None or b is None or d not in wire:
             continue
-        est = clock.estimate
+        est = clock.estimate if clock is not None else None
         hops.append({"from": offset[src] + a, "to": offset[dst] + b, "expected": True, "dir": d,
                      "seq": wire[d].seq, "role": wire[d].role, "in_e2e": True, **_entry(t.wire),
                      "wire": True, "uncertainty_ns": None if est is None else round(est.uncertainty_ns, 1)})
