@@ -56,13 +56,13 @@ def connect(kubeconfig: str | None = None, context: str | None = None) -> ApiCli
         return kubernetes.config.new_client_from_config(config_file=kubeconfig, context=context)
     # the client's loader lets a file that is not a kubeconfig through as whatever it tripped on (not YAML, a
     # list, a directory, a bad field): all of them mean "no usable kubeconfig"
-    except (kubernetes.config.config_exception.ConfigException, OSError, yaml.YAMLError, ValueError, TypeError,
+    except (kubernetes.config.ConfigException, OSError, yaml.YAMLError, ValueError, TypeError,
             KeyError, AttributeError) as e:
         if kubeconfig is None and context is None:
             try:
                 kubernetes.config.load_incluster_config()
                 return kubernetes.client.ApiClient()
-            except kubernetes.config.config_exception.ConfigException:
+            except kubernetes.config.ConfigException:
                 pass
         where = kubeconfig or "$KUBECONFIG or ~/.kube/config"
         why = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -101,7 +101,7 @@ class Cluster:
         log.info("k8s: %s", line)
         try:
             return send()
-        except kubernetes.client.exceptions.ApiException as e:
+        except kubernetes.client.ApiException as e:
             raise self.refused(what, e) from None
         except urllib3.exceptions.HTTPError as e:  # connection refused, DNS, TLS, timeouts: below the API
             raise EnvironmentProblem(f"{what}: cannot reach the API server at {self.server} "
