@@ -325,6 +325,9 @@ class CsvFile:
     columns: Mapping[str, str]
     per: str | None = None  # the count column that says whether a row's measured columns must be there
     optional: tuple[str, ...] = ()  # columns older or smaller exports may lack
+    # (flag column, measured columns): rows whose flag is False may leave those empty however many packets they
+    # have (a hop outside the chain is counted with its sum, not a histogram: a mean, no percentiles)
+    unless: tuple[str, tuple[str, ...]] | None = None
 
 
 HOPS_TABLE = CsvFile("the hop table of `cniprof trace --export`", {
@@ -333,7 +336,8 @@ HOPS_TABLE = CsvFile("the hop table of `cniprof trace --export`", {
     "p50_us": MEASURED_COL, "p90_us": MEASURED_COL, "p99_us": MEASURED_COL, "mean_us": MEASURED_COL,
     "share_pct": NUMBER_COL, "expected": FLAG_COL, "in_e2e": FLAG_COL, "cpu_us_per_pkt": NUMBER_COL,
     "cpu_us_per_gb": NUMBER_COL, "cpu_component": TEXT_COL,
-}, per="packets", optional=("cpu_us_per_pkt", "cpu_us_per_gb", "cpu_component"))  # the CPU columns: --cpu
+}, per="packets", optional=("cpu_us_per_pkt", "cpu_us_per_gb", "cpu_component"),  # the CPU columns: --cpu
+   unless=("expected", ("p50_us", "p90_us", "p99_us")))
 DROPS_TABLE = CsvFile("the drops table of `cniprof trace --export`", {
     "point": TEXT_COL, "node": TEXT_COL, "device": TEXT_COL, "reason": TEXT_COL, "count": COUNT_COL})
 NF_TABLE = CsvFile("the netfilter table of `cniprof trace --nf --export`", {
@@ -407,6 +411,8 @@ def check_table(df: pd.DataFrame, spec: CsvFile, source: str) -> pd.DataFrame:
         for col, kind in spec.columns.items():
             if kind == MEASURED_COL and col in out.columns:
                 gap = seen & out[col].isna()
+                if spec.unless is not None and col in spec.unless[1] and spec.unless[0] in out.columns:
+                    gap &= out[spec.unless[0]]
                 if gap.any():
                     i = int(gap.to_numpy().nonzero()[0][0])
                     raise _bad(source, col, i, out[col].iloc[i],

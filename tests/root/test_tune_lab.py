@@ -88,7 +88,7 @@ def test_refusals_are_one_line_and_build_nothing(no_lab: None, tmp_path: Path) -
     one_line_error(cli("tune", "--try", "kube-proxy-nftables"), "needs kube-proxy services in the lab")
     one_line_error(cli("tune", "--auto"), "--auto tries the tunings advised for a run: give it --from RUN_DIR")
     one_line_error(cli("tune", "--auto", "--from", str(tmp_path)), "has no findings.json")
-    one_line_error(cli("tune", "--try", "offloads-on", "--pairs", "0"), "--pairs must be at least 1")
+    one_line_error(cli("tune", "--try", "offloads-on", "--pairs", "0"), "argument --pairs: must be 1..100, not 0")
     # unpin-generators on a lab nobody pinned: nothing to measure (the lab tune built is removed again)
     one_line_error(cli("tune", "--try", "unpin-generators"), "unpin-generators changes nothing")
     assert cleanup.list_lab_namespaces() == []

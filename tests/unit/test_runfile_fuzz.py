@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cniprof.errors import UsageError
+from cniprof.runfiles import HOPS_TABLE, check_table
 from cniprof.study import scenario
 
 EXAMPLES = int(os.environ.get("CNIPROF_FUZZ_EXAMPLES", "25"))  # per test: each re-renders a run (~0.3 s)
@@ -200,3 +201,17 @@ def test_generated_scenarios_through_the_command(tmp_path_factory: pytest.TempPa
     o = in_process(["run", str(work / "s.yaml"), "--check"], cwd=work)
     check(o)
     assert cli_contract.changed(before, cli_contract.tree_state(work)) == set(), str(o)
+
+
+def test_a_hop_outside_the_chain_has_a_mean_and_no_percentiles() -> None:
+    """The kernel keeps count and sum for a pair of points outside the chain, no histogram: its row in hops.csv
+    has packets and a mean with empty percentiles, and is accepted; a hop of the chain with packets is not."""
+    row = {"direction": "a -> b", "seq": 0, "hop": "x -> y", "role": "", "node": "node1", "device": "eth0",
+           "from_point": "x", "to_point": "y", "packets": 943, "p50_us": math.nan, "p90_us": math.nan,
+           "p99_us": math.nan, "mean_us": 3.5, "share_pct": math.nan, "expected": False, "in_e2e": False}
+    checked = check_table(pd.DataFrame([row]), HOPS_TABLE, "hops.csv")
+    assert checked["packets"].tolist() == [943] and math.isnan(checked["p50_us"].iloc[0])
+    with pytest.raises(UsageError, match="row 2, column p50_us: an empty cell is not a number"):
+        check_table(pd.DataFrame([{**row, "expected": True}]), HOPS_TABLE, "hops.csv")
+    with pytest.raises(UsageError, match="column mean_us"):
+        check_table(pd.DataFrame([{**row, "mean_us": math.nan}]), HOPS_TABLE, "hops.csv")
