@@ -5,6 +5,8 @@
 Tracers (each compared with untraced runs in pairs, in alternating order so a steady drift cancels):
   cniprof       `cniprof trace --traffic none` at its defaults (overhead budget 2 %: duty-cycled)
   cniprof-full  the same with --overhead-budget 100 (every packet of the run)
+  cniprof-agents  the same with --agents per-node: one node agent process per node, each tracing its node whole,
+                and the coordinator (the agents' combined cost, as on two real nodes)
   perf          `perf record -a` of the same tracepoints cniprof attaches to
   bpftrace      benchmarks/hops.bt: per-hop skb timing the bpftrace way (address-keyed timestamps, a histogram
                 per device)
@@ -52,7 +54,7 @@ from cniprof.run import trace
 from cniprof.traffic.iperf3 import Iperf3
 from cniprof.traffic.sockperf import WARMUP_S, Sockperf
 
-TRACERS = ("cniprof", "cniprof-full", "perf", "bpftrace")
+TRACERS = ("cniprof", "cniprof-full", "cniprof-agents", "perf", "bpftrace")
 LOADS = ("iperf3", "rr")
 # the tracepoints cniprof attaches to by default (its ATTACH_POINT table), for perf's row
 PERF_EVENTS = ("net:net_dev_queue", "net:netif_receive_skb", "skb:skb_copy_datagram_iovec", "skb:consume_skb",
@@ -127,7 +129,8 @@ class Tracer:
         if self.name.startswith("cniprof"):
             argv = [sys.executable, "-m", "cniprof", "trace", "--traffic", "none", "--duration", secs,
                     "--no-ui", "--export", str(self.export), "--ready-file", str(self.ready)]
-            return argv + (["--overhead-budget", "100"] if self.name == "cniprof-full" else [])
+            return argv + {"cniprof-full": ["--overhead-budget", "100"],
+                           "cniprof-agents": ["--agents", "per-node"]}.get(self.name, [])
         if self.name == "perf":
             events = [x for e in PERF_EVENTS for x in ("-e", e)]
             return ["perf", "record", "-q", "-a", *events, "-o", str(self.work / "perf.data"), "--", "sleep", secs]
@@ -224,11 +227,12 @@ def summarize(pairs: list[Pair]) -> dict[str, Any]:
         rss = [p.info.peak_rss_mb for p in mine if p.info.peak_rss_mb is not None]
         row["attach_s_median"] = statistics.median(attach) if attach else None
         row["peak_rss_mb_max"] = max(rss) if rss else None
-        ovs = [p.info.overhead for p in mine if p.info.overhead]
+        # the agents' runs have no budget block: their cost is in the throughput ratio and the agents' RSS
+        ovs = [p.info.overhead for p in mine if p.info.overhead.get("coverage") is not None]
         if ovs:
             row["coverage_median"] = statistics.median(o["coverage"] for o in ovs)
-            row["own_cost_pct_median"] = statistics.median(o["own_cost_pct"] for o in ovs
-                                                           if o.get("own_cost_pct") is not None)
+            own = [o["own_cost_pct"] for o in ovs if o.get("own_cost_pct") is not None]
+            row["own_cost_pct_median"] = statistics.median(own) if own else None
             progs: dict[str, list[int]] = {}
             for o in ovs:
                 for name, s in (o.get("programs") or {}).items():
@@ -238,7 +242,8 @@ def summarize(pairs: list[Pair]) -> dict[str, Any]:
             row["ns_per_event"] = {n: round(t / c, 1) for n, (t, c) in progs.items() if c}
             tot_t, tot_c = sum(t for t, _ in progs.values()), sum(c for _, c in progs.values())
             row["ns_per_event_all"] = round(tot_t / tot_c, 1) if tot_c else None
-            row["dispatch_ns_median"] = statistics.median(o["dispatch_ns"] for o in ovs if o.get("dispatch_ns"))
+            dispatch = [o["dispatch_ns"] for o in ovs if o.get("dispatch_ns")]
+            row["dispatch_ns_median"] = statistics.median(dispatch) if dispatch else None
         out[tracer] = row
     return out
 
@@ -264,7 +269,7 @@ def report(summary: dict[str, Any], header: str) -> str:
         if row.get("ns_per_event"):
             per = ", ".join(f"{n} {v}" for n, v in row["ns_per_event"].items())
             lines.append(f"{tracer} ns/event per program (bodies, stats on): {per}; dispatch around each "
-                         f"~{row['dispatch_ns_median']:.0f} ns (calibrated at start)")
+                         f"~{row['dispatch_ns_median'] or 0:.0f} ns (calibrated at start)")
     d = summary.get("cniprof", {})
     if d.get("iperf3") and d.get("rr"):
         ok = d["iperf3"]["median_ratio"] >= GOAL_RATIO and d["rr"]["median_ratio"] <= GOAL_RR

@@ -26,17 +26,21 @@ def _script(name: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_overhead_smallest_run(lab: Topology, tmp_path: Path) -> None:
-    """One untraced/traced pair of 1 s without bpf stats (kernel.bpf_stats_enabled is machine-wide)."""
+    """One untraced/traced pair of 1 s per cniprof tracer on iperf3: both runs moved data, the traced run went
+    through `cniprof trace` (its summary.json's programs ran) and nothing is left running."""
     out = tmp_path / "overhead.json"
-    p = _script("overhead.py", "--pairs", "1", "--duration", "1", "--warmup", "0", "--no-stats", "--json", str(out))
+    p = _script("overhead.py", "--pairs", "1", "--duration", "1", "--tracers", "cniprof-full,cniprof-agents",
+                "--loads", "iperf3", "--json", str(out))
     assert p.returncode == 0, p.stderr
-    assert "ratio" in p.stdout
     result = json.loads(out.read_text())
-    assert result["lab_created"] is False  # the session's lab was reused ...
-    assert [(r["pair"], r["traced"]) for r in result["runs"]] == [(0, False), (0, True)]
-    assert all(r["throughput_bps"] > 0 for r in result["runs"])
-    traced = result["runs"][1]
-    assert traced["hops_expected"] > 0 and traced["hops_with_packets"] == traced["hops_expected"]  # not idle
+    assert [(x["tracer"], x["load"], x["pair"]) for x in result["pairs"]] == [
+        ("cniprof-full", "iperf3", 0), ("cniprof-agents", "iperf3", 0)]
+    assert all(x["untraced"] > 0 and x["traced"] > 0 for x in result["pairs"])
+    full, agents = (x["info"] for x in result["pairs"])
+    assert full["overhead"]["mode"] == "full" and full["overhead"]["events"] > 0  # not an idle probe
+    assert agents["overhead"]["mode"] == "agents" and agents["attach_s"] > 0
+    for tracer in ("cniprof-full", "cniprof-agents"):
+        assert f"{tracer} iperf3 pair ratios: " in p.stdout
     assert not owned.settle(owned.stray_processes)
 
 
