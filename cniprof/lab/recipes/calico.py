@@ -100,23 +100,8 @@ def calico_ipip(ns: Namespaces) -> Topology:
 
 
 def _vxlan_device(node: common.NodeSpec) -> str:
-    """vxlan.calico as Felix creates it; returns its MAC (random per build, read from the kernel)."""
-    with ipr(node.netns) as sock:
-        sock.link(
-            "add",
-            ifname=VXLAN_DEV,
-            kind="vxlan",
-            vxlan_id=VXLAN_VNI,
-            vxlan_local=node.underlay_ip,
-            vxlan_link=index(sock, common.UNDERLAY_DEV),
-            vxlan_port=VXLAN_PORT,
-            vxlan_learning=0,
-            mtu=MTU["vxlan"],
-        )
-        vx = index(sock, VXLAN_DEV)
-        sock.addr("add", index=vx, address=tunnel_ip(node), prefixlen=32)
-        sock.link("set", index=vx, state="up")
-        return mac(sock, vx)
+    """vxlan.calico as Felix creates it; returns its MAC."""
+    return common.vtep(node, VXLAN_DEV, VXLAN_VNI, VXLAN_PORT, MTU["vxlan"], tunnel_ip(node))
 
 
 def _ipip_device(node: common.NodeSpec) -> None:

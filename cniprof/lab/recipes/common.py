@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from cniprof.cni.topology import LAB_NETNS_PREFIX, Device, Node, Pod, Topology
-from cniprof.lab.nsutil import RTPROT_BOOT, index, ipr
+from cniprof.lab.nsutil import RTPROT_BOOT, index, ipr, mac
 
 UNDERLAY_DEV = "eth0"
 
@@ -158,3 +158,15 @@ def collect(cni: str, mode: str, nodes: Sequence[NodeSpec], layout: Layout) -> T
         underlay_ips=underlay_ips,
         host_ips=dict(layout.host_ips) or dict(underlay_ips),
     )
+
+
+def vtep(node: NodeSpec, name: str, vni: int, port: int, mtu: int, address: str) -> str:
+    """A VXLAN tunnel endpoint on node's underlay device (no learning: the CNI programs the FDB), with address/32,
+    up; returns its MAC (random per build, read from the kernel), which the other nodes' FDB entries need."""
+    with ipr(node.netns) as sock:
+        sock.link("add", ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=node.underlay_ip,
+                  vxlan_link=index(sock, UNDERLAY_DEV), vxlan_port=port, vxlan_learning=0, mtu=mtu)
+        vx = index(sock, name)
+        sock.addr("add", index=vx, address=address, prefixlen=32)
+        sock.link("set", index=vx, state="up")
+        return mac(sock, vx)

@@ -12,7 +12,6 @@ from cniprof.lab.nsutil import (
     Namespaces,
     index,
     ipr,
-    mac,
 )
 from cniprof.lab.recipes import common
 
@@ -70,23 +69,7 @@ def _bridge(node: common.NodeSpec) -> None:
 def _node_devices(node: common.NodeSpec) -> str:
     """cni0 bridge and the flannel.1 VTEP of one node; returns the VTEP MAC the other nodes must learn."""
     _bridge(node)
-    with ipr(node.netns) as sock:
-        eth0 = index(sock, common.UNDERLAY_DEV)
-        sock.link(
-            "add",
-            ifname=VXLAN_DEV,
-            kind="vxlan",
-            vxlan_id=VXLAN_VNI,
-            vxlan_local=node.underlay_ip,
-            vxlan_link=eth0,
-            vxlan_port=VXLAN_PORT,
-            vxlan_learning=0,
-            mtu=POD_MTU,
-        )
-        vx = index(sock, VXLAN_DEV)
-        sock.addr("add", index=vx, address=node.vtep_ip, prefixlen=32)
-        sock.link("set", index=vx, state="up")
-        return mac(sock, vx)
+    return common.vtep(node, VXLAN_DEV, VXLAN_VNI, VXLAN_PORT, POD_MTU, node.vtep_ip)
 
 
 def _flannel_peers(node: common.NodeSpec, peers: list[tuple[common.NodeSpec, str]]) -> None:
