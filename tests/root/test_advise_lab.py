@@ -65,11 +65,14 @@ def injected(*names: str) -> Iterator[None]:
 
 
 def _top_fault(findings: list[dict], kind: str, tune: str) -> dict:
-    """The injected problem is the first finding and the only fault, and its advice names the tune for it."""
+    """The injected problem is the first finding and the only fault, and its advice names the tune for it.
+
+    Besides it, a `drops` fault may stand: a saturating TCP stream on a busy 2-CPU machine can lose packets for
+    real (a full backlog), which the kernel counted and advise must report; it must rank below the injection."""
     top = findings[0]
     assert (top["rank"], top["kind"], top["severity"]) == (1, kind, "fault"), [(f["kind"], f["severity"],
                                                                                  f["title"]) for f in findings]
-    assert [f["kind"] for f in findings if f["severity"] == "fault"] == [kind]
+    assert [f["kind"] for f in findings if f["severity"] == "fault" and f["kind"] != "drops"] == [kind]
     assert tune in [a.get("tune") for a in top["advice"]]
     return top
 

@@ -34,7 +34,10 @@ def test_iperf3_trace_exports_consistent_files(lab, tmp_path: Path) -> None:
     out = tmp_path / "run"
     dst = lab.pod("pod-c").netns
     before = netpair.snmp(dst)
-    p = _run("trace", "--cni", "flannel", "--duration", "3", "--no-ui", "--export", str(out))
+    # the whole run traced (--overhead-budget 100), so --sample auto calibrates 1-in-N (duty cycling, the default,
+    # tracks every packet of its windows instead: tests/root/test_overhead_budget.py)
+    p = _run("trace", "--cni", "flannel", "--duration", "3", "--overhead-budget", "100", "--no-ui", "--export",
+             str(out))
     after = netpair.snmp(dst)
     assert p.returncode == 0, p.stderr
     assert "vxlan encap" in p.stdout and "Σ hop means" in p.stdout
@@ -109,8 +112,9 @@ def test_traffic_none_traces_what_flows_between_the_pods(lab, tmp_path: Path) ->
     --duration; here exactly 23 datagrams the test sends itself once the probe is attached."""
     out = tmp_path / "run"
     a, c = lab.pod("pod-a"), lab.pod("pod-c")
-    proc = subprocess.Popen([*CNIPROF, "trace", "--traffic", "none", "--sample", "1", "--duration", "6", "--no-ui",
-                             "--export", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # --overhead-budget 100: the test's own count of packets is exact only when the whole run is traced
+    proc = subprocess.Popen([*CNIPROF, "trace", "--traffic", "none", "--sample", "1", "--overhead-budget", "100",
+                             "--duration", "6", "--no-ui", "--export", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         owned.wait_for(lambda: _trace_attached(proc), "the trace's hop links", timeout_s=60)
         assert proc.poll() is None, proc.communicate()
