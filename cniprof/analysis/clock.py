@@ -19,10 +19,15 @@ import base64
 import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import lazy_loader
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # imported on first use: trace imports this module (through the coordinator) before it attaches
+    pd = lazy_loader.load("pandas")
 
 # struct hop_record of bpf/hops.h, as the agent protocol carries it (little-endian)
 RECORD_DTYPE = np.dtype([("id", "<u8"), ("t_ns", "<u8"), ("span_ns", "<u8"), ("dir", "<u4"), ("kind", "u1"),
