@@ -156,3 +156,21 @@ def alive(pids: Iterable[int]) -> set[int]:
         except psutil.NoSuchProcess:
             continue
     return left
+
+
+def signal_when(proc: subprocess.Popen[str], ready: Callable[[], bool], what: str, signum: int,
+                timeout_s: float = 120.0) -> tuple[str, set[int], set[int]]:
+    """Once ready() holds (polled) while proc still runs, send it signum once and wait for it to end; returns its
+    stderr and the descendants and BPF programs it had just before the signal. proc is killed if anything fails."""
+    try:
+        wait_for(lambda: proc.poll() is not None or ready(), what, timeout_s=timeout_s)
+        assert proc.poll() is None, proc.communicate()
+        children = descendants(proc.pid)
+        programs = held_programs(pids=[proc.pid])
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return err, children, programs

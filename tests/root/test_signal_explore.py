@@ -73,17 +73,7 @@ def test_signal_cleans_up(lab: Topology, command: str, signum: int, status: int)
     state = _settings()
     with netpair.sigint_not_ignored():
         proc = subprocess.Popen([*CNIPROF, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        owned.wait_for(lambda: proc.poll() is not None or case.ready(proc.pid), case.what, timeout_s=120)
-        assert proc.poll() is None, proc.communicate()
-        children = owned.descendants(proc.pid)
-        programs = owned.held_programs(pids=[proc.pid])
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err, children, programs = owned.signal_when(proc, lambda: case.ready(proc.pid), case.what, signum)
     assert proc.returncode == status, err
     what = "interrupted" if signum == signal.SIGINT else "terminated"
     assert "Traceback" not in err and err.splitlines()[-1] == f"cniprof: {what}; everything cniprof created was removed"

@@ -192,33 +192,17 @@ def _process(pid: int):
         return None
 
 
-DROPPED_IN_FORK = pytest.mark.xfail(
-    reason="product defect (issue 11): a signal that lands while the lab build forks pyroute2's helpers is handled "
-           "inside an at-fork hook (logging's _releaseLock), where Python prints 'Exception ignored' and drops it; "
-           "the run then goes on to its end (exit 0). Seen in 2 of 2 runs of this case.", strict=False)
-
-
 @pytest.mark.lab_destructive
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-@pytest.mark.parametrize("when", [pytest.param("building", marks=DROPPED_IN_FORK), "tracing"])
+@pytest.mark.parametrize("when", ["building", "tracing"])  # the fork-hook drop is fixed (interrupts.py)
 def test_signal_leaves_nothing_behind(no_lab, when: str, signum: int, status: int) -> None:
     """Ctrl-C or SIGTERM once the lab's first namespace exists (the build) or once the hop links are attached and
     iperf3 runs: exit 130/143 with one line, and no namespace, BPF link or process of the run is left."""
     with netpair.sigint_not_ignored():
         proc = subprocess.Popen([*CNIPROF, "trace", "--duration", "30", "--no-ui"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-    try:
-        owned.wait_for(lambda: proc.poll() is not None or (_lab_being_built() if when == "building"
-                                                           else _tracing(proc)), f"the trace {when}", timeout_s=60)
-        assert proc.poll() is None, proc.communicate()
-        children = owned.descendants(proc.pid)
-        programs = owned.held_programs(pids=[proc.pid])
-        proc.send_signal(signum)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ready = _lab_being_built if when == "building" else lambda: _tracing(proc)
+    err, children, programs = owned.signal_when(proc, ready, f"the trace {when}", signum, timeout_s=60)
     assert proc.returncode == status, err
     what = "interrupted" if signum == signal.SIGINT else "terminated"
     assert err == f"cniprof: {what}; everything cniprof created was removed\n"
