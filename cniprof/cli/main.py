@@ -13,11 +13,14 @@ import importlib
 import logging
 import sys
 import traceback
+from typing import Any
 
 from cniprof.cli import commands
 from cniprof.cli.commands import COMMANDS, Parser
 from cniprof.errors import CniprofError
 from cniprof.interrupts import Terminated, exit_status, sigterm_interrupts
+
+log = logging.getLogger(__name__)
 
 INTERNAL_EXIT = 1
 
@@ -57,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as interrupt:
         what = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
         print(f"cniprof: {what}; everything cniprof created was removed", file=sys.stderr)
+        # the run is over and said so: an object the signal caught half-built (pyroute2's asyncio loop during a
+        # lab build) may fail in its finaliser at exit; that is logged (-v), not a second line on stderr
+        sys.unraisablehook = _finaliser_after_interrupt
         return exit_status(interrupt)
     except Exception as e:  # noqa: BLE001 - a bug, not the user's doing: one line (traceback with -v)
         if "-v" in argv or "--verbose" in argv:
@@ -65,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cniprof: internal error: {type(e).__name__}: {detail} (a bug; `cniprof -v ...` shows where)",
               file=sys.stderr)
         return INTERNAL_EXIT
+
+
+def _finaliser_after_interrupt(unraisable: Any) -> None:
+    log.debug("after the interrupt: %s in %r: %s", type(unraisable.exc_value).__name__, unraisable.object,
+              unraisable.exc_value)
 
 
 def _main(argv: list[str]) -> int:

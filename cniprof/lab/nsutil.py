@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, TypeVar
 
 import lazy_loader
+import psutil
 
 from cniprof.cni.topology import LAB_NETNS_PREFIX
 from cniprof.errors import CniprofError
@@ -112,9 +113,25 @@ def rollback_on_failure() -> Iterator[Namespaces]:
     except BaseException:
         log.info("lab build failed; removing %s", ns.names)
         with sigint_ignored():
+            _wait_for_forked_helpers()
             existing = set(list_lab_namespaces())
             remove_namespaces(n for n in ns.names if n in existing)
         raise
+
+
+FORKED_HELPERS_WAIT_S = 5.0
+
+
+def _wait_for_forked_helpers() -> None:
+    """pyroute2 creates a namespace in a forked child: when the build is interrupted (a SIGTERM to this process
+    only) that child may still be mounting it, and would leave it behind after the rollback looked. Wait for this
+    process's forked children (same command line, no exec) to end first."""
+    me = psutil.Process()
+    try:
+        mine = [c for c in me.children() if c.cmdline() == me.cmdline()]
+    except psutil.Error:
+        return
+    psutil.wait_procs(mine, timeout=FORKED_HELPERS_WAIT_S)
 
 
 @contextlib.contextmanager
