@@ -27,6 +27,7 @@ from cniprof.errors import CniprofError, EnvironmentProblem
 from cniprof.probes import hops_abi as abi
 from cniprof.probes.plan import Direction, ExpectedHop, Point
 from cniprof.probes.probe import BpfProbe
+from cniprof.probes.sampling import AUTO_TRACKED_PER_S
 
 
 def reason_names() -> dict[int, str]:
@@ -79,6 +80,8 @@ def object_name(release: str | None = None) -> str:
 
 class HopProbe(BpfProbe):
     """Load, configure and attach the hop tracker; read snapshots; detach on close (also on errors)."""
+
+    tracked_budget_per_s = AUTO_TRACKED_PER_S  # packets per second `--sample auto` lets it track
 
     def __init__(self, obj_path: Path, points: Sequence[Point], expected: Sequence[ExpectedHop],
                  directions: Sequence[Direction], stale_ms: float = 1000.0, sample_every: int = 1,

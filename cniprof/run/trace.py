@@ -38,7 +38,7 @@ from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.probes.hops_abi import ATTACH_POINT
 from cniprof.probes.nfhooks import NfHookProbe, select_attach
 from cniprof.probes.plan import DEFAULT_EVENTS, Plan, build_plan
-from cniprof.probes.sampling import AUTO_TRACKED_PER_S, CALIBRATION_S, choose_sample_every
+from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
 from cniprof.run import coordinator, inject, pod_to_service
 from cniprof.traffic import ping as ping_mod
 from cniprof.traffic import udp_burst
@@ -374,7 +374,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         elif not opts.sample_every:
             time.sleep(min(CALIBRATION_S, opts.duration_s / 4))
             elapsed, candidates = time.monotonic() - t0, probe.counter("candidates")
-            budget = getattr(probe, "tracked_budget_per_s", AUTO_TRACKED_PER_S)
+            budget = probe.tracked_budget_per_s
             n = choose_sample_every(candidates, elapsed, budget)
             sampling.update(every=n, calibration_s=round(elapsed, 3), candidates=candidates, budget_per_s=budget)
             if n > 1:
