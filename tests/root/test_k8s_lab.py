@@ -168,12 +168,8 @@ def test_interrupted_run_stops_the_generator_in_the_pod(lab: Topology,
         f"container={gen.container}&stderr=true&stdin=false&stdout=true&tty=false")
 
 
-def test_trace_k8s_end_to_end_on_the_lab(lab: Topology, lab_cluster: tuple[LabCluster, dict[str, str]],
-                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`cniprof trace --k8s` from the command line to merged tables and files: the real client (transport
-    replaced below it), a real `cniprof agent` per lab node started by the exec stream inside that node's
-    namespace (as hostNetwork gives it in a DaemonSet pod), real ping between the pods' namespaces."""
-    server, names = lab_cluster
+def _through(server: LabCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A kubeconfig for the simulated API server, whose HTTP the client's pool now sends to `server`."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(json.dumps({
         "apiVersion": "v1", "kind": "Config", "current-context": "lab",
@@ -181,8 +177,23 @@ def test_trace_k8s_end_to_end_on_the_lab(lab: Topology, lab_cluster: tuple[LabCl
         "users": [{"name": "me", "user": {"token": "test-token"}}],
         "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "me"}}]}))
     monkeypatch.setattr(rest.urllib3, "PoolManager", lambda **_: server)
-    src, dst = (names[p.name] for p in (next(p for p in lab.pods if p.node == lab.nodes[0].name),
-                                        next(p for p in lab.pods if p.node == lab.nodes[1].name)))
+    return kubeconfig
+
+
+def _cross_node_pair(lab: Topology, names: dict[str, str]) -> tuple[str, str]:
+    """NS/POD of the first pod on each of the lab's two nodes."""
+    first = [next(p for p in lab.pods if p.node == node.name) for node in lab.nodes[:2]]
+    return names[first[0].name], names[first[1].name]
+
+
+def test_trace_k8s_end_to_end_on_the_lab(lab: Topology, lab_cluster: tuple[LabCluster, dict[str, str]],
+                                         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cniprof trace --k8s` from the command line to merged tables and files: the real client (transport
+    replaced below it), a real `cniprof agent` per lab node started by the exec stream inside that node's
+    namespace (as hostNetwork gives it in a DaemonSet pod), real ping between the pods' namespaces."""
+    server, names = lab_cluster
+    kubeconfig = _through(server, tmp_path, monkeypatch)
+    src, dst = _cross_node_pair(lab, names)
     out = tmp_path / "run"
     rc = main(["trace", "--k8s", "--kubeconfig", str(kubeconfig), "--src", src, "--dst", dst, "--traffic", "ping",
                "--count", "20", "--duration", "5", "--sample", "1", "--no-ui", "--export", str(out)])
@@ -205,15 +216,8 @@ def test_trace_k8s_lost_connection(lab: Topology, lab_cluster: tuple[LabCluster,
     """One agent's exec stream drops mid-run: the run finishes with what arrived, names the node, exits 3, and
     the agent whose stream dropped stops by itself (the hang-up closed its stdin)."""
     server, names = lab_cluster
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "lab",
-        "clusters": [{"name": "lab", "cluster": {"server": SERVER, "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "me", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "me"}}]}))
-    monkeypatch.setattr(rest.urllib3, "PoolManager", lambda **_: server)
-    src, dst = (names[p.name] for p in (next(p for p in lab.pods if p.node == lab.nodes[0].name),
-                                        next(p for p in lab.pods if p.node == lab.nodes[1].name)))
+    kubeconfig = _through(server, tmp_path, monkeypatch)
+    src, dst = _cross_node_pair(lab, names)
     stop = threading.Event()
 
     def drop_second_agent() -> None:  # once both sessions are up and the traffic runs, cut node 2's stream

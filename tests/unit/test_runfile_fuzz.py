@@ -162,6 +162,16 @@ def _accepted(scen: scenario.Scenario) -> None:
     assert 1 <= scen.repetitions <= 100 and math.isfinite(scen.duration_s) and 1 <= scen.duration_s <= 600
 
 
+def _loads_or_one_line(text: str) -> None:
+    """A scenario text is either accepted (and then sane) or refused in one line naming the file."""
+    try:
+        scen = scenario.loads(text, "fuzz.yaml")
+    except UsageError as e:
+        assert str(e).startswith("fuzz.yaml") and "\n" not in str(e), str(e)
+        return
+    _accepted(scen)
+
+
 @settings(max_examples=300, deadline=None, database=None)
 @given(data=st.data())
 def test_generated_scenarios(data: st.DataObject) -> None:
@@ -170,12 +180,7 @@ def test_generated_scenarios(data: st.DataObject) -> None:
         text = yaml.safe_dump(doc, allow_unicode=True)
     except (yaml.YAMLError, ValueError):
         return
-    try:
-        scen = scenario.loads(text, "fuzz.yaml")
-    except UsageError as e:
-        assert str(e).startswith("fuzz.yaml") and "\n" not in str(e), str(e)
-        return
-    _accepted(scen)
+    _loads_or_one_line(text)
 
 
 @settings(max_examples=300, deadline=None, database=None)
@@ -183,12 +188,7 @@ def test_generated_scenarios(data: st.DataObject) -> None:
     lambda head, tail: head + tail, st.just(yaml.safe_dump(BASE)),
     st.text(alphabet="[]{}&*!|>:-,?'\"#%@ \n\ta1", max_size=80))))
 def test_arbitrary_scenario_text(text: str) -> None:
-    try:
-        scen = scenario.loads(text, "fuzz.yaml")
-    except UsageError as e:
-        assert str(e).startswith("fuzz.yaml") and "\n" not in str(e), str(e)
-        return
-    _accepted(scen)
+    _loads_or_one_line(text)
 
 
 @FUZZ
