@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,17 +19,24 @@ from typing import Any
 from cniprof.errors import UsageError
 
 
+def fresh_sibling(target: Path, suffix: str) -> Path:
+    """An unused name beside target (`.NAME.<64 random bits>SUFFIX`); nothing is created.
+
+    Named before it is created, so that the cleanup of whoever creates it knows the name even when an interrupt
+    lands between the creating call and its result (tempfile.mkstemp/mkdtemp leave a file behind then)."""
+    return target.parent / f".{target.name}.{secrets.token_hex(8)}{suffix}"
+
+
 @contextmanager
 def replacing(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without an error it becomes `path`."""
     target = Path(path)
+    tmp = fresh_sibling(target, ".tmp")
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as e:
-        raise UsageError(f"cannot write {target}: {e.strerror or e}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as e:
+            raise UsageError(f"cannot write {target}: {e.strerror or e}") from None
         yield tmp
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)

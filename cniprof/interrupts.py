@@ -12,8 +12,17 @@ itself) is ignored rather than breaking off the cleanup halfway and leaving half
 An exception raised by a signal handler is lost when the signal lands where Python drops exceptions: an
 os.fork() hook (pyroute2 forks for every namespace; logging releases its lock after each fork), a __del__, a
 weakref callback. Python reports those through sys.unraisablehook; ours recognises the interrupt there and
-sends the signal again a millisecond later, until it lands where it unwinds the run (found by the signal suite:
+raises it again a millisecond later (by the timer below), until it lands where it unwinds the run (found by the signal suite:
 a Ctrl-C during `lab up` was lost this way and the lab was built anyway).
+
+An interrupt can also be swallowed outright: C extension code that clears any error it meets (numpy's dtype
+comparison does, numpy/numpy#20596, and pandas compares dtypes on every CSV and Parquet write) drops a
+KeyboardInterrupt raised inside it, and the run goes on as if no signal came (found by the signal suite: a
+SIGTERM during the export's CSV write was lost, the run exported and exited 0). So every raised interrupt is
+watched: a one-shot real-time timer (SIGALRM; no thread, nothing a signal handler could deadlock on) goes off
+WATCH_S later. If by then the interrupt is being handled (an except, finally or __exit__ on its way out holds it,
+possibly as the context of an error raised in the cleanup), the cleanup goes on undisturbed; if not, it was
+swallowed and is raised again, and watched again. The same timer re-raises one that Python dropped.
 
 pyroute2 forks helper processes to open sockets in other namespaces; they inherit the handlers and must not run
 the parent's cleanup (which would tear down the lab under it), so a forked child just exits.
@@ -24,7 +33,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,35 +48,71 @@ class Terminated(KeyboardInterrupt):
 _depth = 0  # nesting of sigterm_interrupts() (cli.main, then trace.run inside it)
 _stopping = False  # an interrupt was raised: its cleanup is running, later signals wait for it
 _raised: int | None = None  # the signal whose interrupt was raised last
-_again: threading.Timer | None = None  # a lost interrupt's signal, about to be sent again
-REDELIVER_S = 0.001
+_in_flight: KeyboardInterrupt | None = None  # that interrupt (a swallowed one is not found while handling)
+_alarm_before: Any = None  # SIGALRM's handler before the first watch of this run (restored at the end)
+REDELIVER_S = 0.001  # after one that Python dropped and reported: at once
+WATCH_S = 0.01  # after any raised one: a swallowed interrupt is raised again within this
+
+
+def _being_handled() -> bool:
+    """True while the interrupt raised last is on its way out: an except, finally or __exit__ holds it, or an
+    error raised during that cleanup has it as context."""
+    exc: BaseException | None = sys.exc_info()[1]
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if exc is _in_flight:
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
+
+
+def _interrupt(signum: int) -> None:
+    """Raise the interrupt for signum, watched."""
+    global _stopping, _raised, _in_flight
+    _stopping, _raised = True, signum
+    _in_flight = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+    _watch(WATCH_S)
+    raise _in_flight
+
+
+def _watch(delay: float) -> None:
+    global _alarm_before
+    if _depth == 0:
+        return
+    if _alarm_before is None:
+        _alarm_before = signal.signal(signal.SIGALRM, _on_watch)
+    signal.setitimer(signal.ITIMER_REAL, delay)
+
+
+def _on_watch(signum: int, frame: object) -> None:
+    """SIGALRM: the interrupt raised last is either on its way out (nothing to do) or was lost (raise it again)."""
+    if _raised is None or _depth == 0 or _being_handled():
+        return
+    _interrupt(_raised)
 
 
 def _redeliver_lost(unraisable: Any, previous: Any) -> None:
-    """sys.unraisablehook: an interrupt Python dropped (raised in a fork hook or a __del__) is sent again."""
-    global _stopping, _again
+    """sys.unraisablehook: an interrupt Python dropped (raised in a fork hook or a __del__) is raised again."""
     if isinstance(unraisable.exc_value, KeyboardInterrupt) and _raised is not None:
-        _stopping = False
-        _again = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), _raised))
-        _again.daemon = True
-        _again.start()
+        _watch(REDELIVER_S)
         return
     previous(unraisable)
 
 
 @contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    global _depth, _stopping, _raised
+    global _depth, _stopping, _raised, _in_flight, _alarm_before
     owner = os.getpid()
 
     def handler(signum: int, frame: object) -> None:
-        global _stopping, _raised
         if os.getpid() != owner:
             os._exit(128 + signum)
         if _stopping:
-            return
-        _stopping, _raised = True, signum
-        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+            if _being_handled():
+                return  # its cleanup is running: a second signal waits for it
+            signum = _raised or signum  # swallowed on its way: the same interrupt again
+        _interrupt(signum)
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     old_hook = sys.unraisablehook
@@ -78,14 +122,16 @@ def sigterm_interrupts() -> Iterator[None]:
     try:
         yield
     finally:
+        _depth -= 1
+        if _depth == 0 and _alarm_before is not None:  # the run completed or unwound: nothing left to watch
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, _alarm_before)
+            _alarm_before = None
         for sig, previous in old.items():
             signal.signal(sig, previous)
-        _depth -= 1
         if _depth == 0:  # the outermost: the cleanup is over; a later run in this process starts afresh
             sys.unraisablehook = old_hook
-            if _again is not None:  # lost in the run's last millisecond, which completed: nothing to stop
-                _again.cancel()
-            _stopping, _raised = False, None
+            _stopping, _raised, _in_flight = False, None, None
 
 
 def exit_status(interrupt: KeyboardInterrupt) -> int:

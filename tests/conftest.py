@@ -17,3 +17,10 @@ if not os.environ.get("CNIPROF_LAB_ID"):
     os.environ["CNIPROF_LAB_ID"] = f"t{os.getpid()}"
 if not re.fullmatch(r"[A-Za-z0-9]+", os.environ["CNIPROF_LAB_ID"]):
     raise SystemExit(f"CNIPROF_LAB_ID must be letters and digits only, not {os.environ['CNIPROF_LAB_ID']!r}")
+
+# The kubernetes client whole, before any cniprof module makes `kubernetes` a lazy module (lazy_loader, for the
+# commands' start-up time): tests import kubernetes.client themselves, and such an import while the package is
+# still lazy loads it half-way (importlib's LazyLoader runs kubernetes/__init__ inside the submodule import), leaving
+# kubernetes.client without its `models` attribute, which the client's deserialiser reads. cniprof itself reaches
+# kubernetes only through the lazy module's attributes, which load it whole.
+import kubernetes.client  # noqa: F401

@@ -25,11 +25,11 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from cniprof.errors import CniprofError, EnvironmentProblem
+from cniprof.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +164,8 @@ def build(src_dir: Path | str, out_dir: Path | str, arch: str) -> list[Path]:
     for source in sources(src_dir):
         name = source.name[: -len(".bpf.c")]
         target = out_dir / f"{name}.bpf.o"
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".o.tmp", dir=out_dir)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        with replacing(target) as tmp:
             _compile(compile_command(clang, source, tmp.resolve(), arch, src_dir), source, cwd=src_dir)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
         built.append(target)
     return built
 

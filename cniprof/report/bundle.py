@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import re
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from cniprof.files import replacing
 from cniprof.report.rundir import STUDY, RunDir
 
 PREFIX = "cniprof-"
@@ -92,8 +92,7 @@ def members(root: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _own_output(filename: str) -> bool:
-    return (filename.startswith(PREFIX) and filename.endswith(SUFFIX)) or filename.endswith(".tmp") \
-        or filename.startswith(".cniprof-bundle-")
+    return (filename.startswith(PREFIX) and filename.endswith(SUFFIX)) or filename.endswith(".tmp")
 
 
 def write(run: RunDir, out_dir: Path) -> Bundle:
@@ -103,20 +102,13 @@ def write(run: RunDir, out_dir: Path) -> Bundle:
     bundle_name = name(run)
     top = bundle_name[: -len(SUFFIX)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".cniprof-bundle-", suffix=".tmp", dir=out_dir)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w:gz") as tar:
-            for f in files:
-                rel = f.relative_to(root)
-                info = tar.gettarinfo(str(f), arcname=f"{top}/{rel.as_posix()}")
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                with f.open("rb") as src:
-                    tar.addfile(info, src)
-        final = out_dir / bundle_name
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    final = out_dir / bundle_name
+    with replacing(final) as tmp, tarfile.open(tmp, mode="w:gz") as tar:
+        for f in files:
+            rel = f.relative_to(root)
+            info = tar.gettarinfo(str(f), arcname=f"{top}/{rel.as_posix()}")
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with f.open("rb") as src:
+                tar.addfile(info, src)
     return Bundle(final, final.stat().st_size, len(files), tuple(str(p.relative_to(root)) for p in links))

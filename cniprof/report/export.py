@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +35,7 @@ from cniprof.advise import render
 from cniprof.analysis.compare import COMPARE_CSV, Skipped
 from cniprof.analysis.record import TraceAnalysis, TraceRecord, analyze_record, record_from_files
 from cniprof.errors import UsageError
-from cniprof.files import writable_dir, write_json, write_text
+from cniprof.files import fresh_sibling, writable_dir, write_json, write_text
 from cniprof.report.cpu_profile import (
     CPU_FOLDED,
     CPU_JSON,
@@ -74,9 +73,10 @@ def export_trace(out_dir: str | os.PathLike[str], record: TraceRecord,
     analysis = analysis or analyze_record(record)
     out = writable_dir(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    staging.chmod(0o755)  # mkdtemp's 0700 would make a new export unreadable to anyone else once renamed
+    staging = fresh_sibling(out, ".partial")
     try:
+        staging.mkdir()
+        staging.chmod(0o755)  # whatever the umask: the export is readable to anyone once renamed
         names = _write_all(staging, record, analysis, ".")  # the findings' source: this directory
         return _move_in(staging, out, names)
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -145,8 +146,9 @@ class HttpBench(ServerClient):
 
     def _prepare(self) -> Path:
         """The private nginx prefix: config, body file, temp paths; world-readable so nginx's worker can serve."""
-        prefix = Path(tempfile.mkdtemp(prefix="cniprof-nginx-"))
-        self.prefix = prefix
+        # named before it is made: stop() removes it even when an interrupt lands inside the mkdir
+        self.prefix = prefix = Path(tempfile.gettempdir()) / f"cniprof-nginx-{secrets.token_hex(8)}"
+        prefix.mkdir(mode=0o700)
         prefix.chmod(0o755)
         (prefix / "tmp").mkdir()
         (prefix / "www").mkdir(mode=0o755)

@@ -250,12 +250,6 @@ def test_trace_during_its_export(lab: Topology, sig: int, tmp: Path) -> None:
 
     w.wait_for("the export's staging directory", staging, every=0.001)
     w.signal_in(sig, staging, "exporting")
-    if w.proc.wait(timeout=PHASE_TIMEOUT_S) == 0:
-        # a known defect (KNOWN_ISSUES, "A signal during the export can be lost": 1 of ~8 CI runs): the run went on
-        # and exited 0. Even then the export must be whole and no staging left; the lost signal is the xfail
-        assert sorted(p.name for p in parent.iterdir()) == ["run"], "a staging directory was left"
-        assert (parent / "run" / "summary.json").is_file() and (parent / "run" / "hops.csv").is_file()
-        pytest.xfail("the signal landed where it was lost during the export (known defect)")
     w.assert_cleaned_up(sig, lab_namespaces())
     assert sorted(p.name for p in parent.iterdir()) == [], "a half export or its staging directory was left"
 
