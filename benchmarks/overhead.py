@@ -5,6 +5,7 @@
 Tracers (each compared with untraced runs in pairs, in alternating order so a steady drift cancels):
   cniprof       `cniprof trace --traffic none` at its defaults (overhead budget 2 %: duty-cycled)
   cniprof-full  the same with --overhead-budget 100 (every packet of the run)
+  cniprof@PCT   the same with --overhead-budget PCT (a budget sweep: cniprof@0.5,cniprof@1,cniprof@2,...)
   cniprof-agents  the same with --agents per-node: one node agent process per node, each tracing its node whole,
                 and the coordinator (the agents' combined cost, as on two real nodes)
   perf          `perf record -a` of the same tracepoints cniprof attaches to
@@ -129,6 +130,8 @@ class Tracer:
         if self.name.startswith("cniprof"):
             argv = [sys.executable, "-m", "cniprof", "trace", "--traffic", "none", "--duration", secs,
                     "--no-ui", "--export", str(self.export), "--ready-file", str(self.ready)]
+            if self.name.startswith("cniprof@"):
+                return argv + ["--overhead-budget", self.name.partition("@")[2]]
             return argv + {"cniprof-full": ["--overhead-budget", "100"],
                            "cniprof-agents": ["--agents", "per-node"]}.get(self.name, [])
         if self.name == "perf":
@@ -189,6 +192,15 @@ class Tracer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.proc = None
+
+
+def _budget_tracer(name: str) -> bool:
+    """cniprof@PCT: cniprof at --overhead-budget PCT."""
+    base, _, pct = name.partition("@")
+    try:
+        return base == "cniprof" and 0.0 < float(pct) <= 100.0
+    except ValueError:
+        return False
 
 
 def available(name: str) -> str | None:
@@ -287,7 +299,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 "untraced in alternating pairs.")
     p.add_argument("--pairs", type=int, default=7, help="untraced/traced pairs per tracer and load (default 7)")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per load run (default 4)")
-    p.add_argument("--tracers", default=",".join(TRACERS), help=f"comma-separated, of {', '.join(TRACERS)}")
+    p.add_argument("--tracers", default=",".join(TRACERS),
+                   help=f"comma-separated, of {', '.join(TRACERS)}, cniprof@PCT (at --overhead-budget PCT)")
     p.add_argument("--loads", default=",".join(LOADS), help="comma-separated: iperf3 (throughput), rr (sockperf)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write every measured number to OUT")
     args = p.parse_args(argv)
@@ -298,8 +311,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.duration < 1:
         raise UsageError(f"--duration must be at least 1 s (iperf3 runs whole seconds), not {args.duration}")
     for t in args.tracers:
-        if t not in TRACERS:
-            raise UsageError(f"unknown tracer {t!r}; known: {', '.join(TRACERS)}")
+        if t not in TRACERS and not _budget_tracer(t):
+            raise UsageError(f"unknown tracer {t!r}; known: {', '.join(TRACERS)}, cniprof@PCT (0 < PCT <= 100)")
     for x in args.loads:
         if x not in LOADS:
             raise UsageError(f"unknown load {x!r}; known: {', '.join(LOADS)}")
