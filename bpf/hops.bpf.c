@@ -635,19 +635,23 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 static __always_inline int at_point(struct sk_buff *skb, const struct net_device *dev, __u32 event)
 {
 	struct point_info *pi;
-	struct skb_track *t;
 	struct ended was;
 	__u64 key = addr_of(skb), now;
+	struct skb_track *t = slot_of(key);
 	__u32 pt;
 
-	if (!dev)
+	if (!t || !dev)
+		return 0;
+	/* Most packets here are not tracked, and such a packet matters only at a start point (a reset point ends
+	 * only what a tracked address held): at an event without start points it is left before the device
+	 * lookup. cfg is constant once loaded and `event` is per program, so the verifier keeps one branch. */
+	if (!(cfg.start_events & (1U << event)) && t->skb != key)
 		return 0;
 	pt = point_of(dev->nd_net.net->ns.inum, dev->ifindex, event);
 	if (!pt--)
 		return 0;
 	pi = bpf_map_lookup_elem(&point_info, &pt);
-	t = slot_of(key);
-	if (!pi || !t)
+	if (!pi)
 		return 0;
 	if (pi->flags & (PT_START | PT_RESET))
 		return at_entry(skb, pi, t, key, pt, event);
