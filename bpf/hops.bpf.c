@@ -319,13 +319,19 @@ static __always_inline void end_unseen(const struct ended *was, __u64 now)
 /* A packet's fingerprint from its IPv4 header at offset `nh` from skb->head: protocol, IP ID and the first L4 word
  * after the ports (TCP sequence number; UDP length and checksum; ICMP id and sequence). None of these change along
  * a CNI path (TTL, addresses and ports may: routing, NAT), and a recycled skb carries another packet. 0 = unknown. */
-static __always_inline __u64 fingerprint_at(struct sk_buff *skb, __u16 nh)
+#define L3_BYTES 28 /* the IPv4 header without options and the first 8 bytes of L4 */
+
+/* Read L3_BYTES at offset `nh` from skb->head into h (8-byte aligned); false if there is no network header. */
+static __always_inline bool read_l3(struct sk_buff *skb, __u16 nh, __u8 *h)
 {
-	__u8 h[28]; /* the IPv4 header without options and the first 8 bytes of L4 */
+	return nh != (__u16)~0U && !bpf_probe_read_kernel(h, L3_BYTES, skb->head + nh);
+}
+
+/* The fingerprint of the IPv4 header read at nh into h (read_l3); a header with options needs one more read. */
+static __always_inline __u64 fingerprint_of(struct sk_buff *skb, __u16 nh, const __u8 *h)
+{
 	__u32 l4w;
 
-	if (nh == (__u16)~0U || bpf_probe_read_kernel(h, sizeof(h), skb->head + nh))
-		return 0;
 	if ((h[0] >> 4) != 4)
 		return 0;
 	if ((h[0] & 15) == 5) {
@@ -334,6 +340,19 @@ static __always_inline __u64 fingerprint_at(struct sk_buff *skb, __u16 nh)
 		return 0;
 	}
 	return ((__u64)h[9] << 48) | ((__u64)*(__u16 *)&h[4] << 32) | l4w;
+}
+
+static __always_inline __u64 fingerprint_at(struct sk_buff *skb, __u16 nh)
+{
+	__u8 h[L3_BYTES] __attribute__((aligned(8)));
+
+	return read_l3(skb, nh, h) ? fingerprint_of(skb, nh, h) : 0;
+}
+
+/* The IPv4 protocol of a fingerprint (0: none) */
+static __always_inline __u8 fp_protocol(__u64 fp)
+{
+	return fp >> 48;
 }
 
 /* The slot still holds this very packet: same skb address (checked by the caller) and the same data buffer, or,
@@ -362,30 +381,38 @@ static __always_inline bool same_packet(const struct skb_track *t, struct sk_buf
  * slot is kept until the copy, a free, or its address coming back (UDP reads, TCP receive coalescing and pure ACKs
  * free without a tracepoint). ICMP ends here: ping as root reads a raw-socket clone and the kernel then frees the
  * original with NO_SOCKET, which is not a loss. */
-static __always_inline bool ends_at_path_end(struct sk_buff *skb)
+static __always_inline bool ends_at_path_end(struct sk_buff *skb, __u64 fp)
 {
-	__u8 h[10];
+	__u8 h[10], proto = fp_protocol(fp);  /* the protocol does not change along the path: the start's */
 
-	if (bpf_probe_read_kernel(h, sizeof(h), skb->head + skb->network_header))
-		return true;
-	return h[9] != 6 /* IPPROTO_TCP */ && h[9] != 17 /* IPPROTO_UDP */;
+	if (!fp) {  /* no fingerprint at the start: the header here */
+		if (bpf_probe_read_kernel(h, sizeof(h), skb->head + skb->network_header))
+			return true;
+		proto = h[9];
+	}
+	return proto != 6 /* IPPROTO_TCP */ && proto != 17 /* IPPROTO_UDP */;
 }
 
-/* Does a packet of the traced flows start here (and is it sampled)? Sets *fp to its fingerprint. */
+/* Does a packet of the traced flows start here (and is it sampled)? Sets *fp to its fingerprint. With the flow
+ * filter, the one read of the header gives both the addresses and the fingerprint (a helper call each costs). */
 static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *pi, struct hops_settings *set,
 					__u64 *fp)
 {
-	__u32 addrs[2], idx = (set->epoch & 1) * C_COUNT + C_CANDIDATES;
+	__u8 h[L3_BYTES] __attribute__((aligned(8)));
+	__u32 idx = (set->epoch & 1) * C_COUNT + C_CANDIDATES;
+	__u16 nh = skb->network_header;
+	bool have = false;
 	__u64 *c;
 
 	if (!(pi->flags & PT_START) || skb->protocol != bpf_htons(ETH_P_IP))
 		return false;
 	if (cfg.filter_flows) {
 		/* saddr and daddr are adjacent in the IPv4 header, 12 bytes in */
-		if (bpf_probe_read_kernel(addrs, sizeof(addrs), skb->head + skb->network_header + 12))
+		if (!read_l3(skb, nh, h))
 			return false;
-		if (addrs[0] != pi->saddr || addrs[1] != pi->daddr)
+		if (*(__u32 *)&h[12] != pi->saddr || *(__u32 *)&h[16] != pi->daddr)
 			return false;
+		have = true;
 	}
 	/* every candidate is counted, so user space can choose the sampling rate from the offered load */
 	c = bpf_map_lookup_elem(&counters, &idx);
@@ -396,7 +423,9 @@ static __always_inline bool starts_here(struct sk_buff *skb, struct point_info *
 		return false;
 	if (set->sample_every > 1 && (*c % set->sample_every) != 0)
 		return false;
-	*fp = fingerprint_at(skb, skb->network_header);
+	if (!cfg.filter_flows)
+		have = read_l3(skb, nh, h);
+	*fp = have ? fingerprint_of(skb, nh, h) : 0;
 	return true;
 }
 
@@ -634,27 +663,35 @@ static __always_inline int at_entry(struct sk_buff *skb, struct point_info *pi, 
 
 static __always_inline int at_point(struct sk_buff *skb, const struct net_device *dev, __u32 event)
 {
+	struct hops_settings *set;
 	struct point_info *pi;
-	struct skb_track *t;
 	struct ended was;
 	__u64 key = addr_of(skb), now;
+	struct skb_track *t = slot_of(key);
 	__u32 pt;
 
-	if (!dev)
+	if (!t || !dev)
+		return 0;
+	/* Most packets here are not tracked, and such a packet matters only at a start point (a reset point ends
+	 * only what a tracked address held): at an event without start points it is left before the device
+	 * lookup. cfg is constant once loaded and `event` is per program, so the verifier keeps one branch. */
+	if (!(cfg.start_events & (1U << event)) && t->skb != key)
 		return 0;
 	pt = point_of(dev->nd_net.net->ns.inum, dev->ifindex, event);
 	if (!pt--)
 		return 0;
 	pi = bpf_map_lookup_elem(&point_info, &pt);
-	t = slot_of(key);
-	if (!pi || !t)
+	if (!pi)
 		return 0;
 	if (pi->flags & (PT_START | PT_RESET))
 		return at_entry(skb, pi, t, key, pt, event);
 
-	if (t->skb != key || frozen())
+	if (t->skb != key)
 		return 0;
-	if (cut_by_detach(t->last_ns)) {  /* its previous point was before a detach: no hop across the gap */
+	set = settings_now();
+	if (!set || set->frozen)
+		return 0;
+	if (t->last_ns < set->window_ns) {  /* its previous point was before a detach: no hop across the gap */
 		if (take(t, key, 0, &was))
 			end_of(&was, C_CUT, END_CUT);
 		return 0;
@@ -673,7 +710,7 @@ static __always_inline int at_point(struct sk_buff *skb, const struct net_device
 	 * events (socket copy, free) are not observable for every protocol, e.g. UDP frees without a tracepoint. */
 	if (pi->flags & PT_END) {
 		hist_add(MAX_HOPS + (t->dir & (MAX_DIRS - 1)), now - t->first_ns);
-		if (ends_at_path_end(skb) && take(t, key, 0, &was))
+		if (ends_at_path_end(skb, t->fp) && take(t, key, 0, &was))
 			end_of(&was, C_END_PATH, END_KINDS);
 	}
 	if (cfg.agent) {
@@ -708,6 +745,20 @@ int BPF_PROG(on_netif_receive_skb, struct sk_buff *skb)
 	return at_point(skb, skb->dev, EV_RECEIVE);
 }
 
+/* The netns of the task that runs the program (the socket's reader, for the copy). bpf_get_current_task_btf()
+ * gives a typed task whose fields are read directly (5.11+, every kernel of this object); the legacy object's
+ * kernels may be older: the untyped task and three CO-RE reads (a helper call each, ~40 ns apiece here). */
+static __always_inline __u32 reader_netns(void)
+{
+#ifndef HOPS_NO_ATOMICS
+	return bpf_get_current_task_btf()->nsproxy->net_ns->ns.inum;
+#else
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	return BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+#endif
+}
+
 /* skb->dev is not usable here (UDP reuses it as dev_scratch), so the point is the reader's netns socket layer.
  * The first copy delivers the packet; later partial copies of the same skb are not hops. */
 SEC("tp_btf/skb_copy_datagram_iovec")
@@ -716,7 +767,6 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 	__u64 key = addr_of(skb), now;
 	struct skb_track *t = slot_of(key);
 	struct ended was;
-	struct task_struct *task;
 	bool same;
 	__u32 pt;
 
@@ -733,10 +783,7 @@ int BPF_PROG(on_copy, struct sk_buff *skb, int len)
 	end_of(&was, C_END_COPY, END_KINDS);
 	if (cut_by_detach(was.last_ns))
 		return 0;  /* delivered, but its previous point was before a detach: no hop across the gap */
-	/* bpf_get_current_task_btf() needs 5.11; the untyped task and CO-RE reads work from 5.5 (only tracked
-	 * packets get here) */
-	task = (struct task_struct *)bpf_get_current_task();
-	pt = point_of(BPF_CORE_READ(task, nsproxy, net_ns, ns.inum), 0, EV_COPY);
+	pt = point_of(reader_netns(), 0, EV_COPY);
 	if (pt-- && now - was.last_ns <= cfg.stale_ns)
 		hop(was.epoch, was.last_pt, pt, now - was.last_ns);
 	return 0;

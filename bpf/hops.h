@@ -120,7 +120,8 @@ struct hops_settings {
 /* load-time settings, written into .rodata before load (the only variable there) */
 struct hops_cfg {
 	__u64 stale_ns;     /* a tracked skb not seen for this long is stale (address reused or lost) */
-	__u32 unused;
+	__u32 start_events; /* bit (1 << enum hop_event) set: some point of that event is a start point; at the other
+			     * events a packet that is not tracked is left at once, before the device lookup */
 	__u32 filter_flows; /* 1: a start point tracks only its direction's (saddr, daddr) */
 	__u32 agent;        /* 1: node agent mode (identity sampling, records); 0: the single tracer, none of it */
 	__u32 max_records_per_s; /* agent mode: records allowed per RECORD_WINDOW, the excess is counted */

@@ -122,7 +122,10 @@ class HopProbe(BpfProbe):
         if len(rodata) != ctypes.sizeof(abi.HopsCfg):
             raise EnvironmentProblem(f"{self.obj.path.name}: .rodata is {len(rodata)} bytes, expected "
                                      f"{ctypes.sizeof(abi.HopsCfg)}: {rebuild_hint()}")
-        cfg = abi.HopsCfg(int(stale_ms * 1e6), 0, int(filter_flows), int(self.agent), int(max_records_per_s))
+        # the events that have a start point: elsewhere the kernel leaves untracked packets before any lookup
+        start_events = sum({1 << abi.EVENTS[p.event] for p in self.points if p.start_dir is not None})
+        cfg = abi.HopsCfg(int(stale_ms * 1e6), start_events, int(filter_flows), int(self.agent),
+                          int(max_records_per_s))
         if not self.agent:  # the single tracer never writes records: the smallest ring the kernel allows
             self.obj.set_max_entries("records", os.sysconf("SC_PAGE_SIZE"))
         self.sample_every = max(1, sample_every)

@@ -110,7 +110,7 @@ class EndKey(ctypes.Structure):
 
 
 class HopsCfg(ctypes.Structure):
-    _fields_ = [("stale_ns", u64), ("unused", u32), ("filter_flows", u32), ("agent", u32),
+    _fields_ = [("stale_ns", u64), ("start_events", u32), ("filter_flows", u32), ("agent", u32),
                 ("max_records_per_s", u32)]
 
 
