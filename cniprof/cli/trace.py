@@ -10,29 +10,48 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+import lazy_loader
 
-from cniprof.advise import render
-from cniprof.analysis.cpu import analyze_cpu
-from cniprof.analysis.record import TraceRecord, analyze_record
-from cniprof.analysis.summary import analyze
-from cniprof.cli import commands, trace_compare, trace_k8s
-from cniprof.cli.report import print_written
+from cniprof.cli import commands
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.files import writable_dir
 from cniprof.probes.duty import DEFAULT_BUDGET_PCT
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
-from cniprof.report import attach, rundir
-from cniprof.report.export import export_trace
 from cniprof.run import trace
-from cniprof.run.rxmeter import RxBytes
-from cniprof.ui.console import wide_console
-from cniprof.ui.cpu_panel import render_cpu_panel
-from cniprof.ui.live import LiveView
-from cniprof.ui.run_summary import print_run
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cniprof.advise import render
+    from cniprof.analysis import cpu as cpu_analysis
+    from cniprof.analysis import record as record_mod
+    from cniprof.analysis import summary as analysis_summary
+    from cniprof.cli import report as report_cli
+    from cniprof.cli import trace_compare, trace_k8s
+    from cniprof.report import attach, export, rundir
+    from cniprof.run import rxmeter
+    from cniprof.ui import console as ui_console
+    from cniprof.ui import cpu_panel, live, run_summary
+else:  # imported on first use: what only the final tables, the files, the live view or the other modes need
+    # loads after the probes are attached, not before (issue 15: attached within 0.5 s of the command's start)
+    render = lazy_loader.load("cniprof.advise.render", suppress_warning=True)
+    cpu_analysis = lazy_loader.load("cniprof.analysis.cpu", suppress_warning=True)
+    record_mod = lazy_loader.load("cniprof.analysis.record", suppress_warning=True)
+    analysis_summary = lazy_loader.load("cniprof.analysis.summary", suppress_warning=True)
+    report_cli = lazy_loader.load("cniprof.cli.report", suppress_warning=True)
+    trace_compare = lazy_loader.load("cniprof.cli.trace_compare", suppress_warning=True)
+    trace_k8s = lazy_loader.load("cniprof.cli.trace_k8s", suppress_warning=True)
+    attach = lazy_loader.load("cniprof.report.attach", suppress_warning=True)
+    export = lazy_loader.load("cniprof.report.export", suppress_warning=True)
+    rundir = lazy_loader.load("cniprof.report.rundir", suppress_warning=True)
+    rxmeter = lazy_loader.load("cniprof.run.rxmeter", suppress_warning=True)
+    ui_console = lazy_loader.load("cniprof.ui.console", suppress_warning=True)
+    cpu_panel = lazy_loader.load("cniprof.ui.cpu_panel", suppress_warning=True)
+    live = lazy_loader.load("cniprof.ui.live", suppress_warning=True)
+    run_summary = lazy_loader.load("cniprof.ui.run_summary", suppress_warning=True)
 
 DEFAULT_DURATION_S = 10.0
 
@@ -139,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         if args.export is not None:
             writable_dir(args.export)
         record = trace_k8s.run(args, _sample(args.sample), command=shlex.join(["cniprof", *sys.argv[1:]]))
-        return 0 if record is None else finish(args, wide_console(), record)
+        return 0 if record is None else finish(args, ui_console.wide_console(), record)
     opts = trace.TraceOptions(cni=args.cni, path=args.path, src=args.src, dst=args.dst, duration_s=args.duration,
                               traffic=args.traffic, count=args.count, sample_every=_sample(args.sample),
                               events=FULL_EVENTS if args.points == "full" else DEFAULT_EVENTS,
@@ -159,24 +178,26 @@ def run(args: argparse.Namespace) -> int:
         opts.path = "pod-to-service"
     model = trace.preflight(opts)
     chain = trace.chain_for(model, opts.path)
-    console = wide_console()
     title = f"cniprof · {model.cni} {model.mode} · {opts.path} · {opts.traffic}"
 
     if args.no_ui:
         result = trace.run(opts, model=model)
+        console = ui_console.wide_console()  # after the run: rich loads once the probes are attached
     else:
+        console = ui_console.wide_console()
         # one refresh a second: every redraw re-renders the tables (~20 ms of CPU on the node being measured)
-        view = LiveView(title, total_s=opts.duration_s, console=console, refresh_per_second=1.0)
+        view = live.LiveView(title, total_s=opts.duration_s, console=console, refresh_per_second=1.0)
         rx: dict[str, Any] = {}
 
         def on_update(snapshot: dict, elapsed: float) -> None:
             if "meter" not in rx:
-                rx["meter"] = RxBytes.for_snapshot(snapshot)
-            view.update(analyze(snapshot, chain), progress=(min(elapsed, opts.duration_s), opts.duration_s),
+                rx["meter"] = rxmeter.RxBytes.for_snapshot(snapshot)
+            view.update(analysis_summary.analyze(snapshot, chain),
+                        progress=(min(elapsed, opts.duration_s), opts.duration_s),
                         throughput_bps=rx["meter"].bps(), overhead=snapshot.get("overhead"))
 
         def on_cpu(cpu_snapshot: dict) -> None:
-            view.cpu = render_cpu_panel(analyze_cpu(cpu_snapshot))
+            view.cpu = cpu_panel.render_cpu_panel(cpu_analysis.analyze_cpu(cpu_snapshot))
 
         try:
             with view:
@@ -188,18 +209,18 @@ def run(args: argparse.Namespace) -> int:
     return finish(args, console, result.record)
 
 
-def finish(args: argparse.Namespace, console: Console, record: TraceRecord) -> int:
+def finish(args: argparse.Namespace, console: Console, record: record_mod.TraceRecord) -> int:
     """Tables, findings and files of a traced record; the exit status (a lost agent, an unknown offset)."""
-    analysis = analyze_record(record)
-    print_run(console, record, analysis)
+    analysis = record_mod.analyze_record(record)
+    run_summary.print_run(console, record, analysis)
     more = f"cniprof advise {args.export}" if args.export else "trace with --export DIR, then cniprof advise DIR"
     console.print(render.table(analysis.findings, title=f"findings (top 3; all of them with full advice: {more})",
                                top=3, compact=True))
     if args.export:
-        paths = export_trace(args.export, record, analysis)
+        paths = export.export_trace(args.export, record, analysis)
         console.print(f"exported {', '.join(sorted(paths))} to {args.export}")
         out = args.export / attach.REPORT_DIR
-        print_written(console, attach.write(rundir.of_trace(args.export, record, analysis), out), out)
+        report_cli.print_written(console, attach.write(rundir.of_trace(args.export, record, analysis), out), out)
     return _agents_outcome(console, analysis.summary)
 
 
