@@ -17,11 +17,11 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cniprof.analysis.record import TraceRecord
+import lazy_loader
+
 from cniprof.bpf.build import object_path
-from cniprof.bpf.features import Features, calibrate
 from cniprof.cni import registry
 from cniprof.cni.model import PATHS as MODEL_PATHS
 from cniprof.cni.model import Chain, Model
@@ -29,23 +29,39 @@ from cniprof.cni.topology import Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.files import write_text
 from cniprof.interrupts import sigterm_interrupts
-from cniprof.lab import cleanup, kernel, kubeproxy, realize, saved, tunings
-from cniprof.node import detect, state
-from cniprof.probes.cpu import CpuSampler, check_freq
+from cniprof.lab import cleanup, kernel, realize, saved
 from cniprof.probes.duty import DEFAULT_BUDGET_PCT, FULL_BUDGET_PCT, DutyCycle
 from cniprof.probes.hops import HopProbe
 from cniprof.probes.hops import object_name as hops_object_name
 from cniprof.probes.hops_abi import ATTACH_POINT
-from cniprof.probes.nfhooks import NfHookProbe, select_attach
 from cniprof.probes.plan import DEFAULT_EVENTS, Plan, build_plan
 from cniprof.probes.sampling import CALIBRATION_S, choose_sample_every
-from cniprof.run import coordinator, inject, pod_to_service
+from cniprof.run import pod_to_service
 from cniprof.traffic import ping as ping_mod
 from cniprof.traffic import udp_burst
 from cniprof.traffic.iperf3 import Iperf3
 from cniprof.traffic.netns import require_tool
 from cniprof.traffic.ping import Ping
 from cniprof.traffic.udp_burst import UdpBurst
+
+if TYPE_CHECKING:
+    from cniprof.analysis import record as record_mod
+    from cniprof.bpf import features
+    from cniprof.lab import kubeproxy, tunings
+    from cniprof.node import detect, state
+    from cniprof.probes import cpu, nfhooks
+    from cniprof.run import coordinator, inject
+else:  # imported on first use: what the other modes (--agents, --nf, --cpu, --cni auto) and the run after the
+    # attach need loads then, not before the probes are attached (issue 15: attached within 0.5 s of the start)
+    record_mod = lazy_loader.load("cniprof.analysis.record", suppress_warning=True)
+    features = lazy_loader.load("cniprof.bpf.features", suppress_warning=True)
+    tunings = lazy_loader.load("cniprof.lab.tunings", suppress_warning=True)
+    detect = lazy_loader.load("cniprof.node.detect", suppress_warning=True)
+    state = lazy_loader.load("cniprof.node.state", suppress_warning=True)
+    cpu = lazy_loader.load("cniprof.probes.cpu", suppress_warning=True)
+    nfhooks = lazy_loader.load("cniprof.probes.nfhooks", suppress_warning=True)
+    coordinator = lazy_loader.load("cniprof.run.coordinator", suppress_warning=True)
+    inject = lazy_loader.load("cniprof.run.inject", suppress_warning=True)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +113,7 @@ class TraceOptions:
 class TraceResult:
     """A finished trace: its record (plain data for analysis and export) and the live objects that made it."""
 
-    record: TraceRecord
+    record: record_mod.TraceRecord
     model: Model
     topology: Topology
     plan: Plan
@@ -146,13 +162,13 @@ def preflight(opts: TraceOptions) -> Model:
         require_tool(tool)
     object_path(hops_object_name())  # raises with a hint when the BPF objects were not built
     if opts.cpu:
-        check_freq(opts.cpu_freq_hz)
+        cpu.check_freq(opts.cpu_freq_hz)
         object_path("cpu")
     if opts.path == pod_to_service.PATH:
         pod_to_service.check(opts.traffic, opts.services or 0, opts.count)
     if opts.nf:
         object_path("nfhooks")
-        select_attach(_features())  # no usable attach type: one line, before the lab is touched
+        nfhooks.select_attach(_features())  # no usable attach type: one line, before the lab is touched
     return model
 
 
@@ -194,10 +210,10 @@ def chain_for(model: Model, path: str) -> Chain:
 
 
 @functools.cache
-def _features() -> Features:
+def _features() -> features.Features:
     """One feature calibration per process (preflight runs twice: in the CLI and in run())."""
 
-    return calibrate()
+    return features.calibrate()
 
 
 def pick_pods(topo: Topology, path: str, src: str | None, dst: str | None) -> tuple[Pod, Pod]:
@@ -294,23 +310,23 @@ def _injected_service(topo: Topology, opts: TraceOptions) -> kubeproxy.Applied |
     return service
 
 
-def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> CpuSampler | None:
+def _cpu_sampler(stack: ExitStack, opts: TraceOptions) -> cpu.CpuSampler | None:
     """The CPU sampler beside the hop probe (--cpu), released by the same stack; None without --cpu."""
     if not opts.cpu:
         return None
 
-    sampler = CpuSampler(object_path("cpu"), opts.cpu_freq_hz)
+    sampler = cpu.CpuSampler(object_path("cpu"), opts.cpu_freq_hz)
     stack.callback(sampler.close)
     sampler.start()
     return sampler
 
 
-def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: list[str]) -> NfHookProbe | None:
+def _nf_probe(stack: ExitStack, opts: TraceOptions, topo: Topology, addresses: list[str]) -> nfhooks.NfHookProbe | None:
     """The netfilter probe on the lab's node namespaces (--nf), released by the same stack; None without --nf."""
     if not opts.nf:
         return None
 
-    probe = NfHookProbe.for_topology(topo, addresses=addresses, features=_features())
+    probe = nfhooks.NfHookProbe.for_topology(topo, addresses=addresses, features=_features())
     stack.callback(probe.close)
     probe.start()
     return probe
@@ -415,7 +431,7 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         snapshot = probe.snapshot()
         nf_snapshot = nf.snapshot() if nf is not None else None
         node_state = state.window(state_start, state.capture(topo))
-        record = TraceRecord(
+        record = record_mod.TraceRecord(
             cni=model.cni, mode=model.mode, path=opts.path or "", snapshot=snapshot,
             duration_s=time.monotonic() - t0, traffic=_result_dict(opts.traffic, result),
             probes=tuple(ATTACH_POINT[p] for p in probe.attached), sampling=sampling, cpu=cpu_snapshot,
