@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from io import StringIO
@@ -263,12 +264,77 @@ def _message(error: jsonschema.ValidationError) -> str:
     return text if len(text) <= 160 else text[:160] + "..."
 
 
+# the keywords these schemas use; conforms() answers for them, a schema with any other goes to jsonschema
+FAST_KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "propertyNames", "items",
+                           "prefixItems", "minItems", "maxItems", "maxLength", "pattern", "minimum", "maximum",
+                           "anyOf"})
+_TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
+    "object": lambda x: type(x) is dict, "array": lambda x: type(x) is list, "string": lambda x: type(x) is str,
+    "boolean": lambda x: type(x) is bool, "null": lambda x: x is None,
+    "number": lambda x: type(x) in (int, float),
+    "integer": lambda x: type(x) is int or (type(x) is float and x.is_integer()),  # 1.0 is one (draft 6 on)
+}
+
+
+def conforms(data: Any, schema: Any) -> bool:
+    """True when `data` certainly matches `schema` under JSON Schema 2020-12 as jsonschema checks it, decided
+    without jsonschema (whose import alone is ~40 ms before `trace` can attach); False when it does not, or when
+    the schema has a keyword outside FAST_KEYWORDS or the data a type json.loads does not make: check() then asks
+    jsonschema, whose verdict and message stand. So a False is never wrong, only slower."""
+    if type(schema) is not dict or not FAST_KEYWORDS.issuperset(schema):
+        return False
+    kind = schema.get("type")
+    if kind is not None:
+        names = (kind,) if type(kind) is str else kind
+        if not any(name in _TYPE_TESTS and _TYPE_TESTS[name](data) for name in names):
+            return False
+    if type(data) is dict:
+        if not all(key in data for key in schema.get("required", ())):
+            return False
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        names_schema = schema.get("propertyNames")
+        for key, value in data.items():
+            if key in properties:
+                if not conforms(value, properties[key]):
+                    return False
+            elif extra is not None and not conforms(value, extra):
+                return False
+            if names_schema is not None and not conforms(key, names_schema):
+                return False
+    elif type(data) is list:
+        if not schema.get("minItems", 0) <= len(data) <= schema.get("maxItems", len(data)):
+            return False
+        prefix = schema.get("prefixItems", [])
+        if not all(conforms(item, sub) for item, sub in zip(data, prefix)):
+            return False
+        if "items" in schema and not all(conforms(item, schema["items"]) for item in data[len(prefix):]):
+            return False
+    elif type(data) is str:
+        if len(data) > schema.get("maxLength", len(data)):
+            return False
+        if "pattern" in schema and not re.search(schema["pattern"], data):
+            return False
+    elif type(data) in (int, float):
+        if "minimum" in schema and data < schema["minimum"]:
+            return False
+        if "maximum" in schema and data > schema["maximum"]:
+            return False
+    elif not (type(data) is bool or data is None):
+        return False  # not a JSON value: jsonschema decides
+    return "anyOf" not in schema or any(conforms(data, sub) for sub in schema["anyOf"])
+
+
 def check(data: Any, spec: JsonFile, source: str) -> Any:
     """`data` unchanged when it matches `spec`, else one UsageError line naming source and the field."""
-    validator = jsonschema.Draft202012Validator(spec.schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is not None:
-        raise UsageError(f"{source}: {_where(error)}: {_message(error)} (not {spec.what})")
+    try:
+        fast = conforms(data, spec.schema)
+    except RecursionError:  # nested deeper than Python recurses: jsonschema says what it says about that
+        fast = False
+    if not fast:
+        validator = jsonschema.Draft202012Validator(spec.schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        if error is not None:
+            raise UsageError(f"{source}: {_where(error)}: {_message(error)} (not {spec.what})")
     for extra in spec.checks:
         problem = extra(data)
         if problem is not None:
