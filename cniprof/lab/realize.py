@@ -5,7 +5,7 @@ Why namespaces: everything the lab creates (devices, addresses, routes, neighbou
 lives in `cniprof-node*` namespaces, so deleting them undoes it all, and the root namespace's networking is
 never changed.
 
-Each (cni, mode) has a recipe in `_RECIPES` (one module per CNI family in cniprof/lab/recipes/). A recipe
+Each (cni, mode) has a recipe in `recipes.RECIPES` (one module per CNI family in cniprof/lab/recipes/). A recipe
 creates its namespaces through `Namespaces`; `rollback_on_failure` removes them if the build fails or is
 interrupted halfway. Before anything is created, the kernel is checked for the device types the model needs.
 """
@@ -14,28 +14,36 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import lazy_loader
 
 from cniprof.cni import registry
 from cniprof.cni.topology import Topology
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.lab import kernel, saved
 from cniprof.lab.cleanup import list_lab_namespaces, remove_namespaces
-from cniprof.lab.nsutil import Namespaces, rollback_on_failure, sigint_ignored
-from cniprof.lab.recipes import RECIPES
+
+if TYPE_CHECKING:
+    from cniprof.lab import nsutil, recipes
+else:  # imported on first use: a trace that reuses the lab that is up builds nothing (issue 15)
+    nsutil = lazy_loader.load("cniprof.lab.nsutil", suppress_warning=True)
+    recipes = lazy_loader.load("cniprof.lab.recipes", suppress_warning=True)
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------- dispatch
 
-_RECIPES: dict[tuple[str, str], Callable[[Namespaces], Topology]] = dict(RECIPES)
+# every lab that can be built: one per model of the registry, each built by its recipe in cniprof.lab.recipes
+# (tests/unit/test_cni_models.py holds the two to the same models), so parsing --cni loads no recipe
+_LABS = frozenset((m.cni, m.mode) for m in registry.models())
 DEFAULT_MODES = {name: registry.default_mode(name) or "" for name in registry.FAMILIES}
 
 
 def supported() -> list[str]:
     """Every lab that can be built, as `cni:mode`."""
-    return [f"{c}:{m}" for c, m in _RECIPES]
+    return [f"{c}:{m}" for c, m in recipes.RECIPES]
 
 
 def parse_cni(cni: str, mode: str | None = None) -> tuple[str, str]:
@@ -44,7 +52,7 @@ def parse_cni(cni: str, mode: str | None = None) -> tuple[str, str]:
     if spec_mode and mode and spec_mode != mode.lower():
         raise UsageError(f"conflicting modes {spec_mode!r} and {mode!r} for --cni {cni}")
     chosen = (spec_mode or (mode or "").lower() or DEFAULT_MODES.get(name, "")).strip()
-    if (name, chosen) not in _RECIPES:
+    if (name, chosen) not in _LABS:
         asked = f"{name}:{chosen}" if chosen else name
         raise UsageError(f"unsupported CNI {asked!r}; supported: {', '.join(supported())}")
     return name, chosen
@@ -76,8 +84,8 @@ def realize(cni: str, mode: str) -> Topology:
             f"lab namespaces already exist ({', '.join(leftovers)}); run `cniprof lab down` first"
         )
     log.info("building %s/%s lab", cni, mode)
-    with rollback_on_failure() as ns:
-        return _RECIPES[(cni, mode)](ns)
+    with nsutil.rollback_on_failure() as ns:
+        return recipes.RECIPES[(cni, mode)](ns)
 
 
 def up(cni: str, mode: str | None = None) -> tuple[Topology, bool]:
@@ -115,7 +123,7 @@ def up(cni: str, mode: str | None = None) -> tuple[Topology, bool]:
         try:
             saved.save(topology)
         except BaseException:
-            with sigint_ignored():
+            with nsutil.sigint_ignored():
                 remove_namespaces(topology.namespaces())
             raise
         return topology, True

@@ -25,6 +25,7 @@ from cniprof.cli.main import main
 from cniprof.cni.topology import LAB_ID, LAB_NETNS_PREFIX, NETNS_DIR, NETNS_PREFIX, Topology, netns_inode
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
 from cniprof.lab import cleanup, host_sysctl, nsutil, realize, saved
+from cniprof.lab.recipes import RECIPES
 from cniprof.lab.recipes import flannel as flannel_recipe
 from cniprof.lab.recipes.common import NodeSpec, PodSpec
 from cniprof.netns_exec import call_in
@@ -129,7 +130,7 @@ def test_up_with_a_different_lab_up_refuses(lab: Topology, monkeypatch: pytest.M
     def never_built(ns: object) -> Topology:
         raise AssertionError("must not build over a running lab")
 
-    monkeypatch.setitem(realize._RECIPES, ("flannel", "host-gw"), never_built)
+    monkeypatch.setitem(RECIPES, ("flannel", "host-gw"), never_built)
     with pytest.raises(CniprofError, match="already up"):
         realize.up("flannel", "host-gw")
     assert saved.load() == lab

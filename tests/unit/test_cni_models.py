@@ -12,6 +12,7 @@ from cniprof.cni.model import EVENTS, PATHS, PLACES
 from cniprof.cni.topology import ROLES
 from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.lab import kernel, realize
+from cniprof.lab.recipes import RECIPES
 from cniprof.probes.plan import DEFAULT_EVENTS
 
 ALL = [(m.cni, m.mode) for m in registry.models()]
@@ -43,7 +44,9 @@ def test_unknown_spec_lists_what_is_supported(spec: str) -> None:
 
 
 def test_every_model_has_a_lab_recipe_and_back() -> None:
-    assert set(realize._RECIPES) == set(ALL)
+    """realize.parse_cni accepts the registry's models without loading the recipes: they must be the same."""
+    assert set(RECIPES) == set(ALL) and len(RECIPES) == len(ALL)
+    assert realize.supported() == [f"{cni}:{mode}" for cni, mode in RECIPES]
     for cni, mode in ALL:
         assert realize.parse_cni(f"{cni}:{mode}") == (cni, mode)
 
