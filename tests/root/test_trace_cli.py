@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import netpair
@@ -149,6 +151,35 @@ def test_src_and_dst_choose_the_traced_pair(lab, tmp_path: Path) -> None:
     assert len(fwd) == 9 and (fwd["packets"] == 23).all(), fwd[["hop", "packets"]]
     assert set(hops["direction"]) == {"pod-b→pod-d", "pod-d→pod-b"}
     assert "veth-pod-b" in " ".join(fwd["hop"]) and "veth-pod-d" in " ".join(fwd["hop"])
+
+
+def test_attach_time_is_printed_exported_and_written_once_attached(lab, tmp_path: Path) -> None:
+    """The attach time (seconds from the command's start to its probes attached, measured by the process itself)
+    is printed by --no-ui, exported as summary.json's overhead.attach_s and written to --ready-file: one value,
+    above 0 and within the command's own run time, and the ready file is there while the probes are attached.
+    How fast it is, is benchmarks/overhead.py's business (a timed assertion here would fail on a busy machine)."""
+    out, ready = tmp_path / "run", tmp_path / "ready"
+    started = time.monotonic()
+    # --overhead-budget 100: the hop links stay attached for the whole run (duty cycling detaches them at once)
+    proc = subprocess.Popen([*CNIPROF, "trace", "--duration", "2", "--overhead-budget", "100", "--no-ui",
+                             "--export", str(out), "--ready-file", str(ready)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        owned.wait_for(lambda: proc.poll() is not None or ready.is_file(), "the ready file", timeout_s=60)
+        assert proc.poll() is None, proc.communicate()
+        assert owned.held_links(HOP_PROGRAMS, pids=[proc.pid]), "the ready file was written before the attach"
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    took = time.monotonic() - started
+    assert proc.returncode == 0, stderr
+    written = ready.read_text()
+    assert re.fullmatch(r"\d+\.\d{3}\n", written), written
+    attach_s = json.loads((out / "summary.json").read_text())["overhead"]["attach_s"]
+    assert attach_s == float(written) and 0 < attach_s < took, (attach_s, took)
+    assert f"overhead: attached {attach_s:.2f} s after start" in stdout, stdout
 
 
 @pytest.mark.parametrize(("args", "message"), [
