@@ -23,6 +23,7 @@ from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 from cniprof.run import trace
 
 if TYPE_CHECKING:
+    import pandas as pd
     from rich.console import Console
 
     from cniprof.advise import render
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from cniprof.ui import cpu_panel, live, run_summary
 else:  # imported on first use: what only the final tables, the files, the live view or the other modes need
     # loads after the probes are attached, not before (issue 15: attached within 0.5 s of the command's start)
+    pd = lazy_loader.load("pandas")
     render = lazy_loader.load("cniprof.advise.render", suppress_warning=True)
     cpu_analysis = lazy_loader.load("cniprof.analysis.cpu", suppress_warning=True)
     record_mod = lazy_loader.load("cniprof.analysis.record", suppress_warning=True)
@@ -199,9 +201,13 @@ def run(args: argparse.Namespace) -> int:
         def on_cpu(cpu_snapshot: dict) -> None:
             view.cpu = cpu_panel.render_cpu_panel(cpu_analysis.analyze_cpu(cpu_snapshot))
 
+        def on_attached() -> None:  # what the updates use, before the traffic starts
+            trace.load_now(pd, analysis_summary, rxmeter, *([cpu_analysis, cpu_panel] if opts.cpu else []))
+
         try:
             with view:
-                result = trace.run(opts, on_update=on_update, on_cpu=on_cpu, model=model)
+                result = trace.run(opts, on_update=on_update, on_cpu=on_cpu, model=model,
+                                   on_attached=on_attached)
         finally:
             if "meter" in rx:
                 rx["meter"].close()

@@ -45,6 +45,8 @@ from cniprof.traffic.ping import Ping
 from cniprof.traffic.udp_burst import UdpBurst
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from cniprof.analysis import record as record_mod
     from cniprof.bpf import features
     from cniprof.lab import kubeproxy, tunings
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from cniprof.run import coordinator, inject
 else:  # imported on first use: what the other modes (--agents, --nf, --cpu, --cni auto) and the run after the
     # attach need loads then, not before the probes are attached (issue 15: attached within 0.5 s of the start)
+    np = lazy_loader.load("numpy")
     record_mod = lazy_loader.load("cniprof.analysis.record", suppress_warning=True)
     features = lazy_loader.load("cniprof.bpf.features", suppress_warning=True)
     tunings = lazy_loader.load("cniprof.lab.tunings", suppress_warning=True)
@@ -347,9 +350,18 @@ def _hop_probe(opts: TraceOptions, model: Model, chain: Chain, plan: Plan, a: Po
 CPU_READ_S = 1.0  # CPU snapshots (symbolizing user stacks while the generators live) at most this often
 
 
+def load_now(*modules: Any) -> None:
+    """Finish loading modules imported lazily (a lazy_loader proxy loads on its first attribute access)."""
+    for module in modules:
+        _ = module.__name__
+
+
 def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] | None = None,
-        on_cpu: Callable[[dict[str, Any]], None] | None = None, model: Model | None = None) -> TraceResult:
-    """Trace once. `model`: what preflight(opts) returned when the caller already ran it (it is not repeated)."""
+        on_cpu: Callable[[dict[str, Any]], None] | None = None, model: Model | None = None,
+        on_attached: Callable[[], None] | None = None) -> TraceResult:
+    """Trace once. `model`: what preflight(opts) returned when the caller already ran it (it is not repeated).
+    `on_attached`: called once the probes are attached, before the traffic starts (to load what on_update and
+    on_cpu use: the modules deferred past the attach load there, not in a measured window)."""
     model = model or preflight(opts)
     chain = chain_for(model, opts.path)
     with sigterm_interrupts(), ExitStack() as stack:
@@ -375,6 +387,11 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             duty.start()
         if opts.ready_file is not None:  # scripts wait for this instead of polling bpftool
             write_text(Path(opts.ready_file), f"{attach_s:.3f}\n")
+        # what the rest of the run uses loads now: after the attach (issue 15) and before the traffic starts, so
+        # that no import lands in a measured window (the sampling calibration, the CPU profile, the node state)
+        load_now(np, state, tunings, inject, *([cpu] if opts.cpu else []))
+        if on_attached is not None:
+            on_attached()
         nf = _nf_probe(stack, opts, topo, [a.ip, b.ip, *([service.cluster_ip] if service else [])])
         gen = _generator(opts, a, b, topo, service.cluster_ip if service else None)
         if gen is not None:
