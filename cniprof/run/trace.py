@@ -360,8 +360,9 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         on_cpu: Callable[[dict[str, Any]], None] | None = None, model: Model | None = None,
         on_attached: Callable[[], None] | None = None) -> TraceResult:
     """Trace once. `model`: what preflight(opts) returned when the caller already ran it (it is not repeated).
-    `on_attached`: called once the probes are attached, before the traffic starts (to load what on_update and
-    on_cpu use: the modules deferred past the attach load there, not in a measured window)."""
+    `on_attached`: called once the probes are attached, before the overhead controller and the traffic start (to
+    load what on_update and on_cpu use: the modules deferred past the attach load there, not in a measured
+    window)."""
     model = model or preflight(opts)
     chain = chain_for(model, opts.path)
     with sigterm_interrupts(), ExitStack() as stack:
@@ -380,6 +381,12 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         stack.callback(probe.close)
         probe.start()
         attach_s = process_age_s()
+        # what the rest of the run uses loads now: after the attach (issue 15), before the overhead controller
+        # starts counting this process's CPU time as the probe's cost and before the traffic starts, so that no
+        # import lands in a measured window (the sampling calibration, the CPU profile, the node state)
+        load_now(np, state, tunings, inject, *([cpu] if opts.cpu else []))
+        if on_attached is not None:
+            on_attached()
         # node agents trace their whole node for the whole run (each is its own process, its cost its own)
         duty = DutyCycle(probe, budget_of(opts)) if isinstance(probe, HopProbe) else None
         if duty is not None:
@@ -387,11 +394,6 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             duty.start()
         if opts.ready_file is not None:  # scripts wait for this instead of polling bpftool
             write_text(Path(opts.ready_file), f"{attach_s:.3f}\n")
-        # what the rest of the run uses loads now: after the attach (issue 15) and before the traffic starts, so
-        # that no import lands in a measured window (the sampling calibration, the CPU profile, the node state)
-        load_now(np, state, tunings, inject, *([cpu] if opts.cpu else []))
-        if on_attached is not None:
-            on_attached()
         nf = _nf_probe(stack, opts, topo, [a.ip, b.ip, *([service.cluster_ip] if service else [])])
         gen = _generator(opts, a, b, topo, service.cluster_ip if service else None)
         if gen is not None:
