@@ -187,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         console = ui_console.wide_console()  # after the run: rich loads once the probes are attached
     else:
         console = ui_console.wide_console()
+        # what the view's updates use loads now, not during the run (see run.trace.run's load_now)
+        trace.load_now(pd, analysis_summary, rxmeter, *([cpu_analysis, cpu_panel] if opts.cpu else []))
         # one refresh a second: every redraw re-renders the tables (~20 ms of CPU on the node being measured)
         view = live.LiveView(title, total_s=opts.duration_s, console=console, refresh_per_second=1.0)
         rx: dict[str, Any] = {}
@@ -201,13 +203,9 @@ def run(args: argparse.Namespace) -> int:
         def on_cpu(cpu_snapshot: dict) -> None:
             view.cpu = cpu_panel.render_cpu_panel(cpu_analysis.analyze_cpu(cpu_snapshot))
 
-        def on_attached() -> None:  # what the updates use, before the traffic starts
-            trace.load_now(pd, analysis_summary, rxmeter, *([cpu_analysis, cpu_panel] if opts.cpu else []))
-
         try:
             with view:
-                result = trace.run(opts, on_update=on_update, on_cpu=on_cpu, model=model,
-                                   on_attached=on_attached)
+                result = trace.run(opts, on_update=on_update, on_cpu=on_cpu, model=model)
         finally:
             if "meter" in rx:
                 rx["meter"].close()

@@ -357,14 +357,15 @@ def load_now(*modules: Any) -> None:
 
 
 def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] | None = None,
-        on_cpu: Callable[[dict[str, Any]], None] | None = None, model: Model | None = None,
-        on_attached: Callable[[], None] | None = None) -> TraceResult:
-    """Trace once. `model`: what preflight(opts) returned when the caller already ran it (it is not repeated).
-    `on_attached`: called once the probes are attached, before the overhead controller and the traffic start (to
-    load what on_update and on_cpu use: the modules deferred past the attach load there, not in a measured
-    window)."""
+        on_cpu: Callable[[dict[str, Any]], None] | None = None, model: Model | None = None) -> TraceResult:
+    """Trace once. `model`: what preflight(opts) returned when the caller already ran it (it is not repeated)."""
     model = model or preflight(opts)
     chain = chain_for(model, opts.path)
+    # what the run uses until its traffic ends loads now, before the lab and the probes (the imports deferred past
+    # the attach serve the other modes and the end of the run): an interrupt that lands in an import can come out
+    # as another error (numpy's first import turns it into an ImportError, an interrupted module import leaves a
+    # half module behind), and the signal suite holds every phase of a run to a clean exit 130/143
+    load_now(np, state, tunings, inject, *([cpu] if opts.cpu else []))
     with sigterm_interrupts(), ExitStack() as stack:
         topo, created = _lab(stack, model, opts)
         a, b = pick_pods(topo, opts.path, opts.src, opts.dst)
@@ -381,12 +382,6 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         stack.callback(probe.close)
         probe.start()
         attach_s = process_age_s()
-        # what the rest of the run uses loads now: after the attach (issue 15), before the overhead controller
-        # starts counting this process's CPU time as the probe's cost and before the traffic starts, so that no
-        # import lands in a measured window (the sampling calibration, the CPU profile, the node state)
-        load_now(np, state, tunings, inject, *([cpu] if opts.cpu else []))
-        if on_attached is not None:
-            on_attached()
         # node agents trace their whole node for the whole run (each is its own process, its cost its own)
         duty = DutyCycle(probe, budget_of(opts)) if isinstance(probe, HopProbe) else None
         if duty is not None:

@@ -43,7 +43,6 @@ if TYPE_CHECKING:  # annotations are not evaluated at run time, so no typing_ext
 
 HopsLike = Union["pd.DataFrame", Sequence[Mapping[str, Any]], Analysis, None]  # a string: pandas loads on use
 REFRESH_PER_SECOND = 4.0
-NO_HOPS_YET = "no hops observed yet"
 
 
 def _hops_df(hops: HopsLike) -> pd.DataFrame:
@@ -83,7 +82,7 @@ def _hop_tables(
 ) -> list[RenderableType]:
     out: list[RenderableType] = []
     if df is None or len(df) == 0:
-        return [Text(NO_HOPS_YET, style="dim")]
+        return [Text("no hops observed yet", style="dim")]
     for direction in _direction_order(df, analysis):
         rows = df[df["direction"] == direction] if "direction" in df else df
         if len(rows) == 0:
@@ -129,8 +128,7 @@ def render_live(
     parts: list[RenderableType] = [_header(title, progress, throughput_bps)]
     if overhead:
         parts.append(Text(overhead_text(overhead), style="dim"))
-    # nothing yet (the first frame, shown before the probes attach): no table to build, and pandas not loaded
-    parts += _hop_tables(_hops_df(hops), analysis) if hops is not None else [Text(NO_HOPS_YET, style="dim")]
+    parts += _hop_tables(_hops_df(hops), analysis)
     parts.append(counters_text(counters))
     if cpu is not None:
         parts.append(cpu)
