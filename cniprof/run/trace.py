@@ -53,8 +53,9 @@ if TYPE_CHECKING:
     from cniprof.node import detect, state
     from cniprof.probes import cpu, nfhooks
     from cniprof.run import coordinator, inject
-else:  # imported on first use: what the other modes (--agents, --nf, --cpu, --cni auto) and the run after the
-    # attach need loads then, not before the probes are attached (issue 15: attached within 0.5 s of the start)
+else:  # imported on first use: what only the other modes (--agents, --nf, --cpu, --cni auto) or the end of the run
+    # need loads then, not before the probes are attached (issue 15: attached within 0.5 s of the start); what the
+    # run itself uses until its traffic ends is loaded at its start (load_now in run())
     np = lazy_loader.load("numpy")
     record_mod = lazy_loader.load("cniprof.analysis.record", suppress_warning=True)
     features = lazy_loader.load("cniprof.bpf.features", suppress_warning=True)
