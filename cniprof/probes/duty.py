@@ -158,7 +158,10 @@ class DutyCycle:
         """Stop cycling, detach, and return the final status."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            try:
+                self._thread.join()
+            except RuntimeError:  # an interrupt inside start(): never started, or it starts, sees the stop, returns
+                pass
             self._thread = None
         if self.probe.is_attached:
             self.probe.detach()
@@ -228,6 +231,8 @@ class DutyCycle:
 
     # --- the controller thread ---
     def _main(self) -> None:
+        if self._stop.is_set():  # stopped before it ran (an interrupt inside start()): touch nothing
+            return
         try:
             libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
             _prctl_rename(libc, ctypes.create_string_buffer(THREAD_NAME))

@@ -21,6 +21,7 @@ from cniprof.ui.tables import overhead_text
 class _Probe:  # what DutyCycle touches of a HopProbe without starting
     programs: tuple[str, ...] = ()
     status = None
+    is_attached = False
 
 
 def _period(bpf_ms: float, traffic_ms: float, attached_s: float, process_ms: float = 0.0) -> duty._Period:
@@ -115,3 +116,17 @@ def test_live_view_shows_coverage_and_own_cost() -> None:
     console.print(render_live("t", None, (1.0, 10.0), None, overhead=OVERHEAD))
     text = console.export_text()
     assert "coverage 21 % of the time" in text and "own cost 1.93 %" in text
+
+
+def test_stopped_before_its_thread_started() -> None:
+    """An interrupt inside start() (the thread object made, never started): close() neither fails nor waits, and
+    a thread that starts after the stop touches nothing."""
+    d = duty.DutyCycle(_Probe(), budget_pct=2.0)  # type: ignore[arg-type]
+    d._thread = duty.threading.Thread(target=d._main, daemon=True)
+    d._stats = None
+    d.stop()
+    assert d._thread is None
+    late = duty.threading.Thread(target=d._main, daemon=True)
+    late.start()
+    late.join(5.0)
+    assert not late.is_alive() and d.error is None and d.windows == 0
