@@ -11,8 +11,7 @@ What is measured, per period of PERIOD_S:
 - the probe's own cost: each program's run time and run count from the kernel's run-time statistics (held on with
   BPF_ENABLE_STATS for the run: cniprof.bpf.prog_stats), plus run count x the per-event dispatch cost around a
   program body that the statistics do not see (calibrated once at start, `calibrate_dispatch`), plus the CPU time
-  of the whole cniprof process (this controller's attach, detach and reads, the live view's redraws, the reads
-  of the snapshots and of the CPU sampler: all of its threads);
+  of this controller's own thread (attach, detach, reads);
 - the traffic's CPU time: the node's kernel CPU time (system + irq + softirq over all CPUs, /proc/stat), where the
   datapath runs. It includes the probe's own cost and any other kernel work on the node: such work makes the
   budget laxer by its share.
@@ -109,7 +108,7 @@ def calibrate_dispatch(rounds: int = 3, renames: int = 10000) -> dict[str, float
 @dataclass
 class _Period:
     bpf_ns: float  # program bodies + dispatch
-    process_ns: float  # the cniprof process, all threads (user + system)
+    control_ns: float  # this controller's thread
     traffic_ns: float  # kernel CPU time of the node
     attached_s: float
     wall_s: float
@@ -141,7 +140,7 @@ class DutyCycle:
         self._attached_s = 0.0  # whole run
         self._wall_s = 0.0  # the measured periods' time: coverage's denominator
         self._starting_s = 0.0  # time packets could start tracking
-        self._totals = {"bpf_ns": 0.0, "process_ns": 0.0, "traffic_ns": 0.0}
+        self._totals = {"bpf_ns": 0.0, "control_ns": 0.0, "traffic_ns": 0.0}
         self._prog0: dict[str, tuple[int, int]] = {}
         self._prog_last: dict[str, tuple[int, int]] = {}
         self._rate = 0.0
@@ -187,21 +186,21 @@ class DutyCycle:
             total += (run_ns - run0) + (cnt - cnt0) * dispatch
         return total
 
-    def _close_period(self, start: float, cpu0: int, proc0: int, attached_s: float) -> None:
+    def _close_period(self, start: float, cpu0: int, ctl0: int, attached_s: float) -> None:
         """Account one period: the run's totals, the history the next fraction is chosen from, the timeline."""
         progs = self._read_programs()
-        p = _Period(bpf_ns=self._bpf_ns(progs, self._prog_last), process_ns=time.process_time_ns() - proc0,
+        p = _Period(bpf_ns=self._bpf_ns(progs, self._prog_last), control_ns=time.thread_time_ns() - ctl0,
                     traffic_ns=kernel_cpu_ns() - cpu0, attached_s=attached_s, wall_s=time.monotonic() - start)
         self._prog_last = progs
         if attached_s > 0:
             self._rate = p.bpf_ns / attached_s  # the latest cost per second attached, when nothing newer is known
         self.history.append(p)
         self._totals["bpf_ns"] += p.bpf_ns
-        self._totals["process_ns"] += p.process_ns
+        self._totals["control_ns"] += p.control_ns
         self._totals["traffic_ns"] += p.traffic_ns
         self._attached_s += attached_s
         self._wall_s += p.wall_s
-        own = p.bpf_ns + p.process_ns
+        own = p.bpf_ns + p.control_ns
         self.timeline.append({"t_s": round(time.monotonic() - self._t0, 3),
                               "coverage": round(attached_s / p.wall_s, 4) if p.wall_s else 0.0,
                               "own_cost_pct": round(100.0 * own / p.traffic_ns, 3) if p.traffic_ns else 0.0,
@@ -216,13 +215,13 @@ class DutyCycle:
         attached = sum(p.attached_s for p in hist)
         # ns of probe cost per second attached, at the current load
         rate = sum(p.bpf_ns for p in hist) / attached if attached > 0 else self._rate
-        cycles = [p.process_ns for p in hist if p.attached_s > 0]
+        cycles = [p.control_ns for p in hist if p.attached_s > 0]
         cycle_ns = statistics.median(cycles) if cycles else 0.0
         recent = hist[-2:]
         if not recent or rate <= 0:
             return FIRST_FRACTION  # nothing measured yet: a short window to measure what one costs
         traffic_rate = sum(p.traffic_ns for p in recent) / max(1e-9, sum(p.wall_s for p in recent))
-        own_hist = sum(p.bpf_ns + p.process_ns for p in hist)
+        own_hist = sum(p.bpf_ns + p.control_ns for p in hist)
         traffic_hist = sum(p.traffic_ns for p in hist)
         wall_hist = sum(p.wall_s for p in hist)
         allowed = max(budget * (traffic_hist + traffic_rate * self.period_s),
@@ -239,10 +238,10 @@ class DutyCycle:
             if self.full:
                 self._calibrate()
                 while not self._stop.is_set():
-                    start, cpu0, proc0 = time.monotonic(), kernel_cpu_ns(), time.process_time_ns()
+                    start, cpu0, ctl0 = time.monotonic(), kernel_cpu_ns(), time.thread_time_ns()
                     self._stop.wait(self.period_s)
                     self._starting_s += time.monotonic() - start
-                    self._close_period(start, cpu0, proc0, time.monotonic() - start)
+                    self._close_period(start, cpu0, ctl0, time.monotonic() - start)
                 return
             # the caller attached to be ready at once; cycling starts detached, calibrates, then opens a first
             # window of FIRST_FRACTION, whose measured cost sets the next ones
@@ -263,12 +262,12 @@ class DutyCycle:
         self.calibration["cpu_s"] = (time.thread_time_ns() - cal0) / 1e9
 
     def _one_period(self) -> None:
-        start, cpu0, proc0 = time.monotonic(), kernel_cpu_ns(), time.process_time_ns()
+        start, cpu0, ctl0 = time.monotonic(), kernel_cpu_ns(), time.thread_time_ns()
         window = self._next_fraction() * self.period_s
         attached_s = 0.0
         if window >= WARM_S + self.drain_s + MIN_START_S:
             if self._stop.wait(random.uniform(0.0, self.period_s - window)):
-                self._close_period(start, cpu0, proc0, 0.0)  # stopped before the window: a detached period
+                self._close_period(start, cpu0, ctl0, 0.0)  # stopped before the window: a detached period
                 return
             t_att = time.monotonic()
             # starts only once every program is attached: attaching patches each tracepoint's call site (IPIs to
@@ -285,7 +284,7 @@ class DutyCycle:
             attached_s = time.monotonic() - t_att
             self.windows += 1
         self._stop.wait(max(0.0, self.period_s - (time.monotonic() - start)))
-        self._close_period(start, cpu0, proc0, attached_s)
+        self._close_period(start, cpu0, ctl0, attached_s)
 
     def _drain_and_detach(self) -> None:
         """No new starts, DRAIN_S for the packets in flight to finish their path, then detach."""
@@ -297,7 +296,7 @@ class DutyCycle:
     def status(self, timeline: bool = True) -> dict[str, Any]:
         elapsed = max(1e-9, time.monotonic() - self._t0) if self._t0 else 0.0
         t = self._totals
-        own = t["bpf_ns"] + t["process_ns"]
+        own = t["bpf_ns"] + t["control_ns"]
         progs = self._prog_last
         programs = {}
         for name, (run_ns, cnt) in progs.items():
@@ -315,7 +314,7 @@ class DutyCycle:
             "own_cost_pct": round(100.0 * own / t["traffic_ns"], 3) if t["traffic_ns"] else None,
             "own_cpu_s": round(own / 1e9, 4),
             "bpf_cpu_s": round(t["bpf_ns"] / 1e9, 4),
-            "process_cpu_s": round(t["process_ns"] / 1e9, 4),
+            "control_cpu_s": round(t["control_ns"] / 1e9, 4),
             "traffic_cpu_s": round(t["traffic_ns"] / 1e9, 4),
             "events": events,
             "dispatch_ns": round(self.calibration.get("dispatch_ns", 0.0), 1) if self.calibration else None,

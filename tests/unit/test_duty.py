@@ -24,8 +24,8 @@ class _Probe:  # what DutyCycle touches of a HopProbe without starting
     is_attached = False
 
 
-def _period(bpf_ms: float, traffic_ms: float, attached_s: float, process_ms: float = 0.0) -> duty._Period:
-    return duty._Period(bpf_ns=bpf_ms * 1e6, process_ns=process_ms * 1e6, traffic_ns=traffic_ms * 1e6,
+def _period(bpf_ms: float, traffic_ms: float, attached_s: float, control_ms: float = 0.0) -> duty._Period:
+    return duty._Period(bpf_ns=bpf_ms * 1e6, control_ns=control_ms * 1e6, traffic_ns=traffic_ms * 1e6,
                         attached_s=attached_s, wall_s=duty.PERIOD_S)
 
 
@@ -55,7 +55,7 @@ def test_fraction_counts_the_cost_of_a_cycle_and_falls_back_to_the_last_rate() -
     # nothing attached in the history: the last known rate; budget 2 x 10 ms, no cycle cost known yet
     assert d._next_fraction() == pytest.approx(0.4, rel=0.01)
     d.history.clear()
-    d.history.append(_period(bpf_ms=10.0, traffic_ms=500.0, attached_s=0.1, process_ms=5.0))
+    d.history.append(_period(bpf_ms=10.0, traffic_ms=500.0, attached_s=0.1, control_ms=5.0))
     # 2 % of 1000 ms = 20 ms, 15 ms spent already, 5 ms per cycle: nothing left for the next window
     assert d._next_fraction() == 0.0
 
@@ -85,7 +85,7 @@ def test_process_age_is_this_process() -> None:
 
 
 OVERHEAD = {"attach_s": 0.31, "budget_pct": 2.0, "mode": "duty-cycled", "coverage": 0.21, "tracked_share": 0.2,
-            "own_cost_pct": 1.93, "own_cpu_s": 0.1, "bpf_cpu_s": 0.08, "process_cpu_s": 0.02,
+            "own_cost_pct": 1.93, "own_cpu_s": 0.1, "bpf_cpu_s": 0.08, "control_cpu_s": 0.02,
             "traffic_cpu_s": 5.2, "events": 1000, "dispatch_ns": 60.0,
             "programs": {"on_dev_queue": {"run_cnt": 600, "run_time_ns": 54000, "ns_per_event": 90.0},
                          "on_netif_receive_skb": {"run_cnt": 400, "run_time_ns": 30000, "ns_per_event": 75.0}},
