@@ -242,4 +242,7 @@ def overhead_text(overhead: Mapping[str, Any] | None) -> str:
     if ns and overhead.get("events"):
         body = sum(p["run_time_ns"] for p in progs.values()) / overhead["events"]
         parts.append(f"{body:.0f} ns/event in programs + {overhead.get('dispatch_ns') or 0:.0f} dispatch")
+    if overhead.get("process_cpu_s") is not None and overhead.get("elapsed_s"):
+        per_s = 1e3 * overhead["process_cpu_s"] / overhead["elapsed_s"]
+        parts.append(f"cniprof process {per_s:.1f} ms CPU/s (view, reads, generators; not budgeted)")
     return "overhead: " + " · ".join(parts)

@@ -97,6 +97,9 @@ def test_overhead_line() -> None:
     assert line.startswith("overhead: attached 0.31 s after start")
     assert "coverage 21 % of the time" in line and "own cost 1.93 % of the node's kernel CPU (budget 2 %)" in line
     assert "84 ns/event in programs + 60 dispatch" in line
+    assert "cniprof process" not in line  # not measured in this block
+    measured = overhead_text({**OVERHEAD, "process_cpu_s": 0.05, "elapsed_s": 10.0})
+    assert measured.endswith("cniprof process 5.0 ms CPU/s (view, reads, generators; not budgeted)")
     assert overhead_text(None) == ""
     assert "(full: exact counts)" in overhead_text({**OVERHEAD, "mode": "full", "coverage": 1.0})
 
