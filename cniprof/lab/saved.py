@@ -57,16 +57,46 @@ def clear(path: Path = STATE_FILE) -> bool:
         return False
 
 
+def _lock(path: Path, blocking: bool) -> tuple[int, bool]:
+    """(fd, True) holding path's flock, or (fd, False) when another holds it and blocking is False.
+
+    Lock files are removed by their holder when done (nothing is left in /run/cniprof for every lab id a test
+    session or a user ever used), so a lock taken on a file that was meanwhile removed or replaced is dropped and
+    taken again on the file now at path: two holders can never hold two different files of one name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return fd, False
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd, True
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def _unlock(path: Path, fd: int) -> None:
+    """Remove the lock file while still holding it, then release it."""
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 @contextlib.contextmanager
 def locked(path: Path = LOCK_FILE) -> Iterator[None]:
     """Serialise `lab up` / `lab down` between processes (two builds of the same names would fight)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd, _ = _lock(path, blocking=True)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        _unlock(path, fd)
 
 
 def node_run_file(netns: str | None) -> Path:
@@ -116,21 +146,20 @@ def in_use(command: str, path: Path = RUN_FILE) -> Iterator[None]:
         finally:
             _held[path] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
+    fd, mine = _lock(path, blocking=False)
+    if not mine:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EnvironmentProblem(f"the lab is in use by {_holder(fd)}: wait for it to end, or give this run "
-                                     "a lab of its own (CNIPROF_LAB_ID=NAME, letters and digits)") from None
-        os.ftruncate(fd, 0)
+            who = _holder(fd)
+        finally:
+            os.close(fd)
+        raise EnvironmentProblem(f"the lab is in use by {who}: wait for it to end, or give this run a lab of its "
+                                 "own (CNIPROF_LAB_ID=NAME, letters and digits)")
+    try:
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "command": command, "started": time.time()}).encode(), 0)
         _held[path] = 1
         try:
             yield
         finally:
             del _held[path]
-            os.ftruncate(fd, 0)
     finally:
-        os.close(fd)  # closing releases the lock
+        _unlock(path, fd)
