@@ -23,6 +23,7 @@ import run_files
 from cli_contract import check, in_process, run
 
 import cniprof
+from cniprof.interrupts import Terminated
 
 LAB = f"bad{os.getpid()}"  # letters and digits: this module's own lab id
 ENV = {"CNIPROF_LAB_ID": LAB}
@@ -384,3 +385,25 @@ def test_a_bug_is_one_internal_error_line_and_the_traceback_with_v(monkeypatch: 
                             "`cniprof -v ...` shows where)\n")
     loud = in_process(["-v", "diff", "a", "b"])
     assert loud.rc == 1 and "Traceback" in loud.stderr and loud.stderr.endswith(quiet.stderr)
+
+
+@pytest.mark.parametrize(("interrupt", "rc", "what"), [(KeyboardInterrupt(), 130, "interrupted"),
+                                                      (Terminated(), 143, "terminated")])
+def test_an_interrupt_turned_into_another_error_is_still_an_interrupt(monkeypatch: pytest.MonkeyPatch,
+                                                                      interrupt: KeyboardInterrupt, rc: int,
+                                                                      what: str) -> None:
+    """numpy's first import re-raises a Ctrl-C landing inside it as ImportError; a cleanup may fail while the
+    interrupt unwinds the run: the exit status is the interrupt's, the one line says what happened."""
+    from cniprof.cli import diff
+
+    def interrupted_import(args: object) -> int:
+        try:
+            raise interrupt
+        except KeyboardInterrupt as e:
+            raise ImportError("numpy failed to import") from e
+
+    monkeypatch.setattr(diff, "run", interrupted_import)
+    o = in_process(["diff", "a", "b"])
+    assert o.rc == rc
+    assert o.stderr == (f"cniprof: {what}; while stopping: ImportError: numpy failed to import "
+                        "(`cniprof -v ...` shows where)\n")
