@@ -12,8 +12,8 @@ itself) is ignored rather than breaking off the cleanup halfway and leaving half
 An exception raised by a signal handler is lost when the signal lands where Python drops exceptions: an
 os.fork() hook (pyroute2 forks for every namespace; logging releases its lock after each fork), a __del__, a
 weakref callback. Python reports those through sys.unraisablehook; ours recognises the interrupt there and
-raises it again a millisecond later (by the timer below), until it lands where it unwinds the run (found by the signal suite:
-a Ctrl-C during `lab up` was lost this way and the lab was built anyway).
+raises it again a millisecond later (by the timer below), until it lands where it unwinds the run (found by the
+signal suite: a Ctrl-C during `lab up` was lost this way and the lab was built anyway).
 
 An interrupt can also be swallowed outright: C extension code that clears any error it meets (numpy's dtype
 comparison does, numpy/numpy#20596, and pandas compares dtypes on every CSV and Parquet write) drops a
@@ -54,17 +54,26 @@ REDELIVER_S = 0.001  # after one that Python dropped and reported: at once
 WATCH_S = 0.01  # after any raised one: a swallowed interrupt is raised again within this
 
 
+def exception_chain(error: BaseException | None) -> Iterator[BaseException]:
+    """error, then what it was raised from or during (__cause__, else __context__), each once."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        yield error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+
+
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM an error was raised from or during, if any: a library that turns the interrupt into
+    its own error (numpy's first import re-raises one landing inside it as ImportError), or a cleanup that failed
+    while the interrupt unwound the run."""
+    return next((e for e in exception_chain(error) if isinstance(e, KeyboardInterrupt)), None)
+
+
 def _being_handled() -> bool:
     """True while the interrupt raised last is on its way out: an except, finally or __exit__ holds it, or an
-    error raised during that cleanup has it as context."""
-    exc: BaseException | None = sys.exc_info()[1]
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        if exc is _in_flight:
-            return True
-        seen.add(id(exc))
-        exc = exc.__context__
-    return False
+    error raised during that cleanup comes from it."""
+    return any(e is _in_flight for e in exception_chain(sys.exc_info()[1]))
 
 
 def _interrupt(signum: int) -> None:

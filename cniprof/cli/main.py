@@ -3,7 +3,8 @@
 
 Only this function maps the project's errors to exit codes and one-line messages; nothing else prints tracebacks.
 Exit status: 0 done, 2 bad usage, 3 environment (root, kernel, tools, a lab), 130/143 interrupted (Ctrl-C/SIGTERM,
-also when the interrupt turned into another error on its way out), 1 a run that failed, or a bug (one line `internal error: ...`; `cniprof -v ...` adds the traceback).
+also when the interrupt turned into another error on its way out), 1 a run that failed, or a bug (one line
+`internal error: ...`; `cniprof -v ...` adds the traceback).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from cniprof.cli import commands
 from cniprof.cli.commands import COMMANDS, Parser
 from cniprof.errors import CniprofError
-from cniprof.interrupts import Terminated, exit_status, sigterm_interrupts
+from cniprof.interrupts import Terminated, exit_status, interrupt_behind, sigterm_interrupts
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if "-v" in argv or "--verbose" in argv:
             traceback.print_exc()
         detail = one_line(str(e))[:200]
-        interrupt = _interrupt_behind(e)
+        interrupt = interrupt_behind(e)
         if interrupt is not None:  # the signal became another error on its way out: still an interrupt
             what = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
             print(f"cniprof: {what}; while stopping: {type(e).__name__}: {detail} (`cniprof -v ...` shows where)",
@@ -77,20 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cniprof: internal error: {type(e).__name__}: {detail} (a bug; `cniprof -v ...` shows where)",
               file=sys.stderr)
         return INTERNAL_EXIT
-
-
-def _interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
-    """The Ctrl-C or SIGTERM an error was raised from or during, if any: a library that turns the interrupt into
-    its own error (numpy's first import re-raises one landing inside it as ImportError), or a cleanup that failed
-    while the interrupt unwound the run."""
-    seen: set[int] = set()
-    exc: BaseException | None = error
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def _finaliser_after_interrupt(unraisable: Any) -> None:

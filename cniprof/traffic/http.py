@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cniprof.errors import CniprofError, EnvironmentProblem, UsageError
+from cniprof.files import fresh_sibling
 from cniprof.traffic.netns import BackgroundProcess, ServerClient, require_netns, require_tool
 
 MAX_BODY = 1 << 30
@@ -147,7 +147,7 @@ class HttpBench(ServerClient):
     def _prepare(self) -> Path:
         """The private nginx prefix: config, body file, temp paths; world-readable so nginx's worker can serve."""
         # named before it is made: stop() removes it even when an interrupt lands inside the mkdir
-        self.prefix = prefix = Path(tempfile.gettempdir()) / f"cniprof-nginx-{secrets.token_hex(8)}"
+        self.prefix = prefix = fresh_sibling(Path(tempfile.gettempdir()) / "cniprof-nginx", "")
         prefix.mkdir(mode=0o700)
         prefix.chmod(0o755)
         (prefix / "tmp").mkdir()
