@@ -18,6 +18,7 @@ from cniprof.cli import commands
 from cniprof.cni import registry
 from cniprof.errors import UsageError
 from cniprof.files import writable_dir
+from cniprof.preload import Preload
 from cniprof.probes.duty import DEFAULT_BUDGET_PCT
 from cniprof.probes.plan import DEFAULT_EVENTS, FULL_EVENTS
 from cniprof.run import trace
@@ -187,13 +188,15 @@ def run(args: argparse.Namespace) -> int:
         console = ui_console.wide_console()  # after the run: rich loads once the probes are attached
     else:
         console = ui_console.wide_console()
-        # what the view's updates use loads now, not during the run (see run.trace.run's load_now)
-        trace.load_now(pd, analysis_summary, rxmeter, *([cpu_analysis, cpu_panel] if opts.cpu else []))
         # one refresh a second: every redraw re-renders the tables (~20 ms of CPU on the node being measured)
         view = live.LiveView(title, total_s=opts.duration_s, console=console, refresh_per_second=1.0)
+        # what the view's updates draw with (pandas: ~0.3 s) loads on its own thread once the probes are attached,
+        # and nothing touches it before the first update has waited for it (cniprof.preload)
+        drawing = Preload(pd, analysis_summary, rxmeter, *([cpu_analysis, cpu_panel] if opts.cpu else []))
         rx: dict[str, Any] = {}
 
         def on_update(snapshot: dict, elapsed: float) -> None:
+            drawing.wait()
             if "meter" not in rx:
                 rx["meter"] = rxmeter.RxBytes.for_snapshot(snapshot)
             view.update(analysis_summary.analyze(snapshot, chain),
@@ -201,11 +204,12 @@ def run(args: argparse.Namespace) -> int:
                         throughput_bps=rx["meter"].bps(), overhead=snapshot.get("overhead"))
 
         def on_cpu(cpu_snapshot: dict) -> None:
+            drawing.wait()
             view.cpu = cpu_panel.render_cpu_panel(cpu_analysis.analyze_cpu(cpu_snapshot))
 
         try:
             with view:
-                result = trace.run(opts, on_update=on_update, on_cpu=on_cpu, model=model)
+                result = trace.run(opts, on_update=on_update, on_cpu=on_cpu, model=model, after_attach=drawing.start)
         finally:
             if "meter" in rx:
                 rx["meter"].close()

@@ -30,6 +30,7 @@ from cniprof.errors import EnvironmentProblem, UsageError
 from cniprof.files import write_text
 from cniprof.interrupts import sigterm_interrupts
 from cniprof.lab import cleanup, kernel, realize, saved
+from cniprof.preload import load_now
 from cniprof.probes.duty import DEFAULT_BUDGET_PCT, FULL_BUDGET_PCT, DutyCycle
 from cniprof.probes.hops import HopProbe
 from cniprof.probes.hops import object_name as hops_object_name
@@ -351,15 +352,11 @@ def _hop_probe(opts: TraceOptions, model: Model, chain: Chain, plan: Plan, a: Po
 CPU_READ_S = 1.0  # CPU snapshots (symbolizing user stacks while the generators live) at most this often
 
 
-def load_now(*modules: Any) -> None:
-    """Finish loading modules imported lazily (a lazy_loader proxy loads on its first attribute access)."""
-    for module in modules:
-        _ = module.__name__
-
-
 def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] | None = None,
-        on_cpu: Callable[[dict[str, Any]], None] | None = None, model: Model | None = None) -> TraceResult:
-    """Trace once. `model`: what preflight(opts) returned when the caller already ran it (it is not repeated)."""
+        on_cpu: Callable[[dict[str, Any]], None] | None = None, model: Model | None = None,
+        after_attach: Callable[[], None] | None = None) -> TraceResult:
+    """Trace once. `model`: what preflight(opts) returned when the caller already ran it (it is not repeated);
+    `after_attach`: called once the probes are attached, before the traffic starts."""
     model = model or preflight(opts)
     chain = chain_for(model, opts.path)
     # what the run uses until its traffic ends loads now, before the lab and the probes (the imports deferred past
@@ -390,6 +387,8 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
             duty.start()
         if opts.ready_file is not None:  # scripts wait for this instead of polling bpftool
             write_text(Path(opts.ready_file), f"{attach_s:.3f}\n")
+        if after_attach is not None:
+            after_attach()
         nf = _nf_probe(stack, opts, topo, [a.ip, b.ip, *([service.cluster_ip] if service else [])])
         gen = _generator(opts, a, b, topo, service.cluster_ip if service else None)
         if gen is not None:

@@ -19,7 +19,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from cniprof.analysis.hops import HOP_COLUMNS, UNASSIGNED
+from cniprof.analysis.hops import UNASSIGNED
 from cniprof.analysis.summary import Analysis
 from cniprof.ui.tables import (
     accounting_text,
@@ -45,9 +45,9 @@ HopsLike = Union["pd.DataFrame", Sequence[Mapping[str, Any]], Analysis, None]  #
 REFRESH_PER_SECOND = 4.0
 
 
-def _hops_df(hops: HopsLike) -> pd.DataFrame:
-    if hops is None:
-        return pd.DataFrame(columns=HOP_COLUMNS)
+def _hops_df(hops: HopsLike) -> pd.DataFrame | None:
+    if hops is None:  # the first frame, drawn before pandas has loaded (cli.trace loads it beside the run)
+        return None
     if isinstance(hops, Analysis):
         return hops.hops
     if isinstance(hops, pd.DataFrame):
@@ -78,7 +78,7 @@ def _e2e_line(analysis: Analysis | None, direction: str) -> str:
 
 
 def _hop_tables(
-    df: pd.DataFrame, analysis: Analysis | None, *, show_p90: bool = False
+    df: pd.DataFrame | None, analysis: Analysis | None, *, show_p90: bool = False
 ) -> list[RenderableType]:
     out: list[RenderableType] = []
     if df is None or len(df) == 0:
