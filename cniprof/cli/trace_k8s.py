@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, sample_every: int, command: str | None = None)
     if args.no_ui:
         return k8s_trace.trace(cluster, opts, sample_every=sample_every, command=command)
     view = LiveView(f"cniprof · cluster · {opts.src or opts.nodes} → {opts.dst or ''} · {opts.traffic}",
-                    total_s=opts.duration_s, console=wide_console(), refresh_per_second=1.0)
+                    total_s=opts.duration_s, console=wide_console())
 
     def on_update(snapshot: dict[str, Any], elapsed: float) -> None:
         view.update(analyze(snapshot), progress=(min(elapsed, opts.duration_s), opts.duration_s))

@@ -92,7 +92,7 @@ class TraceOptions:
     payload_size: int = 64  # bytes per udp datagram
     sample_every: int = 0  # 1 in N packets; 0 = auto (N = 1 unless the offered load is high)
     stale_ms: float = 1000.0
-    interval_s: float = 1.0  # snapshot period for the live view
+    interval_s: float = 1.0  # snapshot period for on_update (the live view: cli.trace.LIVE_INTERVAL_S)
     events: tuple[str, ...] = DEFAULT_EVENTS  # probe events; FULL_EVENTS adds netif_rx (veth backlog)
     cpu: bool = False  # also sample CPU stacks and softirq time (cniprof.probes.cpu)
     cpu_freq_hz: int = 999
@@ -349,6 +349,7 @@ def _hop_probe(opts: TraceOptions, model: Model, chain: Chain, plan: Plan, a: Po
                     stale_ms=opts.stale_ms, sample_every=opts.sample_every or 1)
 
 
+POLL_S = 0.25  # how soon the end of the traffic or of the duration is seen
 CPU_READ_S = 1.0  # CPU snapshots (symbolizing user stacks while the generators live) at most this often
 
 
@@ -416,17 +417,23 @@ def run(opts: TraceOptions, on_update: Callable[[dict[str, Any], float], None] |
         cpu_read = 0.0
         deadline = t0 + _run_time(opts, gen)
         result = None
+        next_update = t0 + opts.interval_s
         while True:
-            time.sleep(opts.interval_s)
+            # the end (deadline, generator done) is seen within POLL_S; updates come every interval_s
+            now = time.monotonic()
+            time.sleep(max(0.0, min(POLL_S, deadline - now, next_update - now)))
             now = time.monotonic()
             done = gen is not None and not _running(gen)
+            end = done or now >= deadline
             if sampler is not None and now - cpu_read >= CPU_READ_S:
                 cpu_read, cpu_snapshot = now, sampler.snapshot()
                 if on_cpu is not None:
                     on_cpu(cpu_snapshot)
-            if on_update is not None:
+            if on_update is not None and (now >= next_update or end):
                 on_update(probe.snapshot(), now - t0)
-            if done or now >= deadline:
+            if now >= next_update:
+                next_update = now + opts.interval_s
+            if end:
                 break
         if gen is not None:
             result = gen.wait(timeout=max(5.0, opts.duration_s))

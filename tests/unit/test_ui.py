@@ -7,6 +7,7 @@ import io
 import json
 import math
 import re
+import time
 from pathlib import Path
 
 import expect
@@ -130,9 +131,30 @@ def test_live_view_context_manager(analysis: Analysis) -> None:
     assert "6 s / 10 s" in console.export_text()  # the last frame stays on screen
 
 
-def test_refresh_is_at_least_once_a_second() -> None:
-    assert LiveView("t", refresh_per_second=0.1).refresh_per_second >= 1
-    assert LiveView("t").refresh_per_second >= 1
+class _CountedDraws:
+    """A renderable that counts how often it is drawn."""
+
+    def __init__(self) -> None:
+        self.draws = 0
+
+    def __rich_console__(self, console, options):  # noqa: ANN001, ANN204 - rich's protocol
+        self.draws += 1
+        yield "counted"
+
+
+def test_each_update_is_drawn_once_and_nothing_redraws_between_updates() -> None:
+    """Drawing a frame costs CPU on the node being measured: once per update, none on a timer in between."""
+    console = Console(force_terminal=True, width=WIDTH, color_system=None, file=io.StringIO())
+    counted = _CountedDraws()
+    with LiveView("t", total_s=10, console=console) as view:
+        view.cpu = counted
+        view.update(None, progress=1.0)
+        assert counted.draws == 1
+        time.sleep(1.3)
+        assert counted.draws == 1, "redrawn between updates"
+        view.update(None, progress=2.0)
+        assert counted.draws == 2
+    assert counted.draws == 3  # and the last frame once more as the view ends
 
 
 def test_formatting() -> None:
