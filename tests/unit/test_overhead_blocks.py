@@ -198,7 +198,7 @@ def test_the_export_does_not_move_the_ratio():
 
 def test_a_block_without_neighbours_has_no_ratio():
     # the last tracer exits at the very end of the connection: no untraced block after it
-    rs, sps = _run(lambda t: 1e10, starts=(5.0, 16.5), total=24.0)
+    rs, _ = _run(lambda t: 1e10, starts=(5.0, 16.5), total=24.0)
     assert rs[0].ratio == pytest.approx(1.0)
     assert rs[1].after is None and rs[1].ratio is None and rs[1].counts[2] == 0
 
