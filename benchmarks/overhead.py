@@ -481,10 +481,10 @@ def blocks_run(tracer: str, a: Pod, b: Pod, duration_s: float, n_blocks: int, po
         # the last untraced block: to the end of the connection, whose exit bounds its test's start
         _sleep_until(end - 0.3)
         exited: float | None = None
-        if gen.running():
+        if gen.running():  # else it ended before this was looking: its start is bounded by LAUNCH_BOUND_S
             while gen.running() and time.monotonic() < end + 30.0:
                 time.sleep(0.005)
-            exited = time.monotonic()
+            exited = None if gen.running() else time.monotonic()
         res = gen.wait()
     finally:
         if t is not None:
