@@ -88,8 +88,9 @@ LAUNCH_BOUND_S = 0.25  # test start at most this long after the client's launch,
 EXIT_TIMEOUT_S = 60.0  # a tracer not gone this long after its window is broken
 OPEN_ENDED_S = 600.0  # perf and bpftrace in blocks: their own timer, never reached (SIGINT ends their window)
 # a tracer's start (to attached) and end (window end to exit: cniprof's export) as planned, on the generous side
-# (here cniprof took 0.4-0.7 s and 2.5-3.2 s with a load average of 2); raised to the longest seen as blocks run
+# (here cniprof took 0.3-0.9 s and 1.6-3.6 s); once blocks ran, the longest seen x PHASE_SAFETY is expected
 PHASE_EST_S = {"cniprof": (1.0, 4.0), "perf": (1.5, 1.5), "bpftrace": (5.0, 2.0)}
+PHASE_SAFETY = 1.1
 TRACED, UNTRACED, EXCLUDED = "traced", "untraced", "excluded"
 
 
@@ -436,18 +437,49 @@ def _sleep_until(t: float) -> None:
         time.sleep(left)
 
 
+def per_pair_s(duration_s: float, est_start: float, est_exit: float) -> float:
+    """A tracer's start-up, its window, its exit, the gap, and the untraced block after it."""
+    return est_start + duration_s + est_exit + GAP_S + duration_s
+
+
+def run_seconds(n_blocks: int, duration_s: float, est_start: float, est_exit: float) -> int:
+    """How long the connection of a blocks run is (iperf3 -t: whole seconds): its first second, the first
+    untraced block, every traced block with what comes after it, and END_S."""
+    return math.ceil(CONNECT_WARMUP_S + duration_s + n_blocks * per_pair_s(duration_s, est_start, est_exit) + END_S)
+
+
+def untraced_until(block_from: float, end: float, i: int, n_blocks: int, duration_s: float, pair_s: float) -> float:
+    """When untraced block i (0-based, begun at block_from) ends and tracer i starts: after duration_s and an
+    even share of the time the plan has left over (there are n_blocks - i + 1 untraced blocks still to come,
+    this one included); `end`: the connection's end."""
+    slack = end - END_S - block_from - duration_s - (n_blocks - i) * pair_s
+    return block_from + duration_s + max(0.0, slack) / (n_blocks - i + 1)
+
+
+def room_for_block(now: float, end: float, pair_s: float) -> bool:
+    """Whether a traced block started now still fits, an untraced block of the planned length after it (the
+    connection's END_S margin may shorten that one)."""
+    return end - now >= pair_s
+
+
+def expected_phases(planned: tuple[float, float], seen: list[tuple[float, float]]) -> tuple[float, float]:
+    """The start-up and exit the rest of a blocks run expects: as planned until a tracer ran, then the longest
+    seen x PHASE_SAFETY (so the time tracers did not need is given to the untraced blocks still to come)."""
+    if not seen:
+        return planned
+    return PHASE_SAFETY * max(s for s, _ in seen), PHASE_SAFETY * max(e for _, e in seen)
+
+
 def blocks_run(tracer: str, a: Pod, b: Pod, duration_s: float, n_blocks: int, port: int, work: Path,
                notes: list[str]) -> tuple[list[Block], dict[str, Any]]:
     """One iperf3 connection with n_blocks traced blocks of duration_s in it, each between two untraced blocks
     of at least duration_s; the connection is planned long enough for all of them with the start-up, export
-    and gap of each (PHASE_EST_S), the time left over spread over the untraced blocks. Returns the blocks and a
-    record of the run (its intervals and tracers, s from the client's launch) for --json."""
-    est_start, est_exit = _phase_estimates(tracer)
-
-    def per_pair() -> float:  # a tracer's start, window, export, the gap, the untraced block after it
-        return est_start + duration_s + est_exit + GAP_S + duration_s
-
-    run_s = math.ceil(CONNECT_WARMUP_S + duration_s + n_blocks * per_pair() + END_S)
+    and gap of each (PHASE_EST_S), the time the tracers turn out not to need spread over the untraced blocks
+    still to come. Returns the blocks and a record of the run (its intervals and tracers, s from the client's
+    launch) for --json."""
+    planned = _phase_estimates(tracer)
+    run_s = run_seconds(n_blocks, duration_s, *planned)
+    seen: list[tuple[float, float]] = []  # start-up and exit of every tracer so far
     gen = IntervalIperf3(a.netns, b.netns, b.ip, run_s, port=port)
     seconds = duration_s if tracer.startswith("cniprof") else OPEN_ENDED_S
     spans: list[Span] = []
@@ -459,10 +491,9 @@ def blocks_run(tracer: str, a: Pod, b: Pod, duration_s: float, n_blocks: int, po
         end = launched + run_s  # the client's -t (whole seconds); its test starts a little after its launch
         block_from = launched + CONNECT_WARMUP_S
         for i in range(n_blocks):
-            # this untraced block: duration_s plus its share of the time the plan has left over
-            slack = end - END_S - block_from - duration_s - (n_blocks - i) * per_pair()
-            _sleep_until(block_from + duration_s + max(0.0, slack) / (n_blocks - i + 1))
-            if end - END_S - time.monotonic() < per_pair():
+            pair_s = per_pair_s(duration_s, *expected_phases(planned, seen))
+            _sleep_until(untraced_until(block_from, end, i, n_blocks, duration_s, pair_s))
+            if not room_for_block(time.monotonic(), end, pair_s):
                 notes.append(f"{tracer}: the iperf3 connection ({run_s} s) had room for {i} of {n_blocks} traced "
                              f"blocks only (start-up and export took longer than planned)")
                 break
@@ -473,8 +504,7 @@ def blocks_run(tracer: str, a: Pod, b: Pod, duration_s: float, n_blocks: int, po
             sp = Span(t.t_start, t.t_attached, min(t.t_attached + duration_s, t.t_exit), t.t_exit)
             spans.append(sp)
             infos.append(t.info)
-            est_start = max(est_start, t.t_attached - t.t_start)
-            est_exit = max(est_exit, t.t_exit - sp.window_end)
+            seen.append((t.t_attached - t.t_start, t.t_exit - sp.window_end))
             print(f"  {tracer:<12} iperf3 block {i + 1}: attached {t.t_attached - t.t_start:.2f} s after its start,"
                   f" exited {t.t_exit - t.t_attached - duration_s:.2f} s after its window", flush=True)
             block_from, t = t.t_exit + GAP_S, None

@@ -210,6 +210,51 @@ def test_spread_of_ratios():
     assert ov.spread([0.98]) == {"min": 0.98, "q1": 0.98, "q3": 0.98, "max": 0.98}
 
 
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def _simulate(n: int, duration: float, startup: float, export: float, est=(1.0, 4.0), jitter: float = 0.002):
+    """The timing of blocks_run's loop with tracers that take `startup` and `export`, and a little lateness at
+    every step (sleeps wake late): (blocks that fit, untraced block lengths, the tail after the last exit)."""
+    end = ov.run_seconds(n, duration, *est)
+    now, block_from, lengths, fitted, seen = 0.0, ov.CONNECT_WARMUP_S, [], 0, []
+    for i in range(n):
+        pair_s = ov.per_pair_s(duration, *ov.expected_phases(est, seen))
+        now = max(now, ov.untraced_until(block_from, end, i, n, duration, pair_s)) + jitter
+        if not ov.room_for_block(now, end, pair_s):
+            break
+        lengths.append(now - block_from)
+        exit_ = now + startup + duration + export + jitter
+        seen.append((startup, export))
+        block_from, now, fitted = exit_ + ov.GAP_S, exit_, fitted + 1
+    return fitted, lengths, end - block_from
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 9, 20])
+@pytest.mark.parametrize("duration", [1.0, 4.0, 10.0])
+def test_the_plan_fits_every_block(n, duration):
+    """Tracers as slow as planned, or faster (as measured here): every block fits, every untraced block is at
+    least `duration` long, the one after the last tracer too (within END_S)."""
+    for startup, export in ((1.0, 4.0), (0.4, 2.0), (0.3, 1.6)):
+        fitted, lengths, tail = _simulate(n, duration, startup, export)
+        assert fitted == n, (startup, export)
+        assert min(lengths) >= duration and tail >= duration - ov.END_S
+
+
+def test_slack_is_spread_evenly():
+    """Tracers faster than planned: once the first has shown it, the time left over lengthens the untraced
+    blocks after it alike, the last one included, rather than piling up at the end."""
+    fitted, lengths, tail = _simulate(9, 4.0, 0.4, 2.0)
+    assert fitted == 9
+    assert max(lengths[1:]) - min(lengths[1:]) < 0.5 and abs(tail - ov.END_S - lengths[-1]) < 0.6
+    assert lengths[1] > 5.0  # about 18 s left over, for 9 blocks
+
+
+def test_tracers_slower_than_planned_leave_blocks_out():
+    fitted, _, _ = _simulate(9, 4.0, 2.0, 8.0)
+    assert 0 < fitted < 9
+
+
 # ------------------------------------------------------------------------------------------------ the command line
 
 
