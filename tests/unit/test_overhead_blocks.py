@@ -180,6 +180,21 @@ def test_a_drift_cancels():
     assert all(abs(r.traced / ((r.before + r.after) / 2) - 0.97) > 0.002 for r in rs)  # plain mean: not equal
 
 
+def test_a_stall_of_the_host_does_not_move_the_ratio():
+    """One 0.5 s interval at half (the machine's own stalls: seen traced and untraced alike) in a traced block
+    and in an untraced one: each block's level is its median interval, so the ratio stays the cost; a mean would
+    have moved it by several percent."""
+    sps = spans(5.0, 16.5, 28.0)
+    stalls = (7.0, 13.0)  # inside the first window; in the untraced block after it
+
+    def rate(t):
+        stalled = any(s <= t < s + 0.5 for s in stalls)
+        return 1e10 * (0.97 if _inside(sps, t) else 1.0) * (0.5 if stalled else 1.0)
+
+    rs, _ = _run(rate)
+    assert [r.ratio for r in rs] == pytest.approx([0.97] * 3, rel=1e-9)
+
+
 def test_the_export_does_not_move_the_ratio():
     """The export after the window (and the start-up before it) costs much more than the tracing: left out, it
     changes nothing; counted, it would show."""
