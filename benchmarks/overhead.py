@@ -732,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         summary, measured, notes, runs = benchmark(args)
         load1 = os.getloadavg()
         if args.method == "blocks":
-            how = (f"iperf3 by blocks: {args.pairs} traced blocks x {args.duration:g} s between untraced ones in one "
+            how = (f"iperf3 by blocks: {args.pairs} traced block{'s' if args.pairs != 1 else ''} x {args.duration:g} s "
+                   f"between untraced ones in one "
                    f"connection per tracer ({INTERVAL_S:g} s intervals)" +
                    (f", rr by {args.pairs} pairs x {args.duration:g} s" if "rr" in args.loads else ""))
         else:

@@ -44,6 +44,31 @@ def test_overhead_smallest_run(lab: Topology, tmp_path: Path) -> None:
     assert not owned.settle(owned.stray_processes)
 
 
+def test_overhead_blocks_smallest_run(lab: Topology, tmp_path: Path) -> None:
+    """One traced block of 2 s inside one real iperf3 connection: the intervals are labelled by the tracer's
+    times (traced ones inside its window, untraced ones only where no tracer ran), the block has a ratio from
+    both neighbours, and the traced run went through `cniprof trace`."""
+    out = tmp_path / "blocks.json"
+    p = _script("overhead.py", "--method", "blocks", "--pairs", "1", "--duration", "2", "--tracers", "cniprof",
+                "--loads", "iperf3", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "1 traced block x 2 s" in p.stdout and "cniprof iperf3 block ratios: " in p.stdout
+    result = json.loads(out.read_text())
+    (block,) = result["blocks"]
+    assert block["ratio"] > 0 and block["info"]["overhead"]["events"] > 0
+    assert all(n > 0 for n in block["counts"])  # intervals before, inside and after the window
+    (run,) = result["runs"]
+    (span,) = run["spans"]
+    assert span["start"] < span["attached"] < span["window_end"] < span["exit"]
+    for start, end, bps, label, _ in run["intervals"]:
+        assert bps > 0
+        if label == "traced":
+            assert span["attached"] <= start and end <= span["window_end"]
+        elif label == "untraced":
+            assert end <= span["start"] or start >= span["exit"]
+    assert not owned.settle(owned.stray_processes)
+
+
 def test_nf_rule_cost_smallest_run(lab: Topology) -> None:
     p = _script("nf_rule_cost.py", "--pairs", "1", "--services", "10", "--count", "5")
     assert p.returncode == 0, p.stderr
