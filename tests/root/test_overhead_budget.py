@@ -104,16 +104,20 @@ def test_exact_count_traffic_is_traced_whole(lab) -> None:
 
 
 STATS = ("p50_us", "p90_us", "p99_us", "mean_us")
+RUN_S = 8.0  # each of the truth test's six runs
 
 
 def _agree(stat: str, x: float, y: float) -> bool:
-    # full coverage adds its own per-event cost to the CPUs that run the path, so its hops run a little slower
-    # (measured here: up to 0.45 µs at p90 on a ~1.9 µs hop); duty cycling's windows see less of that load. The
-    # tail is looser: p99 is the rank-20-or-so value of each side's samples, and a window's first packets run on
-    # caches cold from the time off (measured: 3.44 vs 4.18 µs on the first hop in one CI run)
+    # p50 and the mean within issue 15's bound (5 % or 0.3 µs). p90 and p99 are looser: full coverage's own cost
+    # (~12 % of the kernel CPU) slows the path it watches, which shows in its upper percentiles (measured in 2 of
+    # 5 runs of this test at 5 %/0.3 µs: p90 2.234 vs 1.853 and 1.178 vs 0.869 µs, duty-cycled the faster; with
+    # other traffic on the machine, ~0.1 µs on every hop's p50), and p99 is a high rank of each side's samples,
+    # where a window's first packets run on caches cold from the time off (one CI run: 3.44 vs 4.18 µs)
     if stat == "p99_us":
         return math.isclose(x, y, rel_tol=0.30, abs_tol=1.0)
-    return math.isclose(x, y, rel_tol=0.10, abs_tol=0.5)
+    if stat == "p90_us":
+        return math.isclose(x, y, rel_tol=0.10, abs_tol=0.5)
+    return math.isclose(x, y, rel_tol=0.05, abs_tol=0.3)
 
 
 def _pooled(snapshots: list[dict]) -> dict[tuple[int, int], Histogram]:
@@ -135,13 +139,14 @@ def _stats(h: Histogram) -> dict[str, float]:
 def test_duty_cycled_runs_agree_with_full_coverage_runs(lab) -> None:
     """The same steady paced UDP traced back to back at full coverage and at the default budget, alternating
     (full, budget, full, budget, full, budget: a drift of the shared machine's load lands on both sides), each
-    side's runs pooled: p50/p90 and the mean of every hop agree within 10 % or 0.5 µs, p99 within 30 % or 1 µs."""
-    gen = _udp(lab, 6 * 7 + 10, "100M", 5304)
+    side's runs pooled: p50 and the mean of every hop agree within 5 % or 0.3 µs, p90 within 10 % or 0.5 µs, p99
+    within 30 % or 1 µs."""
+    gen = _udp(lab, 6 * (RUN_S + 2) + 10, "100M", 5304)
     gen.start()
     runs: dict[float, list] = {100.0: [], BUDGET: []}
     try:
         for budget in (100.0, BUDGET) * 3:
-            res = trace.run(trace.TraceOptions(traffic="none", duration_s=5.0, overhead_budget_pct=budget))
+            res = trace.run(trace.TraceOptions(traffic="none", duration_s=RUN_S, overhead_budget_pct=budget))
             assert res.record.overhead["mode"] == ("full" if budget == 100.0 else "duty-cycled")
             runs[budget].append(res.record.snapshot)
     finally:
