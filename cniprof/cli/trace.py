@@ -193,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
         console = ui_console.wide_console()  # after the run: rich loads once the probes are attached
     else:
         console = ui_console.wide_console()
-        # one refresh a second: every redraw re-renders the tables (~20 ms of CPU on the node being measured)
+        # drawn once per update, every LIVE_INTERVAL_S
         view = live.LiveView(title, total_s=opts.duration_s, console=console)
         # what the view's updates draw with (pandas: ~0.3 s) loads on its own thread once the probes are attached,
         # and nothing touches it before the first update has waited for it (cniprof.preload)
