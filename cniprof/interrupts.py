@@ -26,6 +26,13 @@ swallowed and is raised again, and watched again. The same timer re-raises one t
 
 pyroute2 forks helper processes to open sockets in other namespaces; they inherit the handlers and must not run
 the parent's cleanup (which would tear down the lab under it), so a forked child just exits.
+
+Some library code cannot be left at an arbitrary bytecode: pyroute2 runs every netlink request in an asyncio event
+loop of its own, and an interrupt raised inside that loop leaves a task pending, a coroutine never awaited or an
+async generator half closed, which Python then reports on stderr after the one line cniprof prints (found by the
+signal suite: "Task was destroyed but it is pending!" after a Ctrl-C during the lab build). Such calls run inside
+`deferred()`: a signal that arrives there is held and raised as soon as the section ends (milliseconds: a few
+netlink requests).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -49,6 +57,8 @@ _depth = 0  # nesting of sigterm_interrupts() (cli.main, then trace.run inside i
 _stopping = False  # an interrupt was raised: its cleanup is running, later signals wait for it
 _raised: int | None = None  # the signal whose interrupt was raised last
 _in_flight: KeyboardInterrupt | None = None  # that interrupt (a swallowed one is not found while handling)
+_deferring = 0  # nesting of deferred() sections
+_held: int | None = None  # the signal that arrived inside one, raised when the outermost ends
 _alarm_before: Any = None  # SIGALRM's handler before the first watch of this run (restored at the end)
 REDELIVER_S = 0.001  # after one that Python dropped and reported: at once
 WATCH_S = 0.01  # after any raised one: a swallowed interrupt is raised again within this
@@ -98,7 +108,34 @@ def _on_watch(signum: int, frame: object) -> None:
     """SIGALRM: the interrupt raised last is either on its way out (nothing to do) or was lost (raise it again)."""
     if _raised is None or _depth == 0 or _being_handled():
         return
-    _interrupt(_raised)
+    _interrupt_or_hold(_raised)
+
+
+def _interrupt_or_hold(signum: int) -> None:
+    global _held
+    if _deferring:
+        _held = _held or signum  # the first one counts, as outside
+        return
+    _interrupt(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM that arrives inside is raised when the (outermost) section ends, whether its body
+    returned or raised; with no sigterm_interrupts() around it, signals act as usual. Signals are handled on the
+    main thread only, so a section on another thread holds nothing back."""
+    global _deferring, _held
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+        if _deferring == 0 and _held is not None:
+            signum, _held = _held, None
+            _interrupt(signum)
 
 
 def _redeliver_lost(unraisable: Any, previous: Any) -> None:
@@ -111,7 +148,7 @@ def _redeliver_lost(unraisable: Any, previous: Any) -> None:
 
 @contextmanager
 def sigterm_interrupts() -> Iterator[None]:
-    global _depth, _stopping, _raised, _in_flight, _alarm_before
+    global _depth, _stopping, _raised, _in_flight, _alarm_before, _held
     owner = os.getpid()
 
     def handler(signum: int, frame: object) -> None:
@@ -121,7 +158,7 @@ def sigterm_interrupts() -> Iterator[None]:
             if _being_handled():
                 return  # its cleanup is running: a second signal waits for it
             signum = _raised or signum  # swallowed on its way: the same interrupt again
-        _interrupt(signum)
+        _interrupt_or_hold(signum)
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     old_hook = sys.unraisablehook
@@ -140,7 +177,7 @@ def sigterm_interrupts() -> Iterator[None]:
             signal.signal(sig, previous)
         if _depth == 0:  # the outermost: the cleanup is over; a later run in this process starts afresh
             sys.unraisablehook = old_hook
-            _stopping, _raised, _in_flight = False, None, None
+            _stopping, _raised, _in_flight, _held = False, None, None, None
 
 
 def exit_status(interrupt: KeyboardInterrupt) -> int:

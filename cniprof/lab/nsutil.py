@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import lazy_loader
 import psutil
 
+from cniprof import interrupts
 from cniprof.cni.topology import LAB_NETNS_PREFIX
 from cniprof.errors import CniprofError
 from cniprof.lab.cleanup import list_lab_namespaces, remove_namespaces
@@ -73,9 +74,13 @@ def read_sysctl(netns: str, key: str) -> str:
     return call_in(netns, read)
 
 
-def ipr(netns: str) -> IPRoute:
-    """An RTNL socket inside `netns`; flags=0 so a typo fails instead of creating a stray namespace."""
-    return pyroute2.IPRoute(netns=netns, flags=0)
+@contextlib.contextmanager
+def ipr(netns: str) -> Iterator[IPRoute]:
+    """An RTNL socket inside `netns` for the block, closed after it; flags=0 so a typo fails instead of creating a
+    stray namespace. A Ctrl-C or SIGTERM waits for the block to end (interrupts.deferred: pyroute2's event loop,
+    interrupted inside, complains on stderr later): keep blocks to a few requests."""
+    with interrupts.deferred(), pyroute2.IPRoute(netns=netns, flags=0) as sock:
+        yield sock
 
 
 def index(sock: IPRoute, ifname: str) -> int:
@@ -99,8 +104,9 @@ class Namespaces:
     def create(self, name: str, forward: bool = False) -> None:
         if not name.startswith(LAB_NETNS_PREFIX):
             raise ValueError(f"lab namespaces must start with {LAB_NETNS_PREFIX!r}: {name}")
-        self.names.append(name)  # before create(): an interrupt inside it may leave the mount behind
-        pyroute2.netns.create(name)
+        self.names.append(name)  # before create(): the rollback removes it if the build fails right after
+        with interrupts.deferred():  # pyroute2 mounts it from a forked child: not something to break off halfway
+            pyroute2.netns.create(name)
         prepare_netns(name, forward)
 
 

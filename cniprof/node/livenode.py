@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 import lazy_loader
 
+from cniprof import interrupts
 from cniprof.cni.topology import NETNS_DIR, Device, Node, Pod, Topology
 from cniprof.errors import EnvironmentProblem, UsageError
 
@@ -74,21 +75,23 @@ class PodLink:
 
 @contextmanager
 def netlink(netns: str | None) -> Iterator[IPRoute]:
-    """A netlink socket in `netns` (None: our own namespace). flags=0: a mistyped name must not create one."""
-    try:
-        ipr = pyroute2.IPRoute(netns=netns, flags=0) if netns else pyroute2.IPRoute()
-    except FileNotFoundError:
-        raise UsageError(f"network namespace {netns!r} does not exist (no {os.path.join(NETNS_DIR, netns or '')})")\
-            from None
-    except PermissionError:
-        raise EnvironmentProblem(f"entering network namespace {netns!r} needs root") from None
-    except (OSError, UnicodeError) as e:  # a name no namespace can have: too long, a directory, not ASCII
-        why = getattr(e, "strerror", None) or "not a network namespace name"
-        raise UsageError(f"network namespace {(netns or '')[:80]!r}: {why}") from None
-    try:
-        yield ipr
-    finally:
-        ipr.close()
+    """A netlink socket in `netns` (None: our own namespace) for the block. flags=0: a mistyped name must not
+    create one. A Ctrl-C or SIGTERM waits for the block to end (interrupts.deferred says why)."""
+    with interrupts.deferred():
+        try:
+            ipr = pyroute2.IPRoute(netns=netns, flags=0) if netns else pyroute2.IPRoute()
+        except FileNotFoundError:
+            raise UsageError(f"network namespace {netns!r} does not exist "
+                             f"(no {os.path.join(NETNS_DIR, netns or '')})") from None
+        except PermissionError:
+            raise EnvironmentProblem(f"entering network namespace {netns!r} needs root") from None
+        except (OSError, UnicodeError) as e:  # a name no namespace can have: too long, a directory, not ASCII
+            why = getattr(e, "strerror", None) or "not a network namespace name"
+            raise UsageError(f"network namespace {(netns or '')[:80]!r}: {why}") from None
+        try:
+            yield ipr
+        finally:
+            ipr.close()
 
 
 def _attr(msg, *path: str):

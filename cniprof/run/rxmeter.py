@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import lazy_loader
 
+from cniprof import interrupts
+
 if TYPE_CHECKING:
     import pyroute2
 else:  # imported on first use: a command that does not need it does not wait for it
@@ -18,19 +20,21 @@ class RxBytes:
     """Bits per second received on one device since the meter was created.
 
     One netlink socket stays open inside the namespace for the meter's life: pyroute2 forks a helper process to
-    open a socket in another namespace, far too costly to repeat on every refresh of the live view."""
+    open a socket in another namespace, far too costly to repeat on every refresh of the live view. A Ctrl-C or
+    SIGTERM waits for each request to end (interrupts.deferred says why)."""
 
     def __init__(self, netns: str | None, ifindex: int):
         self.ifindex = ifindex
-        # flags=0: never create a namespace by mistake
-        self.ipr = pyroute2.IPRoute(netns=netns, flags=0) if netns else None
+        with interrupts.deferred():  # flags=0: never create a namespace by mistake
+            self.ipr = pyroute2.IPRoute(netns=netns, flags=0) if netns else None
         self.t0 = time.monotonic()
         self.b0 = self._bytes()
 
     def _bytes(self) -> int:
         if self.ipr is None:
             return 0
-        stats = self.ipr.get_links(self.ifindex)[0].get_attr("IFLA_STATS64")
+        with interrupts.deferred():
+            stats = self.ipr.get_links(self.ifindex)[0].get_attr("IFLA_STATS64")
         return int(stats["rx_bytes"])
 
     @classmethod
@@ -50,5 +54,6 @@ class RxBytes:
 
     def close(self) -> None:
         if self.ipr is not None:
-            self.ipr.close()
+            with interrupts.deferred():
+                self.ipr.close()
             self.ipr = None

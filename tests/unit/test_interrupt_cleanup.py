@@ -12,7 +12,14 @@ import time
 
 import pytest
 
-from cniprof.interrupts import SIGINT_EXIT, SIGTERM_EXIT, Terminated, exit_status, sigterm_interrupts
+from cniprof.interrupts import (
+    SIGINT_EXIT,
+    SIGTERM_EXIT,
+    Terminated,
+    deferred,
+    exit_status,
+    sigterm_interrupts,
+)
 
 
 @pytest.mark.parametrize(("first", "then"), [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM),
@@ -164,3 +171,64 @@ def test_no_watch_outlives_the_run() -> None:
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGALRM) == before
     time.sleep(0.05)  # a watch that fired now would meet the default action: death by SIGALRM
+
+
+@pytest.mark.parametrize(("sig", "raised"), [(signal.SIGINT, KeyboardInterrupt), (signal.SIGTERM, Terminated)])
+def test_a_signal_inside_a_deferred_section_is_raised_when_it_ends(sig: int, raised: type) -> None:
+    done = []
+    with pytest.raises(KeyboardInterrupt) as caught, sigterm_interrupts():
+        with deferred():
+            with deferred():  # nested: only the outermost section's end raises
+                os.kill(os.getpid(), sig)
+                done.append("inner")
+            done.append("outer")
+        pytest.fail("the held signal was not raised at the end of the section")
+    assert done == ["inner", "outer"]
+    assert type(caught.value) is raised
+
+
+def test_a_deferred_section_that_fails_still_raises_the_held_signal() -> None:
+    with pytest.raises(Terminated) as caught, sigterm_interrupts(), deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise ValueError("the section's own error")
+    assert isinstance(caught.value.__context__, ValueError)
+
+
+def test_the_first_held_signal_counts_and_nothing_is_held_after() -> None:
+    with pytest.raises(Terminated), sigterm_interrupts(), deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+    with sigterm_interrupts():  # the next run starts with nothing held
+        with deferred():
+            pass
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+
+
+def test_without_the_handlers_a_deferred_section_holds_nothing() -> None:
+    with pytest.raises(KeyboardInterrupt), deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+        pytest.fail("Python's own Ctrl-C handler was held")
+
+
+def test_a_deferred_section_on_another_thread_holds_back_nothing() -> None:
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with deferred():
+            inside.set()
+            release.wait(5)
+
+    t = threading.Thread(target=other)
+    t.start()
+    try:
+        inside.wait(5)
+        with pytest.raises(KeyboardInterrupt), sigterm_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+            pytest.fail("a section on another thread held the main thread's signal")
+    finally:
+        release.set()
+        t.join()

@@ -137,7 +137,7 @@ class _CountedDraws:
     def __init__(self) -> None:
         self.draws = 0
 
-    def __rich_console__(self, console, options):  # noqa: ANN001, ANN204 - rich's protocol
+    def __rich_console__(self, console, options):
         self.draws += 1
         yield "counted"
 
