@@ -142,7 +142,8 @@ def test_injected_services_are_traced_and_switched_to_nftables_and_back(no_lab: 
     assert trace.returncode == 0, trace.stderr
     service = json.loads((tmp_path / "trace" / "summary.json").read_text())["service"]
     assert service["injected"] and service["dummy_services"] == 300 and service["cluster_ip"].startswith("10.96.")
-    assert "40/40 packets end to end" in trace.stdout
+    told = [line for line in trace.stdout.splitlines() if line.startswith(("path check", "accounting", "+ ", "probe"))]
+    assert "40/40 packets end to end" in trace.stdout, "\n".join(told)
     assert {n: nat_jumps(n) for n in NODES} == jumps
     one_line_error(cli("trace", "--path", "pod-to-service", "--services", "5", "--no-ui"), "drop --services")
     tune = cli("tune", "--try", "kube-proxy-nftables", "--pairs", "1", "--duration", "1", "--output",
