@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from cniprof.analysis.accounting import accounting
 from cniprof.analysis.summary import analyze
 from cniprof.run import trace
 
@@ -137,7 +138,8 @@ def test_qdisc_queueing_shows_on_its_hop_only(lab) -> None:
     assert res.record.traffic["received"] == N
     fwd = _fwd_hops(res)
     queued = fwd[fwd["role"] == UNDERLAY].iloc[0]
-    assert queued["packets"] == N
+    assert queued["packets"] == N, (fwd[["role", "packets"]].to_dict("records"), accounting(res.record.snapshot),
+                                    res.record.snapshot["counters"])
     others = fwd[fwd["role"] != UNDERLAY]
     assert queued["mean_us"] > 10 * others["mean_us"].max(), fwd[["role", "mean_us"]]
     assert queued["share_pct"] > 90
