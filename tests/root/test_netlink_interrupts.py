@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import owned
 import pytest
@@ -62,21 +63,17 @@ def test_an_interrupted_netlink_request_prints_nothing_more(namespace: str, help
     rng = random.Random(16)
     noisy = []
     for _ in range(RUNS):
-        signum = rng.choice([signal.SIGINT, signal.SIGTERM])
+        signum, delay = rng.choice([signal.SIGINT, signal.SIGTERM]), rng.uniform(0.05, 0.3)
         proc = subprocess.Popen([sys.executable, "-c", CHILD, helper, namespace], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None and proc.stdout.readline() == "ready\n", proc.communicate()
-            try:
-                proc.wait(timeout=rng.uniform(0.05, 0.3))
-            except subprocess.TimeoutExpired:
-                pass
-            proc.send_signal(signum)
-            _, err = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+
+        def looping(proc: subprocess.Popen[str] = proc, delay: float = delay) -> bool:
+            """It printed "ready" and has been looping over the requests for `delay`."""
+            assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+            time.sleep(delay)
+            return True
+
+        err, _, _ = owned.signal_when(proc, looping, "the child's netlink loop", signum, timeout_s=30)
         assert proc.returncode == 128 + signum, err
         if err != "interrupted\n":
             noisy.append(err)
